@@ -1,0 +1,1 @@
+//! eBPF helpers (cgroup v2 device filter programs).

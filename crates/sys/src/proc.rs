@@ -1,0 +1,1 @@
+//! Process-level wrappers: fork with namespace flags, fd hygiene, terminal control.
