@@ -1,0 +1,3 @@
+//! berth-build: the Dockerfile front end.
+pub mod glob;
+pub mod shell;
