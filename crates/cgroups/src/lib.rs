@@ -20,6 +20,20 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod devices;
+mod fs;
+mod v1;
+mod v2;
+#[cfg(test)]
+extern crate self as berth_cgroups;
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+#[path = "../tests/common/conformance.rs"]
+mod conformance;
+
+pub use fs::{CgroupFs, RealFs};
+
 /// Which cgroup layout the host uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum CgroupMode {
@@ -57,8 +71,32 @@ pub enum Error {
     #[error("no cgroup filesystem found under {0}: mount cgroupfs (v1) or cgroup2 there")]
     NoCgroupFs(PathBuf),
     /// The requested controller is not available on this host.
-    #[error("cgroup controller {0} is not available on this host")]
+    #[error("cgroup controller {0} is not available on this host: mount it (v1) or enable it in the parent's cgroup.subtree_control (v2)")]
     MissingController(String),
+    /// The cgroups path is not usable (empty, or a `..` component escaping the root).
+    #[error("invalid cgroups path {path}: {reason}")]
+    InvalidPath {
+        /// the path as given
+        path: PathBuf,
+        /// what is wrong and what to do
+        reason: String,
+    },
+    /// A control file held something this crate could not parse.
+    #[error("cannot parse cgroup file {path}: {reason}")]
+    Parse {
+        /// the file
+        path: PathBuf,
+        /// what was expected and found
+        reason: String,
+    },
+    /// The kernel did not reach a state in time (e.g. freezing a cgroup).
+    #[error("timed out waiting for {what} on {path}: retry, or check for processes stuck in uninterruptible sleep")]
+    Timeout {
+        /// what was awaited ("frozen", "thawed")
+        what: &'static str,
+        /// the cgroup directory
+        path: PathBuf,
+    },
 }
 
 /// Result alias of this crate.
@@ -197,18 +235,109 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
 }
 
 /// Detect the layout from what is mounted at `root` (normally `/sys/fs/cgroup`).
+///
+/// Uses `statfs` magic numbers: cgroup2 at `root` is [`CgroupMode::V2`]; cgroup2 at
+/// `<root>/unified` with v1 controllers beside it is [`CgroupMode::Hybrid`]; only v1
+/// controller mounts is [`CgroupMode::V1`].
 pub fn detect_mode(root: &Path) -> Result<CgroupMode> {
-    let _ = root;
-    Err(Error::NoCgroupFs(root.to_path_buf()))
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+    let magic = |p: &Path| statfs(p).ok().map(|s| s.filesystem_type());
+    if magic(root) == Some(CGROUP2_SUPER_MAGIC) {
+        return Ok(CgroupMode::V2);
+    }
+    let has_v1 = std::fs::read_dir(root)
+        .map_err(|source| Error::Io {
+            op: "readdir",
+            path: root.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name() != "unified" && magic(&e.path()) == Some(CGROUP_SUPER_MAGIC));
+    let unified = magic(&root.join("unified")) == Some(CGROUP2_SUPER_MAGIC);
+    match (has_v1, unified) {
+        (true, true) => Ok(CgroupMode::Hybrid),
+        (true, false) => Ok(CgroupMode::V1),
+        // only a unified mount and no v1 controllers: drive it as v2 below `unified`
+        // is not what callers expect from `root`, so report it as missing
+        _ => Err(Error::NoCgroupFs(root.to_path_buf())),
+    }
 }
 
 /// A manager for the cgroup `cgroups_path` (relative to each hierarchy's root; a leading
 /// `/` is ignored) under the cgroup root `root`.
+///
+/// `cgroups_path` must not be empty and must not contain `..`.
 pub fn manager(
     mode: CgroupMode,
     root: &Path,
     cgroups_path: &Path,
 ) -> Result<Box<dyn CgroupManager>> {
-    let _ = (mode, root, cgroups_path);
-    Err(Error::NoCgroupFs(root.to_path_buf()))
+    manager_with_fs(mode, root, cgroups_path, std::sync::Arc::new(RealFs))
+}
+
+/// Like [`manager`], with the control-file access supplied by the caller (a recording
+/// or fake [`CgroupFs`] in tests; [`RealFs`] otherwise).
+pub fn manager_with_fs(
+    mode: CgroupMode,
+    root: &Path,
+    cgroups_path: &Path,
+    fs: std::sync::Arc<dyn CgroupFs>,
+) -> Result<Box<dyn CgroupManager>> {
+    let rel = normalize_path(cgroups_path)?;
+    Ok(match mode {
+        CgroupMode::V1 => Box::new(v1::V1Manager::new(fs, root, &rel, false)?),
+        CgroupMode::Hybrid => Box::new(v1::V1Manager::new(fs, root, &rel, true)?),
+        CgroupMode::V2 => Box::new(v2::V2Manager::new(fs, root, &rel)),
+    })
+}
+
+/// The cgroups path as a relative path with only normal components.
+fn normalize_path(p: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for comp in p.components() {
+        match comp {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(c) => out.push(c),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(Error::InvalidPath {
+                    path: p.to_path_buf(),
+                    reason: "\"..\" would escape the cgroup root; give a path below it".into(),
+                })
+            }
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(Error::InvalidPath {
+            path: p.to_path_buf(),
+            reason: "it names the root cgroup; give a path below it such as berth/<id>".into(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_rejects_parent_and_empty() {
+        assert_eq!(
+            normalize_path(Path::new("/berth/./x")).expect("ok"),
+            PathBuf::from("berth/x")
+        );
+        let e = normalize_path(Path::new("berth/../../etc")).expect_err("dotdot");
+        assert!(matches!(e, Error::InvalidPath { .. }));
+        assert!(e.to_string().contains("escape"), "{e}");
+        assert!(normalize_path(Path::new("/")).is_err());
+        assert!(normalize_path(Path::new("")).is_err());
+        let e = manager(CgroupMode::V2, Path::new("/tmp"), Path::new("a/../b"));
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn detect_mode_on_plain_dir_is_no_cgroupfs() {
+        let d = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(detect_mode(d.path()), Err(Error::NoCgroupFs(_))));
+    }
 }
