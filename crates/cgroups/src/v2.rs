@@ -265,8 +265,12 @@ impl V2Manager {
     }
 
     fn set_frozen(&self, frozen: bool) -> Result<()> {
+        self.set_frozen_with_timeout(frozen, FREEZE_TIMEOUT)
+    }
+
+    fn set_frozen_with_timeout(&self, frozen: bool, timeout: Duration) -> Result<()> {
         self.write("freezer", "cgroup.freeze", if frozen { "1" } else { "0" })?;
-        let done = cfs::poll_until(FREEZE_TIMEOUT, || {
+        let done = cfs::poll_until(timeout, || {
             Ok(self.events_frozen()?.unwrap_or(frozen) == frozen)
         })?;
         if !done {
