@@ -1,1 +1,186 @@
-//! Process-level wrappers: fork with namespace flags, fd hygiene, terminal control.
+//! Process-level wrappers: fork with namespace flags, fd hygiene, terminal control,
+//! and the few process attributes nix does not wrap.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// Result of [`fork_with_flags`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// We are the parent; the child has this pid (in our pid namespace).
+    Parent(i32),
+    /// We are the child.
+    Child,
+}
+
+/// fork(2) that also creates the namespaces in `flags` (`CLONE_NEW*`), via clone(2)
+/// without a new stack, so the child continues on a copy of the parent's stack.
+///
+/// The child must only run code that is safe after fork: the caller must be
+/// single-threaded (berth's runtime entry points are), or the child must limit itself to
+/// async-signal-safe calls until it execs.
+pub fn fork_with_flags(flags: libc::c_int) -> io::Result<Forked> {
+    // SAFETY: clone with a null stack pointer and without CLONE_VM behaves like fork(2):
+    // the child gets a copy-on-write copy of the address space and resumes here. No
+    // pointers are passed (ptid/ctid/tls are null). Single-threadedness is the caller's
+    // documented obligation.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as i32)),
+    }
+}
+
+/// Mark every fd `>= first` close-on-exec (close_range with CLOSE_RANGE_CLOEXEC), so
+/// nothing of ours leaks into the program we exec.
+pub fn close_range_cloexec(first: u32) -> io::Result<()> {
+    // SAFETY: close_range only changes fd flags of this process; no memory is passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Make `fd` (a terminal) the controlling terminal of this session (TIOCSCTTY).
+pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an int argument by value; fd is a valid borrowed fd.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Open the peer (slave) side of a pty master without resolving any path (TIOCGPTPEER).
+pub fn open_pty_peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes the open flags by value and returns a new fd or -1.
+    let r = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: r is a freshly returned fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// Set the terminal window size (TIOCSWINSZ).
+pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct through the pointer, which is valid for
+    // the duration of the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Read the terminal window size (TIOCGWINSZ): (rows, cols).
+pub fn window_size(fd: BorrowedFd<'_>) -> io::Result<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize struct through the pointer, which points to a
+    // live, properly aligned local.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((ws.ws_row, ws.ws_col))
+}
+
+/// setdomainname(2) (NIS domain name of the UTS namespace).
+pub fn set_domainname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe the bytes of `name`, valid for the call.
+    let r = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// ioprio_set(IOPRIO_WHO_PROCESS, 0, class<<13 | level) for the calling process.
+pub fn set_io_priority(class: u32, level: u32) -> io::Result<()> {
+    let prio = ((class & 0x7) << 13) | (level & 0x1fff);
+    // SAFETY: ioprio_set takes three integers; no memory is passed.
+    let r = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, prio) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// sched_setscheduler(0, policy, priority) for the calling process.
+pub fn set_scheduler(policy: i32, priority: i32) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: the param pointer refers to a live local for the duration of the call.
+    let r = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// _exit(2): leave the process at once, without running atexit handlers or
+/// destructors (used by forked children that must not unwind into the parent's code).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}
+
+/// Take ownership of a raw descriptor the kernel just installed (e.g. received with
+/// SCM_RIGHTS or returned by a raw system call).
+pub fn own_fd(fd: std::os::fd::RawFd) -> OwnedFd {
+    // SAFETY: callers pass a descriptor that is open and owned by nobody else; the
+    // returned OwnedFd becomes its only owner and closes it on drop.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// dup2(2) on raw descriptor numbers (stdio plumbing in a forked child).
+pub fn dup2_raw(old: std::os::fd::RawFd, new: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: dup2 only manipulates this process's descriptor table; an invalid `old`
+    // yields EBADF. Callers own `new` (stdio slots of a child about to exec).
+    let r = unsafe { libc::dup2(old, new) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// setpriority(PRIO_PROCESS, 0, nice) for the calling process.
+pub fn set_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: plain integer arguments, no memory passed.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
