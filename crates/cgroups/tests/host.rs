@@ -1,0 +1,199 @@
+//! End-to-end tests on the real (hybrid) host as root: real cgroups, real processes.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command};
+
+use berth_cgroups::{detect_mode, CgroupManager, CgroupMode};
+use common::{conformance, require_root_and_cgroups, unique_name, CgroupGuard, Gated, ROOT};
+use oci_spec::runtime::LinuxResources;
+
+/// Real processes (`sleep 30`) in a real cgroup; everything removed on drop.
+struct HostHarness {
+    guard: CgroupGuard,
+    children: Vec<Child>,
+}
+
+impl conformance::Harness for HostHarness {
+    fn manager(&self) -> &dyn CgroupManager {
+        self.guard.m.as_ref()
+    }
+    fn spawn_member(&mut self) -> i32 {
+        let c = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let pid = c.id() as i32;
+        self.children.push(c);
+        pid
+    }
+    fn kill_members(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.children.clear();
+    }
+    fn check_frozen(&self, pid: i32, frozen: bool) {
+        eprintln!("pid {pid} frozen={frozen}: {}", common::proc_state(pid));
+    }
+}
+
+impl Drop for HostHarness {
+    fn drop(&mut self) {
+        conformance::Harness::kill_members(self);
+    }
+}
+
+fn host_mode() -> CgroupMode {
+    require_root_and_cgroups();
+    detect_mode(Path::new(ROOT)).expect("detect cgroup mode")
+}
+
+#[test]
+fn detect_mode_sees_the_host_layout() {
+    let mode = host_mode();
+    let unified = Path::new(ROOT).join("unified/cgroup.procs").exists();
+    let v2 = Path::new(ROOT).join("cgroup.controllers").exists();
+    let expect = if v2 {
+        CgroupMode::V2
+    } else if unified {
+        CgroupMode::Hybrid
+    } else {
+        CgroupMode::V1
+    };
+    assert_eq!(mode, expect);
+}
+
+fn run_conformance(mode: CgroupMode) {
+    let mut h = HostHarness {
+        guard: CgroupGuard::new(mode, Path::new(ROOT), &unique_name("conf")),
+        children: Vec::new(),
+    };
+    conformance::run(&mut h);
+}
+
+#[test]
+fn conformance_on_host_layout() {
+    run_conformance(host_mode());
+}
+
+#[test]
+fn conformance_v1_only_on_hybrid_host() {
+    if host_mode() != CgroupMode::Hybrid {
+        eprintln!("host is not hybrid: the v1-only run needs v1 controllers; covered by the host-layout run");
+        return;
+    }
+    run_conformance(CgroupMode::V1);
+}
+
+fn res(json: &str) -> LinuxResources {
+    serde_json::from_str(json).expect("resources json")
+}
+
+fn read(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.join(file).display()))
+        .trim()
+        .to_string()
+}
+
+fn path_of(m: &dyn CgroupManager, c: &str) -> std::path::PathBuf {
+    m.paths()
+        .into_iter()
+        .find(|(n, _)| n == c)
+        .unwrap_or_else(|| panic!("no {c} hierarchy"))
+        .1
+}
+
+#[test]
+fn lifecycle_with_a_real_process() {
+    let mode = host_mode();
+    assert_ne!(mode, CgroupMode::V2, "this test reads v1 files; see v2_on_unified for v2");
+    let name = unique_name("life");
+    let g = CgroupGuard::new(mode, Path::new(ROOT), &name);
+    let m = g.m.as_ref();
+    m.create().expect("create");
+    for (c, p) in m.paths() {
+        assert!(p.is_dir(), "{c}: {}", p.display());
+        assert!(p.to_string_lossy().contains(&name));
+    }
+
+    // burn a little cpu and memory inside the cgroup, then sleep
+    let mut child = Gated::spawn(
+        "read go; i=0; s=x; while [ $i -lt 20000 ]; do i=$((i+1)); s=$s$i; done; echo busy-done; exec sleep 30",
+    );
+    m.add_process(child.pid()).expect("add_process");
+    m.apply_resources(&res(r#"{"memory": {"limit": 134217728}, "pids": {"limit": 16}}"#))
+        .expect("apply");
+    assert_eq!(read(&path_of(m, "memory"), "memory.limit_in_bytes"), "134217728");
+    assert_eq!(read(&path_of(m, "pids"), "pids.max"), "16");
+    let procs = read(&path_of(m, "memory"), "cgroup.procs");
+    assert!(procs.lines().any(|l| l == child.pid().to_string()), "{procs}");
+    if mode == CgroupMode::Hybrid {
+        let u = read(&path_of(m, "unified"), "cgroup.procs");
+        assert!(u.lines().any(|l| l == child.pid().to_string()), "{u}");
+    }
+    child.release();
+    assert_eq!(child.line(), "busy-done");
+    assert_eq!(m.pids().expect("pids"), vec![child.pid()]);
+
+    m.freeze().expect("freeze");
+    assert_eq!(read(&path_of(m, "freezer"), "freezer.state"), "FROZEN");
+    assert!(m.is_frozen().expect("state"));
+    // frozen tasks report uninterruptible sleep
+    let state = common::proc_state(child.pid());
+    assert!(state.contains("D (disk sleep)"), "{state}");
+    m.thaw().expect("thaw");
+    assert_eq!(read(&path_of(m, "freezer"), "freezer.state"), "THAWED");
+    assert!(!m.is_frozen().expect("state"));
+
+    let st = m.stats().expect("stats");
+    eprintln!("stats: {}", serde_json::to_string(&st).expect("json"));
+    assert!(st.cpu.usage.total > 0, "cpu usage");
+    assert!(st.memory.usage.usage > 0, "memory usage");
+    assert_eq!(st.memory.usage.limit, 134217728);
+    assert_eq!(st.pids.current, 1);
+    assert_eq!(st.pids.limit, 16);
+
+    child.kill();
+    m.destroy().expect("destroy");
+    for (c, p) in m.paths() {
+        assert!(!p.exists(), "{c} dir {} left", p.display());
+    }
+}
+
+#[test]
+fn pids_limit_is_enforced_by_the_kernel() {
+    let mode = host_mode();
+    let g = CgroupGuard::new(mode, Path::new(ROOT), &unique_name("pids"));
+    g.m.create().expect("create");
+    g.m.apply_resources(&res(r#"{"pids": {"limit": 1}}"#)).expect("apply");
+    // the shell itself is the one allowed task: its fork must fail
+    let mut child = Gated::spawn("read go; echo started; /bin/true && echo forked");
+    g.m.add_process(child.pid()).expect("add");
+    child.release();
+    assert_eq!(child.line(), "started");
+    assert_eq!(child.line(), "", "the shell could fork past pids.max = 1");
+    let err = child.wait_stderr();
+    assert!(err.to_lowercase().contains("fork"), "stderr: {err}");
+}
+
+#[test]
+fn memory_limit_below_usage_is_invalid_resource() {
+    let mode = host_mode();
+    let g = CgroupGuard::new(mode, Path::new(ROOT), &unique_name("oom"));
+    g.m.create().expect("create");
+    // swap smaller than limit is rejected before touching the kernel
+    let e = g
+        .m
+        .apply_resources(&res(r#"{"memory": {"limit": 134217728, "swap": 4096}}"#))
+        .expect_err("swap < limit");
+    assert!(e.to_string().contains("linux.resources.memory.swap"), "{e}");
+}
+
+#[test]
+fn dotdot_paths_are_rejected() {
+    require_root_and_cgroups();
+    let e = berth_cgroups::manager(CgroupMode::Hybrid, Path::new(ROOT), Path::new("berth-test/../../x"))
+        .expect_err("escape");
+    assert!(e.to_string().contains("escape"), "{e}");
+}
