@@ -69,10 +69,14 @@ fn parse_access(idx: usize, access: Option<&str>) -> Result<u8> {
 fn parse_num(idx: usize, what: &str, v: Option<i64>) -> Result<Option<u32>> {
     match v {
         None | Some(-1) => Ok(None),
-        Some(n) => u32::try_from(n).map(Some).map_err(|_| Error::InvalidResource {
-            field: format!("linux.resources.devices[{idx}].{what}"),
-            reason: format!("{n} is not a device number; use 0..=4294967295 or omit it for any"),
-        }),
+        Some(n) => u32::try_from(n)
+            .map(Some)
+            .map_err(|_| Error::InvalidResource {
+                field: format!("linux.resources.devices[{idx}].{what}"),
+                reason: format!(
+                    "{n} is not a device number; use 0..=4294967295 or omit it for any"
+                ),
+            }),
     }
 }
 
@@ -132,7 +136,14 @@ pub fn v1_writes(rules: &[LinuxDeviceCgroup]) -> Result<Vec<(&'static str, Strin
             }
             Rule::Skip => continue,
         };
-        out.push((if allow { "devices.allow" } else { "devices.deny" }, line));
+        out.push((
+            if allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            },
+            line,
+        ));
     }
     Ok(out)
 }
@@ -261,7 +272,13 @@ pub fn bpf_program(rules: &[LinuxDeviceCgroup]) -> Result<Vec<BpfInsn>> {
     for ex in &emu.exceptions {
         prog.extend(block(ex, !emu.default_allow, !emu.default_allow));
     }
-    prog.push(BpfInsn::new(ALU64_MOV_K, 0, 0, 0, i32::from(emu.default_allow)));
+    prog.push(BpfInsn::new(
+        ALU64_MOV_K,
+        0,
+        0,
+        0,
+        i32::from(emu.default_allow),
+    ));
     prog.push(BpfInsn::new(JMP_EXIT, 0, 0, 0, 0));
     Ok(prog)
 }

@@ -56,8 +56,13 @@ impl FakeFs {
 
 fn child_default(name: &str, parent: &Path) -> std::io::Result<String> {
     Ok(match name {
-        "cgroup.procs" | "tasks" | "devices.allow" | "devices.deny" | "cgroup.subtree_control"
-        | "cpuset.cpus" | "cpuset.mems" => String::new(),
+        "cgroup.procs"
+        | "tasks"
+        | "devices.allow"
+        | "devices.deny"
+        | "cgroup.subtree_control"
+        | "cpuset.cpus"
+        | "cpuset.mems" => String::new(),
         "cgroup.controllers" => std::fs::read_to_string(parent.join("cgroup.subtree_control"))?,
         "freezer.state" => "THAWED\n".into(),
         "cgroup.freeze" => "0\n".into(),
@@ -71,7 +76,10 @@ impl CgroupFs for FakeFs {
         if !path.is_file() {
             return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
         }
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         let dir = path.parent().unwrap_or(Path::new("/"));
         if name == "cgroup.subtree_control" {
             let offered = std::fs::read_to_string(dir.join("cgroup.controllers"))?;
@@ -183,7 +191,10 @@ pub(crate) fn v1_tree(root: &Path) {
             ("cpu.cfs_burst_us", "0\n"),
             ("cpu.rt_period_us", "1000000\n"),
             ("cpu.rt_runtime_us", "0\n"),
-            ("cpu.stat", "nr_periods 3\nnr_throttled 1\nthrottled_time 500\n"),
+            (
+                "cpu.stat",
+                "nr_periods 3\nnr_throttled 1\nthrottled_time 500\n",
+            ),
             ("cpuacct.usage", "123456789\n"),
             ("cpuacct.usage_percpu", "100000000 23456789 \n"),
             ("cpuacct.usage_user", "100000000\n"),
@@ -212,9 +223,15 @@ pub(crate) fn v1_tree(root: &Path) {
     ]);
     files(&root.join("memory"), &memory);
     files(&root.join("cpuset"), COMMON_V1);
-    files(&root.join("cpuset"), &[("cpuset.cpus", "0-1\n"), ("cpuset.mems", "0\n")]);
+    files(
+        &root.join("cpuset"),
+        &[("cpuset.cpus", "0-1\n"), ("cpuset.mems", "0\n")],
+    );
     files(&root.join("pids"), COMMON_V1);
-    files(&root.join("pids"), &[("pids.max", "max\n"), ("pids.current", "1\n")]);
+    files(
+        &root.join("pids"),
+        &[("pids.max", "max\n"), ("pids.current", "1\n")],
+    );
     files(&root.join("blkio"), COMMON_V1);
     files(
         &root.join("blkio"),
@@ -226,13 +243,20 @@ pub(crate) fn v1_tree(root: &Path) {
             ("blkio.throttle.write_bps_device", ""),
             ("blkio.throttle.read_iops_device", ""),
             ("blkio.throttle.write_iops_device", ""),
-            ("blkio.throttle.io_service_bytes_recursive", "8:0 Read 10\n8:0 Write 20\nTotal 30\n"),
+            (
+                "blkio.throttle.io_service_bytes_recursive",
+                "8:0 Read 10\n8:0 Write 20\nTotal 30\n",
+            ),
         ],
     );
     files(&root.join("devices"), COMMON_V1);
     files(
         &root.join("devices"),
-        &[("devices.allow", ""), ("devices.deny", ""), ("devices.list", "a *:* rwm\n")],
+        &[
+            ("devices.allow", ""),
+            ("devices.deny", ""),
+            ("devices.list", "a *:* rwm\n"),
+        ],
     );
     files(&root.join("freezer"), COMMON_V1);
     files(&root.join("freezer"), &[("freezer.state", "THAWED\n")]);
@@ -258,7 +282,10 @@ fn v2_base(dir: &Path, controllers: &str) {
             ("cgroup.subtree_control", ""),
             ("cgroup.freeze", "0\n"),
             ("cgroup.events", "populated 0\nfrozen 0\n"),
-            ("cpu.stat", "usage_usec 1000\nuser_usec 600\nsystem_usec 400\n"),
+            (
+                "cpu.stat",
+                "usage_usec 1000\nuser_usec 600\nsystem_usec 400\n",
+            ),
         ],
     );
 }

@@ -27,10 +27,10 @@ mod v2;
 #[cfg(test)]
 extern crate self as berth_cgroups;
 #[cfg(test)]
-mod fake;
-#[cfg(test)]
 #[path = "../tests/common/conformance.rs"]
 mod conformance;
+#[cfg(test)]
+mod fake;
 
 pub use fs::{CgroupFs, RealFs};
 

@@ -75,7 +75,12 @@ fn invalid(field: &str, reason: impl Into<String>) -> Error {
 }
 
 impl V1Manager {
-    pub(crate) fn new(fs: Arc<dyn CgroupFs>, root: &Path, rel: &Path, hybrid: bool) -> Result<Self> {
+    pub(crate) fn new(
+        fs: Arc<dyn CgroupFs>,
+        root: &Path,
+        rel: &Path,
+        hybrid: bool,
+    ) -> Result<Self> {
         let controllers: Vec<_> = find_hierarchies(root)?
             .into_iter()
             .map(|(name, hier)| {
@@ -286,17 +291,32 @@ impl V1Manager {
             self.write(dir, "cpu.cfs_quota_us", &q.to_string())?;
         }
         if let Some(b) = c.burst() {
-            self.optional(dir, "cpu.cfs_burst_us", &b.to_string(), "linux.resources.cpu.burst")?;
+            self.optional(
+                dir,
+                "cpu.cfs_burst_us",
+                &b.to_string(),
+                "linux.resources.cpu.burst",
+            )?;
         }
         if let Some(i) = c.idle() {
             self.optional(dir, "cpu.idle", &i.to_string(), "linux.resources.cpu.idle")?;
         }
         // period before runtime, as the kernel checks runtime against the period
         if let Some(p) = c.realtime_period().filter(|p| *p != 0) {
-            self.optional(dir, "cpu.rt_period_us", &p.to_string(), "linux.resources.cpu.realtimePeriod")?;
+            self.optional(
+                dir,
+                "cpu.rt_period_us",
+                &p.to_string(),
+                "linux.resources.cpu.realtimePeriod",
+            )?;
         }
         if let Some(r) = c.realtime_runtime().filter(|r| *r != 0) {
-            self.optional(dir, "cpu.rt_runtime_us", &r.to_string(), "linux.resources.cpu.realtimeRuntime")?;
+            self.optional(
+                dir,
+                "cpu.rt_runtime_us",
+                &r.to_string(),
+                "linux.resources.cpu.realtimeRuntime",
+            )?;
         }
         Ok(())
     }
@@ -331,7 +351,12 @@ impl V1Manager {
             self.optional(dir, wfile, &w.to_string(), "linux.resources.blockIO.weight")?;
         }
         if let Some(w) = b.leaf_weight().filter(|w| *w != 0) {
-            self.optional(dir, "blkio.leaf_weight", &w.to_string(), "linux.resources.blockIO.leafWeight")?;
+            self.optional(
+                dir,
+                "blkio.leaf_weight",
+                &w.to_string(),
+                "linux.resources.blockIO.leafWeight",
+            )?;
         }
         for d in b.weight_device().iter().flatten() {
             if let Some(w) = d.weight() {
@@ -340,15 +365,36 @@ impl V1Manager {
             }
         }
         let throttles = [
-            (b.throttle_read_bps_device(), "blkio.throttle.read_bps_device", "throttleReadBpsDevice"),
-            (b.throttle_write_bps_device(), "blkio.throttle.write_bps_device", "throttleWriteBpsDevice"),
-            (b.throttle_read_iops_device(), "blkio.throttle.read_iops_device", "throttleReadIOPSDevice"),
-            (b.throttle_write_iops_device(), "blkio.throttle.write_iops_device", "throttleWriteIOPSDevice"),
+            (
+                b.throttle_read_bps_device(),
+                "blkio.throttle.read_bps_device",
+                "throttleReadBpsDevice",
+            ),
+            (
+                b.throttle_write_bps_device(),
+                "blkio.throttle.write_bps_device",
+                "throttleWriteBpsDevice",
+            ),
+            (
+                b.throttle_read_iops_device(),
+                "blkio.throttle.read_iops_device",
+                "throttleReadIOPSDevice",
+            ),
+            (
+                b.throttle_write_iops_device(),
+                "blkio.throttle.write_iops_device",
+                "throttleWriteIOPSDevice",
+            ),
         ];
         for (list, file, field) in throttles {
             for d in list.iter().flatten() {
                 let line = format!("{}:{} {}", d.major(), d.minor(), d.rate());
-                self.optional(dir, file, &line, &format!("linux.resources.blockIO.{field}"))?;
+                self.optional(
+                    dir,
+                    file,
+                    &line,
+                    &format!("linux.resources.blockIO.{field}"),
+                )?;
             }
         }
         Ok(())
@@ -402,7 +448,13 @@ impl V1Manager {
 }
 
 /// Check a hugetlb page size against the files the host has.
-pub(crate) fn check_page_size(file: &Path, i: usize, size: &str, dir: &Path, suffix: &str) -> Result<()> {
+pub(crate) fn check_page_size(
+    file: &Path,
+    i: usize,
+    size: &str,
+    dir: &Path,
+    suffix: &str,
+) -> Result<()> {
     if file.exists() {
         return Ok(());
     }
@@ -411,7 +463,10 @@ pub(crate) fn check_page_size(file: &Path, i: usize, size: &str, dir: &Path, suf
             rd.flatten()
                 .filter_map(|e| {
                     let n = e.file_name().to_string_lossy().into_owned();
-                    let s = n.strip_prefix("hugetlb.")?.strip_suffix(suffix)?.to_string();
+                    let s = n
+                        .strip_prefix("hugetlb.")?
+                        .strip_suffix(suffix)?
+                        .to_string();
                     (!s.contains('.')).then_some(s)
                 })
                 .collect()
@@ -420,7 +475,10 @@ pub(crate) fn check_page_size(file: &Path, i: usize, size: &str, dir: &Path, suf
     sizes.sort();
     Err(invalid(
         &format!("linux.resources.hugepageLimits[{i}].pageSize"),
-        format!("{size:?} is not a huge page size of this host; use one of [{}]", sizes.join(", ")),
+        format!(
+            "{size:?} is not a huge page size of this host; use one of [{}]",
+            sizes.join(", ")
+        ),
     ))
 }
 
@@ -465,7 +523,11 @@ impl CgroupManager for V1Manager {
             self.apply_cpu(c)?;
         }
         if let Some(p) = r.pids() {
-            let v = if p.limit() <= 0 { "max".to_string() } else { p.limit().to_string() };
+            let v = if p.limit() <= 0 {
+                "max".to_string()
+            } else {
+                p.limit().to_string()
+            };
             self.write(self.need("pids")?, "pids.max", &v)?;
         }
         if let Some(b) = r.block_io() {
@@ -484,7 +546,10 @@ impl CgroupManager for V1Manager {
             }
         }
         if r.rdma().as_ref().is_some_and(|m| !m.is_empty()) {
-            return Err(invalid("linux.resources.rdma", "the rdma controller is not supported by berth; leave it unset"));
+            return Err(invalid(
+                "linux.resources.rdma",
+                "the rdma controller is not supported by berth; leave it unset",
+            ));
         }
         if let Some(u) = r.unified() {
             self.apply_unified(u)?;

@@ -10,7 +10,9 @@ use crate::fs::{self as cfs, CgroupFs};
 use crate::{BlkioEntry, CgroupManager, CgroupMode, Error, MemoryEntry, Result, Stats};
 
 /// Controllers berth enables for its cgroups when the parent offers them.
-const WANTED: &[&str] = &["cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc"];
+const WANTED: &[&str] = &[
+    "cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc",
+];
 
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -73,16 +75,27 @@ fn max_or(v: i64) -> String {
 }
 
 /// Write one `linux.resources.unified` entry: `key` must name an existing file of `dir`.
-pub(crate) fn write_unified_key(fs: &dyn CgroupFs, dir: &Path, key: &str, value: &str) -> Result<()> {
+pub(crate) fn write_unified_key(
+    fs: &dyn CgroupFs,
+    dir: &Path,
+    key: &str,
+    value: &str,
+) -> Result<()> {
     let field = format!("linux.resources.unified.{key}");
     if key.is_empty() || key.contains('/') || key.starts_with('.') {
-        return Err(invalid(&field, "not a cgroup file name; give a name such as memory.high"));
+        return Err(invalid(
+            &field,
+            "not a cgroup file name; give a name such as memory.high",
+        ));
     }
     let path = dir.join(key);
     if !path.exists() {
         return Err(invalid(
             &field,
-            format!("{} has no such file; check the name and that its controller is enabled", dir.display()),
+            format!(
+                "{} has no such file; check the name and that its controller is enabled",
+                dir.display()
+            ),
         ));
     }
     cfs::write(fs, &path, value)
@@ -119,14 +132,18 @@ impl V2Manager {
 
     /// Enable in `parent`'s cgroup.subtree_control every wanted controller it offers.
     fn enable_controllers(&self, parent: &Path) -> Result<()> {
-        let offered = cfs::read_opt(self.fs(), &parent.join("cgroup.controllers"))?.unwrap_or_default();
-        let enabled = cfs::read_opt(self.fs(), &parent.join("cgroup.subtree_control"))?.unwrap_or_default();
+        let offered =
+            cfs::read_opt(self.fs(), &parent.join("cgroup.controllers"))?.unwrap_or_default();
+        let enabled =
+            cfs::read_opt(self.fs(), &parent.join("cgroup.subtree_control"))?.unwrap_or_default();
         let enabled: Vec<&str> = enabled.split_whitespace().collect();
         for c in offered.split_whitespace() {
             if WANTED.contains(&c) && !enabled.contains(&c) {
                 // One at a time: a controller the kernel refuses here (e.g. a threaded
                 // subtree) must not keep the others off; using it later fails clearly.
-                let _ = self.fs().write(&parent.join("cgroup.subtree_control"), &format!("+{c}"));
+                let _ = self
+                    .fs()
+                    .write(&parent.join("cgroup.subtree_control"), &format!("+{c}"));
             }
         }
         Ok(())
@@ -136,7 +153,10 @@ impl V2Manager {
         let limit = m.limit();
         if let Some(l) = limit.filter(|l| *l != 0) {
             if l < -1 {
-                return Err(invalid("linux.resources.memory.limit", format!("{l} is negative; give bytes, or -1 for unlimited")));
+                return Err(invalid(
+                    "linux.resources.memory.limit",
+                    format!("{l} is negative; give bytes, or -1 for unlimited"),
+                ));
             }
         }
         if let Some(swap) = swap_to_v2(limit, m.swap())? {
@@ -161,7 +181,9 @@ impl V2Manager {
     }
 
     fn apply_cpu(&self, c: &LinuxCpu) -> Result<()> {
-        if c.realtime_period().is_some_and(|p| p != 0) || c.realtime_runtime().is_some_and(|r| r != 0) {
+        if c.realtime_period().is_some_and(|p| p != 0)
+            || c.realtime_runtime().is_some_and(|r| r != 0)
+        {
             return Err(invalid(
                 "linux.resources.cpu.realtimeRuntime",
                 "realtime scheduling groups do not exist on cgroup v2; leave realtimeRuntime and realtimePeriod unset",
@@ -201,21 +223,36 @@ impl V2Manager {
         let bfq = self.dir.join("io.bfq.weight").exists();
         if let Some(w) = b.weight().filter(|w| *w != 0) {
             if !(10..=1000).contains(&w) {
-                return Err(invalid("linux.resources.blockIO.weight", format!("{w} is out of range; give 10 to 1000")));
+                return Err(invalid(
+                    "linux.resources.blockIO.weight",
+                    format!("{w} is out of range; give 10 to 1000"),
+                ));
             }
             if bfq {
                 self.write("io", "io.bfq.weight", &w.to_string())?;
             } else {
-                self.write("io", "io.weight", &format!("default {}", blkio_to_io_weight(w)))?;
+                self.write(
+                    "io",
+                    "io.weight",
+                    &format!("default {}", blkio_to_io_weight(w)),
+                )?;
             }
         }
         for d in b.weight_device().iter().flatten() {
             if let Some(w) = d.weight() {
                 if bfq {
-                    self.write("io", "io.bfq.weight", &format!("{}:{} {}", d.major(), d.minor(), w))?;
+                    self.write(
+                        "io",
+                        "io.bfq.weight",
+                        &format!("{}:{} {}", d.major(), d.minor(), w),
+                    )?;
                 } else {
                     let v = blkio_to_io_weight(w);
-                    self.write("io", "io.weight", &format!("{}:{} {}", d.major(), d.minor(), v))?;
+                    self.write(
+                        "io",
+                        "io.weight",
+                        &format!("{}:{} {}", d.major(), d.minor(), v),
+                    )?;
                 }
             }
         }
@@ -227,8 +264,16 @@ impl V2Manager {
         ];
         for (list, key) in throttles {
             for d in list.iter().flatten() {
-                let rate = if d.rate() == 0 { "max".to_string() } else { d.rate().to_string() };
-                self.write("io", "io.max", &format!("{}:{} {key}={rate}", d.major(), d.minor()))?;
+                let rate = if d.rate() == 0 {
+                    "max".to_string()
+                } else {
+                    d.rate().to_string()
+                };
+                self.write(
+                    "io",
+                    "io.max",
+                    &format!("{}:{} {key}={rate}", d.major(), d.minor()),
+                )?;
             }
         }
         Ok(())
@@ -313,7 +358,11 @@ impl CgroupManager for V2Manager {
             self.apply_cpu(c)?;
         }
         if let Some(p) = r.pids() {
-            let v = if p.limit() <= 0 { "max".to_string() } else { p.limit().to_string() };
+            let v = if p.limit() <= 0 {
+                "max".to_string()
+            } else {
+                p.limit().to_string()
+            };
             self.write("pids", "pids.max", &v)?;
         }
         if let Some(b) = r.block_io() {
@@ -331,7 +380,10 @@ impl CgroupManager for V2Manager {
             }
         }
         if r.rdma().as_ref().is_some_and(|m| !m.is_empty()) {
-            return Err(invalid("linux.resources.rdma", "the rdma controller is not supported by berth; leave it unset"));
+            return Err(invalid(
+                "linux.resources.rdma",
+                "the rdma controller is not supported by berth; leave it unset",
+            ));
         }
         if let Some(u) = r.unified() {
             let mut keys: Vec<_> = u.iter().collect();

@@ -59,12 +59,16 @@ fn device_filter_denies_all_but_dev_zero() {
     let (null, zero, _) = probe(m);
     assert_eq!((null.as_str(), zero.as_str()), ("null-ok", "zero-ok"));
 
-    m.apply_resources(&res(ONLY_ZERO)).expect("load and attach device filter");
+    m.apply_resources(&res(ONLY_ZERO))
+        .expect("load and attach device filter");
     assert_eq!(attached(m).len(), 1);
     let (null, zero, err) = probe(m);
     assert_eq!(null, "null-denied", "stderr: {err}");
     assert_eq!(zero, "zero-ok", "stderr: {err}");
-    assert!(err.contains("Operation not permitted"), "expected EPERM, stderr: {err}");
+    assert!(
+        err.contains("Operation not permitted"),
+        "expected EPERM, stderr: {err}"
+    );
 
     // re-applying replaces the program rather than stacking a second one
     m.apply_resources(&res(ONLY_ZERO)).expect("re-apply");
@@ -75,7 +79,11 @@ fn device_filter_denies_all_but_dev_zero() {
         .expect("allow all");
     assert_eq!(attached(m).len(), 1);
     let (null, zero, err) = probe(m);
-    assert_eq!((null.as_str(), zero.as_str()), ("null-ok", "zero-ok"), "stderr: {err}");
+    assert_eq!(
+        (null.as_str(), zero.as_str()),
+        ("null-ok", "zero-ok"),
+        "stderr: {err}"
+    );
 
     m.destroy().expect("destroy");
     assert!(!m.paths()[0].1.exists());
@@ -89,13 +97,20 @@ fn raw_bpf_wrappers_attach_query_detach() {
     let dir = std::fs::File::open(&g.m.paths()[0].1).expect("open dir");
     let prog = berth_cgroups::devices::bpf_program(&[]).expect("allow-all program");
     let fd = bpf::prog_load(bpf::BPF_PROG_TYPE_CGROUP_DEVICE, &prog, "Apache-2.0").expect("load");
-    bpf::prog_attach(dir.as_fd(), fd.as_fd(), bpf::BPF_CGROUP_DEVICE, bpf::BPF_F_ALLOW_MULTI)
-        .expect("attach");
+    bpf::prog_attach(
+        dir.as_fd(),
+        fd.as_fd(),
+        bpf::BPF_CGROUP_DEVICE,
+        bpf::BPF_F_ALLOW_MULTI,
+    )
+    .expect("attach");
     let ids = bpf::prog_query(dir.as_fd(), bpf::BPF_CGROUP_DEVICE).expect("query");
     assert_eq!(ids.len(), 1);
     let again = bpf::prog_get_fd_by_id(ids[0]).expect("fd by id");
     bpf::prog_detach(dir.as_fd(), again.as_fd(), bpf::BPF_CGROUP_DEVICE).expect("detach");
-    assert!(bpf::prog_query(dir.as_fd(), bpf::BPF_CGROUP_DEVICE).expect("query").is_empty());
+    assert!(bpf::prog_query(dir.as_fd(), bpf::BPF_CGROUP_DEVICE)
+        .expect("query")
+        .is_empty());
     // a program the verifier rejects reports its log
     let bad = [berth_sys::bpf::BpfInsn::new(0x95, 0, 0, 0, 0)]; // exit without setting r0
     let e = bpf::prog_load(bpf::BPF_PROG_TYPE_CGROUP_DEVICE, &bad, "Apache-2.0")

@@ -20,7 +20,10 @@ impl conformance::Harness for HostHarness {
         self.guard.m.as_ref()
     }
     fn spawn_member(&mut self) -> i32 {
-        let c = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let c = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
         let pid = c.id() as i32;
         self.children.push(c);
         pid
@@ -107,7 +110,11 @@ fn path_of(m: &dyn CgroupManager, c: &str) -> std::path::PathBuf {
 #[test]
 fn lifecycle_with_a_real_process() {
     let mode = host_mode();
-    assert_ne!(mode, CgroupMode::V2, "this test reads v1 files; see v2_on_unified for v2");
+    assert_ne!(
+        mode,
+        CgroupMode::V2,
+        "this test reads v1 files; see v2_on_unified for v2"
+    );
     let name = unique_name("life");
     let g = CgroupGuard::new(mode, Path::new(ROOT), &name);
     let m = g.m.as_ref();
@@ -122,12 +129,20 @@ fn lifecycle_with_a_real_process() {
         "read go; i=0; s=x; while [ $i -lt 20000 ]; do i=$((i+1)); s=$s$i; done; echo busy-done; exec sleep 30",
     );
     m.add_process(child.pid()).expect("add_process");
-    m.apply_resources(&res(r#"{"memory": {"limit": 134217728}, "pids": {"limit": 16}}"#))
-        .expect("apply");
-    assert_eq!(read(&path_of(m, "memory"), "memory.limit_in_bytes"), "134217728");
+    m.apply_resources(&res(
+        r#"{"memory": {"limit": 134217728}, "pids": {"limit": 16}}"#,
+    ))
+    .expect("apply");
+    assert_eq!(
+        read(&path_of(m, "memory"), "memory.limit_in_bytes"),
+        "134217728"
+    );
     assert_eq!(read(&path_of(m, "pids"), "pids.max"), "16");
     let procs = read(&path_of(m, "memory"), "cgroup.procs");
-    assert!(procs.lines().any(|l| l == child.pid().to_string()), "{procs}");
+    assert!(
+        procs.lines().any(|l| l == child.pid().to_string()),
+        "{procs}"
+    );
     if mode == CgroupMode::Hybrid {
         let u = read(&path_of(m, "unified"), "cgroup.procs");
         assert!(u.lines().any(|l| l == child.pid().to_string()), "{u}");
@@ -166,7 +181,8 @@ fn pids_limit_is_enforced_by_the_kernel() {
     let mode = host_mode();
     let g = CgroupGuard::new(mode, Path::new(ROOT), &unique_name("pids"));
     g.m.create().expect("create");
-    g.m.apply_resources(&res(r#"{"pids": {"limit": 1}}"#)).expect("apply");
+    g.m.apply_resources(&res(r#"{"pids": {"limit": 1}}"#))
+        .expect("apply");
     // the shell itself is the one allowed task: its fork must fail
     let mut child = Gated::spawn("read go; echo started; /bin/true && echo forked");
     g.m.add_process(child.pid()).expect("add");
@@ -183,17 +199,20 @@ fn memory_limit_below_usage_is_invalid_resource() {
     let g = CgroupGuard::new(mode, Path::new(ROOT), &unique_name("oom"));
     g.m.create().expect("create");
     // swap smaller than limit is rejected before touching the kernel
-    let e = g
-        .m
-        .apply_resources(&res(r#"{"memory": {"limit": 134217728, "swap": 4096}}"#))
-        .expect_err("swap < limit");
+    let e =
+        g.m.apply_resources(&res(r#"{"memory": {"limit": 134217728, "swap": 4096}}"#))
+            .expect_err("swap < limit");
     assert!(e.to_string().contains("linux.resources.memory.swap"), "{e}");
 }
 
 #[test]
 fn dotdot_paths_are_rejected() {
     require_root_and_cgroups();
-    let e = berth_cgroups::manager(CgroupMode::Hybrid, Path::new(ROOT), Path::new("berth-test/../../x"))
-        .expect_err("escape");
+    let e = berth_cgroups::manager(
+        CgroupMode::Hybrid,
+        Path::new(ROOT),
+        Path::new("berth-test/../../x"),
+    )
+    .expect_err("escape");
     assert!(e.to_string().contains("escape"), "{e}");
 }

@@ -90,7 +90,9 @@ fn blkio(fs: &dyn CgroupFs, d: &Path) -> Result<Vec<BlkioEntry>> {
         "blkio.throttle.io_service_bytes_recursive",
     ] {
         let path = d.join(name);
-        let Some(s) = cfs::read_opt(fs, &path)? else { continue };
+        let Some(s) = cfs::read_opt(fs, &path)? else {
+            continue;
+        };
         let entries = parse_blkio(&path, &s)?;
         if !entries.is_empty() {
             return Ok(entries);

@@ -44,7 +44,10 @@ fn finds_combined_cpu_cpuacct_and_skips_unmounted() {
     std::fs::create_dir_all(d.path().join("cpu,cpuacct")).expect("mk");
     std::fs::create_dir_all(d.path().join("memory")).expect("mk");
     let m = V1Manager::new(Arc::new(crate::RealFs), d.path(), Path::new("x"), false).expect("mgr");
-    assert_eq!(m.dir("cpuacct"), Some(d.path().join("cpu,cpuacct/x").as_path()));
+    assert_eq!(
+        m.dir("cpuacct"),
+        Some(d.path().join("cpu,cpuacct/x").as_path())
+    );
 }
 
 #[test]
@@ -72,13 +75,12 @@ fn create_copies_cpuset_from_parent() {
 fn add_process_joins_each_hierarchy_once_and_unified_in_hybrid() {
     let h = created(CgroupMode::Hybrid);
     h.m.add_process(77).expect("add");
-    let procs: Vec<_> = h
-        .fs
-        .writes()
-        .into_iter()
-        .filter(|(p, _)| p.ends_with("cgroup.procs"))
-        .map(|(p, _)| p)
-        .collect();
+    let procs: Vec<_> =
+        h.fs.writes()
+            .into_iter()
+            .filter(|(p, _)| p.ends_with("cgroup.procs"))
+            .map(|(p, _)| p)
+            .collect();
     // cpu and cpuacct share one hierarchy: one write
     assert_eq!(procs.len(), 9, "{procs:?}");
     assert!(procs.contains(&"unified/berth/test-1/cgroup.procs".to_string()));
@@ -109,8 +111,10 @@ fn memory_limit_and_swap_keep_memsw_above_limit_at_every_step() {
     );
     // growing: memsw first
     h.fs.clear_log();
-    h.m.apply_resources(&res(r#"{"memory": {"limit": 1073741824, "swap": 2147483648}}"#))
-        .expect("apply larger");
+    h.m.apply_resources(&res(
+        r#"{"memory": {"limit": 1073741824, "swap": 2147483648}}"#,
+    ))
+    .expect("apply larger");
     assert_eq!(
         h.fs.writes(),
         vec![
@@ -123,7 +127,8 @@ fn memory_limit_and_swap_keep_memsw_above_limit_at_every_step() {
 #[test]
 fn memory_unlimited_makes_swap_unlimited() {
     let h = created(CgroupMode::V1);
-    h.m.apply_resources(&res(r#"{"memory": {"limit": -1}}"#)).expect("apply");
+    h.m.apply_resources(&res(r#"{"memory": {"limit": -1}}"#))
+        .expect("apply");
     assert_eq!(h.fs.written("memory.memsw.limit_in_bytes"), vec!["-1"]);
     assert_eq!(h.fs.written("memory.limit_in_bytes"), vec!["-1"]);
 }
@@ -131,29 +136,29 @@ fn memory_unlimited_makes_swap_unlimited() {
 #[test]
 fn memory_errors_name_the_field() {
     let h = created(CgroupMode::V1);
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"memory": {"limit": 1000000, "swap": 10}}"#))
-        .expect_err("swap < limit");
+    let e =
+        h.m.apply_resources(&res(r#"{"memory": {"limit": 1000000, "swap": 10}}"#))
+            .expect_err("swap < limit");
     assert!(e.to_string().contains("linux.resources.memory.swap"), "{e}");
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"memory": {"swappiness": 101}}"#))
-        .expect_err("swappiness");
+    let e =
+        h.m.apply_resources(&res(r#"{"memory": {"swappiness": 101}}"#))
+            .expect_err("swappiness");
     assert!(e.to_string().contains("swappiness"), "{e}");
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"memory": {"limit": -5}}"#))
-        .expect_err("negative");
+    let e =
+        h.m.apply_resources(&res(r#"{"memory": {"limit": -5}}"#))
+            .expect_err("negative");
     assert!(e.to_string().contains("memory.limit"), "{e}");
     // nothing was written for a rejected update
     assert!(h.fs.writes().is_empty());
     // no swap accounting on the host
-    std::fs::remove_file(h.root().join("memory/berth/test-1/memory.memsw.limit_in_bytes")).expect("rm");
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"memory": {"limit": 4096, "swap": 8192}}"#))
-        .expect_err("no memsw");
+    std::fs::remove_file(
+        h.root()
+            .join("memory/berth/test-1/memory.memsw.limit_in_bytes"),
+    )
+    .expect("rm");
+    let e =
+        h.m.apply_resources(&res(r#"{"memory": {"limit": 4096, "swap": 8192}}"#))
+            .expect_err("no memsw");
     assert!(e.to_string().contains("swapaccount=1"), "{e}");
 }
 
@@ -180,39 +185,41 @@ fn cpu_writes() {
     );
     // negative quota is "no limit"
     h.fs.clear_log();
-    h.m.apply_resources(&res(r#"{"cpu": {"quota": -100}}"#)).expect("apply");
+    h.m.apply_resources(&res(r#"{"cpu": {"quota": -100}}"#))
+        .expect("apply");
     assert_eq!(h.fs.written("cpu.cfs_quota_us"), vec!["-1"]);
     // cpu.idle is missing on this fake kernel
-    let e = h.m.apply_resources(&res(r#"{"cpu": {"idle": 1}}"#)).expect_err("idle");
+    let e =
+        h.m.apply_resources(&res(r#"{"cpu": {"idle": 1}}"#))
+            .expect_err("idle");
     assert!(e.to_string().contains("linux.resources.cpu.idle"), "{e}");
 }
 
 #[test]
 fn pids_limit_zero_or_negative_is_max() {
     let h = created(CgroupMode::V1);
-    h.m.apply_resources(&res(r#"{"pids": {"limit": 0}}"#)).expect("apply");
-    h.m.apply_resources(&res(r#"{"pids": {"limit": 100}}"#)).expect("apply");
+    h.m.apply_resources(&res(r#"{"pids": {"limit": 0}}"#))
+        .expect("apply");
+    h.m.apply_resources(&res(r#"{"pids": {"limit": 100}}"#))
+        .expect("apply");
     assert_eq!(h.fs.written("pids.max"), vec!["max", "100"]);
 }
 
 #[test]
 fn blkio_writes() {
     let h = created(CgroupMode::V1);
-    h.m.apply_resources(&res(
-        r#"{"blockIO": {"weight": 300, "leafWeight": 200,
+    h.m.apply_resources(&res(r#"{"blockIO": {"weight": 300, "leafWeight": 200,
             "weightDevice": [{"major": 8, "minor": 0, "weight": 700}],
             "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1048576}],
             "throttleWriteBpsDevice": [{"major": 8, "minor": 16, "rate": 2097152}],
             "throttleReadIOPSDevice": [{"major": 8, "minor": 0, "rate": 100}],
-            "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 200}]}}"#,
-    ))
-    .expect("apply");
-    let got: Vec<(String, String)> = h
-        .fs
-        .writes()
-        .into_iter()
-        .map(|(p, v)| (p.trim_start_matches("blkio/berth/test-1/").to_string(), v))
-        .collect();
+            "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 200}]}}"#))
+        .expect("apply");
+    let got: Vec<(String, String)> =
+        h.fs.writes()
+            .into_iter()
+            .map(|(p, v)| (p.trim_start_matches("blkio/berth/test-1/").to_string(), v))
+            .collect();
     let want: Vec<(String, String)> = [
         ("blkio.weight", "300"),
         ("blkio.leaf_weight", "200"),
@@ -226,37 +233,43 @@ fn blkio_writes() {
     .map(|(a, b)| (a.to_string(), b.to_string()))
     .collect();
     assert_eq!(got, want);
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"blockIO": {"weight": 5}}"#))
-        .expect_err("weight range");
+    let e =
+        h.m.apply_resources(&res(r#"{"blockIO": {"weight": 5}}"#))
+            .expect_err("weight range");
     assert!(e.to_string().contains("blockIO.weight"), "{e}");
 }
 
 #[test]
 fn hugetlb_writes_limit_and_reservation_and_rejects_unknown_size() {
     let h = created(CgroupMode::V1);
-    h.m.apply_resources(&res(r#"{"hugepageLimits": [{"pageSize": "2MB", "limit": 20971520}]}"#))
-        .expect("apply");
+    h.m.apply_resources(&res(
+        r#"{"hugepageLimits": [{"pageSize": "2MB", "limit": 20971520}]}"#,
+    ))
+    .expect("apply");
     assert_eq!(h.fs.written("hugetlb.2MB.limit_in_bytes"), vec!["20971520"]);
-    assert_eq!(h.fs.written("hugetlb.2MB.rsvd.limit_in_bytes"), vec!["20971520"]);
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"hugepageLimits": [{"pageSize": "64KB", "limit": 1}]}"#))
+    assert_eq!(
+        h.fs.written("hugetlb.2MB.rsvd.limit_in_bytes"),
+        vec!["20971520"]
+    );
+    let e =
+        h.m.apply_resources(&res(
+            r#"{"hugepageLimits": [{"pageSize": "64KB", "limit": 1}]}"#,
+        ))
         .expect_err("size");
     let s = e.to_string();
-    assert!(s.contains("hugepageLimits[0].pageSize") && s.contains("1GB, 2MB"), "{s}");
+    assert!(
+        s.contains("hugepageLimits[0].pageSize") && s.contains("1GB, 2MB"),
+        "{s}"
+    );
 }
 
 #[test]
 fn devices_written_in_order_deny_all_first() {
     let h = created(CgroupMode::Hybrid);
-    h.m.apply_resources(&res(
-        r#"{"devices": [{"allow": false, "access": "rwm"},
+    h.m.apply_resources(&res(r#"{"devices": [{"allow": false, "access": "rwm"},
             {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
-            {"allow": false, "type": "c", "major": 1, "minor": 3, "access": "m"}]}"#,
-    ))
-    .expect("apply");
+            {"allow": false, "type": "c", "major": 1, "minor": 3, "access": "m"}]}"#))
+        .expect("apply");
     let p = |f: &str| format!("devices/berth/test-1/{f}");
     assert_eq!(
         h.fs.writes(),
@@ -273,30 +286,29 @@ fn devices_written_in_order_deny_all_first() {
 #[test]
 fn missing_controllers_and_v2_only_fields() {
     let h = created(CgroupMode::V1);
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"network": {"classID": 42}}"#))
-        .expect_err("net_cls absent");
-    assert!(matches!(e, Error::MissingController(ref c) if c == "net_cls"), "{e}");
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"unified": {"memory.high": "1000"}}"#))
-        .expect_err("unified on v1");
+    let e =
+        h.m.apply_resources(&res(r#"{"network": {"classID": 42}}"#))
+            .expect_err("net_cls absent");
+    assert!(
+        matches!(e, Error::MissingController(ref c) if c == "net_cls"),
+        "{e}"
+    );
+    let e =
+        h.m.apply_resources(&res(r#"{"unified": {"memory.high": "1000"}}"#))
+            .expect_err("unified on v1");
     assert!(e.to_string().contains("linux.resources.unified"), "{e}");
 }
 
 #[test]
 fn hybrid_unified_keys_go_to_the_unified_dir() {
     let h = created(CgroupMode::Hybrid);
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"unified": {"memory.high": "1000"}}"#))
-        .expect_err("no memory in the controller-less unified hierarchy");
+    let e =
+        h.m.apply_resources(&res(r#"{"unified": {"memory.high": "1000"}}"#))
+            .expect_err("no memory in the controller-less unified hierarchy");
     assert!(e.to_string().contains("unified.memory.high"), "{e}");
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"unified": {"../../x": "1"}}"#))
-        .expect_err("escape");
+    let e =
+        h.m.apply_resources(&res(r#"{"unified": {"../../x": "1"}}"#))
+            .expect_err("escape");
     assert!(e.to_string().contains("not a cgroup file name"), "{e}");
 }
 
@@ -319,13 +331,19 @@ fn stats_from_v1_files() {
     assert_eq!(st.pids.limit, 0);
     let b = &st.blkio.io_service_bytes_recursive;
     assert_eq!(b.len(), 2);
-    assert_eq!((b[1].major, b[1].minor, b[1].op.as_str(), b[1].value), (8, 0, "Write", 20));
+    assert_eq!(
+        (b[1].major, b[1].minor, b[1].op.as_str(), b[1].value),
+        (8, 0, "Write", 20)
+    );
     // without usage_user/usage_sys the tick counts of cpuacct.stat are used
     let d = h.root().join("cpu,cpuacct/berth/test-1");
     std::fs::remove_file(d.join("cpuacct.usage_user")).expect("rm");
     std::fs::write(d.join("cpuacct.stat"), "User 3\nsystem 1\n").expect("w");
     let st = h.m.stats().expect("stats");
-    assert_eq!((st.cpu.usage.user, st.cpu.usage.kernel), (30_000_000, 10_000_000));
+    assert_eq!(
+        (st.cpu.usage.user, st.cpu.usage.kernel),
+        (30_000_000, 10_000_000)
+    );
 }
 
 #[test]
@@ -341,8 +359,12 @@ fn freeze_thaw_v1_files() {
 #[test]
 fn destroy_removes_nested_cgroups_deepest_first_and_keeps_parent() {
     let h = created(CgroupMode::Hybrid);
-    crate::fs::mkdir_p(h.fs.as_ref(), &h.root().join("memory/berth/test-1"), Path::new("sub/deeper"))
-        .expect("nested");
+    crate::fs::mkdir_p(
+        h.fs.as_ref(),
+        &h.root().join("memory/berth/test-1"),
+        Path::new("sub/deeper"),
+    )
+    .expect("nested");
     h.m.destroy().expect("destroy");
     assert!(!h.root().join("memory/berth/test-1").exists());
     assert!(!h.root().join("unified/berth/test-1").exists());

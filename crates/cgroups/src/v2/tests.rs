@@ -64,7 +64,10 @@ fn create_enables_offered_controllers_top_down() {
             ("berth/cgroup.subtree_control".into(), "+pids".into()),
         ]
     );
-    assert_eq!(read(&h, "berth/test-1/cgroup.controllers"), "cpuset cpu io memory hugetlb pids");
+    assert_eq!(
+        read(&h, "berth/test-1/cgroup.controllers"),
+        "cpuset cpu io memory hugetlb pids"
+    );
     // only what is offered is enabled, and nothing twice
     h.fs.clear_log();
     h.m.create().expect("create again");
@@ -88,21 +91,25 @@ fn memory_files() {
         ]
     );
     h.fs.clear_log();
-    h.m.apply_resources(&res(r#"{"memory": {"limit": -1, "swap": -1}}"#)).expect("apply");
+    h.m.apply_resources(&res(r#"{"memory": {"limit": -1, "swap": -1}}"#))
+        .expect("apply");
     assert_eq!(
         h.fs.writes(),
-        vec![(p("memory.swap.max"), "max".into()), (p("memory.max"), "max".into())]
+        vec![
+            (p("memory.swap.max"), "max".into()),
+            (p("memory.max"), "max".into())
+        ]
     );
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"memory": {"limit": 2000, "swap": 1000}}"#))
-        .expect_err("swap < limit");
-    assert!(matches!(e, Error::InvalidResource { ref field, .. } if field == "linux.resources.memory.swap"));
+    let e =
+        h.m.apply_resources(&res(r#"{"memory": {"limit": 2000, "swap": 1000}}"#))
+            .expect_err("swap < limit");
+    assert!(
+        matches!(e, Error::InvalidResource { ref field, .. } if field == "linux.resources.memory.swap")
+    );
     std::fs::remove_file(h.root().join("berth/test-1/memory.swap.max")).expect("rm");
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"memory": {"limit": 2000, "swap": 4000}}"#))
-        .expect_err("no swap accounting");
+    let e =
+        h.m.apply_resources(&res(r#"{"memory": {"limit": 2000, "swap": 4000}}"#))
+            .expect_err("no swap accounting");
     assert!(e.to_string().contains("memory.swap.max"), "{e}");
 }
 
@@ -127,37 +134,42 @@ fn cpu_files() {
         ]
     );
     h.fs.clear_log();
-    h.m.apply_resources(&res(r#"{"cpu": {"quota": -1}}"#)).expect("apply");
-    h.m.apply_resources(&res(r#"{"cpu": {"period": 20000}}"#)).expect("apply");
+    h.m.apply_resources(&res(r#"{"cpu": {"quota": -1}}"#))
+        .expect("apply");
+    h.m.apply_resources(&res(r#"{"cpu": {"period": 20000}}"#))
+        .expect("apply");
     assert_eq!(h.fs.written("cpu.max"), vec!["max", "max 20000"]);
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"cpu": {"realtimeRuntime": 100}}"#))
-        .expect_err("rt on v2");
+    let e =
+        h.m.apply_resources(&res(r#"{"cpu": {"realtimeRuntime": 100}}"#))
+            .expect_err("rt on v2");
     assert!(e.to_string().contains("realtime"), "{e}");
 }
 
 #[test]
 fn io_files() {
     let h = created();
-    h.m.apply_resources(&res(
-        r#"{"blockIO": {"weight": 500,
+    h.m.apply_resources(&res(r#"{"blockIO": {"weight": 500,
             "weightDevice": [{"major": 8, "minor": 0, "weight": 1000}],
             "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1048576}],
             "throttleWriteBpsDevice": [{"major": 8, "minor": 0, "rate": 0}],
             "throttleReadIOPSDevice": [{"major": 8, "minor": 0, "rate": 100}],
-            "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 200}]}}"#,
-    ))
-    .expect("apply");
+            "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 200}]}}"#))
+        .expect("apply");
     assert_eq!(h.fs.written("io.weight"), vec!["default 4950", "8:0 10000"]);
     assert_eq!(
         h.fs.written("io.max"),
-        vec!["8:0 rbps=1048576", "8:0 wbps=max", "8:0 riops=100", "8:0 wiops=200"]
+        vec![
+            "8:0 rbps=1048576",
+            "8:0 wbps=max",
+            "8:0 riops=100",
+            "8:0 wiops=200"
+        ]
     );
     // with BFQ the v1 weight goes to io.bfq.weight unconverted
     std::fs::write(h.root().join("berth/test-1/io.bfq.weight"), "default 100\n").expect("w");
     h.fs.clear_log();
-    h.m.apply_resources(&res(r#"{"blockIO": {"weight": 300}}"#)).expect("apply");
+    h.m.apply_resources(&res(r#"{"blockIO": {"weight": 300}}"#))
+        .expect("apply");
     assert_eq!(h.fs.written("io.bfq.weight"), vec!["300"]);
 }
 
@@ -172,15 +184,13 @@ fn pids_hugetlb_unified() {
     assert_eq!(read(&h, "berth/test-1/pids.max"), "max");
     assert_eq!(read(&h, "berth/test-1/hugetlb.1GB.max"), "1073741824");
     assert_eq!(read(&h, "berth/test-1/memory.high"), "50000000");
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"unified": {"nope.file": "1"}}"#))
-        .expect_err("unknown key");
+    let e =
+        h.m.apply_resources(&res(r#"{"unified": {"nope.file": "1"}}"#))
+            .expect_err("unknown key");
     assert!(e.to_string().contains("unified.nope.file"), "{e}");
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"network": {"classID": 1}}"#))
-        .expect_err("net_cls on v2");
+    let e =
+        h.m.apply_resources(&res(r#"{"network": {"classID": 1}}"#))
+            .expect_err("net_cls on v2");
     assert!(e.to_string().contains("linux.resources.network"), "{e}");
 }
 
@@ -188,21 +198,21 @@ fn pids_hugetlb_unified() {
 fn missing_controller_file_is_missing_controller() {
     let h = created();
     std::fs::remove_file(h.root().join("berth/test-1/pids.max")).expect("rm");
-    let e = h
-        .m
-        .apply_resources(&res(r#"{"pids": {"limit": 5}}"#))
-        .expect_err("pids off");
-    assert!(matches!(e, Error::MissingController(ref c) if c == "pids"), "{e}");
+    let e =
+        h.m.apply_resources(&res(r#"{"pids": {"limit": 5}}"#))
+            .expect_err("pids off");
+    assert!(
+        matches!(e, Error::MissingController(ref c) if c == "pids"),
+        "{e}"
+    );
 }
 
 #[test]
 fn devices_attach_a_bpf_program() {
     let h = created();
-    h.m.apply_resources(&res(
-        r#"{"devices": [{"allow": false, "access": "rwm"},
-            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"}]}"#,
-    ))
-    .expect("apply");
+    h.m.apply_resources(&res(r#"{"devices": [{"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"}]}"#))
+        .expect("apply");
     let bpf = h.fs.bpf.lock().expect("lock");
     assert_eq!(bpf.len(), 1);
     assert_eq!(bpf[0].0, h.root().join("berth/test-1"));
@@ -228,11 +238,15 @@ fn freeze_times_out_when_the_kernel_never_reports_frozen() {
     let h = created();
     let dir = h.root().join("berth/test-1");
     let m = V2Manager::new(Arc::new(crate::RealFs), h.root(), Path::new("berth/test-1"));
-    let e = m.set_frozen_with_timeout(true, Duration::from_millis(50))
+    let e = m
+        .set_frozen_with_timeout(true, Duration::from_millis(50))
         .expect_err("timeout");
     assert!(matches!(e, Error::Timeout { what: "frozen", .. }), "{e}");
     // it thawed again rather than leaving the cgroup half frozen
-    assert_eq!(std::fs::read_to_string(dir.join("cgroup.freeze")).expect("read"), "0");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cgroup.freeze")).expect("read"),
+        "0"
+    );
 }
 
 #[test]
@@ -252,6 +266,9 @@ fn stats_from_v2_files() {
     assert_eq!(st.pids.current, 1);
     let b = &st.blkio.io_service_bytes_recursive;
     assert_eq!(b.len(), 2);
-    assert_eq!((b[0].op.as_str(), b[0].value, b[1].op.as_str(), b[1].value), ("Read", 10, "Write", 20));
+    assert_eq!(
+        (b[0].op.as_str(), b[0].value, b[1].op.as_str(), b[1].value),
+        ("Read", 10, "Write", 20)
+    );
     assert!(parse_io_stat(Path::new("io.stat"), "8:0 rbytes=x").is_err());
 }

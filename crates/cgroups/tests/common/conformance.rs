@@ -64,7 +64,10 @@ pub fn run(h: &mut dyn Harness) {
     let pid = h.spawn_member();
     let m = h.manager();
     m.add_process(pid).expect("add_process");
-    assert!(m.pids().expect("pids").contains(&pid), "pid {pid} not listed");
+    assert!(
+        m.pids().expect("pids").contains(&pid),
+        "pid {pid} not listed"
+    );
 
     // limits land in the files
     let r = resources(&format!(
@@ -77,18 +80,25 @@ pub fn run(h: &mut dyn Harness) {
             assert_eq!(read_control(m, "cpu", "cpu.weight"), "20");
         }
         _ => {
-            assert_eq!(read_control(m, "memory", "memory.limit_in_bytes"), MIB64.to_string());
+            assert_eq!(
+                read_control(m, "memory", "memory.limit_in_bytes"),
+                MIB64.to_string()
+            );
             assert_eq!(read_control(m, "cpu", "cpu.shares"), "512");
         }
     }
     assert_eq!(read_control(m, "pids", "pids.max"), "64");
     // pids limit <= 0 means unlimited
-    m.apply_resources(&resources(r#"{"pids": {"limit": -1}}"#)).expect("pids max");
+    m.apply_resources(&resources(r#"{"pids": {"limit": -1}}"#))
+        .expect("pids max");
     assert_eq!(read_control(m, "pids", "pids.max"), "max");
-    m.apply_resources(&resources(r#"{"pids": {"limit": 64}}"#)).expect("pids 64");
+    m.apply_resources(&resources(r#"{"pids": {"limit": 64}}"#))
+        .expect("pids 64");
 
     // a value the host cannot take names its field
-    let bad = resources(&format!(r#"{{"memory": {{"limit": {MIB64}, "swap": 1048576}}}}"#));
+    let bad = resources(&format!(
+        r#"{{"memory": {{"limit": {MIB64}, "swap": 1048576}}}}"#
+    ));
     match m.apply_resources(&bad) {
         Err(Error::InvalidResource { field, reason }) => {
             assert_eq!(field, "linux.resources.memory.swap");
