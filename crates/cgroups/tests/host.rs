@@ -199,10 +199,33 @@ fn memory_limit_below_usage_is_invalid_resource() {
     let g = CgroupGuard::new(mode, Path::new(ROOT), &unique_name("oom"));
     g.m.create().expect("create");
     // swap smaller than limit is rejected before touching the kernel
-    let e =
-        g.m.apply_resources(&res(r#"{"memory": {"limit": 134217728, "swap": 4096}}"#))
-            .expect_err("swap < limit");
+    let e = g
+        .m
+        .apply_resources(&res(r#"{"memory": {"limit": 134217728, "swap": 4096}}"#))
+        .expect_err("swap < limit");
     assert!(e.to_string().contains("linux.resources.memory.swap"), "{e}");
+    if mode == CgroupMode::V2 {
+        return; // v2 reclaims or OOM-kills instead of refusing
+    }
+    // a limit under what the cgroup already uses: v1 refuses with EBUSY once reclaim
+    // fails, which it must when there is no swap for the anonymous memory
+    let mut child = Gated::spawn(
+        "read go; i=0; s=x; while [ $i -lt 20000 ]; do i=$((i+1)); s=$s$i; done; echo grown; exec sleep 30",
+    );
+    g.m.add_process(child.pid()).expect("add");
+    child.release();
+    assert_eq!(child.line(), "grown");
+    let no_swap = std::fs::read_to_string("/proc/swaps")
+        .map(|s| s.lines().count() <= 1)
+        .unwrap_or(false);
+    match g.m.apply_resources(&res(r#"{"memory": {"limit": 4096}}"#)) {
+        Err(berth_cgroups::Error::InvalidResource { field, reason }) => {
+            assert_eq!(field, "linux.resources.memory.limit");
+            assert!(reason.contains("current usage"), "{reason}");
+        }
+        Ok(()) => assert!(!no_swap, "a 4096-byte limit was accepted with no swap"),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
 }
 
 #[test]
