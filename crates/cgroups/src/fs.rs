@@ -78,12 +78,86 @@ impl CgroupFs for RealFs {
     }
 }
 
-/// Write a control file, mapping the error to [`Error::Io`].
+/// Write a control file. A value the kernel refuses (EINVAL, ERANGE, EOVERFLOW) in a
+/// file that carries an OCI resource becomes [`Error::InvalidResource`] naming that
+/// field; anything else is [`Error::Io`].
 pub(crate) fn write(fs: &dyn CgroupFs, path: &Path, value: &str) -> Result<()> {
-    fs.write(path, value).map_err(|source| Error::Io {
-        op: "write",
-        path: path.to_path_buf(),
-        source,
+    let file = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    write_as(fs, path, value, oci_field(file))
+}
+
+/// Like [`write`], naming `field` when the kernel refuses the value.
+pub(crate) fn write_as(
+    fs: &dyn CgroupFs,
+    path: &Path,
+    value: &str,
+    field: Option<&str>,
+) -> Result<()> {
+    match fs.write(path, value) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if field.is_some()
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::ERANGE | libc::EOVERFLOW)
+                ) =>
+        {
+            let file = path
+                .file_name()
+                .map(|f| f.to_string_lossy())
+                .unwrap_or_default();
+            Err(Error::InvalidResource {
+                field: field.unwrap_or_default().to_string(),
+                reason: format!(
+                    "the kernel refused {value:?} in {file} ({e}); give a value this host accepts"
+                ),
+            })
+        }
+        Err(source) => Err(Error::Io {
+            op: "write",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The OCI field (`linux.resources.*`) a control file carries, if any.
+pub(crate) fn oci_field(file: &str) -> Option<&'static str> {
+    Some(match file {
+        "memory.limit_in_bytes" | "memory.max" => "linux.resources.memory.limit",
+        "memory.memsw.limit_in_bytes" | "memory.swap.max" => "linux.resources.memory.swap",
+        "memory.soft_limit_in_bytes" | "memory.low" => "linux.resources.memory.reservation",
+        "memory.kmem.tcp.limit_in_bytes" => "linux.resources.memory.kernelTCP",
+        "memory.swappiness" => "linux.resources.memory.swappiness",
+        "memory.oom_control" => "linux.resources.memory.disableOOMKiller",
+        "cpu.shares" | "cpu.weight" => "linux.resources.cpu.shares",
+        "cpu.cfs_quota_us" | "cpu.max" => "linux.resources.cpu.quota",
+        "cpu.cfs_period_us" => "linux.resources.cpu.period",
+        "cpu.cfs_burst_us" | "cpu.max.burst" => "linux.resources.cpu.burst",
+        "cpu.idle" => "linux.resources.cpu.idle",
+        "cpu.rt_period_us" => "linux.resources.cpu.realtimePeriod",
+        "cpu.rt_runtime_us" => "linux.resources.cpu.realtimeRuntime",
+        "cpuset.cpus" => "linux.resources.cpu.cpus",
+        "cpuset.mems" => "linux.resources.cpu.mems",
+        "pids.max" => "linux.resources.pids.limit",
+        "blkio.weight" | "blkio.bfq.weight" | "io.weight" | "io.bfq.weight" => {
+            "linux.resources.blockIO.weight"
+        }
+        "blkio.leaf_weight" => "linux.resources.blockIO.leafWeight",
+        "blkio.weight_device" | "blkio.bfq.weight_device" => "linux.resources.blockIO.weightDevice",
+        "blkio.throttle.read_bps_device" => "linux.resources.blockIO.throttleReadBpsDevice",
+        "blkio.throttle.write_bps_device" => "linux.resources.blockIO.throttleWriteBpsDevice",
+        "blkio.throttle.read_iops_device" => "linux.resources.blockIO.throttleReadIOPSDevice",
+        "blkio.throttle.write_iops_device" => "linux.resources.blockIO.throttleWriteIOPSDevice",
+        "io.max" => "linux.resources.blockIO",
+        "devices.allow" | "devices.deny" => "linux.resources.devices",
+        "net_cls.classid" => "linux.resources.network.classID",
+        "net_prio.ifpriomap" => "linux.resources.network.priorities",
+        f if f.starts_with("hugetlb.") => "linux.resources.hugepageLimits",
+        _ => return None,
     })
 }
 
@@ -284,6 +358,44 @@ mod tests {
         assert_eq!(m["rss"], 20);
         assert!(parse_flat_keyed(p, "cache ten").is_err());
         assert!(parse_flat_keyed(p, "cache 1 2").is_err());
+    }
+
+    #[derive(Debug)]
+    struct Refuses;
+    impl CgroupFs for Refuses {
+        fn write(&self, _: &Path, _: &str) -> std::io::Result<()> {
+            Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+        }
+        fn read(&self, _: &Path) -> std::io::Result<String> {
+            Ok(String::new())
+        }
+        fn mkdir(&self, _: &Path) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn rmdir(&self, _: &Path) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn attach_device_filter(&self, _: &Path, _: &[BpfInsn]) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn kernel_refusal_names_the_oci_field() {
+        let e = write(&Refuses, Path::new("/cg/x/cpu.cfs_quota_us"), "500").expect_err("einval");
+        match e {
+            Error::InvalidResource { field, reason } => {
+                assert_eq!(field, "linux.resources.cpu.quota");
+                assert!(
+                    reason.contains("\"500\"") && reason.contains("cpu.cfs_quota_us"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // not a resource file: plain io error
+        let e = write(&Refuses, Path::new("/cg/x/cgroup.procs"), "1").expect_err("einval");
+        assert!(matches!(e, Error::Io { op: "write", .. }));
     }
 
     #[test]

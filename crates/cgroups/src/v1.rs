@@ -229,9 +229,8 @@ impl V1Manager {
 
     fn write_limit(&self, dir: &Path, limit: i64) -> Result<()> {
         let file = dir.join("memory.limit_in_bytes");
-        match self.fs().write(&file, &limit.to_string()) {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+        match cfs::write(self.fs(), &file, &limit.to_string()) {
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) => {
                 let usage = cfs::read_u64_opt(self.fs(), &dir.join("memory.usage_in_bytes"))?;
                 Err(invalid(
                     "linux.resources.memory.limit",
@@ -241,11 +240,7 @@ impl V1Manager {
                     ),
                 ))
             }
-            Err(source) => Err(Error::Io {
-                op: "write",
-                path: file,
-                source,
-            }),
+            r => r,
         }
     }
 

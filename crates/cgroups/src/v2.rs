@@ -98,7 +98,7 @@ pub(crate) fn write_unified_key(
             ),
         ));
     }
-    cfs::write(fs, &path, value)
+    cfs::write_as(fs, &path, value, Some(&field))
 }
 
 impl V2Manager {
@@ -118,15 +118,11 @@ impl V2Manager {
     /// Write `file` of the cgroup; a missing file means `controller` is not enabled.
     fn write(&self, controller: &str, file: &str, value: &str) -> Result<()> {
         let path = self.dir.join(file);
-        match self.fs().write(&path, value) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match cfs::write(self.fs(), &path, value) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 Err(Error::MissingController(controller.to_string()))
             }
-            r => r.map_err(|source| Error::Io {
-                op: "write",
-                path,
-                source,
-            }),
+            r => r,
         }
     }
 

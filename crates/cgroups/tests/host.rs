@@ -199,10 +199,9 @@ fn memory_limit_below_usage_is_invalid_resource() {
     let g = CgroupGuard::new(mode, Path::new(ROOT), &unique_name("oom"));
     g.m.create().expect("create");
     // swap smaller than limit is rejected before touching the kernel
-    let e = g
-        .m
-        .apply_resources(&res(r#"{"memory": {"limit": 134217728, "swap": 4096}}"#))
-        .expect_err("swap < limit");
+    let e =
+        g.m.apply_resources(&res(r#"{"memory": {"limit": 134217728, "swap": 4096}}"#))
+            .expect_err("swap < limit");
     assert!(e.to_string().contains("linux.resources.memory.swap"), "{e}");
     if mode == CgroupMode::V2 {
         return; // v2 reclaims or OOM-kills instead of refusing
@@ -226,6 +225,27 @@ fn memory_limit_below_usage_is_invalid_resource() {
         Ok(()) => assert!(!no_swap, "a 4096-byte limit was accepted with no swap"),
         Err(e) => panic!("unexpected error: {e}"),
     }
+}
+
+#[test]
+fn kernel_refused_values_name_the_oci_field() {
+    let mode = host_mode();
+    let g = CgroupGuard::new(mode, Path::new(ROOT), &unique_name("inval"));
+    g.m.create().expect("create");
+    // the kernel wants a quota of at least 1ms
+    let e =
+        g.m.apply_resources(&res(r#"{"cpu": {"quota": 10, "period": 100000}}"#))
+            .expect_err("quota below 1ms");
+    match e {
+        berth_cgroups::Error::InvalidResource { field, .. } => {
+            assert_eq!(field, "linux.resources.cpu.quota")
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+    let e =
+        g.m.apply_resources(&res(r#"{"cpu": {"cpus": "0-4095"}}"#))
+            .expect_err("cpus the host does not have");
+    assert!(e.to_string().contains("linux.resources.cpu.cpus"), "{e}");
 }
 
 #[test]
