@@ -159,12 +159,60 @@ pub enum Kind {
     File,
 }
 
+/// Resolve `rel` inside `rootfs` the way the container will see it: symlinks (absolute
+/// ones from the container root, relative ones from their directory, chained) are
+/// followed lexically and `..` stops at the root. The result has no symlinks in it (as
+/// of now) and never leaves the root, even for dangling links.
+pub fn secure_join(rootfs: &Path, rel: &Path) -> Result<PathBuf> {
+    let mut todo: Vec<std::ffi::OsString> = rel_in_root(rel)
+        .iter()
+        .rev()
+        .map(|c| c.to_os_string())
+        .collect();
+    let mut done = PathBuf::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        if c == "." || c.is_empty() {
+            continue;
+        }
+        let cand = done.join(&c);
+        match std::fs::read_link(rootfs.join(&cand)) {
+            Ok(target) => {
+                links += 1;
+                if links > 255 {
+                    return Err(Error::Config(format!(
+                        "mounts: too many symlinks resolving {}",
+                        rel.display()
+                    )));
+                }
+                if target.is_absolute() {
+                    done = PathBuf::new();
+                }
+                for t in target.iter().rev() {
+                    if t != "/" {
+                        todo.push(t.to_os_string());
+                    }
+                }
+            }
+            Err(_) => done = cand,
+        }
+    }
+    Ok(done)
+}
+
 /// Create `rel` and its missing parents inside `root` (never outside it) and return an
 /// O_PATH descriptor of it.
 pub fn create_in_root(root: &OwnedFd, rel: &Path, kind: Kind) -> Result<OwnedFd> {
     if let Ok(fd) = open_in_root(root, rel) {
         return Ok(fd);
     }
+    // Dangling symlinks on the way: create what they point to, inside the root.
+    let resolved = secure_join(&proc_fd_path(root), rel)?;
+    let rel = resolved.as_path();
     let comps: Vec<_> = rel.components().collect();
     let mut prefix = PathBuf::new();
     for (i, c) in comps.iter().enumerate() {
@@ -291,5 +339,20 @@ mod tests {
             .join("made");
         assert!(inner.is_dir());
         assert!(root.path().join("tmp/file").is_file());
+    }
+
+    #[test]
+    fn secure_join_clamps_chained_and_dangling_links() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink("/etc/../../x", root.path().join("a")).expect("symlink");
+        std::os::unix::fs::symlink("a/y", root.path().join("b")).expect("symlink");
+        assert_eq!(
+            secure_join(root.path(), Path::new("/b/z")).expect("join"),
+            PathBuf::from("x/y/z")
+        );
+        assert_eq!(
+            secure_join(root.path(), Path::new("/../../b")).expect("join"),
+            PathBuf::from("x/y")
+        );
     }
 }
