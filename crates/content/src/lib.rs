@@ -17,7 +17,9 @@
 
 pub mod digest;
 mod lease;
+pub mod progress;
 pub mod store;
 
 pub use digest::{Digest, Hasher, HashingReader};
+pub use progress::{NoProgress, Progress, ProgressReader};
 pub use store::{Error, GcStats, Lease, Result, Store, Writer};
