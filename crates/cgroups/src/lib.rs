@@ -6,7 +6,26 @@
 //! hierarchy at `<root>/unified`) and v2 (one unified hierarchy).
 //!
 //! Every manager works against a root directory, so the same code runs on a real
-//! `/sys/fs/cgroup` and on a fake cgroupfs tree in unit tests.
+//! `/sys/fs/cgroup` and on a fake cgroupfs tree in unit tests. All file access goes
+//! through [`CgroupFs`] ([`RealFs`] on a host: `open(O_WRONLY|O_TRUNC)` + one `write`,
+//! never `O_CREAT`), which the unit tests replace with a recording fake.
+//!
+//! | layout | directories | devices | freezer |
+//! |---|---|---|---|
+//! | v1 | `<root>/<controller>/<path>` for each mounted controller | `devices.allow`/`devices.deny` in rule order | `freezer.state` |
+//! | hybrid | v1 plus `<root>/unified/<path>` (created and joined) | as v1 | as v1 |
+//! | v2 | `<root>/<path>`; parents' `cgroup.subtree_control` enabled | eBPF program ([`devices::bpf_program`]) | `cgroup.freeze` + `cgroup.events` |
+//!
+//! Resource values the host cannot take (swap below the limit, a huge page size the
+//! host lacks, a value the kernel refuses with `EINVAL`) fail with
+//! [`Error::InvalidResource`] naming the OCI field. OCI fields without a file on the
+//! layout are left alone like runc does (`kernel`, and on v2 `kernelTCP`,
+//! `swappiness`, `disableOOMKiller`); realtime, network and rdma limits that the
+//! layout cannot express are errors.
+//!
+//! Testing: unit tests on fake trees for each layout, one conformance suite
+//! (`tests/common/conformance.rs`) run for all three layouts on fake trees and for
+//! the host layout on the real host, and end-to-end tests as root in `tests/`.
 //!
 //! ```no_run
 //! use berth_cgroups::{detect_mode, manager};

@@ -55,12 +55,19 @@ fn find_hierarchies(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     } else {
         return Err(Error::NoCgroupFs(root.to_path_buf()));
     }
+    // An empty mountpoint (a directory with no cgroup.procs) is not a hierarchy.
+    let mounted = |p: &Path| p.join("cgroup.procs").is_file();
     let mut out = Vec::new();
     for c in CONTROLLERS {
         let direct = root.join(c);
         if direct.is_dir() {
-            out.push((c.to_string(), direct));
-        } else if let Some((_, p)) = combined.iter().find(|(n, _)| n.split(',').any(|x| x == *c)) {
+            if mounted(&direct) {
+                out.push((c.to_string(), direct));
+            }
+        } else if let Some((_, p)) = combined
+            .iter()
+            .find(|(n, p)| n.split(',').any(|x| x == *c) && mounted(p))
+        {
             out.push((c.to_string(), p.clone()));
         }
     }

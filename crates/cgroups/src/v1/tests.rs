@@ -41,13 +41,18 @@ fn finds_combined_cpu_cpuacct_and_skips_unmounted() {
     assert!(h.root().join("cpu,cpuacct/berth/test-1").is_dir());
     // without symlinks, the combined directory itself is found
     let d = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(d.path().join("cpu,cpuacct")).expect("mk");
-    std::fs::create_dir_all(d.path().join("memory")).expect("mk");
+    for dir in ["cpu,cpuacct", "memory"] {
+        std::fs::create_dir_all(d.path().join(dir)).expect("mk");
+        std::fs::write(d.path().join(dir).join("cgroup.procs"), "").expect("procs");
+    }
+    // an empty mountpoint is skipped
+    std::fs::create_dir_all(d.path().join("pids")).expect("mk");
     let m = V1Manager::new(Arc::new(crate::RealFs), d.path(), Path::new("x"), false).expect("mgr");
     assert_eq!(
         m.dir("cpuacct"),
         Some(d.path().join("cpu,cpuacct/x").as_path())
     );
+    assert_eq!(m.dir("pids"), None);
 }
 
 #[test]
