@@ -38,9 +38,15 @@ impl CgroupFs for RealFs {
             .truncate(true)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(path)?;
-        // cgroupfs takes one value per write(2); write_all would split only on a short
-        // write, which cgroupfs does not do for these small values.
-        f.write_all(value.as_bytes())
+        // cgroupfs takes one value per write(2): never split it.
+        let n = f.write(value.as_bytes())?;
+        if n != value.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {n} of {} bytes", value.len()),
+            ));
+        }
+        Ok(())
     }
     fn read(&self, path: &Path) -> std::io::Result<String> {
         std::fs::read_to_string(path)

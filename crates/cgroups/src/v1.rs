@@ -145,8 +145,8 @@ impl V1Manager {
             let cur = parent.join(comp);
             for file in ["cpuset.cpus", "cpuset.mems"] {
                 let own = cfs::read(self.fs(), &cur.join(file))?;
-                if own.trim().is_empty() {
-                    let from = cfs::read(self.fs(), &parent.join(file))?;
+                let from = cfs::read(self.fs(), &parent.join(file))?;
+                if own.trim().is_empty() && !from.trim().is_empty() {
                     cfs::write(self.fs(), &cur.join(file), from.trim())?;
                 }
             }
@@ -576,8 +576,18 @@ impl CgroupManager for V1Manager {
         let dir = self.need("freezer")?;
         let state = dir.join("freezer.state");
         self.write(dir, "freezer.state", "FROZEN")?;
+        let mut polls = 0u32;
         let done = cfs::poll_until(FREEZE_TIMEOUT, || {
-            Ok(cfs::read(self.fs(), &state)?.trim() == "FROZEN")
+            if cfs::read(self.fs(), &state)?.trim() == "FROZEN" {
+                return Ok(true);
+            }
+            // Still FREEZING: tasks forked meanwhile escape the first pass, so ask
+            // again now and then (like runc).
+            polls += 1;
+            if polls % 10 == 0 {
+                self.write(dir, "freezer.state", "FROZEN")?;
+            }
+            Ok(false)
         })?;
         if !done {
             // leave it usable rather than stuck half-frozen

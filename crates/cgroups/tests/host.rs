@@ -177,6 +177,26 @@ fn lifecycle_with_a_real_process() {
 }
 
 #[test]
+fn freeze_a_cgroup_that_keeps_forking() {
+    let mode = host_mode();
+    let g = CgroupGuard::new(mode, Path::new(ROOT), &unique_name("forky"));
+    g.m.create().expect("create");
+    let mut child = Gated::spawn("read go; echo started; while :; do /bin/true; done");
+    g.m.add_process(child.pid()).expect("add");
+    child.release();
+    assert_eq!(child.line(), "started");
+    for _ in 0..3 {
+        g.m.freeze().expect("freeze a forking cgroup");
+        assert!(g.m.is_frozen().expect("state"));
+        // frozen: the set of tasks cannot change
+        let before = g.m.pids().expect("pids");
+        let after = g.m.pids().expect("pids");
+        assert_eq!(before, after);
+        g.m.thaw().expect("thaw");
+    }
+}
+
+#[test]
 fn pids_limit_is_enforced_by_the_kernel() {
     let mode = host_mode();
     let g = CgroupGuard::new(mode, Path::new(ROOT), &unique_name("pids"));
