@@ -56,10 +56,16 @@ impl Images {
         let mbytes = serde_json::to_vec(&m).map_err(crate::json_err("image manifest"))?;
         let mdigest = self.content.put(&mbytes, None)?;
         lease.add(&mdigest)?;
-        self.finish_import(&mdigest, name)
+        let result = self.finish_import(&mdigest, name);
+        drop(lease);
+        if result.is_err() {
+            let _ = self.gc();
+        }
+        result
     }
 
-    /// Registers and unpacks; on failure removes the image again.
+    /// Registers and unpacks; on failure unregisters the image (the caller collects
+    /// its blobs once its lease is gone).
     fn finish_import(&self, mdigest: &Digest, name: Option<Reference>) -> Result<String> {
         let id = self.register(mdigest, &[])?;
         let img = self.resolve(&id)?;
@@ -70,7 +76,6 @@ impl Images {
                     Ok(())
                 })?;
             }
-            let _ = self.gc();
             return Err(e);
         }
         if let Some(n) = name {
