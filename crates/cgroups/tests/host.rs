@@ -279,3 +279,43 @@ fn dotdot_paths_are_rejected() {
     .expect_err("escape");
     assert!(e.to_string().contains("escape"), "{e}");
 }
+
+/// Not a check: prints how long one cgroup lifecycle takes on this host
+/// (`cargo test -p berth-cgroups --test host -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn measure_lifecycle() {
+    let mode = host_mode();
+    let n = 50;
+    let r =
+        res(r#"{"memory": {"limit": 134217728}, "pids": {"limit": 64}, "cpu": {"shares": 512}}"#);
+    let start = std::time::Instant::now();
+    let (mut create, mut apply, mut freeze, mut destroy) = (0u128, 0u128, 0u128, 0u128);
+    for _ in 0..n {
+        let g = CgroupGuard::new(mode, Path::new(ROOT), &unique_name("bench"));
+        let mut child = Gated::spawn("read go; exec sleep 30");
+        let t = std::time::Instant::now();
+        g.m.create().expect("create");
+        g.m.add_process(child.pid()).expect("add");
+        create += t.elapsed().as_micros();
+        let t = std::time::Instant::now();
+        g.m.apply_resources(&r).expect("apply");
+        apply += t.elapsed().as_micros();
+        let t = std::time::Instant::now();
+        g.m.freeze().expect("freeze");
+        g.m.thaw().expect("thaw");
+        freeze += t.elapsed().as_micros();
+        child.kill();
+        let t = std::time::Instant::now();
+        g.m.destroy().expect("destroy");
+        destroy += t.elapsed().as_micros();
+    }
+    eprintln!(
+        "{mode:?}: {n} lifecycles in {:?}; per cgroup: create+join {} us, apply {} us, freeze+thaw {} us, destroy {} us",
+        start.elapsed(),
+        create / n,
+        apply / n,
+        freeze / n,
+        destroy / n
+    );
+}
