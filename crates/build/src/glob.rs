@@ -23,7 +23,10 @@ enum Tok {
     /// `?`: one non-separator character.
     One,
     /// `[...]`: a class of ranges, possibly negated.
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
     /// A literal character.
     Lit(char),
 }
@@ -59,7 +62,11 @@ impl Glob {
                     if chars.get(i) == Some(&'/') {
                         i += 1;
                     }
-                    toks.push(if i >= chars.len() { Tok::AnyStar } else { Tok::DirStar });
+                    toks.push(if i >= chars.len() {
+                        Tok::AnyStar
+                    } else {
+                        Tok::DirStar
+                    });
                 }
                 '*' => toks.push(Tok::Star),
                 '?' => toks.push(Tok::One),
@@ -133,7 +140,9 @@ fn class_char(chars: &[char], i: usize) -> Option<(char, usize)> {
 }
 
 fn match_toks(p: &[Tok], s: &[char]) -> bool {
-    let Some(tok) = p.first() else { return s.is_empty() };
+    let Some(tok) = p.first() else {
+        return s.is_empty();
+    };
     let rest = &p[1..];
     match tok {
         Tok::Star => {
@@ -143,7 +152,9 @@ fn match_toks(p: &[Tok], s: &[char]) -> bool {
         Tok::AnyStar => true,
         Tok::DirStar => {
             match_toks(rest, s)
-                || s.iter().enumerate().any(|(n, c)| *c == '/' && match_toks(rest, &s[n + 1..]))
+                || s.iter()
+                    .enumerate()
+                    .any(|(n, c)| *c == '/' && match_toks(rest, &s[n + 1..]))
         }
         Tok::One => s.first().is_some_and(|c| *c != '/') && match_toks(rest, &s[1..]),
         Tok::Class { negated, ranges } => match s.first() {
@@ -234,7 +245,9 @@ mod tests {
 
     #[test]
     fn bad_patterns() {
-        for p in ["[]a]", "[-]", "[x-]", "[", "[^", "[^bc", "a[", "\\", "[a-b-c]"] {
+        for p in [
+            "[]a]", "[-]", "[x-]", "[", "[^", "[^bc", "a[", "\\", "[a-b-c]",
+        ] {
             assert!(Glob::new(p).is_err(), "{p}");
         }
     }

@@ -4,14 +4,30 @@ use std::collections::BTreeMap;
 
 use crate::ast::*;
 use crate::parser::{
-    parse_heredoc, parse_json, parse_raw, parse_words, split_instruction, ErrorKind, JsonForm, ParseError,
-    RawNode, Result,
+    parse_heredoc, parse_json, parse_raw, parse_words, split_instruction, ErrorKind, JsonForm,
+    ParseError, RawNode, Result,
 };
 
 /// Every instruction keyword, for suggestions.
 const KEYWORDS: [&str; 18] = [
-    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL", "MAINTAINER",
-    "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
 ];
 
 /// Parse a whole Dockerfile into the typed AST.
@@ -45,15 +61,27 @@ pub fn parse(src: &str) -> Result<Dockerfile> {
     let mut warnings = raw.warnings;
     for n in &instructions {
         if let Instruction::Maintainer(_) = n.instruction {
-            warnings.push(Warning { line: n.line, message: "MAINTAINER is deprecated: use LABEL org.opencontainers.image.authors=...".into() });
+            warnings.push(Warning {
+                line: n.line,
+                message: "MAINTAINER is deprecated: use LABEL org.opencontainers.image.authors=..."
+                    .into(),
+            });
         }
     }
-    Ok(Dockerfile { directives: raw.directives, instructions, warnings })
+    Ok(Dockerfile {
+        directives: raw.directives,
+        instructions,
+        warnings,
+    })
 }
 
 /// Type one raw node.
 pub fn parse_node(node: &RawNode, escape: char) -> Result<Instruction> {
-    let p = NodeParser { node, escape, kw: node.keyword.to_ascii_uppercase() };
+    let p = NodeParser {
+        node,
+        escape,
+        kw: node.keyword.to_ascii_uppercase(),
+    };
     p.parse()
 }
 
@@ -122,13 +150,21 @@ impl NodeParser<'_> {
             "ADD" => Instruction::Add(self.add()?),
             "ONBUILD" => Instruction::Onbuild(self.onbuild()?),
             "HEALTHCHECK" => Instruction::Healthcheck(self.healthcheck()?),
-            _ => return Err(ParseError::new(self.node.line, ErrorKind::UnknownInstruction(self.unknown()))),
+            _ => {
+                return Err(ParseError::new(
+                    self.node.line,
+                    ErrorKind::UnknownInstruction(self.unknown()),
+                ))
+            }
         })
     }
 
     fn unknown(&self) -> String {
         let kw = &self.node.keyword;
-        let best = KEYWORDS.iter().map(|k| (edit_distance(&kw.to_ascii_uppercase(), k), *k)).min();
+        let best = KEYWORDS
+            .iter()
+            .map(|k| (edit_distance(&kw.to_ascii_uppercase(), k), *k))
+            .min();
         match best {
             Some((d, k)) if d <= 2 && kw.len() > 3 => format!("{kw} (did you mean {k}?)"),
             _ => kw.clone(),
@@ -161,14 +197,18 @@ impl NodeParser<'_> {
             }
             let value = match (kind, value) {
                 (FlagKind::Bool, None) => "true".to_string(),
-                (FlagKind::Bool, Some(v)) if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") => {
+                (FlagKind::Bool, Some(v))
+                    if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") =>
+                {
                     v.to_ascii_lowercase()
                 }
                 (FlagKind::Bool, Some("")) | (_, None) => {
                     return Err(self.err(format!("missing a value on flag: --{name}")));
                 }
                 (FlagKind::Bool, Some(v)) => {
-                    return Err(self.err(format!("expecting boolean value for flag --{name}, not: {v}")));
+                    return Err(self.err(format!(
+                        "expecting boolean value for flag --{name}, not: {v}"
+                    )));
                 }
                 (_, Some(v)) => v.to_string(),
             };
@@ -186,7 +226,11 @@ impl NodeParser<'_> {
     }
 
     fn whitespace_words(&self) -> Vec<String> {
-        self.rest().split([' ', '\t', '\x0b', '\x0c', '\r']).filter(|s| !s.is_empty()).map(str::to_string).collect()
+        self.rest()
+            .split([' ', '\t', '\x0b', '\x0c', '\r'])
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     fn json_or_words(&self) -> Result<(Vec<String>, bool)> {
@@ -223,7 +267,11 @@ impl NodeParser<'_> {
             }
             _ => return Err(self.err("FROM requires either one or three arguments: FROM [--platform=...] image [AS name]")),
         };
-        Ok(From { image: args[0].clone(), platform: flags.string("platform"), name })
+        Ok(From {
+            image: args[0].clone(),
+            platform: flags.string("platform"),
+            name,
+        })
     }
 
     fn run(&self) -> Result<Run> {
@@ -232,21 +280,39 @@ impl NodeParser<'_> {
             ("network", FlagKind::Str),
             ("security", FlagKind::Str),
         ])?;
-        let mounts = flags.strings("mount").iter().map(|m| parse_mount(m).map_err(|e| self.err(e))).collect::<Result<Vec<_>>>()?;
+        let mounts = flags
+            .strings("mount")
+            .iter()
+            .map(|m| parse_mount(m).map_err(|e| self.err(e)))
+            .collect::<Result<Vec<_>>>()?;
         let network = match flags.string("network").as_deref() {
             None => None,
             Some("default") => Some(NetworkMode::Default),
             Some("none") => Some(NetworkMode::None),
             Some("host") => Some(NetworkMode::Host),
-            Some(v) => return Err(self.err(format!("unsupported network mode {v:?}: use default, none or host"))),
+            Some(v) => {
+                return Err(self.err(format!(
+                    "unsupported network mode {v:?}: use default, none or host"
+                )))
+            }
         };
         let security = match flags.string("security").as_deref() {
             None => None,
             Some("sandbox") => Some(SecurityMode::Sandbox),
             Some("insecure") => Some(SecurityMode::Insecure),
-            Some(v) => return Err(self.err(format!("unsupported security mode {v:?}: use sandbox or insecure"))),
+            Some(v) => {
+                return Err(self.err(format!(
+                    "unsupported security mode {v:?}: use sandbox or insecure"
+                )))
+            }
         };
-        Ok(Run { mounts, network, security, command: self.command(true)?, heredocs: self.node.heredocs.clone() })
+        Ok(Run {
+            mounts,
+            network,
+            security,
+            command: self.command(true)?,
+            heredocs: self.node.heredocs.clone(),
+        })
     }
 
     fn shell(&self) -> Result<Vec<String>> {
@@ -269,9 +335,15 @@ impl NodeParser<'_> {
         if !first.contains('=') {
             let mut parts = self.rest().splitn(2, [' ', '\t', '\x0b', '\x0c', '\r']);
             let key = parts.next().unwrap_or_default().to_string();
-            let value = parts.next().map(|v| v.trim_start().to_string()).filter(|v| !v.is_empty());
+            let value = parts
+                .next()
+                .map(|v| v.trim_start().to_string())
+                .filter(|v| !v.is_empty());
             let Some(value) = value else {
-                return Err(self.err(format!("{} must have two arguments: {} name=value", self.kw, self.kw)));
+                return Err(self.err(format!(
+                    "{} must have two arguments: {} name=value",
+                    self.kw, self.kw
+                )));
             };
             return Ok(vec![KeyValue { key, value }]);
         }
@@ -279,8 +351,13 @@ impl NodeParser<'_> {
             .iter()
             .map(|w| match w.split_once('=') {
                 Some(("", _)) => Err(self.err(format!("{} names can not be blank", self.kw))),
-                Some((k, v)) => Ok(KeyValue { key: k.to_string(), value: v.to_string() }),
-                None => Err(self.err(format!("syntax error - can't find = in {w:?}. Must be of the form: name=value"))),
+                Some((k, v)) => Ok(KeyValue {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                }),
+                None => Err(self.err(format!(
+                    "syntax error - can't find = in {w:?}. Must be of the form: name=value"
+                ))),
             })
             .collect()
     }
@@ -323,8 +400,14 @@ impl NodeParser<'_> {
             .into_iter()
             .map(|w| match w.split_once('=') {
                 Some(("", _)) => Err(self.err("ARG names can not be blank")),
-                Some((k, v)) => Ok(ArgDecl { name: k.to_string(), default: Some(v.to_string()) }),
-                None => Ok(ArgDecl { name: w, default: None }),
+                Some((k, v)) => Ok(ArgDecl {
+                    name: k.to_string(),
+                    default: Some(v.to_string()),
+                }),
+                None => Ok(ArgDecl {
+                    name: w,
+                    default: None,
+                }),
             })
             .collect()
     }
@@ -339,7 +422,10 @@ impl NodeParser<'_> {
         }
         let dest = args.pop().unwrap_or_default();
         if parse_heredoc(&dest).is_some() {
-            return Err(self.err(format!("{} cannot accept a heredoc as a destination", self.kw)));
+            return Err(self.err(format!(
+                "{} cannot accept a heredoc as a destination",
+                self.kw
+            )));
         }
         let sources = args
             .into_iter()
@@ -372,7 +458,11 @@ impl NodeParser<'_> {
             ("parents", Bool),
             ("exclude", Strings),
         ])?;
-        Ok(Copy { spec: self.copy_spec(&flags)?, from: flags.string("from"), parents: flags.bool("parents").unwrap_or(false) })
+        Ok(Copy {
+            spec: self.copy_spec(&flags)?,
+            from: flags.string("from"),
+            parents: flags.bool("parents").unwrap_or(false),
+        })
     }
 
     fn add(&self) -> Result<Add> {
@@ -398,18 +488,29 @@ impl NodeParser<'_> {
         self.flags(&[])?;
         // Flags belong to the trigger: re-split the text after ONBUILD.
         let original = self.node.original.trim_start();
-        let expression = original.get(self.node.keyword.len()..).unwrap_or_default().trim().to_string();
+        let expression = original
+            .get(self.node.keyword.len()..)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         if expression.is_empty() {
             return Err(self.err("ONBUILD requires at least one argument"));
         }
         let sub = split_instruction(&expression, self.node.line);
         match sub.keyword.to_ascii_uppercase().as_str() {
-            "ONBUILD" => return Err(self.err("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")),
-            k @ ("FROM" | "MAINTAINER") => return Err(self.err(format!("{k} isn't allowed as an ONBUILD trigger"))),
+            "ONBUILD" => {
+                return Err(self.err("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"))
+            }
+            k @ ("FROM" | "MAINTAINER") => {
+                return Err(self.err(format!("{k} isn't allowed as an ONBUILD trigger")))
+            }
             _ => {}
         }
         let trigger = parse_node(&sub, self.escape)?;
-        Ok(Onbuild { expression, trigger: Box::new(trigger) })
+        Ok(Onbuild {
+            expression,
+            trigger: Box::new(trigger),
+        })
     }
 
     fn healthcheck(&self) -> Result<Healthcheck> {
@@ -446,8 +547,11 @@ impl NodeParser<'_> {
             _ => return Err(self.err("missing command after HEALTHCHECK CMD")),
         };
         let dur = |name: &str| -> Result<u64> {
-            let Some(v) = flags.string(name) else { return Ok(0) };
-            let d = parse_duration(&v).map_err(|e| self.err(format!("invalid --{name} {v:?}: {e}")))?;
+            let Some(v) = flags.string(name) else {
+                return Ok(0);
+            };
+            let d =
+                parse_duration(&v).map_err(|e| self.err(format!("invalid --{name} {v:?}: {e}")))?;
             if d != 0 && d < 1_000_000 {
                 return Err(self.err(format!("interval --{name} cannot be less than 1ms")));
             }
@@ -456,9 +560,15 @@ impl NodeParser<'_> {
         let retries = match flags.string("retries") {
             None => 0,
             Some(v) => match v.parse::<i64>() {
-                Ok(n) if n < 0 => return Err(self.err(format!("--retries cannot be negative ({n})"))),
-                Ok(n) => u32::try_from(n).map_err(|_| self.err(format!("--retries {n} is too large")))?,
-                Err(_) => return Err(self.err(format!("invalid --retries {v:?}: use a whole number"))),
+                Ok(n) if n < 0 => {
+                    return Err(self.err(format!("--retries cannot be negative ({n})")))
+                }
+                Ok(n) => {
+                    u32::try_from(n).map_err(|_| self.err(format!("--retries {n} is too large")))?
+                }
+                Err(_) => {
+                    return Err(self.err(format!("invalid --retries {v:?}: use a whole number")))
+                }
             },
         };
         Ok(Healthcheck::Check(HealthCheckSpec {
@@ -476,7 +586,8 @@ impl NodeParser<'_> {
 pub fn valid_stage_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -496,8 +607,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// Go's `time.ParseDuration`, in nanoseconds; negative durations are refused.
 pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
     let body = s.strip_prefix('+').unwrap_or(s);
-    if body.starts_with('-') {
-        return if body[1..].chars().all(|c| c == '0') && body.len() > 1 {
+    if let Some(neg) = body.strip_prefix('-') {
+        return if !neg.is_empty() && neg.chars().all(|c| c == '0') {
             Ok(0)
         } else {
             Err("cannot be negative".into())
@@ -512,14 +623,18 @@ pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
     let mut total: f64 = 0.0;
     let mut rest = body;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let num = &rest[..num_len];
         if num.is_empty() || num == "." {
             return Err("expected a number, as in 30s or 1m30s".into());
         }
         let value: f64 = num.parse().map_err(|_| format!("bad number {num:?}"))?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -580,14 +695,17 @@ pub fn parse_mount(spec: &str) -> std::result::Result<Mount, String> {
     for f in &fields {
         if let Some((k, v)) = f.split_once('=') {
             if k.eq_ignore_ascii_case("type") {
-                m.kind = Some(match v.to_ascii_lowercase().as_str() {
-                    "bind" => MountType::Bind,
-                    "cache" => MountType::Cache,
-                    "tmpfs" => MountType::Tmpfs,
-                    "secret" => MountType::Secret,
-                    "ssh" => MountType::Ssh,
-                    _ => return Err(bad(format!("unsupported mount type {v:?}: use bind, cache, tmpfs, secret or ssh"))),
-                });
+                m.kind =
+                    Some(match v.to_ascii_lowercase().as_str() {
+                        "bind" => MountType::Bind,
+                        "cache" => MountType::Cache,
+                        "tmpfs" => MountType::Tmpfs,
+                        "secret" => MountType::Secret,
+                        "ssh" => MountType::Ssh,
+                        _ => return Err(bad(format!(
+                            "unsupported mount type {v:?}: use bind, cache, tmpfs, secret or ssh"
+                        ))),
+                    });
             }
         }
     }
@@ -599,12 +717,30 @@ pub fn parse_mount(spec: &str) -> std::result::Result<Mount, String> {
             None => (f.to_ascii_lowercase(), None),
         };
         let secretish = matches!(ty, MountType::Secret | MountType::Ssh);
-        let need = |v: Option<String>| v.ok_or_else(|| bad(format!("unexpected key '{key}' in '{f}': give it a value")));
+        let need = |v: Option<String>| {
+            v.ok_or_else(|| bad(format!("unexpected key '{key}' in '{f}': give it a value")))
+        };
         match key.as_str() {
             "type" => {}
-            "readonly" | "ro" => read_only = Some(value.map_or(Ok(true), |v| parse_bool(&key, &v)).map_err(bad)?),
-            "readwrite" | "rw" => read_only = Some(!value.map_or(Ok(true), |v| parse_bool(&key, &v)).map_err(bad)?),
-            "required" if secretish => m.required = value.map_or(Ok(true), |v| parse_bool(&key, &v)).map_err(bad)?,
+            "readonly" | "ro" => {
+                read_only = Some(
+                    value
+                        .map_or(Ok(true), |v| parse_bool(&key, &v))
+                        .map_err(bad)?,
+                )
+            }
+            "readwrite" | "rw" => {
+                read_only = Some(
+                    !value
+                        .map_or(Ok(true), |v| parse_bool(&key, &v))
+                        .map_err(bad)?,
+                )
+            }
+            "required" if secretish => {
+                m.required = value
+                    .map_or(Ok(true), |v| parse_bool(&key, &v))
+                    .map_err(bad)?
+            }
             "from" => m.from = Some(need(value)?),
             "source" | "src" => m.source = Some(need(value)?),
             "target" | "dst" | "destination" => m.target = Some(need(value)?),
@@ -616,10 +752,16 @@ pub fn parse_mount(spec: &str) -> std::result::Result<Mount, String> {
                     "shared" => CacheSharing::Shared,
                     "private" => CacheSharing::Private,
                     "locked" => CacheSharing::Locked,
-                    _ => return Err(bad(format!("unsupported sharing value {v:?}: use shared, private or locked"))),
+                    _ => {
+                        return Err(bad(format!(
+                            "unsupported sharing value {v:?}: use shared, private or locked"
+                        )))
+                    }
                 });
             }
-            "mode" | "uid" | "gid" if matches!(ty, MountType::Cache | MountType::Secret | MountType::Ssh) => {
+            "mode" | "uid" | "gid"
+                if matches!(ty, MountType::Cache | MountType::Secret | MountType::Ssh) =>
+            {
                 let v = need(value)?;
                 let radix = if key == "mode" { 8 } else { 10 };
                 if !v.contains('$') && u32::from_str_radix(&v, radix).is_err() {
@@ -632,18 +774,27 @@ pub fn parse_mount(spec: &str) -> std::result::Result<Mount, String> {
                 }
             }
             "env" if ty == MountType::Secret => m.env = Some(need(value)?),
-            _ => return Err(bad(format!("unexpected key '{key}' for mount type {}", type_name(ty)))),
+            _ => {
+                return Err(bad(format!(
+                    "unexpected key '{key}' for mount type {}",
+                    type_name(ty)
+                )))
+            }
         }
     }
     m.read_only = read_only.unwrap_or(!matches!(ty, MountType::Cache | MountType::Tmpfs));
     match ty {
-        MountType::Bind | MountType::Cache | MountType::Tmpfs if m.target.is_none() => {
-            Err(bad(format!("mount type {} requires a target", type_name(ty))))
-        }
-        MountType::Secret if m.target.is_none() && m.id.is_none() && m.env.is_none() && m.source.is_none() => {
+        MountType::Bind | MountType::Cache | MountType::Tmpfs if m.target.is_none() => Err(bad(
+            format!("mount type {} requires a target", type_name(ty)),
+        )),
+        MountType::Secret
+            if m.target.is_none() && m.id.is_none() && m.env.is_none() && m.source.is_none() =>
+        {
             Err(bad("a secret mount needs an id, a target or an env".into()))
         }
-        MountType::Ssh if m.source.is_some() => Err(bad("source is not allowed for ssh mounts".into())),
+        MountType::Ssh if m.source.is_some() => {
+            Err(bad("source is not allowed for ssh mounts".into()))
+        }
         _ => Ok(m),
     }
 }
@@ -661,8 +812,12 @@ fn type_name(t: MountType) -> &'static str {
 /// Docker's `RAMInBytes`: `64m`, `1.5GiB`, `1024` (binary multiples).
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
-    let num_len = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let num: f64 = t[..num_len].parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let num_len = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let num: f64 = t[..num_len]
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}"))?;
     let unit = t[num_len..].trim_start().to_ascii_lowercase();
     let unit = unit.trim_end_matches('b').trim_end_matches('i');
     let mul: f64 = match unit {
@@ -672,7 +827,11 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         "g" => 1024f64.powi(3),
         "t" => 1024f64.powi(4),
         "p" => 1024f64.powi(5),
-        _ => return Err(format!("invalid size {s:?}: use a number with k, m, g, t or p")),
+        _ => {
+            return Err(format!(
+                "invalid size {s:?}: use a number with k, m, g, t or p"
+            ))
+        }
     };
     Ok((num * mul) as u64)
 }
@@ -695,13 +854,18 @@ mod tests {
     #[test]
     fn from_forms() {
         let df = parse("FROM --platform=$BUILDPLATFORM golang:1.22 AS Build\n").unwrap();
-        let Instruction::From(f) = &df.instructions[0].instruction else { panic!() };
+        let Instruction::From(f) = &df.instructions[0].instruction else {
+            panic!()
+        };
         assert_eq!(f.image, "golang:1.22");
         assert_eq!(f.platform.as_deref(), Some("$BUILDPLATFORM"));
         assert_eq!(f.name.as_deref(), Some("build"));
         for bad in ["FROM", "FROM a b", "FROM a as", "FROM a AS b c"] {
             let e = parse(bad).unwrap_err();
-            assert!(e.to_string().contains("one or three arguments"), "{bad}: {e}");
+            assert!(
+                e.to_string().contains("one or three arguments"),
+                "{bad}: {e}"
+            );
         }
         let e = parse("FROM a AS 1abc").unwrap_err();
         assert!(e.to_string().contains("invalid name for build stage"));
@@ -720,7 +884,10 @@ mod tests {
 
     #[test]
     fn unknown_instruction() {
-        assert_eq!(err("RUNN x"), "unknown instruction: RUNN (did you mean RUN?)");
+        assert_eq!(
+            err("RUNN x"),
+            "unknown instruction: RUNN (did you mean RUN?)"
+        );
         assert_eq!(err("FOO x"), "unknown instruction: FOO");
         // Keywords are case-insensitive.
         assert!(matches!(one("run echo"), Instruction::Run(_)));
@@ -728,14 +895,23 @@ mod tests {
 
     #[test]
     fn run_forms() {
-        let Instruction::Run(r) = one("RUN [\"echo\", \"hi\"]") else { panic!() };
+        let Instruction::Run(r) = one("RUN [\"echo\", \"hi\"]") else {
+            panic!()
+        };
         assert_eq!(r.command, Command::Exec(vec!["echo".into(), "hi".into()]));
-        let Instruction::Run(r) = one("RUN echo \"$HOME\"") else { panic!() };
+        let Instruction::Run(r) = one("RUN echo \"$HOME\"") else {
+            panic!()
+        };
         assert_eq!(r.command, Command::Shell("echo \"$HOME\"".into()));
-        let Instruction::Run(r) = one("RUN [not json") else { panic!() };
+        let Instruction::Run(r) = one("RUN [not json") else {
+            panic!()
+        };
         assert_eq!(r.command, Command::Shell("[not json".into()));
         assert_eq!(err("RUN"), "RUN requires at least one argument");
-        assert_eq!(err("RUN [1]"), "when using JSON array syntax, arrays must be comprised of strings only");
+        assert_eq!(
+            err("RUN [1]"),
+            "when using JSON array syntax, arrays must be comprised of strings only"
+        );
     }
 
     #[test]
@@ -750,7 +926,14 @@ mod tests {
         assert_eq!(r.mounts.len(), 5);
         let c = &r.mounts[0];
         assert_eq!(c.kind, Some(MountType::Cache));
-        assert_eq!((c.target.as_deref(), c.id.as_deref(), c.sharing), (Some("/root/.cache"), Some("pip"), Some(CacheSharing::Locked)));
+        assert_eq!(
+            (c.target.as_deref(), c.id.as_deref(), c.sharing),
+            (
+                Some("/root/.cache"),
+                Some("pip"),
+                Some(CacheSharing::Locked)
+            )
+        );
         assert!(!c.read_only);
         assert!(!r.mounts[1].read_only);
         assert_eq!(r.mounts[2].size.as_deref(), Some("64m"));
@@ -760,7 +943,9 @@ mod tests {
         assert_eq!(r.security, Some(SecurityMode::Insecure));
         assert_eq!(r.command, Command::Shell("make".into()));
         // Bind mounts are read-only unless told otherwise.
-        let Instruction::Run(r) = one("RUN --mount=target=/x,from=build ls") else { panic!() };
+        let Instruction::Run(r) = one("RUN --mount=target=/x,from=build ls") else {
+            panic!()
+        };
         assert_eq!(r.mounts[0].mount_type(), MountType::Bind);
         assert!(r.mounts[0].read_only);
     }
@@ -768,17 +953,44 @@ mod tests {
     #[test]
     fn run_flag_errors() {
         for (src, want) in [
-            ("RUN --mount=type=nfs,target=/x a", "unsupported mount type \"nfs\""),
-            ("RUN --mount=type=cache a", "mount type cache requires a target"),
-            ("RUN --mount=type=bind,target=/x,size=1 a", "unexpected key 'size' for mount type bind"),
-            ("RUN --mount=type=cache,target=/x,sharing=weird a", "unsupported sharing value"),
-            ("RUN --mount=type=cache,target=/x,mode=999 a", "invalid mode"),
-            ("RUN --mount=type=bind,target=/x,required a", "unexpected key 'required'"),
+            (
+                "RUN --mount=type=nfs,target=/x a",
+                "unsupported mount type \"nfs\"",
+            ),
+            (
+                "RUN --mount=type=cache a",
+                "mount type cache requires a target",
+            ),
+            (
+                "RUN --mount=type=bind,target=/x,size=1 a",
+                "unexpected key 'size' for mount type bind",
+            ),
+            (
+                "RUN --mount=type=cache,target=/x,sharing=weird a",
+                "unsupported sharing value",
+            ),
+            (
+                "RUN --mount=type=cache,target=/x,mode=999 a",
+                "invalid mode",
+            ),
+            (
+                "RUN --mount=type=bind,target=/x,required a",
+                "unexpected key 'required'",
+            ),
             ("RUN --mount a", "missing a value on flag: --mount"),
-            ("RUN --network=bridge a", "unsupported network mode \"bridge\""),
-            ("RUN --network=none --network=host a", "duplicate flag specified: --network"),
+            (
+                "RUN --network=bridge a",
+                "unsupported network mode \"bridge\"",
+            ),
+            (
+                "RUN --network=none --network=host a",
+                "duplicate flag specified: --network",
+            ),
             ("RUN --security=root a", "unsupported security mode"),
-            ("RUN --foo a", "unknown flag: --foo (RUN takes --mount, --network, --security)"),
+            (
+                "RUN --foo a",
+                "unknown flag: --foo (RUN takes --mount, --network, --security)",
+            ),
         ] {
             let e = err(src);
             assert!(e.contains(want), "{src}: {e}");
@@ -787,10 +999,19 @@ mod tests {
 
     #[test]
     fn cmd_entrypoint_shell() {
-        assert_eq!(one("CMD [\"a\"]"), Instruction::Cmd(Command::Exec(vec!["a".into()])));
+        assert_eq!(
+            one("CMD [\"a\"]"),
+            Instruction::Cmd(Command::Exec(vec!["a".into()]))
+        );
         assert_eq!(one("CMD []"), Instruction::Cmd(Command::Exec(vec![])));
-        assert_eq!(one("ENTRYPOINT exec app"), Instruction::Entrypoint(Command::Shell("exec app".into())));
-        assert_eq!(one("SHELL [\"bash\", \"-ec\"]"), Instruction::Shell(vec!["bash".into(), "-ec".into()]));
+        assert_eq!(
+            one("ENTRYPOINT exec app"),
+            Instruction::Entrypoint(Command::Shell("exec app".into()))
+        );
+        assert_eq!(
+            one("SHELL [\"bash\", \"-ec\"]"),
+            Instruction::Shell(vec!["bash".into(), "-ec".into()])
+        );
         assert!(err("SHELL bash -c").contains("JSON form"));
         assert_eq!(err("SHELL []"), "SHELL requires at least one argument");
         assert_eq!(err("CMD --x a"), "unknown flag: --x (CMD takes no flags)");
@@ -798,11 +1019,27 @@ mod tests {
 
     #[test]
     fn env_and_label_forms() {
-        let kv = |k: &str, v: &str| KeyValue { key: k.into(), value: v.into() };
-        assert_eq!(one("ENV A=1 B=\"two words\" C=a\\ b"), Instruction::Env(vec![kv("A", "1"), kv("B", "\"two words\""), kv("C", "a\\ b")]));
-        assert_eq!(one("ENV A hello   world"), Instruction::Env(vec![kv("A", "hello   world")]));
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: v.into(),
+        };
+        assert_eq!(
+            one("ENV A=1 B=\"two words\" C=a\\ b"),
+            Instruction::Env(vec![
+                kv("A", "1"),
+                kv("B", "\"two words\""),
+                kv("C", "a\\ b")
+            ])
+        );
+        assert_eq!(
+            one("ENV A hello   world"),
+            Instruction::Env(vec![kv("A", "hello   world")])
+        );
         assert_eq!(one("ENV A="), Instruction::Env(vec![kv("A", "")]));
-        assert_eq!(one("LABEL \"com.x\"=\"y z\""), Instruction::Label(vec![kv("\"com.x\"", "\"y z\"")]));
+        assert_eq!(
+            one("LABEL \"com.x\"=\"y z\""),
+            Instruction::Label(vec![kv("\"com.x\"", "\"y z\"")])
+        );
         assert_eq!(one("LABEL a b"), Instruction::Label(vec![kv("a", "b")]));
         assert_eq!(err("ENV"), "ENV requires at least one argument");
         assert_eq!(err("ENV A"), "ENV must have two arguments: ENV name=value");
@@ -815,8 +1052,14 @@ mod tests {
     fn simple_single_arg_instructions() {
         assert_eq!(one("USER app:app"), Instruction::User("app:app".into()));
         assert_eq!(one("WORKDIR /a b"), Instruction::Workdir("/a b".into()));
-        assert_eq!(one("STOPSIGNAL SIGTERM"), Instruction::StopSignal("SIGTERM".into()));
-        assert_eq!(one("MAINTAINER Jo <jo@x>"), Instruction::Maintainer("Jo <jo@x>".into()));
+        assert_eq!(
+            one("STOPSIGNAL SIGTERM"),
+            Instruction::StopSignal("SIGTERM".into())
+        );
+        assert_eq!(
+            one("MAINTAINER Jo <jo@x>"),
+            Instruction::Maintainer("Jo <jo@x>".into())
+        );
         for k in ["USER", "WORKDIR", "STOPSIGNAL", "MAINTAINER"] {
             assert_eq!(err(k), format!("{k} requires exactly one argument"));
         }
@@ -824,17 +1067,38 @@ mod tests {
 
     #[test]
     fn expose_volume_arg() {
-        assert_eq!(one("EXPOSE 8080/udp 80 443/tcp"), Instruction::Expose(vec!["443/tcp".into(), "80".into(), "8080/udp".into()]));
+        assert_eq!(
+            one("EXPOSE 8080/udp 80 443/tcp"),
+            Instruction::Expose(vec!["443/tcp".into(), "80".into(), "8080/udp".into()])
+        );
         assert_eq!(err("EXPOSE"), "EXPOSE requires at least one argument");
-        assert_eq!(one("VOLUME /a /b"), Instruction::Volume(vec!["/a".into(), "/b".into()]));
-        assert_eq!(one("VOLUME [\"/a b\"]"), Instruction::Volume(vec!["/a b".into()]));
-        assert_eq!(err("VOLUME [\" \"]"), "VOLUME specified can not be an empty string");
+        assert_eq!(
+            one("VOLUME /a /b"),
+            Instruction::Volume(vec!["/a".into(), "/b".into()])
+        );
+        assert_eq!(
+            one("VOLUME [\"/a b\"]"),
+            Instruction::Volume(vec!["/a b".into()])
+        );
+        assert_eq!(
+            err("VOLUME [\" \"]"),
+            "VOLUME specified can not be an empty string"
+        );
         assert_eq!(
             one("ARG A B=2 C=\"x y\""),
             Instruction::Arg(vec![
-                ArgDecl { name: "A".into(), default: None },
-                ArgDecl { name: "B".into(), default: Some("2".into()) },
-                ArgDecl { name: "C".into(), default: Some("\"x y\"".into()) },
+                ArgDecl {
+                    name: "A".into(),
+                    default: None
+                },
+                ArgDecl {
+                    name: "B".into(),
+                    default: Some("2".into())
+                },
+                ArgDecl {
+                    name: "C".into(),
+                    default: Some("\"x y\"".into())
+                },
             ])
         );
         assert_eq!(err("ARG =1"), "ARG names can not be blank");
@@ -851,12 +1115,19 @@ mod tests {
         assert_eq!(c.spec.chmod.as_deref(), Some("0644"));
         assert!(c.spec.link && c.parents);
         assert_eq!(c.spec.excludes, ["*.md", "tmp"]);
-        assert_eq!(c.spec.sources, [Source::Path("a".into()), Source::Path("b*".into())]);
+        assert_eq!(
+            c.spec.sources,
+            [Source::Path("a".into()), Source::Path("b*".into())]
+        );
         assert_eq!(c.spec.dest, "/dst/");
-        let Instruction::Copy(c) = one("COPY [\"a b\", \"/c d/\"]") else { panic!() };
+        let Instruction::Copy(c) = one("COPY [\"a b\", \"/c d/\"]") else {
+            panic!()
+        };
         assert!(c.spec.json);
         assert_eq!(c.spec.dest, "/c d/");
-        let Instruction::Add(a) = one("ADD --checksum=sha256:abc --keep-git-dir --unpack=false https://x/y.tgz /y") else {
+        let Instruction::Add(a) =
+            one("ADD --checksum=sha256:abc --keep-git-dir --unpack=false https://x/y.tgz /y")
+        else {
             panic!()
         };
         assert_eq!(a.checksum.as_deref(), Some("sha256:abc"));
@@ -871,48 +1142,105 @@ mod tests {
 
     #[test]
     fn copy_heredoc() {
-        let df = parse("FROM x\nCOPY <<EOF <<-\"TWO\" /dst/\nhello $X\nEOF\n\tworld\n\tTWO\nRUN true\n").unwrap();
-        let Instruction::Copy(c) = &df.instructions[1].instruction else { panic!() };
-        let [Source::Heredoc(a), Source::Heredoc(b)] = c.spec.sources.as_slice() else { panic!() };
-        assert_eq!((a.name.as_str(), a.content.as_str(), a.expand), ("EOF", "hello $X\n", true));
-        assert_eq!((b.name.as_str(), b.content.as_str(), b.expand), ("TWO", "world\n", false));
+        let df =
+            parse("FROM x\nCOPY <<EOF <<-\"TWO\" /dst/\nhello $X\nEOF\n\tworld\n\tTWO\nRUN true\n")
+                .unwrap();
+        let Instruction::Copy(c) = &df.instructions[1].instruction else {
+            panic!()
+        };
+        let [Source::Heredoc(a), Source::Heredoc(b)] = c.spec.sources.as_slice() else {
+            panic!()
+        };
+        assert_eq!(
+            (a.name.as_str(), a.content.as_str(), a.expand),
+            ("EOF", "hello $X\n", true)
+        );
+        assert_eq!(
+            (b.name.as_str(), b.content.as_str(), b.expand),
+            ("TWO", "world\n", false)
+        );
         assert_eq!(df.instructions[2].line, 7);
-        assert_eq!(err("COPY a <<EOF\nx\nEOF"), "COPY cannot accept a heredoc as a destination");
+        assert_eq!(
+            err("COPY a <<EOF\nx\nEOF"),
+            "COPY cannot accept a heredoc as a destination"
+        );
     }
 
     #[test]
     fn onbuild() {
-        let Instruction::Onbuild(o) = one("ONBUILD COPY --chown=1 . /app") else { panic!() };
+        let Instruction::Onbuild(o) = one("ONBUILD COPY --chown=1 . /app") else {
+            panic!()
+        };
         assert_eq!(o.expression, "COPY --chown=1 . /app");
         assert!(matches!(*o.trigger, Instruction::Copy(_)));
-        assert_eq!(err("ONBUILD ONBUILD RUN x"), "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
-        assert_eq!(err("onbuild from x"), "FROM isn't allowed as an ONBUILD trigger");
-        assert_eq!(err("ONBUILD MAINTAINER x"), "MAINTAINER isn't allowed as an ONBUILD trigger");
+        assert_eq!(
+            err("ONBUILD ONBUILD RUN x"),
+            "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"
+        );
+        assert_eq!(
+            err("onbuild from x"),
+            "FROM isn't allowed as an ONBUILD trigger"
+        );
+        assert_eq!(
+            err("ONBUILD MAINTAINER x"),
+            "MAINTAINER isn't allowed as an ONBUILD trigger"
+        );
         assert_eq!(err("ONBUILD"), "ONBUILD requires at least one argument");
         assert!(err("ONBUILD RUNX a").contains("unknown instruction"));
     }
 
     #[test]
     fn healthcheck() {
-        assert_eq!(one("HEALTHCHECK NONE"), Instruction::Healthcheck(Healthcheck::None));
+        assert_eq!(
+            one("HEALTHCHECK NONE"),
+            Instruction::Healthcheck(Healthcheck::None)
+        );
         let Instruction::Healthcheck(Healthcheck::Check(h)) =
             one("HEALTHCHECK --interval=5m --timeout=3s --start-period=1m30s --start-interval=500ms --retries=3 CMD curl -f http://localhost/")
         else {
             panic!()
         };
-        assert_eq!(h.command, Command::Shell("curl -f http://localhost/".into()));
+        assert_eq!(
+            h.command,
+            Command::Shell("curl -f http://localhost/".into())
+        );
         assert_eq!((h.interval, h.timeout), (300_000_000_000, 3_000_000_000));
-        assert_eq!((h.start_period, h.start_interval, h.retries), (90_000_000_000, 500_000_000, 3));
-        let Instruction::Healthcheck(Healthcheck::Check(h)) = one("HEALTHCHECK cmd [\"/bin/check\"]") else { panic!() };
+        assert_eq!(
+            (h.start_period, h.start_interval, h.retries),
+            (90_000_000_000, 500_000_000, 3)
+        );
+        let Instruction::Healthcheck(Healthcheck::Check(h)) =
+            one("HEALTHCHECK cmd [\"/bin/check\"]")
+        else {
+            panic!()
+        };
         assert_eq!(h.command, Command::Exec(vec!["/bin/check".into()]));
-        assert_eq!(err("HEALTHCHECK NONE x"), "HEALTHCHECK NONE takes no arguments");
-        assert_eq!(err("HEALTHCHECK CMD"), "missing command after HEALTHCHECK CMD");
-        assert_eq!(err("HEALTHCHECK RUN x"), "unknown type \"RUN\" in HEALTHCHECK (try CMD)");
-        assert_eq!(err("HEALTHCHECK --retries=-1 CMD x"), "--retries cannot be negative (-1)");
-        assert_eq!(err("HEALTHCHECK --interval=1us CMD x"), "interval --interval cannot be less than 1ms");
+        assert_eq!(
+            err("HEALTHCHECK NONE x"),
+            "HEALTHCHECK NONE takes no arguments"
+        );
+        assert_eq!(
+            err("HEALTHCHECK CMD"),
+            "missing command after HEALTHCHECK CMD"
+        );
+        assert_eq!(
+            err("HEALTHCHECK RUN x"),
+            "unknown type \"RUN\" in HEALTHCHECK (try CMD)"
+        );
+        assert_eq!(
+            err("HEALTHCHECK --retries=-1 CMD x"),
+            "--retries cannot be negative (-1)"
+        );
+        assert_eq!(
+            err("HEALTHCHECK --interval=1us CMD x"),
+            "interval --interval cannot be less than 1ms"
+        );
         assert!(err("HEALTHCHECK --timeout=3 CMD x").contains("missing unit"));
         assert!(err("HEALTHCHECK --foo=1 CMD x").contains("unknown flag: --foo"));
-        assert_eq!(err("HEALTHCHECK"), "HEALTHCHECK requires at least one argument");
+        assert_eq!(
+            err("HEALTHCHECK"),
+            "HEALTHCHECK requires at least one argument"
+        );
     }
 
     #[test]
@@ -932,6 +1260,8 @@ mod tests {
     fn line_numbers_in_errors() {
         let e = parse("FROM a\n\n# c\nRUN ok \\\n  still\nCOPY onlyone\n").unwrap_err();
         assert_eq!(e.line, 6);
-        assert!(e.to_string().starts_with("dockerfile parse error on line 6: COPY requires at least two"));
+        assert!(e
+            .to_string()
+            .starts_with("dockerfile parse error on line 6: COPY requires at least two"));
     }
 }

@@ -51,7 +51,10 @@ impl ParseError {
 
     /// An [`ErrorKind::Invalid`] error with a message.
     pub fn invalid(line: usize, msg: impl Into<String>) -> Self {
-        Self { line, kind: ErrorKind::Invalid(msg.into()) }
+        Self {
+            line,
+            kind: ErrorKind::Invalid(msg.into()),
+        }
     }
 }
 
@@ -71,7 +74,11 @@ pub struct Directives {
 
 impl Default for Directives {
     fn default() -> Self {
-        Self { syntax: None, escape: '\\', check: None }
+        Self {
+            syntax: None,
+            escape: '\\',
+            check: None,
+        }
     }
 }
 
@@ -156,7 +163,9 @@ impl DirectiveParser {
 /// `#\s*key\s*=\s*value` with a key of letters and digits.
 fn parse_directive(line: &str) -> Option<(String, String)> {
     let rest = line.strip_prefix('#')?.trim_start();
-    let key_len = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
+    let key_len = rest
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(rest.len());
     let key = &rest[..key_len];
     if key.is_empty() || !key.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return None;
@@ -183,7 +192,10 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 }
 
 fn can_contain_heredoc(keyword: &str) -> bool {
-    matches!(keyword.to_ascii_lowercase().as_str(), "run" | "copy" | "add")
+    matches!(
+        keyword.to_ascii_lowercase().as_str(),
+        "run" | "copy" | "add"
+    )
 }
 
 /// Parse the file into raw instruction nodes.
@@ -194,7 +206,10 @@ pub fn parse_raw(src: &str) -> Result<RawFile> {
         lines,
         next: 0,
         directives: Directives::default(),
-        dp: DirectiveParser { done: false, seen: Vec::new() },
+        dp: DirectiveParser {
+            done: false,
+            seen: Vec::new(),
+        },
         warnings: Vec::new(),
     };
     let mut nodes = Vec::new();
@@ -204,7 +219,11 @@ pub fn parse_raw(src: &str) -> Result<RawFile> {
     if nodes.is_empty() {
         return Err(ParseError::new(p.next.max(1), ErrorKind::NoInstructions));
     }
-    Ok(RawFile { directives: p.directives, nodes, warnings: p.warnings })
+    Ok(RawFile {
+        directives: p.directives,
+        nodes,
+        warnings: p.warnings,
+    })
 }
 
 struct LineParser<'a> {
@@ -268,7 +287,9 @@ impl<'a> LineParser<'a> {
 
     fn next_node(&mut self) -> Result<Option<RawNode>> {
         loop {
-            let Some(raw) = self.read() else { return Ok(None) };
+            let Some(raw) = self.read() else {
+                return Ok(None);
+            };
             let first = self.process_line(raw, true)?;
             let start = self.next;
             let escape = self.directives.escape;
@@ -295,7 +316,9 @@ impl<'a> LineParser<'a> {
             if empty_continuation {
                 self.warnings.push(Warning {
                     line: start,
-                    message: "empty continuation line: remove the blank line inside this instruction".into(),
+                    message:
+                        "empty continuation line: remove the blank line inside this instruction"
+                            .into(),
                 });
             }
             return self.node_from_line(line, start).map(Some);
@@ -331,7 +354,10 @@ impl<'a> LineParser<'a> {
                 content.push_str(raw);
             }
         }
-        Err(ParseError::new(start, ErrorKind::UnterminatedHeredoc(doc.name.clone())))
+        Err(ParseError::new(
+            start,
+            ErrorKind::UnterminatedHeredoc(doc.name.clone()),
+        ))
     }
 }
 
@@ -356,14 +382,22 @@ pub fn split_instruction(line: &str, at: usize) -> RawNode {
 
 /// Find the heredocs (`<<EOF`, `<<-EOF`, `<<"EOF"`, `3<<EOF`) among the words of a line.
 pub fn heredocs_from_line(line: &str) -> Vec<Heredoc> {
-    let lx = Lexer { raw_quotes: true, raw_escapes: true, ..Lexer::default() };
-    let Ok(words) = lx.process_words(line, &NoVars) else { return Vec::new() };
+    let lx = Lexer {
+        raw_quotes: true,
+        raw_escapes: true,
+        ..Lexer::default()
+    };
+    let Ok(words) = lx.process_words(line, &NoVars) else {
+        return Vec::new();
+    };
     words.iter().filter_map(|w| parse_heredoc(w)).collect()
 }
 
 /// Parse one word as a heredoc start, docker's `^(\d*)<<(-?)([^<]*)$`.
 pub fn parse_heredoc(word: &str) -> Option<Heredoc> {
-    let digits = word.find(|c: char| !c.is_ascii_digit()).unwrap_or(word.len());
+    let digits = word
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(word.len());
     let after = word[digits..].strip_prefix("<<")?;
     let (chomp, rest) = match after.strip_prefix('-') {
         Some(r) => (true, r),
@@ -372,16 +406,34 @@ pub fn parse_heredoc(word: &str) -> Option<Heredoc> {
     if rest.is_empty() || rest.contains('<') {
         return None;
     }
-    let fd = if digits == 0 { None } else { word[..digits].parse().ok() };
-    let lx = Lexer { skip_unset: true, ..Lexer::default() };
+    let fd = if digits == 0 {
+        None
+    } else {
+        word[..digits].parse().ok()
+    };
+    let lx = Lexer {
+        skip_unset: true,
+        ..Lexer::default()
+    };
     let words = lx.process_words(rest, &NoVars).ok()?;
     if words.len() != 1 {
         return None;
     }
-    let raw = Lexer { raw_quotes: true, ..lx }.process_words(rest, &NoVars).ok()?;
+    let raw = Lexer {
+        raw_quotes: true,
+        ..lx
+    }
+    .process_words(rest, &NoVars)
+    .ok()?;
     let quotes = |s: &str| s.matches(['\'', '"']).count();
     let expand = raw.len() == 1 && quotes(&words[0]) == quotes(&raw[0]);
-    Some(Heredoc { name: words[0].clone(), content: String::new(), expand, chomp, fd })
+    Some(Heredoc {
+        name: words[0].clone(),
+        content: String::new(),
+        expand,
+        chomp,
+        fd,
+    })
 }
 
 /// Split leading `--flag[=value]` words off an argument string, as docker's
@@ -505,7 +557,10 @@ pub fn parse_json(rest: &str) -> std::result::Result<JsonForm, String> {
         .into_iter()
         .map(|v| match v {
             serde_json::Value::String(s) => Ok(s),
-            _ => Err("when using JSON array syntax, arrays must be comprised of strings only".to_string()),
+            _ => Err(
+                "when using JSON array syntax, arrays must be comprised of strings only"
+                    .to_string(),
+            ),
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map(JsonForm::Array)
@@ -559,7 +614,13 @@ mod tests {
 
     #[test]
     fn empty_files() {
-        for src in ["", "\n\n", "# just a comment\n", "  # indented\n\n# more\n", "\u{feff}"] {
+        for src in [
+            "",
+            "\n\n",
+            "# just a comment\n",
+            "  # indented\n\n# more\n",
+            "\u{feff}",
+        ] {
             let e = parse_raw(src).unwrap_err();
             assert_eq!(e.kind, ErrorKind::NoInstructions, "{src:?}");
         }
@@ -584,7 +645,8 @@ mod tests {
 
     #[test]
     fn comments_and_crlf() {
-        let f = raw("\u{feff}# c\r\nFROM x\r\n   # indented comment\r\nRUN echo # not a comment\r\n");
+        let f =
+            raw("\u{feff}# c\r\nFROM x\r\n   # indented comment\r\nRUN echo # not a comment\r\n");
         assert_eq!(f.nodes.len(), 2);
         assert_eq!(f.nodes[1].rest, "echo # not a comment");
         assert_eq!(f.nodes[1].line, 4);
@@ -592,7 +654,10 @@ mod tests {
 
     #[test]
     fn flags_extracted() {
-        assert_eq!(extract_flags("--from=a --chown=\"x y\" src dst"), ("src dst", vec!["--from=a".into(), "--chown=x y".into()]));
+        assert_eq!(
+            extract_flags("--from=a --chown=\"x y\" src dst"),
+            ("src dst", vec!["--from=a".into(), "--chown=x y".into()])
+        );
         assert_eq!(extract_flags("-- --x y"), (" --x y", vec![]));
         assert_eq!(extract_flags("--link"), ("", vec!["--link".into()]));
         assert_eq!(extract_flags("echo --x"), ("echo --x", vec![]));
@@ -600,7 +665,10 @@ mod tests {
 
     #[test]
     fn words_keep_quotes() {
-        assert_eq!(parse_words("a=\"b c\" d='e f' g\\ h", '\\'), ["a=\"b c\"", "d='e f'", "g\\ h"]);
+        assert_eq!(
+            parse_words("a=\"b c\" d='e f' g\\ h", '\\'),
+            ["a=\"b c\"", "d='e f'", "g\\ h"]
+        );
         assert_eq!(parse_words("  x  ", '\\'), ["x"]);
         assert_eq!(parse_words("a=\"\"", '\\'), ["a=\"\""]);
         assert_eq!(parse_words("\"\"", '\\'), ["\"\""]);
@@ -609,7 +677,10 @@ mod tests {
     #[test]
     fn heredoc_words() {
         let h = parse_heredoc("<<EOF").unwrap();
-        assert_eq!((h.name.as_str(), h.expand, h.chomp, h.fd), ("EOF", true, false, None));
+        assert_eq!(
+            (h.name.as_str(), h.expand, h.chomp, h.fd),
+            ("EOF", true, false, None)
+        );
         let h = parse_heredoc("<<-\"EOT\"").unwrap();
         assert_eq!((h.name.as_str(), h.expand, h.chomp), ("EOT", false, true));
         let h = parse_heredoc("<<'E'OF").unwrap();
@@ -636,7 +707,10 @@ mod tests {
     #[test]
     fn heredoc_unterminated() {
         let e = parse_raw("FROM x\n\nRUN <<EOF\necho\n").unwrap_err();
-        assert_eq!(e, ParseError::new(3, ErrorKind::UnterminatedHeredoc("EOF".into())));
+        assert_eq!(
+            e,
+            ParseError::new(3, ErrorKind::UnterminatedHeredoc("EOF".into()))
+        );
     }
 
     #[test]
@@ -648,7 +722,10 @@ mod tests {
 
     #[test]
     fn json_forms() {
-        assert_eq!(parse_json("[\"a\", \"b c\"]"), Ok(JsonForm::Array(vec!["a".into(), "b c".into()])));
+        assert_eq!(
+            parse_json("[\"a\", \"b c\"]"),
+            Ok(JsonForm::Array(vec!["a".into(), "b c".into()]))
+        );
         assert_eq!(parse_json("[a]"), Ok(JsonForm::NotJson));
         assert_eq!(parse_json("echo [a]"), Ok(JsonForm::NotJson));
         assert!(parse_json("[1, \"a\"]").is_err());

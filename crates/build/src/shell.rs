@@ -84,6 +84,8 @@ pub struct Lexer {
     pub raw_escapes: bool,
     /// Leave references to unset variables as they are.
     pub skip_unset: bool,
+    /// Treat quotes as ordinary characters (used for heredoc bodies).
+    pub skip_quotes: bool,
 }
 
 impl Default for Lexer {
@@ -95,7 +97,13 @@ impl Default for Lexer {
 impl Lexer {
     /// A lexer with the given escape character and docker's defaults.
     pub fn new(escape: char) -> Self {
-        Self { escape, raw_quotes: false, raw_escapes: false, skip_unset: false }
+        Self {
+            escape,
+            raw_quotes: false,
+            raw_escapes: false,
+            skip_unset: false,
+            skip_quotes: false,
+        }
     }
 
     /// Expand `word` as one word (spaces are kept).
@@ -111,7 +119,12 @@ impl Lexer {
 
     fn run(&self, word: &str, env: &(impl Lookup + ?Sized)) -> Result<(String, Vec<String>)> {
         let env: &dyn Lookup = &DynLookup(env);
-        let mut sw = ShellWord { lex: *self, chars: word.chars().collect(), pos: 0, env };
+        let mut sw = ShellWord {
+            lex: *self,
+            chars: word.chars().collect(),
+            pos: 0,
+            env,
+        };
         let raw = self.raw_escapes;
         sw.process_stop_on(None, raw)
     }
@@ -186,7 +199,11 @@ impl ShellWord<'_> {
         c
     }
 
-    fn process_stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>)> {
+    fn process_stop_on(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Result<(String, Vec<String>)> {
         let mut result = String::new();
         let mut words = Words::default();
         while let Some(ch) = self.peek() {
@@ -200,12 +217,12 @@ impl ShellWord<'_> {
                     result.push_str(&v);
                     words.add_string(&v);
                 }
-                '\'' => {
+                '\'' if !self.lex.skip_quotes => {
                     let v = self.process_single_quote()?;
                     result.push_str(&v);
                     words.add_raw_string(&v);
                 }
-                '"' => {
+                '"' if !self.lex.skip_quotes => {
                     let v = self.process_double_quote()?;
                     result.push_str(&v);
                     words.add_raw_string(&v);
@@ -340,7 +357,9 @@ impl ShellWord<'_> {
             _ => {}
         }
         let name = self.process_name();
-        let Some(mut ch) = self.next() else { return Err(ShellError::MissingBrace) };
+        let Some(mut ch) = self.next() else {
+            return Err(ShellError::MissingBrace);
+        };
         let mut modifier = ch.to_string();
         let mut null_is_unset = false;
         match ch {
@@ -370,7 +389,13 @@ impl ShellWord<'_> {
         }
     }
 
-    fn modifier(&mut self, name: &str, ch: char, modifier: &str, null_is_unset: bool) -> Result<String> {
+    fn modifier(
+        &mut self,
+        name: &str,
+        ch: char,
+        modifier: &str,
+        null_is_unset: bool,
+    ) -> Result<String> {
         let raw = ch == '#' || ch == '%';
         let word = self.word_until_brace(raw)?;
         let value = self.get(name);
@@ -379,11 +404,17 @@ impl ShellWord<'_> {
         }
         let empty = |v: &Option<String>| v.is_none() || (null_is_unset && v.as_deref() == Some(""));
         match ch {
-            '-' => Ok(if empty(&value) { word } else { value.unwrap_or_default() }),
+            '-' => Ok(if empty(&value) {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
             '+' => Ok(if empty(&value) { String::new() } else { word }),
             '?' => match value {
                 None => Err(required(name, word, "is not allowed to be unset")),
-                Some(v) if null_is_unset && v.is_empty() => Err(required(name, word, "is not allowed to be empty")),
+                Some(v) if null_is_unset && v.is_empty() => {
+                    Err(required(name, word, "is not allowed to be empty"))
+                }
                 Some(v) => Ok(v),
             },
             '#' | '%' => {
@@ -393,7 +424,11 @@ impl ShellWord<'_> {
                     None => (false, word),
                 };
                 let pat = Pattern::parse(&pat)?;
-                Ok(if ch == '#' { pat.trim_prefix(&value, greedy) } else { pat.trim_suffix(&value, greedy) })
+                Ok(if ch == '#' {
+                    pat.trim_prefix(&value, greedy)
+                } else {
+                    pat.trim_suffix(&value, greedy)
+                })
             }
             _ => Err(ShellError::UnsupportedModifier(modifier.to_string())),
         }
@@ -406,7 +441,9 @@ impl ShellWord<'_> {
         }
         let pattern = match self.process_stop_on(Some('/'), true) {
             Ok((w, _)) => w,
-            Err(_) if self.peek().is_none() => return Err(ShellError::Unterminated("'/' in ${}".into())),
+            Err(_) if self.peek().is_none() => {
+                return Err(ShellError::Unterminated("'/' in ${}".into()))
+            }
             Err(e) => return Err(e),
         };
         let replacement = self.word_until_brace(true)?;
@@ -422,8 +459,15 @@ impl ShellWord<'_> {
 }
 
 fn required(name: &str, word: String, default: &str) -> ShellError {
-    let message = if word.is_empty() { default.to_string() } else { word };
-    ShellError::Required { name: name.to_string(), message }
+    let message = if word.is_empty() {
+        default.to_string()
+    } else {
+        word
+    };
+    ShellError::Required {
+        name: name.to_string(),
+        message,
+    }
 }
 
 /// A `${v#pattern}` pattern: `*` any string, `?` one character, `\` escapes.
@@ -507,7 +551,11 @@ impl Pattern {
         let mut i = 0;
         let mut done = false;
         while i <= v.len() {
-            let found = if done { None } else { (i..=v.len()).rev().find(|&e| self.matches(&v[i..e])) };
+            let found = if done {
+                None
+            } else {
+                (i..=v.len()).rev().find(|&e| self.matches(&v[i..e]))
+            };
             match found {
                 Some(end) => {
                     out.push_str(replacement);
@@ -539,10 +587,16 @@ mod tests {
     use super::*;
 
     fn env() -> BTreeMap<String, String> {
-        [("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", ""), ("SP", "a b  c")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [
+            ("PWD", "/home"),
+            ("SHELL", "bash"),
+            ("KOREAN", "한국어"),
+            ("NULL", ""),
+            ("SP", "a b  c"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     }
 
     fn word(s: &str) -> String {
@@ -596,12 +650,22 @@ mod tests {
             ("${:x}", "syntax error: bad substitution"),
             ("${PWD", "syntax error: missing '}'"),
             ("${PWD:-x", "syntax error: missing '}'"),
-            ("'abc", "unexpected end of statement while looking for matching single-quote"),
-            ("\"abc", "unexpected end of statement while looking for matching double-quote"),
+            (
+                "'abc",
+                "unexpected end of statement while looking for matching single-quote",
+            ),
+            (
+                "\"abc",
+                "unexpected end of statement while looking for matching double-quote",
+            ),
             ("${PWD!x}", "unsupported modifier (!) in substitution"),
             ("${PWD:=x}", "unsupported modifier (:=) in substitution"),
         ] {
-            assert_eq!(lx.process_word(w, &env()).unwrap_err().to_string(), msg, "{w}");
+            assert_eq!(
+                lx.process_word(w, &env()).unwrap_err().to_string(),
+                msg,
+                "{w}"
+            );
         }
     }
 
@@ -630,16 +694,23 @@ mod tests {
     #[test]
     fn words() {
         let lx = Lexer::default();
-        assert_eq!(lx.process_words("a $SP 'x y'", &env()).unwrap(), ["a", "a", "b", "c", "x y"]);
+        assert_eq!(
+            lx.process_words("a $SP 'x y'", &env()).unwrap(),
+            ["a", "a", "b", "c", "x y"]
+        );
         assert_eq!(lx.process_words("\"$SP\"", &env()).unwrap(), ["a b  c"]);
-        assert_eq!(lx.process_words("  ", &env()).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            lx.process_words("  ", &env()).unwrap(),
+            Vec::<String>::new()
+        );
         assert_eq!(lx.process_words("a\\ b c", &env()).unwrap(), ["a b", "c"]);
     }
 
     #[test]
     fn patterns() {
-        let e: BTreeMap<String, String> =
-            [("F".to_string(), "dir/sub/file.tar.gz".to_string())].into_iter().collect();
+        let e: BTreeMap<String, String> = [("F".to_string(), "dir/sub/file.tar.gz".to_string())]
+            .into_iter()
+            .collect();
         let lx = Lexer::default();
         let w = |s: &str| lx.process_word(s, &e).unwrap();
         assert_eq!(w("${F#*/}"), "sub/file.tar.gz");
@@ -653,10 +724,35 @@ mod tests {
     }
 
     #[test]
+    fn skip_quotes_for_heredocs() {
+        let lx = Lexer {
+            skip_quotes: true,
+            ..Lexer::default()
+        };
+        assert_eq!(
+            lx.process_word("say '$PWD' \"x\"\n", &env()).unwrap(),
+            "say '/home' \"x\"\n"
+        );
+    }
+
+    #[test]
     fn skip_unset_and_raw() {
-        let lx = Lexer { skip_unset: true, ..Lexer::default() };
-        assert_eq!(lx.process_word("$X ${Y} ${Z:-d} $PWD", &env()).unwrap(), "$X ${Y} ${Z:-d} /home");
-        let raw = Lexer { raw_quotes: true, raw_escapes: true, ..Lexer::default() };
-        assert_eq!(raw.process_words("'a b' \"c\" d\\ e", &NoVars).unwrap(), ["'a b'", "\"c\"", "d\\ e"]);
+        let lx = Lexer {
+            skip_unset: true,
+            ..Lexer::default()
+        };
+        assert_eq!(
+            lx.process_word("$X ${Y} ${Z:-d} $PWD", &env()).unwrap(),
+            "$X ${Y} ${Z:-d} /home"
+        );
+        let raw = Lexer {
+            raw_quotes: true,
+            raw_escapes: true,
+            ..Lexer::default()
+        };
+        assert_eq!(
+            raw.process_words("'a b' \"c\" d\\ e", &NoVars).unwrap(),
+            ["'a b'", "\"c\"", "d\\ e"]
+        );
     }
 }
