@@ -159,6 +159,7 @@ pub(crate) fn oci_field(file: &str) -> Option<&'static str> {
         "blkio.throttle.read_iops_device" => "linux.resources.blockIO.throttleReadIOPSDevice",
         "blkio.throttle.write_iops_device" => "linux.resources.blockIO.throttleWriteIOPSDevice",
         "io.max" => "linux.resources.blockIO",
+        "rdma.max" => "linux.resources.rdma",
         "devices.allow" | "devices.deny" => "linux.resources.devices",
         "net_cls.classid" => "linux.resources.network.classID",
         "net_prio.ifpriomap" => "linux.resources.network.priorities",

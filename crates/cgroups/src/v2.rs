@@ -375,11 +375,18 @@ impl CgroupManager for V2Manager {
                 ));
             }
         }
-        if r.rdma().as_ref().is_some_and(|m| !m.is_empty()) {
-            return Err(invalid(
-                "linux.resources.rdma",
-                "the rdma controller is not supported by berth; leave it unset",
-            ));
+        if let Some(rdma) = r.rdma() {
+            let mut devs: Vec<_> = rdma.iter().collect();
+            devs.sort_by(|a, b| a.0.cmp(b.0));
+            for (dev, l) in devs {
+                let v = |n: Option<u32>| n.map_or_else(|| "max".to_string(), |n| n.to_string());
+                let line = format!(
+                    "{dev} hca_handle={} hca_object={}",
+                    v(l.hca_handles()),
+                    v(l.hca_objects())
+                );
+                self.write("rdma", "rdma.max", &line)?;
+            }
         }
         if let Some(u) = r.unified() {
             let mut keys: Vec<_> = u.iter().collect();

@@ -272,3 +272,20 @@ fn stats_from_v2_files() {
     );
     assert!(parse_io_stat(Path::new("io.stat"), "8:0 rbytes=x").is_err());
 }
+
+#[test]
+fn rdma_limits_need_the_controller() {
+    let h = created();
+    let r = res(r#"{"rdma": {"mlx5_0": {"hcaHandles": 3}}}"#);
+    let e = h.m.apply_resources(&r).expect_err("no rdma.max");
+    assert!(
+        matches!(e, Error::MissingController(ref c) if c == "rdma"),
+        "{e}"
+    );
+    std::fs::write(h.root().join("berth/test-1/rdma.max"), "").expect("w");
+    h.m.apply_resources(&r).expect("apply");
+    assert_eq!(
+        h.fs.written("rdma.max"),
+        vec!["mlx5_0 hca_handle=3 hca_object=max"]
+    );
+}
