@@ -1,3 +1,4 @@
+use super::stats::parse_io_stat;
 use super::*;
 use crate::fake::FakeHarness;
 
