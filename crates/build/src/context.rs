@@ -1,0 +1,510 @@
+//! The build context: which files a COPY/ADD selects, and their content hash.
+//!
+//! Sources are cleaned and confined to the context; a source may hold Go
+//! `filepath.Match` wildcards in any path component. `.dockerignore`d
+//! paths are invisible (a `!` exception inside an ignored directory keeps
+//! that directory visible). A matched directory brings everything under it;
+//! a matched top-level symlink is followed (inside the context). The hash
+//! covers each selected entry's path, kind, permission bits and contents
+//! (file bytes or symlink target), never timestamps.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::glob::{clean, has_meta, Glob, GlobError};
+use crate::ignore::{Ignore, IgnoreError};
+
+/// Errors about the build context.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// A source that matches nothing.
+    #[error("source {0:?} not found in the build context (or excluded by .dockerignore): check the path")]
+    NotFound(String),
+    /// A malformed wildcard.
+    #[error("invalid source pattern {pattern:?}: {source}")]
+    Pattern {
+        /// The source.
+        pattern: String,
+        /// Why.
+        source: GlobError,
+    },
+    /// Bad ignore or exclude patterns.
+    #[error(transparent)]
+    Ignore(#[from] IgnoreError),
+    /// Symlinks that loop.
+    #[error("too many levels of symbolic links at {0:?} in the build context")]
+    SymlinkLoop(String),
+    /// An I/O failure.
+    #[error("cannot read {path} in the build context: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, ContextError>;
+
+/// Kind of a context entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link (copied as a link).
+    Symlink,
+}
+
+/// One file, directory or symlink of the context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    /// Real path, relative to the context root (`""` is the root).
+    pub path: String,
+    /// Path as seen from the source (the matched name, then the path below it).
+    pub name: String,
+    /// Kind.
+    pub kind: EntryKind,
+    /// Permission bits (`0o7777` mask).
+    pub mode: u32,
+    /// Size in bytes (files).
+    pub size: u64,
+    /// Link target (symlinks).
+    pub link_target: Option<String>,
+}
+
+/// What one matched path of a source brings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceMatch {
+    /// The source as written in the instruction.
+    pub source: String,
+    /// The matched entry first, then everything under it (for directories), sorted.
+    pub entries: Vec<Entry>,
+}
+
+type Stamp = (u64, u64, i64, i64, i64, i64);
+
+/// A build context directory.
+#[derive(Debug)]
+pub struct Context {
+    root: PathBuf,
+    ignore: Ignore,
+    memo: Mutex<HashMap<PathBuf, (Stamp, String)>>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
+    move |source| ContextError::Io { path: path.to_path_buf(), source }
+}
+
+fn join_rel(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}/{b}"),
+    }
+}
+
+/// Clean a source and confine it to the context: `""` is the root.
+pub fn normalize_source(src: &str) -> String {
+    let c = clean(&format!("/{src}"));
+    c.trim_start_matches('/').to_string()
+}
+
+impl Context {
+    /// A context at `root` with the given ignore rules.
+    pub fn new(root: impl Into<PathBuf>, ignore: Ignore) -> Self {
+        Self { root: root.into(), ignore, memo: Mutex::new(HashMap::new()) }
+    }
+
+    /// A context at `root`, reading `<dockerfile>.dockerignore` or `.dockerignore`.
+    pub fn open(root: impl Into<PathBuf>, dockerfile: Option<&Path>) -> Result<Self> {
+        let root = root.into();
+        let ignore = Ignore::for_build(&root, dockerfile)?;
+        Ok(Self::new(root, ignore))
+    }
+
+    /// The context directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether `.dockerignore` hides `rel`.
+    pub fn is_ignored(&self, rel: &str) -> bool {
+        !rel.is_empty() && self.ignore.matches(rel)
+    }
+
+    fn lstat(&self, rel: &str) -> Result<Option<std::fs::Metadata>> {
+        let p = self.root.join(rel);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&p)(e)),
+        }
+    }
+
+    fn list(&self, rel: &str) -> Result<Vec<String>> {
+        let p = self.root.join(rel);
+        let mut names: Vec<String> = std::fs::read_dir(&p)
+            .map_err(io_err(&p))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()
+            .map_err(io_err(&p))?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Whether `rel` can be seen: not ignored, or a directory holding a re-included path.
+    fn visible(&self, rel: &str, is_dir: bool) -> Result<bool> {
+        if !self.is_ignored(rel) {
+            return Ok(true);
+        }
+        if !is_dir || !self.ignore.has_exclusions() {
+            return Ok(false);
+        }
+        for name in self.list(rel)? {
+            let child = join_rel(rel, &name);
+            let dir = self.lstat(&child)?.is_some_and(|m| m.is_dir());
+            if self.visible(&child, dir)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Expand one source into the visible context paths it names.
+    fn expand_source(&self, src: &str) -> Result<Vec<String>> {
+        let rel = normalize_source(src);
+        if rel.is_empty() {
+            return Ok(vec![String::new()]);
+        }
+        let mut current = vec![String::new()];
+        for comp in rel.split('/') {
+            let mut next = Vec::new();
+            for dir in &current {
+                if !self.lstat(dir)?.is_some_and(|m| m.is_dir()) {
+                    continue;
+                }
+                let names = if has_meta(comp) {
+                    let g = Glob::new(comp).map_err(|source| ContextError::Pattern { pattern: src.into(), source })?;
+                    self.list(dir)?.into_iter().filter(|n| g.matches(n)).collect()
+                } else {
+                    vec![comp.to_string()]
+                };
+                for n in names {
+                    let child = join_rel(dir, &n);
+                    if let Some(m) = self.lstat(&child)? {
+                        if self.visible(&child, m.is_dir())? {
+                            next.push(child);
+                        }
+                    }
+                }
+            }
+            current = next;
+        }
+        Ok(current)
+    }
+
+    /// Follow a symlink at `rel` inside the context (as in a chroot).
+    fn resolve(&self, rel: &str) -> Result<String> {
+        let mut cur = rel.to_string();
+        for _ in 0..40 {
+            let Some(m) = self.lstat(&cur)? else { return Ok(cur) };
+            if !m.file_type().is_symlink() {
+                return Ok(cur);
+            }
+            let p = self.root.join(&cur);
+            let target = std::fs::read_link(&p).map_err(io_err(&p))?;
+            let target = target.to_string_lossy();
+            let parent = cur.rsplit_once('/').map_or("", |(d, _)| d);
+            let joined = if target.starts_with('/') { target.to_string() } else { format!("/{parent}/{target}") };
+            cur = clean(&joined).trim_start_matches('/').to_string();
+        }
+        Err(ContextError::SymlinkLoop(rel.to_string()))
+    }
+
+    fn entry(&self, path: &str, name: &str, m: &std::fs::Metadata) -> Result<Entry> {
+        let ft = m.file_type();
+        let kind = if ft.is_symlink() {
+            EntryKind::Symlink
+        } else if ft.is_dir() {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        };
+        let link_target = if kind == EntryKind::Symlink {
+            let p = self.root.join(path);
+            Some(std::fs::read_link(&p).map_err(io_err(&p))?.to_string_lossy().into_owned())
+        } else {
+            None
+        };
+        let size = if kind == EntryKind::File { m.len() } else { 0 };
+        Ok(Entry { path: path.into(), name: name.into(), kind, mode: m.permissions().mode() & 0o7777, size, link_target })
+    }
+
+    /// Walk the directory `path` (seen as `name`), appending visible entries;
+    /// returns whether anything was added.
+    fn walk(&self, path: &str, name: &str, hidden: &dyn Fn(&str, &str) -> bool, out: &mut Vec<Entry>) -> Result<bool> {
+        let mut added = false;
+        for n in self.list(path)? {
+            let child = join_rel(path, &n);
+            let child_name = join_rel(name, &n);
+            let Some(m) = self.lstat(&child)? else { continue };
+            let is_hidden = hidden(&child, &child_name);
+            if m.is_dir() {
+                let mut sub = Vec::new();
+                if is_hidden && !self.ignore.has_exclusions() {
+                    continue;
+                }
+                let any = self.walk(&child, &child_name, hidden, &mut sub)?;
+                if !is_hidden || any {
+                    out.push(self.entry(&child, &child_name, &m)?);
+                    out.extend(sub);
+                    added = true;
+                }
+            } else if !is_hidden {
+                out.push(self.entry(&child, &child_name, &m)?);
+                added = true;
+            }
+        }
+        Ok(added)
+    }
+
+    /// Select the entries for COPY/ADD `sources`, minus `--exclude` patterns.
+    ///
+    /// Exclude patterns apply to paths relative to the directory a source
+    /// names (or to the fixed directory part of a wildcard source).
+    pub fn select(&self, sources: &[String], excludes: &[String]) -> Result<Vec<SourceMatch>> {
+        let excl = Ignore::new(excludes)?;
+        let mut out = Vec::new();
+        for src in sources {
+            let rel = normalize_source(src);
+            let base = exclude_base(&rel);
+            let matched = self.expand_source(src)?;
+            if matched.is_empty() {
+                return Err(ContextError::NotFound(src.clone()));
+            }
+            for name in matched {
+                let real = self.resolve(&name)?;
+                let Some(m) = std::fs::metadata(self.root.join(&real)).ok().or(self.lstat(&real)?) else {
+                    return Err(ContextError::NotFound(src.clone()));
+                };
+                let dir_base = if m.is_dir() && !has_meta(&rel) { name.clone() } else { base.clone() };
+                let rel_to = |p: &str| p.strip_prefix(&dir_base).map(|s| s.trim_start_matches('/').to_string());
+                let hidden = |real_path: &str, seen: &str| {
+                    self.is_ignored(real_path) || rel_to(seen).is_some_and(|r| !r.is_empty() && excl.matches(&r))
+                };
+                if !m.is_dir() && hidden("", &name) {
+                    continue;
+                }
+                let mut entries = vec![self.entry(&real, &name, &m)?];
+                if m.is_dir() {
+                    self.walk(&real, &name, &hidden, &mut entries)?;
+                }
+                out.push(SourceMatch { source: src.clone(), entries });
+            }
+        }
+        Ok(out)
+    }
+
+    /// sha256 of a file's contents, memoised on (size, inode, mtime, ctime).
+    fn file_digest(&self, rel: &str) -> Result<String> {
+        let p = self.root.join(rel);
+        let m = std::fs::metadata(&p).map_err(io_err(&p))?;
+        let stamp: Stamp = (m.dev(), m.ino(), m.size() as i64, m.mtime_nsec() + m.mtime() * 1_000_000_000, m.ctime(), m.ctime_nsec());
+        if let Ok(memo) = self.memo.lock() {
+            if let Some((s, d)) = memo.get(&p) {
+                if *s == stamp {
+                    return Ok(d.clone());
+                }
+            }
+        }
+        let mut f = std::fs::File::open(&p).map_err(io_err(&p))?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h).map_err(io_err(&p))?;
+        let d = hex::encode(h.finalize());
+        if let Ok(mut memo) = self.memo.lock() {
+            memo.insert(p, (stamp, d.clone()));
+        }
+        Ok(d)
+    }
+
+    /// The content hash of a selection: `sha256:<hex>` over every entry's
+    /// name, kind, permission bits and contents (never mtimes).
+    pub fn content_hash(&self, matches: &[SourceMatch]) -> Result<String> {
+        let mut lines: Vec<(String, String)> = Vec::new();
+        for m in matches {
+            for e in &m.entries {
+                let content = match e.kind {
+                    EntryKind::File => self.file_digest(&e.path)?,
+                    EntryKind::Symlink => e.link_target.clone().unwrap_or_default(),
+                    EntryKind::Dir => String::new(),
+                };
+                let kind = match e.kind {
+                    EntryKind::File => 'f',
+                    EntryKind::Dir => 'd',
+                    EntryKind::Symlink => 'l',
+                };
+                lines.push((e.name.clone(), format!("{kind} {:o} {}\0{content}\n", e.mode, e.name)));
+            }
+        }
+        lines.sort();
+        let mut h = Sha256::new();
+        for (_, l) in lines {
+            h.update(l.as_bytes());
+        }
+        Ok(format!("sha256:{}", hex::encode(h.finalize())))
+    }
+}
+
+/// The directory `--exclude` patterns are relative to: the source's parent,
+/// or the fixed part before the first wildcard component.
+fn exclude_base(rel: &str) -> String {
+    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    let fixed = comps.iter().position(|c| has_meta(c)).unwrap_or(comps.len().saturating_sub(1));
+    comps[..fixed].join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for (p, c) in [
+            ("Dockerfile", "FROM scratch"),
+            ("src/main.rs", "fn main() {}"),
+            ("src/lib.rs", "pub fn x() {}"),
+            ("src/notes.md", "notes"),
+            ("src/deep/a.md", "a"),
+            ("docs/readme.md", "readme"),
+            ("node_modules/pkg/index.js", "js"),
+            ("logs/keep.log", "keep"),
+            ("logs/drop.log", "drop"),
+            ("home.txt", "h"),
+            ("homework.bin", "w"),
+        ] {
+            let p = r.join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, c).unwrap();
+        }
+        symlink("src", r.join("link-to-src")).unwrap();
+        symlink("main.rs", r.join("src/alias.rs")).unwrap();
+        d
+    }
+
+    fn ctx(d: &tempfile::TempDir, ignore: &str) -> Context {
+        Context::new(d.path(), Ignore::new(&crate::ignore::read_patterns(ignore)).unwrap())
+    }
+
+    fn names(m: &[SourceMatch]) -> Vec<String> {
+        m.iter().flat_map(|s| s.entries.iter().map(|e| e.name.clone())).collect()
+    }
+
+    #[test]
+    fn literal_file_and_dir() {
+        let d = tree();
+        let c = ctx(&d, "");
+        assert_eq!(names(&c.select(&["/src/../home.txt".into()], &[]).unwrap()), ["home.txt"]);
+        let m = c.select(&["src".into()], &[]).unwrap();
+        assert_eq!(names(&m), ["src", "src/alias.rs", "src/deep", "src/deep/a.md", "src/lib.rs", "src/main.rs", "src/notes.md"]);
+        assert_eq!(m[0].entries[1].kind, EntryKind::Symlink);
+        assert_eq!(m[0].entries[1].link_target.as_deref(), Some("main.rs"));
+    }
+
+    #[test]
+    fn wildcards() {
+        let d = tree();
+        let c = ctx(&d, "");
+        assert_eq!(names(&c.select(&["hom*".into()], &[]).unwrap()), ["home.txt", "homework.bin"]);
+        assert_eq!(names(&c.select(&["src/*.rs".into()], &[]).unwrap()), ["src/alias.rs", "src/lib.rs", "src/main.rs"]);
+        assert_eq!(names(&c.select(&["*/*.md".into()], &[]).unwrap()), ["docs/readme.md", "src/notes.md"]);
+        assert_eq!(names(&c.select(&["hom?.txt".into()], &[]).unwrap()), ["home.txt"]);
+        assert!(matches!(c.select(&["nothing*".into()], &[]), Err(ContextError::NotFound(_))));
+        assert!(matches!(c.select(&["[".into()], &[]), Err(ContextError::Pattern { .. })));
+    }
+
+    #[test]
+    fn dockerignore_applies() {
+        let d = tree();
+        let c = ctx(&d, "node_modules\n*.md\n**/*.md\nlogs\n!logs/keep.log\n");
+        let all = names(&c.select(&[".".into()], &[]).unwrap());
+        assert!(!all.iter().any(|n| n.contains("node_modules") || n.ends_with(".md")), "{all:?}");
+        assert!(all.contains(&"logs/keep.log".to_string()));
+        assert!(!all.contains(&"logs/drop.log".to_string()));
+        assert!(all.contains(&"logs".to_string()));
+        assert!(matches!(c.select(&["docs/readme.md".into()], &[]), Err(ContextError::NotFound(_))));
+        assert!(matches!(c.select(&["node_modules".into()], &[]), Err(ContextError::NotFound(_))));
+        // The ignored dir stays reachable for the re-included file.
+        assert_eq!(names(&c.select(&["logs".into()], &[]).unwrap()), ["logs", "logs/keep.log"]);
+    }
+
+    #[test]
+    fn excludes() {
+        let d = tree();
+        let c = ctx(&d, "");
+        assert_eq!(names(&c.select(&["hom*".into()], &["*.txt".into()]).unwrap()), ["homework.bin"]);
+        let m = c.select(&["src".into()], &["*.md".into()]).unwrap();
+        assert!(names(&m).contains(&"src/deep/a.md".to_string()));
+        assert!(!names(&m).contains(&"src/notes.md".to_string()));
+        let m = c.select(&["src".into()], &["**/*.md".into(), "deep".into()]).unwrap();
+        assert_eq!(names(&m), ["src", "src/alias.rs", "src/lib.rs", "src/main.rs"]);
+    }
+
+    #[test]
+    fn top_level_symlink_followed() {
+        let d = tree();
+        let c = ctx(&d, "");
+        let m = c.select(&["link-to-src".into()], &[]).unwrap();
+        assert_eq!(m[0].entries[0].kind, EntryKind::Dir);
+        assert_eq!(m[0].entries[0].path, "src");
+        assert!(names(&m).contains(&"link-to-src/main.rs".to_string()));
+        symlink("../../../etc", d.path().join("escape")).unwrap();
+        // Links are resolved inside the context, as in a chroot.
+        assert!(matches!(c.select(&["escape".into()], &[]), Err(ContextError::NotFound(_))));
+    }
+
+    #[test]
+    fn content_hash_ignores_mtime_but_not_content_or_mode() {
+        let d = tree();
+        let c = ctx(&d, "");
+        let sel = |c: &Context| c.content_hash(&c.select(&["src".into()], &[]).unwrap()).unwrap();
+        let h1 = sel(&c);
+        assert!(h1.starts_with("sha256:"));
+        let f = d.path().join("src/lib.rs");
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        fs::File::options().write(true).open(&f).unwrap().set_modified(t).unwrap();
+        assert_eq!(sel(&c), h1, "mtime must not matter");
+        // Unrelated files do not matter either.
+        fs::write(d.path().join("home.txt"), "changed").unwrap();
+        assert_eq!(sel(&c), h1);
+        fs::write(&f, "pub fn y() {}").unwrap();
+        let h2 = sel(&c);
+        assert_ne!(h2, h1);
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o700)).unwrap();
+        assert_ne!(sel(&c), h2);
+        // A fresh context (no memo) agrees.
+        assert_eq!(sel(&ctx(&d, "")), sel(&c));
+    }
+
+    #[test]
+    fn normalize() {
+        assert_eq!(normalize_source("/"), "");
+        assert_eq!(normalize_source("."), "");
+        assert_eq!(normalize_source("../../x"), "x");
+        assert_eq!(normalize_source("./a//b/"), "a/b");
+        assert_eq!(exclude_base("a/b/*.c"), "a/b");
+        assert_eq!(exclude_base("a/file"), "a");
+        assert_eq!(exclude_base("*"), "");
+    }
+}
