@@ -22,7 +22,12 @@ struct KeyView<'a> {
 
 /// The text a step contributes to its cache key (stable JSON).
 pub fn step_text(step: &Step) -> String {
-    let view = KeyView { kind: &step.kind, env: &step.env, user: &step.user, workdir: &step.workdir };
+    let view = KeyView {
+        kind: &step.kind,
+        env: &step.env,
+        user: &step.user,
+        workdir: &step.workdir,
+    };
     serde_json::to_string(&view).unwrap_or_default()
 }
 
@@ -95,7 +100,10 @@ mod tests {
         assert_ne!(env[0], base[0]);
         assert_ne!(env[1], base[1]);
         // So does the user.
-        assert_ne!(keys("FROM scratch\nUSER nobody\nRUN a\nRUN b\n")[0], base[0]);
+        assert_ne!(
+            keys("FROM scratch\nUSER nobody\nRUN a\nRUN b\n")[0],
+            base[0]
+        );
         // Build args in scope change RUN keys.
         let mut o = BuildOptions::default();
         o.build_args.insert("V".into(), "2".into());
@@ -106,16 +114,26 @@ mod tests {
     #[test]
     fn proxies_do_not_change_keys() {
         let mut o = BuildOptions::default();
-        o.build_args.insert("HTTP_PROXY".into(), "http://p:1".into());
-        assert_eq!(keys_with("FROM scratch\nRUN a\n", &o), keys("FROM scratch\nRUN a\n"));
+        o.build_args
+            .insert("HTTP_PROXY".into(), "http://p:1".into());
+        assert_eq!(
+            keys_with("FROM scratch\nRUN a\n", &o),
+            keys("FROM scratch\nRUN a\n")
+        );
     }
 
     #[test]
     fn inputs_and_parent_matter() {
         let s = &steps("FROM scratch\nCOPY . /x\n", &BuildOptions::default())[0];
-        assert_ne!(cache_key("p", s, &["sha256:1".into()]), cache_key("p", s, &["sha256:2".into()]));
+        assert_ne!(
+            cache_key("p", s, &["sha256:1".into()]),
+            cache_key("p", s, &["sha256:2".into()])
+        );
         assert_ne!(cache_key("p1", s, &[]), cache_key("p2", s, &[]));
         // No ambiguity between parent and inputs.
-        assert_ne!(cache_key("ab", s, &["c".into()]), cache_key("a", s, &["bc".into()]));
+        assert_ne!(
+            cache_key("ab", s, &["c".into()]),
+            cache_key("a", s, &["bc".into()])
+        );
     }
 }

@@ -101,7 +101,10 @@ pub struct Context {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
-    move |source| ContextError::Io { path: path.to_path_buf(), source }
+    move |source| ContextError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn join_rel(a: &str, b: &str) -> String {
@@ -121,7 +124,11 @@ pub fn normalize_source(src: &str) -> String {
 impl Context {
     /// A context at `root` with the given ignore rules.
     pub fn new(root: impl Into<PathBuf>, ignore: Ignore) -> Self {
-        Self { root: root.into(), ignore, memo: Mutex::new(HashMap::new()) }
+        Self {
+            root: root.into(),
+            ignore,
+            memo: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A context at `root`, reading `<dockerfile>.dockerignore` or `.dockerignore`.
@@ -193,8 +200,14 @@ impl Context {
                     continue;
                 }
                 let names = if has_meta(comp) {
-                    let g = Glob::new(comp).map_err(|source| ContextError::Pattern { pattern: src.into(), source })?;
-                    self.list(dir)?.into_iter().filter(|n| g.matches(n)).collect()
+                    let g = Glob::new(comp).map_err(|source| ContextError::Pattern {
+                        pattern: src.into(),
+                        source,
+                    })?;
+                    self.list(dir)?
+                        .into_iter()
+                        .filter(|n| g.matches(n))
+                        .collect()
                 } else {
                     vec![comp.to_string()]
                 };
@@ -216,7 +229,9 @@ impl Context {
     fn resolve(&self, rel: &str) -> Result<String> {
         let mut cur = rel.to_string();
         for _ in 0..40 {
-            let Some(m) = self.lstat(&cur)? else { return Ok(cur) };
+            let Some(m) = self.lstat(&cur)? else {
+                return Ok(cur);
+            };
             if !m.file_type().is_symlink() {
                 return Ok(cur);
             }
@@ -224,7 +239,11 @@ impl Context {
             let target = std::fs::read_link(&p).map_err(io_err(&p))?;
             let target = target.to_string_lossy();
             let parent = cur.rsplit_once('/').map_or("", |(d, _)| d);
-            let joined = if target.starts_with('/') { target.to_string() } else { format!("/{parent}/{target}") };
+            let joined = if target.starts_with('/') {
+                target.to_string()
+            } else {
+                format!("/{parent}/{target}")
+            };
             cur = clean(&joined).trim_start_matches('/').to_string();
         }
         Err(ContextError::SymlinkLoop(rel.to_string()))
@@ -241,22 +260,42 @@ impl Context {
         };
         let link_target = if kind == EntryKind::Symlink {
             let p = self.root.join(path);
-            Some(std::fs::read_link(&p).map_err(io_err(&p))?.to_string_lossy().into_owned())
+            Some(
+                std::fs::read_link(&p)
+                    .map_err(io_err(&p))?
+                    .to_string_lossy()
+                    .into_owned(),
+            )
         } else {
             None
         };
         let size = if kind == EntryKind::File { m.len() } else { 0 };
-        Ok(Entry { path: path.into(), name: name.into(), kind, mode: m.permissions().mode() & 0o7777, size, link_target })
+        Ok(Entry {
+            path: path.into(),
+            name: name.into(),
+            kind,
+            mode: m.permissions().mode() & 0o7777,
+            size,
+            link_target,
+        })
     }
 
     /// Walk the directory `path` (seen as `name`), appending visible entries;
     /// returns whether anything was added.
-    fn walk(&self, path: &str, name: &str, hidden: &dyn Fn(&str, &str) -> bool, out: &mut Vec<Entry>) -> Result<bool> {
+    fn walk(
+        &self,
+        path: &str,
+        name: &str,
+        hidden: &dyn Fn(&str, &str) -> bool,
+        out: &mut Vec<Entry>,
+    ) -> Result<bool> {
         let mut added = false;
         for n in self.list(path)? {
             let child = join_rel(path, &n);
             let child_name = join_rel(name, &n);
-            let Some(m) = self.lstat(&child)? else { continue };
+            let Some(m) = self.lstat(&child)? else {
+                continue;
+            };
             let is_hidden = hidden(&child, &child_name);
             if m.is_dir() {
                 let mut sub = Vec::new();
@@ -293,13 +332,24 @@ impl Context {
             }
             for name in matched {
                 let real = self.resolve(&name)?;
-                let Some(m) = std::fs::metadata(self.root.join(&real)).ok().or(self.lstat(&real)?) else {
+                let Some(m) = std::fs::metadata(self.root.join(&real))
+                    .ok()
+                    .or(self.lstat(&real)?)
+                else {
                     return Err(ContextError::NotFound(src.clone()));
                 };
-                let dir_base = if m.is_dir() && !has_meta(&rel) { name.clone() } else { base.clone() };
-                let rel_to = |p: &str| p.strip_prefix(&dir_base).map(|s| s.trim_start_matches('/').to_string());
+                let dir_base = if m.is_dir() && !has_meta(&rel) {
+                    name.clone()
+                } else {
+                    base.clone()
+                };
+                let rel_to = |p: &str| {
+                    p.strip_prefix(&dir_base)
+                        .map(|s| s.trim_start_matches('/').to_string())
+                };
                 let hidden = |real_path: &str, seen: &str| {
-                    self.is_ignored(real_path) || rel_to(seen).is_some_and(|r| !r.is_empty() && excl.matches(&r))
+                    self.is_ignored(real_path)
+                        || rel_to(seen).is_some_and(|r| !r.is_empty() && excl.matches(&r))
                 };
                 if !m.is_dir() && hidden("", &name) {
                     continue;
@@ -308,7 +358,10 @@ impl Context {
                 if m.is_dir() {
                     self.walk(&real, &name, &hidden, &mut entries)?;
                 }
-                out.push(SourceMatch { source: src.clone(), entries });
+                out.push(SourceMatch {
+                    source: src.clone(),
+                    entries,
+                });
             }
         }
         Ok(out)
@@ -318,7 +371,14 @@ impl Context {
     fn file_digest(&self, rel: &str) -> Result<String> {
         let p = self.root.join(rel);
         let m = std::fs::metadata(&p).map_err(io_err(&p))?;
-        let stamp: Stamp = (m.dev(), m.ino(), m.size() as i64, m.mtime_nsec() + m.mtime() * 1_000_000_000, m.ctime(), m.ctime_nsec());
+        let stamp: Stamp = (
+            m.dev(),
+            m.ino(),
+            m.size() as i64,
+            m.mtime_nsec() + m.mtime() * 1_000_000_000,
+            m.ctime(),
+            m.ctime_nsec(),
+        );
         if let Ok(memo) = self.memo.lock() {
             if let Some((s, d)) = memo.get(&p) {
                 if *s == stamp {
@@ -352,7 +412,10 @@ impl Context {
                     EntryKind::Dir => 'd',
                     EntryKind::Symlink => 'l',
                 };
-                lines.push((e.name.clone(), format!("{kind} {:o} {}\0{content}\n", e.mode, e.name)));
+                lines.push((
+                    e.name.clone(),
+                    format!("{kind} {:o} {}\0{content}\n", e.mode, e.name),
+                ));
             }
         }
         lines.sort();
@@ -368,7 +431,10 @@ impl Context {
 /// or the fixed part before the first wildcard component.
 fn exclude_base(rel: &str) -> String {
     let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-    let fixed = comps.iter().position(|c| has_meta(c)).unwrap_or(comps.len().saturating_sub(1));
+    let fixed = comps
+        .iter()
+        .position(|c| has_meta(c))
+        .unwrap_or(comps.len().saturating_sub(1));
     comps[..fixed].join("/")
 }
 
@@ -404,20 +470,39 @@ mod tests {
     }
 
     fn ctx(d: &tempfile::TempDir, ignore: &str) -> Context {
-        Context::new(d.path(), Ignore::new(&crate::ignore::read_patterns(ignore)).unwrap())
+        Context::new(
+            d.path(),
+            Ignore::new(&crate::ignore::read_patterns(ignore)).unwrap(),
+        )
     }
 
     fn names(m: &[SourceMatch]) -> Vec<String> {
-        m.iter().flat_map(|s| s.entries.iter().map(|e| e.name.clone())).collect()
+        m.iter()
+            .flat_map(|s| s.entries.iter().map(|e| e.name.clone()))
+            .collect()
     }
 
     #[test]
     fn literal_file_and_dir() {
         let d = tree();
         let c = ctx(&d, "");
-        assert_eq!(names(&c.select(&["/src/../home.txt".into()], &[]).unwrap()), ["home.txt"]);
+        assert_eq!(
+            names(&c.select(&["/src/../home.txt".into()], &[]).unwrap()),
+            ["home.txt"]
+        );
         let m = c.select(&["src".into()], &[]).unwrap();
-        assert_eq!(names(&m), ["src", "src/alias.rs", "src/deep", "src/deep/a.md", "src/lib.rs", "src/main.rs", "src/notes.md"]);
+        assert_eq!(
+            names(&m),
+            [
+                "src",
+                "src/alias.rs",
+                "src/deep",
+                "src/deep/a.md",
+                "src/lib.rs",
+                "src/main.rs",
+                "src/notes.md"
+            ]
+        );
         assert_eq!(m[0].entries[1].kind, EntryKind::Symlink);
         assert_eq!(m[0].entries[1].link_target.as_deref(), Some("main.rs"));
     }
@@ -426,12 +511,30 @@ mod tests {
     fn wildcards() {
         let d = tree();
         let c = ctx(&d, "");
-        assert_eq!(names(&c.select(&["hom*".into()], &[]).unwrap()), ["home.txt", "homework.bin"]);
-        assert_eq!(names(&c.select(&["src/*.rs".into()], &[]).unwrap()), ["src/alias.rs", "src/lib.rs", "src/main.rs"]);
-        assert_eq!(names(&c.select(&["*/*.md".into()], &[]).unwrap()), ["docs/readme.md", "src/notes.md"]);
-        assert_eq!(names(&c.select(&["hom?.txt".into()], &[]).unwrap()), ["home.txt"]);
-        assert!(matches!(c.select(&["nothing*".into()], &[]), Err(ContextError::NotFound(_))));
-        assert!(matches!(c.select(&["[".into()], &[]), Err(ContextError::Pattern { .. })));
+        assert_eq!(
+            names(&c.select(&["hom*".into()], &[]).unwrap()),
+            ["home.txt", "homework.bin"]
+        );
+        assert_eq!(
+            names(&c.select(&["src/*.rs".into()], &[]).unwrap()),
+            ["src/alias.rs", "src/lib.rs", "src/main.rs"]
+        );
+        assert_eq!(
+            names(&c.select(&["*/*.md".into()], &[]).unwrap()),
+            ["docs/readme.md", "src/notes.md"]
+        );
+        assert_eq!(
+            names(&c.select(&["hom?.txt".into()], &[]).unwrap()),
+            ["home.txt"]
+        );
+        assert!(matches!(
+            c.select(&["nothing*".into()], &[]),
+            Err(ContextError::NotFound(_))
+        ));
+        assert!(matches!(
+            c.select(&["[".into()], &[]),
+            Err(ContextError::Pattern { .. })
+        ));
     }
 
     #[test]
@@ -439,26 +542,47 @@ mod tests {
         let d = tree();
         let c = ctx(&d, "node_modules\n*.md\n**/*.md\nlogs\n!logs/keep.log\n");
         let all = names(&c.select(&[".".into()], &[]).unwrap());
-        assert!(!all.iter().any(|n| n.contains("node_modules") || n.ends_with(".md")), "{all:?}");
+        assert!(
+            !all.iter()
+                .any(|n| n.contains("node_modules") || n.ends_with(".md")),
+            "{all:?}"
+        );
         assert!(all.contains(&"logs/keep.log".to_string()));
         assert!(!all.contains(&"logs/drop.log".to_string()));
         assert!(all.contains(&"logs".to_string()));
-        assert!(matches!(c.select(&["docs/readme.md".into()], &[]), Err(ContextError::NotFound(_))));
-        assert!(matches!(c.select(&["node_modules".into()], &[]), Err(ContextError::NotFound(_))));
+        assert!(matches!(
+            c.select(&["docs/readme.md".into()], &[]),
+            Err(ContextError::NotFound(_))
+        ));
+        assert!(matches!(
+            c.select(&["node_modules".into()], &[]),
+            Err(ContextError::NotFound(_))
+        ));
         // The ignored dir stays reachable for the re-included file.
-        assert_eq!(names(&c.select(&["logs".into()], &[]).unwrap()), ["logs", "logs/keep.log"]);
+        assert_eq!(
+            names(&c.select(&["logs".into()], &[]).unwrap()),
+            ["logs", "logs/keep.log"]
+        );
     }
 
     #[test]
     fn excludes() {
         let d = tree();
         let c = ctx(&d, "");
-        assert_eq!(names(&c.select(&["hom*".into()], &["*.txt".into()]).unwrap()), ["homework.bin"]);
+        assert_eq!(
+            names(&c.select(&["hom*".into()], &["*.txt".into()]).unwrap()),
+            ["homework.bin"]
+        );
         let m = c.select(&["src".into()], &["*.md".into()]).unwrap();
         assert!(names(&m).contains(&"src/deep/a.md".to_string()));
         assert!(!names(&m).contains(&"src/notes.md".to_string()));
-        let m = c.select(&["src".into()], &["**/*.md".into(), "deep".into()]).unwrap();
-        assert_eq!(names(&m), ["src", "src/alias.rs", "src/lib.rs", "src/main.rs"]);
+        let m = c
+            .select(&["src".into()], &["**/*.md".into(), "deep".into()])
+            .unwrap();
+        assert_eq!(
+            names(&m),
+            ["src", "src/alias.rs", "src/lib.rs", "src/main.rs"]
+        );
     }
 
     #[test]
@@ -471,19 +595,30 @@ mod tests {
         assert!(names(&m).contains(&"link-to-src/main.rs".to_string()));
         symlink("../../../etc", d.path().join("escape")).unwrap();
         // Links are resolved inside the context, as in a chroot.
-        assert!(matches!(c.select(&["escape".into()], &[]), Err(ContextError::NotFound(_))));
+        assert!(matches!(
+            c.select(&["escape".into()], &[]),
+            Err(ContextError::NotFound(_))
+        ));
     }
 
     #[test]
     fn content_hash_ignores_mtime_but_not_content_or_mode() {
         let d = tree();
         let c = ctx(&d, "");
-        let sel = |c: &Context| c.content_hash(&c.select(&["src".into()], &[]).unwrap()).unwrap();
+        let sel = |c: &Context| {
+            c.content_hash(&c.select(&["src".into()], &[]).unwrap())
+                .unwrap()
+        };
         let h1 = sel(&c);
         assert!(h1.starts_with("sha256:"));
         let f = d.path().join("src/lib.rs");
         let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
-        fs::File::options().write(true).open(&f).unwrap().set_modified(t).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
         assert_eq!(sel(&c), h1, "mtime must not matter");
         // Unrelated files do not matter either.
         fs::write(d.path().join("home.txt"), "changed").unwrap();

@@ -94,7 +94,10 @@ impl Pattern {
             }
         }
         let text = clean(p);
-        let bad = |source| IgnoreError::Pattern { pattern: raw.to_string(), source };
+        let bad = |source| IgnoreError::Pattern {
+            pattern: raw.to_string(),
+            source,
+        };
         Glob::new(&text).map_err(bad)?;
         let kind = match match_type(&text) {
             0 => MatchType::Exact,
@@ -102,7 +105,11 @@ impl Pattern {
             2 => MatchType::Suffix,
             _ => MatchType::Glob(Glob::new_double_star(&text).map_err(bad)?),
         };
-        Ok(Some(Self { text, exclusion, kind }))
+        Ok(Some(Self {
+            text,
+            exclusion,
+            kind,
+        }))
     }
 
     fn matches(&self, path: &str) -> bool {
@@ -232,8 +239,13 @@ mod tests {
 
     #[test]
     fn reading() {
-        let p = read_patterns("\u{feff}# comment\n  \n/abs/path\n ! keep \n./a/../b/\n**/*.log\n #not a comment\n!\n");
-        assert_eq!(p, ["abs/path", "!keep", "b", "**/*.log", "#not a comment", "!"]);
+        let p = read_patterns(
+            "\u{feff}# comment\n  \n/abs/path\n ! keep \n./a/../b/\n**/*.log\n #not a comment\n!\n",
+        );
+        assert_eq!(
+            p,
+            ["abs/path", "!keep", "b", "**/*.log", "#not a comment", "!"]
+        );
         assert!(matches!(Ignore::new(&p), Err(IgnoreError::LoneBang)));
     }
 
@@ -302,7 +314,10 @@ mod tests {
 
     #[test]
     fn bad_pattern() {
-        assert!(matches!(Ignore::new(&["[z-a"]), Err(IgnoreError::Pattern { .. })));
+        assert!(matches!(
+            Ignore::new(&["[z-a"]),
+            Err(IgnoreError::Pattern { .. })
+        ));
     }
 
     #[test]

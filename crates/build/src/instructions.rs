@@ -695,17 +695,18 @@ pub fn parse_mount(spec: &str) -> std::result::Result<Mount, String> {
     for f in &fields {
         if let Some((k, v)) = f.split_once('=') {
             if k.eq_ignore_ascii_case("type") {
-                m.kind =
-                    Some(match v.to_ascii_lowercase().as_str() {
-                        "bind" => MountType::Bind,
-                        "cache" => MountType::Cache,
-                        "tmpfs" => MountType::Tmpfs,
-                        "secret" => MountType::Secret,
-                        "ssh" => MountType::Ssh,
-                        _ => return Err(bad(format!(
+                m.kind = Some(match v.to_ascii_lowercase().as_str() {
+                    "bind" => MountType::Bind,
+                    "cache" => MountType::Cache,
+                    "tmpfs" => MountType::Tmpfs,
+                    "secret" => MountType::Secret,
+                    "ssh" => MountType::Ssh,
+                    _ => {
+                        return Err(bad(format!(
                             "unsupported mount type {v:?}: use bind, cache, tmpfs, secret or ssh"
-                        ))),
-                    });
+                        )))
+                    }
+                });
             }
         }
     }

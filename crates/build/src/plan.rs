@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ast::{Dockerfile, Instruction, Warning};
 use crate::config::ImageConfig;
-use crate::eval::{eval_stage, global_args, BuildOptions, EvalError, GlobalArgs, StagePlan, PROXY_ARGS};
+use crate::eval::{
+    eval_stage, global_args, BuildOptions, EvalError, GlobalArgs, StagePlan, PROXY_ARGS,
+};
 use crate::parser::ParseError;
 use crate::shell::Lexer;
 use crate::stages::{split, Base, StageError, StageGraph, StageRefs, StageSet};
@@ -73,7 +75,16 @@ impl Plan {
         }
         let graph = StageGraph::new(&stages, &refs)?;
         let target = graph.target(&stages, target)?;
-        Ok(Self { dockerfile, stages, graph, globals, refs, platforms, target, opts })
+        Ok(Self {
+            dockerfile,
+            stages,
+            graph,
+            globals,
+            refs,
+            platforms,
+            target,
+            opts,
+        })
     }
 
     /// The stages the target needs, in build order.
@@ -93,7 +104,13 @@ impl Plan {
 
     /// Evaluate stage `i` on top of `base` (None for scratch).
     pub fn eval(&self, i: usize, base: Option<&ImageConfig>) -> Result<StagePlan> {
-        Ok(eval_stage(&self.stages, i, base, &self.globals, &self.opts)?)
+        Ok(eval_stage(
+            &self.stages,
+            i,
+            base,
+            &self.globals,
+            &self.opts,
+        )?)
     }
 
     /// Evaluate every needed stage in order; `resolve(image, platform)`
@@ -107,9 +124,13 @@ impl Plan {
             let base = match self.base(i) {
                 Base::Scratch => None,
                 Base::Stage(s) => done.get(s).map(|p| p.config.clone()),
-                Base::Image(img) => Some(resolve(img, self.platforms[i].as_deref()).map_err(|message| {
-                    PlanError::Base { stage: self.stages.stages[i].display_name(), image: img.clone(), message }
-                })?),
+                Base::Image(img) => Some(resolve(img, self.platforms[i].as_deref()).map_err(
+                    |message| PlanError::Base {
+                        stage: self.stages.stages[i].display_name(),
+                        image: img.clone(),
+                        message,
+                    },
+                )?),
             };
             let plan = self.eval(i, base.as_ref())?;
             done.insert(i, plan);
@@ -119,7 +140,8 @@ impl Plan {
 
     /// Build args no ARG of the file (nor docker's predefined set) consumes.
     pub fn unused_build_args(&self) -> Vec<String> {
-        let mut declared: BTreeSet<&str> = self.globals.declared.iter().map(String::as_str).collect();
+        let mut declared: BTreeSet<&str> =
+            self.globals.declared.iter().map(String::as_str).collect();
         for s in &self.stages.stages {
             for n in &s.commands {
                 if let Instruction::Arg(decls) = &n.instruction {
@@ -140,7 +162,10 @@ impl Plan {
         let mut w = self.dockerfile.warnings.clone();
         let unused = self.unused_build_args();
         if !unused.is_empty() {
-            w.push(Warning { line: 0, message: format!("one or more build-args {unused:?} were not consumed") });
+            w.push(Warning {
+                line: 0,
+                message: format!("one or more build-args {unused:?} were not consumed"),
+            });
         }
         w
     }
@@ -155,11 +180,25 @@ fn stage_refs(
 ) -> std::result::Result<(StageRefs, Option<String>), EvalError> {
     let lexer = Lexer::default();
     let ex = |line: usize, w: &str, vars: &BTreeMap<String, String>| {
-        lexer.process_word(w, vars).map_err(|source| EvalError::Expand { line, word: w.to_string(), source })
+        lexer
+            .process_word(w, vars)
+            .map_err(|source| EvalError::Expand {
+                line,
+                word: w.to_string(),
+                source,
+            })
     };
     let base = ex(stage.line, &stage.from.image, &globals.values)?;
-    let platform = stage.from.platform.as_deref().map(|p| ex(stage.line, p, &globals.values)).transpose()?;
-    let mut refs = StageRefs { base, from_refs: Vec::new() };
+    let platform = stage
+        .from
+        .platform
+        .as_deref()
+        .map(|p| ex(stage.line, p, &globals.values))
+        .transpose()?;
+    let mut refs = StageRefs {
+        base,
+        from_refs: Vec::new(),
+    };
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     for n in &stage.commands {
         match &n.instruction {
@@ -178,7 +217,10 @@ fn stage_refs(
             Instruction::Env(kvs) => {
                 let before = vars.clone();
                 for kv in kvs {
-                    vars.insert(ex(n.line, &kv.key, &before)?, ex(n.line, &kv.value, &before)?);
+                    vars.insert(
+                        ex(n.line, &kv.key, &before)?,
+                        ex(n.line, &kv.value, &before)?,
+                    );
                 }
             }
             Instruction::Copy(c) => {
@@ -201,7 +243,8 @@ fn stage_refs(
 mod tests {
     use super::*;
 
-    const SRC: &str = "ARG GO=1.22\nFROM golang:${GO} AS build\nARG STAGE=assets\nCOPY --from=$STAGE /a /a\n\
+    const SRC: &str =
+        "ARG GO=1.22\nFROM golang:${GO} AS build\nARG STAGE=assets\nCOPY --from=$STAGE /a /a\n\
                        FROM node AS assets\nRUN build\nFROM scratch AS unused\nRUN false\n\
                        FROM alpine\nCOPY --from=build /out /bin/app\n";
 
@@ -230,9 +273,18 @@ mod tests {
             .unwrap();
         assert_eq!(asked, ["node", "golang:1.22", "alpine"]);
         assert_eq!(plans.len(), 3);
-        assert_eq!(plans[&3].config.config.env_get("FROM_IMAGE"), Some("alpine"));
-        let e = p.eval_all(|_, _| Err("pull access denied".into())).unwrap_err();
-        assert!(e.to_string().contains("cannot resolve base image \"node\": pull access denied"), "{e}");
+        assert_eq!(
+            plans[&3].config.config.env_get("FROM_IMAGE"),
+            Some("alpine")
+        );
+        let e = p
+            .eval_all(|_, _| Err("pull access denied".into()))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cannot resolve base image \"node\": pull access denied"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -248,8 +300,17 @@ mod tests {
 
     #[test]
     fn errors_pass_through() {
-        assert!(matches!(Plan::new("", BuildOptions::default(), None), Err(PlanError::Parse(_))));
-        assert!(matches!(Plan::new("FROM a\n", BuildOptions::default(), Some("x")), Err(PlanError::Stage(_))));
-        assert!(matches!(Plan::new("FROM ${X:?no}\n", BuildOptions::default(), None), Err(PlanError::Eval(_))));
+        assert!(matches!(
+            Plan::new("", BuildOptions::default(), None),
+            Err(PlanError::Parse(_))
+        ));
+        assert!(matches!(
+            Plan::new("FROM a\n", BuildOptions::default(), Some("x")),
+            Err(PlanError::Stage(_))
+        ));
+        assert!(matches!(
+            Plan::new("FROM ${X:?no}\n", BuildOptions::default(), None),
+            Err(PlanError::Eval(_))
+        ));
     }
 }
