@@ -1,0 +1,234 @@
+//! `pull`: manifest (following an index to linux/amd64), then missing blobs in
+//! parallel, each verified by the content store, then unpack.
+
+use crate::client::{status_error, Client};
+use crate::{Error, Result};
+use berth_content::{Digest, Lease, Progress, ProgressReader};
+use berth_image::manifest::{self, Parsed};
+use berth_image::{Images, Reference};
+use oci_spec::image::Descriptor;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The image id.
+    pub id: String,
+    /// The digest of the manifest (or index) the registry served.
+    pub digest: Digest,
+    /// The normalized reference.
+    pub reference: Reference,
+    /// Whether any blob had to be downloaded.
+    pub downloaded: bool,
+}
+
+impl Client {
+    /// Pulls `reference` into `images` and unpacks it.
+    pub fn pull(
+        &self,
+        images: &Images,
+        reference: &str,
+        progress: &dyn Progress,
+    ) -> Result<Pulled> {
+        let r = Reference::parse(reference)?;
+        let mut lease = images
+            .content()
+            .lease(&format!("pull-{}-{}", std::process::id(), lease_n()), true)?;
+        let target = r
+            .digest
+            .clone()
+            .or_else(|| r.tag.clone())
+            .unwrap_or_else(|| "latest".into());
+        let top = self.fetch_manifest(images, &r, &target, &mut lease)?;
+        if let Some(want) = &r.digest {
+            if top.to_string() != *want {
+                return Err(Error::Invalid(format!(
+                    "registry served manifest {top} for {reference}; refusing it"
+                )));
+            }
+        }
+        let mut m = images.content().read(&top)?;
+        if let Parsed::Index(idx) = manifest::parse(&m, None)? {
+            let (os, arch) = manifest::host_platform();
+            let d = manifest::select_platform(&idx, os, arch)?;
+            let child = self.fetch_manifest(images, &r, d.digest().as_ref(), &mut lease)?;
+            m = images.content().read(&child)?;
+        }
+        let Parsed::Manifest(man) = manifest::parse(&m, None)? else {
+            return Err(Error::Invalid(format!(
+                "{reference}: an index points at another index"
+            )));
+        };
+        let mut blobs = vec![man.config().clone()];
+        blobs.extend(man.layers().iter().cloned());
+        let downloaded = self.fetch_blobs(images, &r, &blobs, &mut lease, progress)?;
+        let mut names = vec![r.clone()];
+        if r.digest.is_some() {
+            names = vec![Reference {
+                tag: None,
+                ..r.clone()
+            }];
+        }
+        let id = images.register(&top, &names)?;
+        images.add_repo_digest(&id, &format!("{}@{top}", r.familiar_repository()))?;
+        let img = images.resolve(&id)?;
+        images.unpack(&img)?;
+        drop(lease);
+        Ok(Pulled {
+            id,
+            digest: top,
+            reference: r,
+            downloaded,
+        })
+    }
+
+    fn fetch_manifest(
+        &self,
+        images: &Images,
+        r: &Reference,
+        target: &str,
+        lease: &mut Lease,
+    ) -> Result<Digest> {
+        let url = self.url(r, &format!("manifests/{target}"));
+        let mut resp = self.send(r, "pull", &url, &|auth| {
+            let mut req = self.agent.get(&url).header("Accept", ACCEPT);
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+        })?;
+        if resp.status() == 404 {
+            return Err(Error::NotFound(format!("{}:{target}", r.repository())));
+        }
+        if !resp.status().is_success() {
+            return Err(status_error(&url, &mut resp));
+        }
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(8 << 20)
+            .read_to_vec()
+            .map_err(|e| Error::Http {
+                url: url.clone(),
+                source: e,
+            })?;
+        let d = Digest::of(&bytes);
+        if target.starts_with("sha256:") && d.to_string() != target {
+            return Err(Error::Invalid(format!(
+                "manifest {target} from {} does not match its digest (got {d})",
+                r.domain
+            )));
+        }
+        lease.add(&d)?;
+        images.content().put(&bytes, Some(&d))?;
+        Ok(d)
+    }
+
+    /// Downloads the blobs not yet in the store, `parallel` at a time. Returns whether
+    /// anything was downloaded.
+    fn fetch_blobs(
+        &self,
+        images: &Images,
+        r: &Reference,
+        blobs: &[Descriptor],
+        lease: &mut Lease,
+        progress: &dyn Progress,
+    ) -> Result<bool> {
+        let mut todo = Vec::new();
+        for b in blobs {
+            let d =
+                Digest::parse(b.digest().as_ref()).map_err(|e| Error::Invalid(e.to_string()))?;
+            lease.add(&d)?;
+            if images.content().info(&d) == Some(b.size()) {
+                progress.finish(&d.hex()[..12], "Already exists");
+            } else {
+                todo.push((d, b.size()));
+            }
+        }
+        let next = AtomicUsize::new(0);
+        let first_err = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..self.opts.parallel.max(1).min(todo.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((d, size)) = todo.get(i) else { break };
+                    if first_err.lock().map(|e| e.is_some()).unwrap_or(true) {
+                        break;
+                    }
+                    if let Err(e) = self.fetch_blob_retrying(images, r, d, *size, progress) {
+                        if let Ok(mut slot) = first_err.lock() {
+                            slot.get_or_insert(e);
+                        }
+                    }
+                });
+            }
+        });
+        match first_err.into_inner().ok().flatten() {
+            Some(e) => Err(e),
+            None => Ok(!todo.is_empty()),
+        }
+    }
+
+    fn fetch_blob_retrying(
+        &self,
+        images: &Images,
+        r: &Reference,
+        d: &Digest,
+        size: u64,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let mut last = None;
+        for attempt in 0..3 {
+            match self.fetch_blob(images, r, d, size, progress) {
+                Ok(()) => return Ok(()),
+                Err(e @ (Error::Unauthorized { .. } | Error::NotFound(_))) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(digest = %d, attempt, error = %e, "blob download failed; restarting it");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Invalid(format!("cannot download {d}"))))
+    }
+
+    fn fetch_blob(
+        &self,
+        images: &Images,
+        r: &Reference,
+        d: &Digest,
+        size: u64,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let url = self.url(r, &format!("blobs/{d}"));
+        let resp = self.send(r, "pull", &url, &|auth| {
+            let mut req = self.agent.get(&url);
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+        })?;
+        let mut resp = resp;
+        if resp.status() == 404 {
+            return Err(Error::NotFound(format!("blob {d} in {}", r.repository())));
+        }
+        if !resp.status().is_success() {
+            return Err(status_error(&url, &mut resp));
+        }
+        let label = &d.hex()[..12];
+        progress.start(label, Some(size));
+        let body = resp.into_body().into_reader();
+        let reader =
+            std::io::BufReader::with_capacity(1 << 20, ProgressReader::new(body, label, progress));
+        images.content().ingest(reader, Some(d), Some(size))?;
+        progress.finish(label, "Pull complete");
+        Ok(())
+    }
+}
+
+fn lease_n() -> usize {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
