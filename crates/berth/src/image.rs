@@ -29,6 +29,10 @@ pub enum ImageCmd {
     Import(ImportArgs),
     /// Remove unused images
     Prune(PruneArgs),
+    /// Download an image from a registry
+    Pull(crate::registry::PullArgs),
+    /// Upload an image to a registry
+    Push(crate::registry::PushArgs),
 }
 
 #[derive(Args)]
@@ -135,12 +139,17 @@ pub struct PruneArgs {
     force: bool,
 }
 
-fn open(root: &Path) -> Result<Images> {
+pub fn open(root: &Path) -> Result<Images> {
     Images::open(root)
         .with_context(|| format!("cannot open the image store under {}", root.display()))
 }
 
 pub fn run(root: &Path, cmd: ImageCmd) -> Result<()> {
+    match &cmd {
+        ImageCmd::Pull(a) => return crate::registry::pull(root, a),
+        ImageCmd::Push(a) => return crate::registry::push(root, a),
+        _ => {}
+    }
     let images = open(root)?;
     match cmd {
         ImageCmd::Ls(a) => ls(&images, &a),
@@ -152,6 +161,7 @@ pub fn run(root: &Path, cmd: ImageCmd) -> Result<()> {
         ImageCmd::Load(a) => load(&images, &a),
         ImageCmd::Import(a) => import(&images, &a),
         ImageCmd::Prune(a) => prune(&images, &a),
+        ImageCmd::Pull(_) | ImageCmd::Push(_) => Ok(()),
     }
 }
 

@@ -4,6 +4,7 @@
 mod format;
 mod image;
 mod progress;
+mod registry;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -53,6 +54,14 @@ enum Cmd {
     Import(image::ImportArgs),
     /// Show the history of an image
     History(image::HistoryArgs),
+    /// Download an image from a registry
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry
+    Push(registry::PushArgs),
+    /// Log in to a registry
+    Login(registry::LoginArgs),
+    /// Log out from a registry
+    Logout(registry::LogoutArgs),
 }
 
 #[derive(Subcommand)]
@@ -80,6 +89,10 @@ fn main() {
         Cmd::Import(a) => image::run(&cli.data_root, image::ImageCmd::Import(a)),
         Cmd::History(a) => image::run(&cli.data_root, image::ImageCmd::History(a)),
         Cmd::System { cmd: SystemCmd::Df } => image::system_df(&cli.data_root),
+        Cmd::Pull(a) => registry::pull(&cli.data_root, &a),
+        Cmd::Push(a) => registry::push(&cli.data_root, &a),
+        Cmd::Login(a) => registry::login(&a),
+        Cmd::Logout(a) => registry::logout(&a),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");
