@@ -170,7 +170,7 @@ pub fn global_args(set: &StageSet, opts: &BuildOptions) -> Result<GlobalArgs> {
         values: opts.platform_args(),
         declared: BTreeSet::new(),
     };
-    let lexer = Lexer::default();
+    let lexer = Lexer::new(set.escape);
     for node in &set.global_args {
         let Instruction::Arg(decls) = &node.instruction else {
             continue;
@@ -434,7 +434,7 @@ impl<'a> StageEval<'a> {
             cmd_set: false,
             steps: Vec::new(),
             used_args: BTreeSet::new(),
-            lexer: Lexer::default(),
+            lexer: Lexer::new(set.escape),
             line: stage.line,
         }
     }
@@ -1449,6 +1449,13 @@ mod tests {
             let e = eval_with(src, &o, None).unwrap_err().to_string();
             assert!(e.contains(want), "{src}: {e}");
         }
+    }
+
+    #[test]
+    fn backtick_escape_directive_applies_to_expansion() {
+        let p = eval("# escape=`\nFROM scratch\nENV P=C:\\dir\\x Q=a`$b\nWORKDIR C:\\app\n");
+        assert_eq!(p.config.config.env_get("P"), Some("C:\\dir\\x"));
+        assert_eq!(p.config.config.env_get("Q"), Some("a$b"));
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl Plan {
         let mut refs = Vec::new();
         let mut platforms = Vec::new();
         for s in &stages.stages {
-            let (r, p) = stage_refs(s, &globals, &opts)?;
+            let (r, p) = stage_refs(s, stages.escape, &globals, &opts)?;
             refs.push(r);
             platforms.push(p);
         }
@@ -175,10 +175,11 @@ impl Plan {
 /// ARGs (FROM) and the stage's own ARG/ENV values as written in the file.
 fn stage_refs(
     stage: &crate::stages::Stage,
+    escape: char,
     globals: &GlobalArgs,
     opts: &BuildOptions,
 ) -> std::result::Result<(StageRefs, Option<String>), EvalError> {
-    let lexer = Lexer::default();
+    let lexer = Lexer::new(escape);
     let ex = |line: usize, w: &str, vars: &BTreeMap<String, String>| {
         lexer
             .process_word(w, vars)

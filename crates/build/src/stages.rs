@@ -71,11 +71,14 @@ pub struct StageSet {
     pub global_args: Vec<Node>,
     /// Stages in file order.
     pub stages: Vec<Stage>,
+    /// The escape character of the file (`# escape=`), used for expansion.
+    pub escape: char,
 }
 
 /// Cut a Dockerfile into global ARGs and stages.
 pub fn split(df: &Dockerfile) -> Result<StageSet> {
     let mut set = StageSet {
+        escape: df.directives.escape,
         global_args: Vec::new(),
         stages: Vec::new(),
     };
