@@ -138,6 +138,25 @@ impl Context {
         Ok(Self::new(root, ignore))
     }
 
+    /// Unpack a tar stream (as sent to `POST /build`) into `dir` and open it
+    /// as a context; `dockerfile` is the Dockerfile's path inside the archive.
+    ///
+    /// Entries that would land outside `dir` (absolute or `..` paths, links
+    /// through symlinks) are refused by the unpacker.
+    pub fn from_tar(
+        reader: impl std::io::Read,
+        dir: &Path,
+        dockerfile: Option<&str>,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut archive = tar::Archive::new(reader);
+        archive.set_preserve_permissions(true);
+        archive.set_overwrite(true);
+        archive.unpack(dir).map_err(io_err(dir))?;
+        let df = dockerfile.map(|d| dir.join(normalize_source(d)));
+        Self::open(dir, df.as_deref())
+    }
+
     /// The context directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -630,6 +649,35 @@ mod tests {
         assert_ne!(sel(&c), h2);
         // A fresh context (no memo) agrees.
         assert_eq!(sel(&ctx(&d, "")), sel(&c));
+    }
+
+    #[test]
+    fn tar_context() {
+        let src = tree();
+        fs::write(src.path().join(".dockerignore"), "*.bin\n").unwrap();
+        let mut buf = Vec::new();
+        {
+            let mut b = tar::Builder::new(&mut buf);
+            b.follow_symlinks(false);
+            b.append_dir_all(".", src.path()).unwrap();
+            b.finish().unwrap();
+        }
+        let out = tempfile::tempdir().unwrap();
+        let c = Context::from_tar(buf.as_slice(), out.path(), Some("Dockerfile")).unwrap();
+        assert_eq!(
+            names(&c.select(&["hom*".into()], &[]).unwrap()),
+            ["home.txt"]
+        );
+        let orig = ctx(&src, "*.bin\n");
+        let sel = |c: &Context| {
+            c.content_hash(&c.select(&["src".into()], &[]).unwrap())
+                .unwrap()
+        };
+        assert_eq!(
+            sel(&c),
+            sel(&orig),
+            "same content, same hash, wherever it lives"
+        );
     }
 
     #[test]

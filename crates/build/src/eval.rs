@@ -128,6 +128,8 @@ pub struct BuildOptions {
     pub build_platform: Platform,
     /// Unix time put on history entries (SOURCE_DATE_EPOCH); none leaves them undated.
     pub created: Option<i64>,
+    /// `--label k=v`: added to the target stage's config.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for BuildOptions {
@@ -137,6 +139,7 @@ impl Default for BuildOptions {
             platform: Platform::host(),
             build_platform: Platform::host(),
             created: None,
+            labels: BTreeMap::new(),
         }
     }
 }

@@ -132,7 +132,10 @@ impl Plan {
                     },
                 )?),
             };
-            let plan = self.eval(i, base.as_ref())?;
+            let mut plan = self.eval(i, base.as_ref())?;
+            if i == self.target {
+                plan.config.config.labels.extend(self.opts.labels.clone());
+            }
             done.insert(i, plan);
         }
         Ok(done)
@@ -286,6 +289,16 @@ mod tests {
                 .contains("cannot resolve base image \"node\": pull access denied"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn cli_labels_go_to_the_target_only() {
+        let mut o = BuildOptions::default();
+        o.labels.insert("team".into(), "core".into());
+        let p = Plan::new(SRC, o, None).unwrap();
+        let plans = p.eval_all(|_, _| Ok(ImageConfig::default())).unwrap();
+        assert_eq!(plans[&3].config.config.labels["team"], "core");
+        assert!(plans[&0].config.config.labels.is_empty());
     }
 
     #[test]

@@ -22,9 +22,14 @@ fn check_golden(path: &Path, actual: &str) -> Result<(), String> {
         std::fs::write(path, actual).map_err(|e| e.to_string())?;
         return Ok(());
     }
-    let expected = std::fs::read_to_string(path).map_err(|e| format!("{}: {e} (run with BLESS=1)", path.display()))?;
+    let expected = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: {e} (run with BLESS=1)", path.display()))?;
     if expected != actual {
-        let line = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        let line = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
         return Err(format!(
             "{} differs at line {}:\n  expected: {}\n  actual:   {}",
             path.display(),
@@ -48,7 +53,10 @@ fn opts() -> BuildOptions {
 /// A stand-in base image: its config only names the image.
 fn fake_base(image: &str, _platform: Option<&str>) -> Result<ImageConfig, String> {
     let mut c = ImageConfig::default();
-    c.config.env = vec!["PATH=/usr/local/bin:/usr/bin:/bin".into(), format!("BASE_IMAGE={image}")];
+    c.config.env = vec![
+        "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+        format!("BASE_IMAGE={image}"),
+    ];
     Ok(c)
 }
 
@@ -71,7 +79,9 @@ fn dockerfile_corpus() {
             failures.push(e);
         }
         let plan = Plan::new(&src, opts(), None).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        let stages = plan.eval_all(fake_base).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let stages = plan
+            .eval_all(fake_base)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let out = serde_json::json!({
             "order": plan.order(),
             "waves": plan.waves(),
@@ -106,14 +116,21 @@ fn expansion_table() {
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
-        let (input, expected) = line.split_once(" | ").unwrap_or_else(|| panic!("line {}: no ' | '", n + 1));
+        let (input, expected) = line
+            .split_once(" | ")
+            .unwrap_or_else(|| panic!("line {}: no ' | '", n + 1));
         count += 1;
         let (words, input) = match input.strip_prefix("words: ") {
             Some(i) => (true, i),
             None => (false, input),
         };
         let actual = if words {
-            lexer.process_words(input, &env).map(|w| w.iter().map(|w| format!("[{w}]")).collect::<Vec<_>>().join(" "))
+            lexer.process_words(input, &env).map(|w| {
+                w.iter()
+                    .map(|w| format!("[{w}]"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
         } else {
             lexer.process_word(input, &env)
         };
@@ -123,7 +140,10 @@ fn expansion_table() {
             _ => false,
         };
         if !ok {
-            failures.push(format!("line {}: {input:?}: expected {expected:?}, got {actual:?}", n + 1));
+            failures.push(format!(
+                "line {}: {input:?}: expected {expected:?}, got {actual:?}",
+                n + 1
+            ));
         }
     }
     assert!(count >= 50, "only {count} cases");
@@ -140,17 +160,32 @@ fn error_table() {
         if line.starts_with("//") || line.trim().is_empty() {
             continue;
         }
-        let (src, expected) = line.rsplit_once(" | ").unwrap_or_else(|| panic!("line {}: no ' | '", n + 1));
-        let src = if src == "<empty file>" { String::new() } else { src.replace("\\n", "\n").replace("\\t", "\t") };
-        let (want_line, want_msg) = expected.strip_prefix("line ").and_then(|r| r.split_once(": ")).unwrap();
+        let (src, expected) = line
+            .rsplit_once(" | ")
+            .unwrap_or_else(|| panic!("line {}: no ' | '", n + 1));
+        let src = if src == "<empty file>" {
+            String::new()
+        } else {
+            src.replace("\\n", "\n").replace("\\t", "\t")
+        };
+        let (want_line, want_msg) = expected
+            .strip_prefix("line ")
+            .and_then(|r| r.split_once(": "))
+            .unwrap();
         match Plan::new(&src, opts(), None) {
-            Ok(_) => failures.push(format!("line {}: {src:?} parsed, expected {expected:?}", n + 1)),
+            Ok(_) => failures.push(format!(
+                "line {}: {src:?} parsed, expected {expected:?}",
+                n + 1
+            )),
             Err(e) => {
                 let s = e.to_string();
                 // Line 0: errors about the whole file carry no line.
                 let line_ok = want_line == "0" || s.contains(&format!("line {want_line}:"));
                 if !line_ok || !s.contains(want_msg) {
-                    failures.push(format!("line {}: {src:?}: expected {expected:?}, got {s:?}", n + 1));
+                    failures.push(format!(
+                        "line {}: {src:?}: expected {expected:?}, got {s:?}",
+                        n + 1
+                    ));
                 }
             }
         }
