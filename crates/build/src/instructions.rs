@@ -58,21 +58,50 @@ pub fn parse(src: &str) -> Result<Dockerfile> {
         let line = raw.nodes.last().map_or(1, |n| n.line);
         return Err(ParseError::new(line, ErrorKind::NoStage));
     }
-    let mut warnings = raw.warnings;
-    for n in &instructions {
-        if let Instruction::Maintainer(_) = n.instruction {
-            warnings.push(Warning {
-                line: n.line,
-                message: "MAINTAINER is deprecated: use LABEL org.opencontainers.image.authors=..."
-                    .into(),
-            });
-        }
-    }
+    let mut warnings = raw.warnings.clone();
+    warnings.extend(lint(&raw.nodes, &instructions));
     Ok(Dockerfile {
         directives: raw.directives,
         instructions,
         warnings,
     })
+}
+
+/// Build checks docker reports as warnings (a subset of its build checks).
+fn lint(raw: &[RawNode], nodes: &[Node]) -> Vec<Warning> {
+    let mut out = Vec::new();
+    let mut warn = |line: usize, message: String| out.push(Warning { line, message });
+    for (r, n) in raw.iter().zip(nodes) {
+        match &n.instruction {
+            Instruction::Maintainer(_) => warn(
+                n.line,
+                "MaintainerDeprecated: MAINTAINER is deprecated, use LABEL org.opencontainers.image.authors=..."
+                    .into(),
+            ),
+            Instruction::From(_) => {
+                let words: Vec<&str> = r.rest.split_whitespace().collect();
+                if let [_, as_kw, name] = words.as_slice() {
+                    if name.chars().any(|c| c.is_ascii_uppercase()) {
+                        warn(n.line, format!("StageNameCasing: stage name {name:?} should be lowercase"));
+                    }
+                    let kw_upper = r.keyword.chars().all(|c| !c.is_ascii_lowercase());
+                    let as_upper = as_kw.chars().all(|c| !c.is_ascii_lowercase());
+                    if kw_upper != as_upper {
+                        warn(n.line, format!("FromAsCasing: '{as_kw}' and '{}' keywords' casing do not match", r.keyword));
+                    }
+                }
+            }
+            Instruction::Cmd(Command::Shell(_)) | Instruction::Entrypoint(Command::Shell(_)) => warn(
+                n.line,
+                format!(
+                    "JSONArgsRecommended: JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
+                    n.instruction.keyword()
+                ),
+            ),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Type one raw node.
@@ -1255,6 +1284,29 @@ mod tests {
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert_eq!(parse_size("512"), Ok(512));
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn build_check_warnings() {
+        let df = parse("FROM a as Build\nMAINTAINER x\nCMD run it\nENTRYPOINT [\"x\"]\n").unwrap();
+        let msgs: Vec<(usize, &str)> = df
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.message.split(':').next().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                (1, "StageNameCasing"),
+                (1, "FromAsCasing"),
+                (2, "MaintainerDeprecated"),
+                (3, "JSONArgsRecommended")
+            ]
+        );
+        assert!(parse("FROM a AS b\nCMD [\"x\"]\n")
+            .unwrap()
+            .warnings
+            .is_empty());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! `<name>.eval.json`). After an intended change, regenerate them with
 //! `BLESS=1 cargo test -p berth-build --test fixtures` and review the diff.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
