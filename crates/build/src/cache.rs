@@ -10,7 +10,97 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::eval::{Step, StepKind};
+use crate::ast::MountType;
+use crate::context::{Context, ContextError};
+use crate::eval::{CopyFrom, Step, StepKind};
+
+/// Errors while computing cache inputs.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The context could not be read or a source is missing.
+    #[error("line {line}: {source}")]
+    Context {
+        /// The instruction.
+        line: usize,
+        /// Why.
+        source: ContextError,
+    },
+    /// A step reads a stage whose key is not known yet.
+    #[error("line {line}: stage {stage} has no cache key yet: build the stages in plan order")]
+    StageNotBuilt {
+        /// The instruction.
+        line: usize,
+        /// The stage index.
+        stage: usize,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, CacheError>;
+
+/// What a step's inputs resolve to outside the step itself.
+pub trait KeySource {
+    /// The final cache key of an already built stage.
+    fn stage_key(&self, stage: usize) -> Option<String>;
+    /// The digest (or ID) of an image used by `--from` or a mount.
+    fn image_digest(&self, reference: &str) -> String;
+}
+
+fn hash_str(s: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(s.as_bytes())))
+}
+
+/// The input hashes of a step: the content hash of the context files a
+/// COPY/ADD selects (or of a context bind mount), the key of a source
+/// stage, the digest of a source image, heredoc bodies and URLs. Cache,
+/// tmpfs, secret and ssh mounts are not inputs (secrets never reach a key).
+pub fn step_inputs(step: &Step, ctx: &Context, src: &dyn KeySource) -> Result<Vec<String>> {
+    let line = step.line;
+    let from_input = |from: &CopyFrom, sources: &[String], excludes: &[String]| -> Result<String> {
+        match from {
+            CopyFrom::Context => {
+                let sel = ctx
+                    .select(sources, excludes)
+                    .map_err(|source| CacheError::Context { line, source })?;
+                ctx.content_hash(&sel)
+                    .map_err(|source| CacheError::Context { line, source })
+            }
+            CopyFrom::Stage(i) => src
+                .stage_key(*i)
+                .ok_or(CacheError::StageNotBuilt { line, stage: *i }),
+            CopyFrom::Image(r) => Ok(src.image_digest(r)),
+        }
+    };
+    let mut inputs = Vec::new();
+    match &step.kind {
+        StepKind::Copy(c) => {
+            let (urls, paths): (Vec<String>, Vec<String>) = c
+                .sources
+                .iter()
+                .cloned()
+                .partition(|s| c.add && crate::eval::is_url_or_git(s));
+            if !paths.is_empty() {
+                inputs.push(from_input(&c.from, &paths, &c.excludes)?);
+            }
+            inputs.extend(urls.iter().map(|u| format!("url:{u}")));
+            inputs.extend(c.inline.iter().map(|f| hash_str(&f.data)));
+        }
+        StepKind::Run(r) => {
+            for m in r.mounts.iter().filter(|m| m.kind == MountType::Bind) {
+                let source = m.source.clone().unwrap_or_else(|| ".".into());
+                inputs.push(from_input(&m.from, &[source], &[])?);
+            }
+            for m in r.mounts.iter().filter(|m| m.kind == MountType::Cache) {
+                if let CopyFrom::Stage(_) | CopyFrom::Image(_) = m.from {
+                    inputs.push(from_input(&m.from, &[], &[])?);
+                }
+            }
+            inputs.extend(r.files.iter().map(|f| hash_str(&f.data)));
+        }
+        StepKind::Workdir(_) => {}
+    }
+    Ok(inputs)
+}
 
 #[derive(Serialize)]
 struct KeyView<'a> {

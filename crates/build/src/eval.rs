@@ -1027,6 +1027,12 @@ pub fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
+/// Whether an ADD source is fetched rather than read from the context
+/// (a URL, or a git repository such as `git@host:repo` or `https://host/repo.git#ref`).
+pub fn is_url_or_git(s: &str) -> bool {
+    is_url(s) || s.starts_with("git@") || s.starts_with("git://") || s.starts_with("ssh://")
+}
+
 /// Go's `%q` of a string slice: `["a" "b"]`.
 fn go_quote_list(v: &[String]) -> String {
     let items: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
