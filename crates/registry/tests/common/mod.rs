@@ -30,6 +30,12 @@ fn free_port() -> u16 {
 
 impl Registry {
     pub fn start(htpasswd: bool) -> Self {
+        Self::start_with(htpasswd, |_| String::new())
+    }
+
+    /// Starts a registry; `extra` returns `auth:` YAML (given the storage dir) that
+    /// replaces the htpasswd setup when not empty.
+    pub fn start_with(htpasswd: bool, extra: impl FnOnce(&Path) -> String) -> Self {
         let bin = Path::new("/usr/bin/docker-registry");
         assert!(bin.exists(), "registry tests need Debian's docker-registry package (apt-get install docker-registry)");
         let dir = tempfile::Builder::new()
@@ -37,7 +43,10 @@ impl Registry {
             .tempdir()
             .expect("tempdir");
         let port = free_port();
-        let auth = if htpasswd {
+        let extra = extra(dir.path());
+        let auth = if !extra.is_empty() {
+            extra
+        } else if htpasswd {
             std::fs::write(dir.path().join("htpasswd"), HTPASSWD).expect("htpasswd");
             format!(
                 "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
