@@ -6,6 +6,23 @@
 //! MAINTAINER and ARG change only the [`ImageConfig`] (and add history);
 //! RUN, COPY, ADD and WORKDIR also yield [`Step`]s, fully expanded, that an
 //! executor runs. ONBUILD triggers of the base image run first.
+//!
+//! Which words are expanded (as in docker):
+//!
+//! | instruction | expanded |
+//! |---|---|
+//! | FROM | image and `--platform`, with global ARGs only |
+//! | ENV, LABEL | keys and values, all with the variables from before the instruction |
+//! | ARG | default values |
+//! | ADD, COPY | sources, destination, `--from`, `--chown`, `--chmod`, `--exclude`, `--checksum`; unquoted heredoc bodies |
+//! | RUN | `--mount` option values only (the shell expands the command) |
+//! | EXPOSE, VOLUME, USER, WORKDIR, STOPSIGNAL | their arguments |
+//! | CMD, ENTRYPOINT, SHELL, HEALTHCHECK, ONBUILD, MAINTAINER | nothing |
+//!
+//! Variables are the stage's ARGs in scope (declared in this stage, valued
+//! from `--build-arg`, the default, or the global ARG of that name) overlaid
+//! by the image's ENV, which always wins. Predefined proxy ARGs reach RUN's
+//! environment only, and stay out of history and cache keys.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -684,8 +701,10 @@ impl<'a> StageEval<'a> {
     }
 
     fn entrypoint(&mut self, c: &Command) -> Result<()> {
+        // An empty ENTRYPOINT (`ENTRYPOINT []`) removes the inherited one.
         let args = match c {
             Command::Shell(s) if s.is_empty() => None,
+            Command::Exec(v) if v.is_empty() => None,
             _ => Some(self.command_args(c)),
         };
         self.meta(format!(
@@ -929,8 +948,10 @@ impl<'a> StageEval<'a> {
             }
         }
         let dest_raw = self.word(&spec.dest)?;
-        let dir_dest =
-            dest_raw.ends_with('/') || dest_raw == "." || (sources.len() + inline.len() > 1);
+        let dir_dest = dest_raw.ends_with('/')
+            || dest_raw.ends_with("/.")
+            || dest_raw == "."
+            || (sources.len() + inline.len() > 1);
         let mut dest = self.abs_path(&dest_raw);
         if dir_dest && !dest.ends_with('/') {
             dest.push('/');
@@ -1394,6 +1415,24 @@ mod tests {
         assert!(p.config.history.iter().all(|h| h.empty_layer));
         assert_eq!(p.config.history.len(), 10);
         assert_eq!(p.config.history[8].created_by, "ONBUILD RUN make");
+    }
+
+    #[test]
+    fn empty_entrypoint_clears_and_dot_dests_are_dirs() {
+        let mut base = ImageConfig::default();
+        base.config.entrypoint = Some(vec!["/init".into()]);
+        let p = eval_with(
+            "FROM x\nENTRYPOINT []\nCMD []\nCOPY a /w/.\n",
+            &opts(),
+            Some(&base),
+        )
+        .unwrap();
+        assert_eq!(p.config.config.entrypoint, None);
+        assert_eq!(p.config.config.cmd, Some(vec![]));
+        let StepKind::Copy(c) = &p.steps[0].kind else {
+            panic!()
+        };
+        assert_eq!(c.dest, "/w/");
     }
 
     #[test]

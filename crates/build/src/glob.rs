@@ -139,33 +139,45 @@ fn class_char(chars: &[char], i: usize) -> Option<(char, usize)> {
     }
 }
 
+/// Match with memoisation over (token, position): polynomial even for
+/// patterns such as `*a*a*a*b`.
 fn match_toks(p: &[Tok], s: &[char]) -> bool {
-    let Some(tok) = p.first() else {
-        return s.is_empty();
-    };
-    let rest = &p[1..];
-    match tok {
-        Tok::Star => {
-            let max = s.iter().position(|c| *c == '/').unwrap_or(s.len());
-            (0..=max).any(|n| match_toks(rest, &s[n..]))
+    let mut memo = vec![None; (p.len() + 1) * (s.len() + 1)];
+    match_at(p, s, 0, 0, &mut memo)
+}
+
+fn match_at(p: &[Tok], s: &[char], ti: usize, si: usize, memo: &mut [Option<bool>]) -> bool {
+    let slot = ti * (s.len() + 1) + si;
+    if let Some(v) = memo[slot] {
+        return v;
+    }
+    let rest = &s[si..];
+    let v = match p.get(ti) {
+        None => rest.is_empty(),
+        Some(Tok::Star) => {
+            let max = rest.iter().position(|c| *c == '/').unwrap_or(rest.len());
+            (0..=max).any(|n| match_at(p, s, ti + 1, si + n, memo))
         }
-        Tok::AnyStar => true,
-        Tok::DirStar => {
-            match_toks(rest, s)
-                || s.iter()
-                    .enumerate()
-                    .any(|(n, c)| *c == '/' && match_toks(rest, &s[n + 1..]))
+        Some(Tok::AnyStar) => true,
+        Some(Tok::DirStar) => {
+            match_at(p, s, ti + 1, si, memo)
+                || (0..rest.len())
+                    .any(|n| rest[n] == '/' && match_at(p, s, ti + 1, si + n + 1, memo))
         }
-        Tok::One => s.first().is_some_and(|c| *c != '/') && match_toks(rest, &s[1..]),
-        Tok::Class { negated, ranges } => match s.first() {
+        Some(Tok::One) => {
+            rest.first().is_some_and(|c| *c != '/') && match_at(p, s, ti + 1, si + 1, memo)
+        }
+        Some(Tok::Class { negated, ranges }) => match rest.first() {
             Some(c) if *c != '/' => {
                 let inside = ranges.iter().any(|(lo, hi)| lo <= c && c <= hi);
-                inside != *negated && match_toks(rest, &s[1..])
+                inside != *negated && match_at(p, s, ti + 1, si + 1, memo)
             }
             _ => false,
         },
-        Tok::Lit(c) => s.first() == Some(c) && match_toks(rest, &s[1..]),
-    }
+        Some(Tok::Lit(c)) => rest.first() == Some(c) && match_at(p, s, ti + 1, si + 1, memo),
+    };
+    memo[slot] = Some(v);
+    v
 }
 
 /// Go's `filepath.Clean` for slash-separated paths.
@@ -264,6 +276,14 @@ mod tests {
         assert!(g("a/**/b").matches("a/x/y/b"));
         assert!(g("**/*.go").matches("x/y.go"));
         assert!(!g("*.go").matches("x/y.go"));
+    }
+
+    #[test]
+    fn no_exponential_backtracking() {
+        let g = Glob::new(&"*a".repeat(30)).unwrap();
+        assert!(!g.matches(&format!("{}b", "a".repeat(60))));
+        let g = Glob::new_double_star(&"**/a".repeat(20)).unwrap();
+        assert!(!g.matches(&format!("{}b", "a/".repeat(40))));
     }
 
     #[test]

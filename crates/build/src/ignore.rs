@@ -186,7 +186,10 @@ impl Ignore {
         candidates.push(context.join(".dockerignore"));
         for c in candidates {
             match std::fs::read_to_string(&c) {
-                Ok(text) => return Self::new(&read_patterns(&text)),
+                Ok(text) => {
+                    tracing::debug!(file = %c.display(), "using ignore file");
+                    return Self::new(&read_patterns(&text));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(source) => return Err(IgnoreError::Read { path: c, source }),
             }

@@ -553,7 +553,9 @@ impl NodeParser<'_> {
         }
         let typ = typ.to_ascii_uppercase();
         if typ == "NONE" {
-            self.flags(&[])?;
+            if let Some(f) = self.node.flags.first() {
+                return Err(self.err(format!("HEALTHCHECK NONE takes no flags: remove {f}")));
+            }
             if !cmd.is_empty() {
                 return Err(self.err("HEALTHCHECK NONE takes no arguments"));
             }

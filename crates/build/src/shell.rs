@@ -509,16 +509,24 @@ impl Pattern {
         Ok(Self(toks))
     }
 
+    /// Whole-string match, memoised over (token, position).
     fn matches(&self, s: &[char]) -> bool {
-        fn go(p: &[PatTok], s: &[char]) -> bool {
-            match p.first() {
-                None => s.is_empty(),
-                Some(PatTok::Star) => (0..=s.len()).any(|i| go(&p[1..], &s[i..])),
-                Some(PatTok::Any) => !s.is_empty() && go(&p[1..], &s[1..]),
-                Some(PatTok::Lit(c)) => s.first() == Some(c) && go(&p[1..], &s[1..]),
+        fn go(p: &[PatTok], s: &[char], ti: usize, si: usize, memo: &mut [Option<bool>]) -> bool {
+            let slot = ti * (s.len() + 1) + si;
+            if let Some(v) = memo[slot] {
+                return v;
             }
+            let v = match p.get(ti) {
+                None => si == s.len(),
+                Some(PatTok::Star) => (si..=s.len()).any(|i| go(p, s, ti + 1, i, memo)),
+                Some(PatTok::Any) => si < s.len() && go(p, s, ti + 1, si + 1, memo),
+                Some(PatTok::Lit(c)) => s.get(si) == Some(c) && go(p, s, ti + 1, si + 1, memo),
+            };
+            memo[slot] = Some(v);
+            v
         }
-        go(&self.0, s)
+        let mut memo = vec![None; (self.0.len() + 1) * (s.len() + 1)];
+        go(&self.0, s, 0, 0, &mut memo)
     }
 
     fn trim_prefix(&self, value: &str, greedy: bool) -> String {
