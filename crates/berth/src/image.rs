@@ -447,11 +447,10 @@ pub fn system_df(root: &Path) -> Result<()> {
     let images = open(root)?;
     let du = images.disk_usage()?;
     let pct = |part: u64, whole: u64| {
-        if whole == 0 {
-            String::new()
-        } else {
-            format!(" ({}%)", part * 100 / whole)
-        }
+        (part * 100)
+            .checked_div(whole)
+            .map(|p| format!(" ({p}%)"))
+            .unwrap_or_default()
     };
     let t = vec![
         vec![

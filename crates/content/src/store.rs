@@ -394,6 +394,7 @@ impl Drop for Writer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

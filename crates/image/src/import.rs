@@ -190,6 +190,7 @@ fn key_values(s: &str) -> Option<Vec<(String, String)>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

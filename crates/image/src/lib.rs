@@ -307,7 +307,7 @@ impl Images {
                         .media_type()
                         .as_ref()
                         .map_or(manifest::OCI_MANIFEST.to_string(), |t| t.to_string());
-                    return Ok((d, mt, m));
+                    return Ok((d, mt, *m));
                 }
                 manifest::Parsed::Index(idx) => {
                     let (os, arch) = manifest::host_platform();

@@ -61,9 +61,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Debug, Clone)]
 pub enum Parsed {
     /// A single-platform image manifest.
-    Manifest(ImageManifest),
+    Manifest(Box<ImageManifest>),
     /// A multi-platform index / manifest list.
-    Index(ImageIndex),
+    Index(Box<ImageIndex>),
 }
 
 /// Media types of a manifest document (including the docker list and OCI index).
@@ -106,7 +106,7 @@ pub fn parse(bytes: &[u8], hint: Option<&str>) -> Result<Parsed> {
                 return Err(Error::MediaType(t));
             }
         }
-        Ok(Parsed::Manifest(m))
+        Ok(Parsed::Manifest(Box::new(m)))
     }
 }
 
@@ -160,6 +160,7 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -184,6 +184,7 @@ impl std::str::FromStr for Reference {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -67,7 +67,7 @@ fn two_layer_image(images: &Images, name: &str) -> String {
     let saved = tmp.path().join("base.tar");
     images
         .save(
-            &[base.clone()],
+            std::slice::from_ref(&base),
             fs::File::create(&saved).expect("create"),
             &NoProgress,
         )

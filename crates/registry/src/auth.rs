@@ -163,6 +163,7 @@ pub fn basic(user: &str, password: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

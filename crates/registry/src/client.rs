@@ -37,6 +37,10 @@ impl Default for Options {
     }
 }
 
+/// Builds and sends one request, given the Authorization header to use.
+pub(crate) type Build<'a> =
+    &'a dyn Fn(Option<&str>) -> std::result::Result<Response<Body>, ureq::Error>;
+
 /// A registry client. Cheap to share between threads.
 pub struct Client {
     pub(crate) agent: ureq::Agent,
@@ -107,7 +111,7 @@ impl Client {
         r: &Reference,
         actions: &str,
         url: &str,
-        build: &dyn Fn(Option<&str>) -> std::result::Result<Response<Body>, ureq::Error>,
+        build: Build<'_>,
     ) -> Result<Response<Body>> {
         let key = format!("{}/{}:{actions}", r.domain, r.path);
         let cached = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
@@ -286,6 +290,7 @@ pub(crate) fn status_error(url: &str, resp: &mut Response<Body>) -> Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -307,8 +312,10 @@ mod tests {
 
     #[test]
     fn https_unless_loopback_or_insecure() {
-        let mut o = Options::default();
-        o.insecure = vec!["reg.lan:5000".into()];
+        let o = Options {
+            insecure: vec!["reg.lan:5000".into()],
+            ..Options::default()
+        };
         let c = Client::new(o);
         assert_eq!(c.base_url("docker.io"), "https://registry-1.docker.io");
         assert_eq!(c.base_url("127.0.0.1:5000"), "http://127.0.0.1:5000");

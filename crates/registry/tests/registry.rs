@@ -133,7 +133,7 @@ fn skopeo_reads_what_berth_pushed_and_berth_pulls_what_skopeo_pushed() {
     let archive = root.path().join("berth-test-skopeo.tar");
     images
         .save(
-            &[name.clone()],
+            std::slice::from_ref(&name),
             std::fs::File::create(&archive).expect("create"),
             &NoProgress,
         )
