@@ -346,7 +346,9 @@ impl Context {
             let rel = normalize_source(src);
             let base = exclude_base(&rel);
             let matched = self.expand_source(src)?;
-            if matched.is_empty() {
+            // A wildcard may match nothing (`COPY package.json yarn.lock* ./`
+            // is docker's "copy if present"); a literal path must exist.
+            if matched.is_empty() && !has_meta(&rel) {
                 return Err(ContextError::NotFound(src.clone()));
             }
             for name in matched {
@@ -443,6 +445,97 @@ impl Context {
             h.update(l.as_bytes());
         }
         Ok(format!("sha256:{}", hex::encode(h.finalize())))
+    }
+}
+
+/// One entry of a COPY and where it lands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyItem {
+    /// The context entry.
+    pub entry: Entry,
+    /// Absolute path in the image.
+    pub dest: String,
+}
+
+/// Where every selected entry lands, with docker's COPY rules: a directory
+/// source copies its contents (also when matched by a wildcard); a file goes
+/// to `dest/<name>` when `dest` ends with `/`, else to `dest` itself;
+/// `--parents` keeps the path from the context root, or from a `/./` pivot
+/// written in the source.
+pub fn copy_destinations(matches: &[SourceMatch], dest: &str, parents: bool) -> Vec<CopyItem> {
+    let dir_dest = dest.ends_with('/');
+    let dest_root = dest.trim_end_matches('/');
+    let mut out = Vec::new();
+    for m in matches {
+        let Some(root) = m.entries.first() else {
+            continue;
+        };
+        let pivot = match m.source.find("/./") {
+            Some(i) => normalize_source(&m.source[..i]),
+            None => String::new(),
+        };
+        let landing = |name: &str| -> String {
+            let rel = if parents {
+                name.strip_prefix(pivot.as_str())
+                    .unwrap_or(name)
+                    .trim_start_matches('/')
+                    .to_string()
+            } else if root.kind == EntryKind::Dir {
+                name.strip_prefix(root.name.as_str())
+                    .unwrap_or(name)
+                    .trim_start_matches('/')
+                    .to_string()
+            } else if dir_dest {
+                name.rsplit('/').next().unwrap_or(name).to_string()
+            } else {
+                String::new()
+            };
+            match (rel.is_empty(), dest_root.is_empty()) {
+                (true, true) => "/".to_string(),
+                (true, false) => dest_root.to_string(),
+                (false, _) => format!("{dest_root}/{rel}"),
+            }
+        };
+        for e in &m.entries {
+            out.push(CopyItem {
+                entry: e.clone(),
+                dest: landing(&e.name),
+            });
+        }
+    }
+    out
+}
+
+/// Compression of a local ADD source that docker unpacks (by magic number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ArchiveKind {
+    /// An uncompressed tar.
+    Tar,
+    /// gzip.
+    Gzip,
+    /// bzip2.
+    Bzip2,
+    /// xz.
+    Xz,
+    /// zstd.
+    Zstd,
+}
+
+/// Recognise an archive ADD would extract from its first bytes (at least
+/// 262 are needed to see an uncompressed tar's `ustar` magic).
+pub fn archive_kind(head: &[u8]) -> Option<ArchiveKind> {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Some(ArchiveKind::Gzip)
+    } else if head.starts_with(b"BZh") {
+        Some(ArchiveKind::Bzip2)
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Some(ArchiveKind::Xz)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(ArchiveKind::Zstd)
+    } else if head.get(257..262) == Some(b"ustar") {
+        Some(ArchiveKind::Tar)
+    } else {
+        None
     }
 }
 
@@ -546,8 +639,9 @@ mod tests {
             names(&c.select(&["hom?.txt".into()], &[]).unwrap()),
             ["home.txt"]
         );
+        assert!(c.select(&["nothing*".into()], &[]).unwrap().is_empty());
         assert!(matches!(
-            c.select(&["nothing*".into()], &[]),
+            c.select(&["nothing".into()], &[]),
             Err(ContextError::NotFound(_))
         ));
         assert!(matches!(
@@ -678,6 +772,64 @@ mod tests {
             sel(&orig),
             "same content, same hash, wherever it lives"
         );
+    }
+
+    #[test]
+    fn empty_wildcards_are_allowed() {
+        let d = tree();
+        let c = ctx(&d, "");
+        let m = c
+            .select(&["home.txt".into(), "yarn.lock*".into()], &[])
+            .unwrap();
+        assert_eq!(names(&m), ["home.txt"]);
+    }
+
+    fn dests(c: &Context, srcs: &[&str], dest: &str, parents: bool) -> Vec<String> {
+        let srcs: Vec<String> = srcs.iter().map(|s| s.to_string()).collect();
+        copy_destinations(&c.select(&srcs, &[]).unwrap(), dest, parents)
+            .into_iter()
+            .map(|i| i.dest)
+            .collect()
+    }
+
+    #[test]
+    fn destinations_follow_docker_rules() {
+        let d = tree();
+        let c = ctx(&d, "");
+        assert_eq!(dests(&c, &["home.txt"], "/x/", false), ["/x/home.txt"]);
+        assert_eq!(dests(&c, &["home.txt"], "/x", false), ["/x"]);
+        assert_eq!(dests(&c, &["src/deep"], "/x", false), ["/x", "/x/a.md"]);
+        assert_eq!(
+            dests(&c, &["src/*.rs"], "/x/", false),
+            ["/x/alias.rs", "/x/lib.rs", "/x/main.rs"]
+        );
+        assert_eq!(
+            dests(&c, &["s*"], "/x/", false)[..3],
+            ["/x", "/x/alias.rs", "/x/deep"]
+        );
+        assert_eq!(
+            dests(&c, &["src/deep/a.md"], "/x/", true),
+            ["/x/src/deep/a.md"]
+        );
+        assert_eq!(
+            dests(&c, &["./src/./deep/a.md"], "/x/", true),
+            ["/x/deep/a.md"]
+        );
+        assert_eq!(dests(&c, &["."], "/", false)[0], "/");
+    }
+
+    #[test]
+    fn archive_magic() {
+        assert_eq!(archive_kind(&[0x1f, 0x8b, 8]), Some(ArchiveKind::Gzip));
+        assert_eq!(archive_kind(b"BZh91AY"), Some(ArchiveKind::Bzip2));
+        assert_eq!(
+            archive_kind(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Some(ArchiveKind::Zstd)
+        );
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert_eq!(archive_kind(&tar), Some(ArchiveKind::Tar));
+        assert_eq!(archive_kind(b"plain text"), None);
     }
 
     #[test]

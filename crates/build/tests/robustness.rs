@@ -69,7 +69,7 @@ fn random_mutations() {
                 while !s.is_char_boundary(at) {
                     at -= 1;
                 }
-                if rng.next() % 3 == 0 && at < s.len() {
+                if matches!(rng.next() % 3, 0) && at < s.len() {
                     let mut end = at + 1;
                     while !s.is_char_boundary(end) {
                         end += 1;
