@@ -162,6 +162,11 @@ impl Default for BuildOptions {
 }
 
 impl BuildOptions {
+    /// `SOURCE_DATE_EPOCH` from the environment, for reproducible timestamps.
+    pub fn source_date_epoch() -> Option<i64> {
+        std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
+    }
+
     /// The automatic platform ARGs (`TARGETPLATFORM`, `BUILDARCH`, ...).
     pub fn platform_args(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();

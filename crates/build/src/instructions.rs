@@ -60,11 +60,51 @@ pub fn parse(src: &str) -> Result<Dockerfile> {
     }
     let mut warnings = raw.warnings.clone();
     warnings.extend(lint(&raw.nodes, &instructions));
+    let warnings = apply_check_directive(raw.directives.check.as_deref(), warnings)?;
     Ok(Dockerfile {
         directives: raw.directives,
         instructions,
         warnings,
     })
+}
+
+/// Honour `# check=skip=Name1,Name2` (or `skip=all`) and `error=true`,
+/// which turns the first remaining check warning into an error.
+fn apply_check_directive(check: Option<&str>, warnings: Vec<Warning>) -> Result<Vec<Warning>> {
+    let Some(check) = check else {
+        return Ok(warnings);
+    };
+    let mut skip: Vec<String> = Vec::new();
+    let mut error = false;
+    for part in check.split(';') {
+        match part.trim().split_once('=') {
+            Some(("skip", v)) => skip.extend(v.split(',').map(|s| s.trim().to_ascii_lowercase())),
+            Some(("error", v)) => error = v.trim().eq_ignore_ascii_case("true"),
+            _ => {}
+        }
+    }
+    let name = |w: &Warning| -> Option<String> {
+        let (n, _) = w.message.split_once(':')?;
+        n.chars()
+            .all(|c| c.is_ascii_alphanumeric())
+            .then(|| n.to_ascii_lowercase())
+    };
+    let kept: Vec<Warning> = warnings
+        .into_iter()
+        .filter(|w| match name(w) {
+            Some(n) => !skip.iter().any(|s| s == "all" || *s == n),
+            None => true,
+        })
+        .collect();
+    if error {
+        if let Some(w) = kept.iter().find(|w| name(w).is_some()) {
+            return Err(ParseError::invalid(
+                w.line,
+                format!("{} (failing because of # check=error=true)", w.message),
+            ));
+        }
+    }
+    Ok(kept)
 }
 
 /// Build checks docker reports as warnings (a subset of its build checks).
@@ -1309,6 +1349,30 @@ mod tests {
             .unwrap()
             .warnings
             .is_empty());
+    }
+
+    #[test]
+    fn check_directive() {
+        let src = "FROM a as Build\nCMD run\n";
+        assert_eq!(parse(src).unwrap().warnings.len(), 3);
+        let skip = parse(&format!(
+            "# check=skip=JSONArgsRecommended,FromAsCasing\n{src}"
+        ))
+        .unwrap();
+        let names: Vec<&str> = skip
+            .warnings
+            .iter()
+            .map(|w| w.message.split(':').next().unwrap())
+            .collect();
+        assert_eq!(names, ["StageNameCasing"]);
+        assert!(parse(&format!("# check=skip=all\n{src}"))
+            .unwrap()
+            .warnings
+            .is_empty());
+        let e = parse(&format!("# check=error=true\n{src}")).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.to_string().contains("StageNameCasing"), "{e}");
+        assert!(parse("# check=error=true;skip=all\nFROM a as Build\n").is_ok());
     }
 
     #[test]

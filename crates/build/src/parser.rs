@@ -317,7 +317,7 @@ impl<'a> LineParser<'a> {
                 self.warnings.push(Warning {
                     line: start,
                     message:
-                        "empty continuation line: remove the blank line inside this instruction"
+                        "NoEmptyContinuation: empty continuation line: remove the blank line inside this instruction"
                             .into(),
                 });
             }
