@@ -148,8 +148,15 @@ impl Images {
         progress: &dyn Progress,
     ) -> Result<()> {
         let expected = expected_digest(path);
-        let label = path.rsplit('/').next().unwrap_or(path);
-        let label = &label[..label.len().min(12)];
+        // `blobs/sha256/<hex>` or legacy `<id>/layer.tar`: label with the hex.
+        let mut parts = path.rsplit('/');
+        let label = match (parts.next(), parts.next()) {
+            (Some("layer.tar"), Some(dir)) => dir,
+            (Some(name), _) => name,
+            _ => path,
+        };
+        let label: String = label.chars().take(12).collect();
+        let label = label.as_str();
         let big = size > 1 << 20;
         if big {
             progress.start(label, Some(size));
