@@ -1239,6 +1239,37 @@ mod tests {
     }
 
     #[test]
+    fn heredoc_edge_cases() {
+        let df = parse("FROM x\nRUN <<EMPTY\nEMPTY\nRUN \"<<NOHEREDOC\"\nRUN [\"<<EOF\"]\nADD <<EOF foo.txt /bar\ninline\nEOF\nRUN <<INDENT\n\tfoo\nINDENT\n").unwrap();
+        let ins: Vec<&Instruction> = df.instructions.iter().map(|n| &n.instruction).collect();
+        let Instruction::Run(r) = ins[1] else {
+            panic!()
+        };
+        assert_eq!((r.heredocs.len(), r.heredocs[0].content.as_str()), (1, ""));
+        let Instruction::Run(r) = ins[2] else {
+            panic!()
+        };
+        assert!(r.heredocs.is_empty());
+        let Instruction::Run(r) = ins[3] else {
+            panic!()
+        };
+        assert_eq!(r.command, Command::Exec(vec!["<<EOF".into()]));
+        assert!(r.heredocs.is_empty());
+        let Instruction::Add(a) = ins[4] else {
+            panic!()
+        };
+        assert!(matches!(&a.spec.sources[0], Source::Heredoc(h) if h.content == "inline\n"));
+        assert_eq!(a.spec.sources[1], Source::Path("foo.txt".into()));
+        let Instruction::Run(r) = ins[5] else {
+            panic!()
+        };
+        assert_eq!(r.heredocs[0].content, "\tfoo\n");
+        assert_eq!(df.instructions[5].line, 9);
+        // USER cannot hold a heredoc: the body line is an instruction.
+        assert!(parse("FROM x\nUSER <<INVALID\nINVALID\n").is_err());
+    }
+
+    #[test]
     fn onbuild() {
         let Instruction::Onbuild(o) = one("ONBUILD COPY --chown=1 . /app") else {
             panic!()
