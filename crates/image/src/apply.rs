@@ -335,10 +335,12 @@ impl Applier<'_> {
     ) -> Result<()> {
         let h = e.header().clone();
         let kind = h.entry_type();
-        let mode = h.mode().map_err(|source| Error::Corrupt {
-            entry: Some(entry.to_string()),
-            source,
-        })? & 0o7777;
+        // A blank mode field reads as 0, as Go's archive/tar (which writes most layers)
+        // does; symlinks ignore it anyway.
+        let mode = h
+            .mode()
+            .unwrap_or(if kind.is_symlink() { 0o777 } else { 0 })
+            & 0o7777;
         let existing = fs::symlink_metadata(path).ok();
         let keep_dir = kind.is_dir() && existing.as_ref().is_some_and(|m| m.is_dir());
         if existing.is_some() && !keep_dir {

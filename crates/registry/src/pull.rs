@@ -34,9 +34,28 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<Pulled> {
         let r = Reference::parse(reference)?;
-        let mut lease = images
+        let lease = images
             .content()
             .lease(&format!("pull-{}-{}", std::process::id(), lease_n()), true)?;
+        let result = self.pull_leased(images, reference, r, lease, progress);
+        if result.is_err() {
+            // Nothing half-stored: blobs this pull fetched are no longer leased and no
+            // image refers to them, so collection removes them.
+            if let Err(e) = images.gc() {
+                tracing::warn!(error = %e, "cleanup after a failed pull");
+            }
+        }
+        result
+    }
+
+    fn pull_leased(
+        &self,
+        images: &Images,
+        reference: &str,
+        r: Reference,
+        mut lease: Lease,
+        progress: &dyn Progress,
+    ) -> Result<Pulled> {
         let target = r
             .digest
             .clone()
@@ -72,10 +91,20 @@ impl Client {
                 ..r.clone()
             }];
         }
+        let existed = images
+            .db()?
+            .images
+            .contains_key(man.config().digest().as_ref());
         let id = images.register(&top, &names)?;
         images.add_repo_digest(&id, &format!("{}@{top}", r.familiar_repository()))?;
         let img = images.resolve(&id)?;
-        images.unpack(&img)?;
+        if let Err(e) = images.unpack(&img) {
+            if !existed {
+                drop(lease);
+                let _ = images.remove(&id, true);
+            }
+            return Err(e.into());
+        }
         drop(lease);
         Ok(Pulled {
             id,
