@@ -384,7 +384,8 @@ pub fn eval_stage(
     opts: &BuildOptions,
 ) -> Result<StagePlan> {
     let stage = &set.stages[index];
-    let mut ev = StageEval::new(set, stage, base, globals, opts);
+    let platform = stage_platform(set, stage, globals, opts)?;
+    let mut ev = StageEval::new(set, stage, base, globals, opts, &platform);
     let triggers = std::mem::take(&mut ev.image.config.on_build);
     for trigger in &triggers {
         let raw = split_instruction(trigger, stage.line);
@@ -418,6 +419,24 @@ pub fn eval_stage(
     })
 }
 
+/// The platform a stage builds for: its `FROM --platform` (expanded with
+/// the global ARGs), else the target platform.
+pub fn stage_platform(
+    set: &StageSet,
+    stage: &Stage,
+    globals: &GlobalArgs,
+    opts: &BuildOptions,
+) -> Result<Platform> {
+    let Some(p) = &stage.from.platform else {
+        return Ok(opts.platform.clone());
+    };
+    let p = expand(&Lexer::new(set.escape), stage.line, p, &globals.values)?;
+    Platform::parse(&p).map_err(|message| EvalError::Invalid {
+        line: stage.line,
+        message: format!("FROM --platform: {message}"),
+    })
+}
+
 struct StageEval<'a> {
     set: &'a StageSet,
     stage: &'a Stage,
@@ -440,11 +459,12 @@ impl<'a> StageEval<'a> {
         base: Option<&ImageConfig>,
         globals: &'a GlobalArgs,
         opts: &'a BuildOptions,
+        platform: &Platform,
     ) -> Self {
         let mut image = base.cloned().unwrap_or_default();
-        image.architecture = opts.platform.arch.clone();
-        image.os = opts.platform.os.clone();
-        image.variant = Some(opts.platform.variant.clone()).filter(|v| !v.is_empty());
+        image.architecture = platform.arch.clone();
+        image.os = platform.os.clone();
+        image.variant = Some(platform.variant.clone()).filter(|v| !v.is_empty());
         image.created = None;
         if image.config.env_get("PATH").is_none() {
             image.config.env.push(format!("PATH={DEFAULT_PATH}"));
@@ -1522,6 +1542,28 @@ mod tests {
         assert_eq!(parse_port_spec("8080/UDP").unwrap(), ["8080/udp"]);
         assert!(parse_port_spec("10-5").is_err());
         assert!(parse_port_spec("70000").is_err());
+    }
+
+    #[test]
+    fn stage_platform_from_flag() {
+        let mut o = opts();
+        o.build_platform = Platform::parse("linux/arm64/v8").unwrap();
+        let p = eval_with("FROM --platform=$BUILDPLATFORM scratch\n", &o, None).unwrap();
+        assert_eq!(
+            (p.config.architecture.as_str(), p.config.variant.as_deref()),
+            ("arm64", Some("v8"))
+        );
+        let p = eval_with("FROM scratch\n", &o, None).unwrap();
+        assert_eq!(
+            (p.config.architecture.as_str(), p.config.variant.as_deref()),
+            ("amd64", None)
+        );
+        let e = eval_with("FROM --platform=bogus scratch\n", &o, None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("line 1: FROM --platform: invalid platform \"bogus\""),
+            "{e}"
+        );
     }
 
     #[test]
