@@ -18,7 +18,7 @@ pub struct Lines;
 
 impl Progress for Bars {
     fn start(&self, id: &str, total: Option<u64>) {
-        let pb = self.multi.add(ProgressBar::new(total.unwrap_or(0)));
+        let pb = ProgressBar::new(total.unwrap_or(0));
         let style =
             ProgressStyle::with_template("{prefix}: {msg} [{bar:40}] {bytes}/{total_bytes}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -26,6 +26,7 @@ impl Progress for Bars {
         pb.set_style(style);
         pb.set_prefix(id.to_string());
         pb.set_message("Working");
+        let pb = self.multi.add(pb);
         if let Ok(mut m) = self.bars.lock() {
             m.insert(id.to_string(), pb);
         }

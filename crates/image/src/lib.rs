@@ -152,14 +152,18 @@ pub struct Images {
 }
 
 impl Images {
-    /// Opens the image service under `data_root`. The snapshotter is overlayfs unless
-    /// `BERTH_SNAPSHOTTER=native` (or the data root was created with `native`).
+    /// Opens the image service under `data_root`. The snapshotter is the one the data
+    /// root was created with; for a new one `BERTH_SNAPSHOTTER` (`overlayfs` or
+    /// `native`), else overlayfs when the kernel has it and the data root is not itself
+    /// on overlayfs (an upper dir cannot live there), else native.
     pub fn open(data_root: impl AsRef<Path>) -> Result<Self> {
         let root = data_root.as_ref();
         let chosen = root.join("snapshots/driver");
         let driver = match std::fs::read_to_string(&chosen) {
             Ok(s) => s.trim().to_string(),
-            Err(_) => std::env::var("BERTH_SNAPSHOTTER").unwrap_or_else(|_| "overlayfs".into()),
+            Err(_) => {
+                std::env::var("BERTH_SNAPSHOTTER").unwrap_or_else(|_| default_driver(root).into())
+            }
         };
         let dir = root.join("snapshots").join(&driver);
         let sn: Box<dyn Snapshotter> = match driver.as_str() {
@@ -331,6 +335,26 @@ impl Images {
             }
             Ok(())
         })
+    }
+}
+
+/// `overlayfs` when usable under `root`, else `native`.
+fn default_driver(root: &Path) -> &'static str {
+    let has_overlay = std::fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|f| f.lines().any(|l| l.ends_with("\toverlay")));
+    let mut probe = root.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    let on_overlay = nix::sys::statfs::statfs(&probe)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC);
+    if has_overlay && !on_overlay {
+        "overlayfs"
+    } else {
+        tracing::info!(root = %root.display(), "overlayfs unusable here; using the native (copy) snapshotter");
+        "native"
     }
 }
 
