@@ -16,6 +16,20 @@
 //! - [`context::Context`]: `.dockerignore` ([`ignore`]), source selection
 //!   for COPY/ADD and content hashes; [`cache::cache_key`] chains them.
 //!
+//! Driving a build (what the executor does with this crate):
+//!
+//! 1. `Plan::new(dockerfile_text, options, target)`; report `plan.warnings()`;
+//! 2. `Context::open(dir, Some(dockerfile_path))` (or `Context::from_tar`);
+//! 3. for each wave of `plan.waves()` (stages in a wave may run in parallel),
+//!    evaluate each stage with `plan.eval(i, base_config)`, where the base is
+//!    the config of the image or stage it starts from (`plan.base(i)`);
+//! 4. for each `Step`: `cache::step_inputs` then `cache::cache_key(parent, step,
+//!    inputs)`; on a miss run it (RUN in a container with `step.env`,
+//!    `step.user`, `step.workdir`; COPY/ADD with `Context::select` and
+//!    `context::copy_destinations`), and set
+//!    `config.history[step.history_index].empty_layer` from whether a layer came out;
+//! 5. the target stage's `StagePlan::config` plus the layer diff IDs is the image config.
+//!
 //! ```
 //! use berth_build::eval::{BuildOptions, StepKind};
 //! use berth_build::plan::Plan;

@@ -101,15 +101,20 @@ fn dockerfile_corpus() {
 /// `tests/fixtures/expansion.table`: `input | expected` with the variables
 /// declared in `# env:` lines; `<empty>` is the empty string, `error: x`
 /// expects an error containing x, and a `words:` prefix checks word splitting
-/// (expected words written as `[w1] [w2]`).
+/// (expected words written as `[w1] [w2]`); `# escape: c` switches the
+/// escape character for the lines after it.
 #[test]
 fn expansion_table() {
     let text = std::fs::read_to_string(fixtures().join("expansion.table")).unwrap();
     let mut env: BTreeMap<String, String> = BTreeMap::new();
-    let lexer = Lexer::default();
+    let mut lexer = Lexer::default();
     let mut failures = Vec::new();
     let mut count = 0;
     for (n, line) in text.lines().enumerate() {
+        if let Some(e) = line.strip_prefix("# escape: ") {
+            lexer = Lexer::new(e.chars().next().unwrap());
+            continue;
+        }
         if let Some(kv) = line.strip_prefix("# env: ") {
             let (k, v) = kv.split_once('=').unwrap();
             env.insert(k.to_string(), v.trim_matches('"').to_string());
