@@ -5,6 +5,11 @@
 //! matches any number of directories; `!` re-includes; the last matching
 //! pattern wins; a path is excluded when it or one of its parent
 //! directories matches.
+//!
+//! Checked against docker CLI 28 on a context exercising `*.md`,
+//! `!README*.md`, re-exclusion, `!logs/keep` inside an ignored `logs`,
+//! `**/node_modules`, `/docs/`, `temp?`, `*/temp*` and `**/*_test.go`:
+//! `COPY . /c/` gave the same file list.
 
 use std::path::{Path, PathBuf};
 
