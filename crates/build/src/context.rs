@@ -211,11 +211,12 @@ impl Context {
         if rel.is_empty() {
             return Ok(vec![String::new()]);
         }
-        let mut current = vec![String::new()];
+        // (name as written, real path inside the context)
+        let mut current = vec![(String::new(), String::new())];
         for comp in rel.split('/') {
             let mut next = Vec::new();
-            for dir in &current {
-                if !self.lstat(dir)?.is_some_and(|m| m.is_dir()) {
+            for (dir, real_dir) in &current {
+                if !self.lstat(real_dir)?.is_some_and(|m| m.is_dir()) {
                     continue;
                 }
                 let names = if has_meta(comp) {
@@ -223,7 +224,7 @@ impl Context {
                         pattern: src.into(),
                         source,
                     })?;
-                    self.list(dir)?
+                    self.list(real_dir)?
                         .into_iter()
                         .filter(|n| g.matches(n))
                         .collect()
@@ -231,41 +232,58 @@ impl Context {
                     vec![comp.to_string()]
                 };
                 for n in names {
-                    let child = join_rel(dir, &n);
-                    if let Some(m) = self.lstat(&child)? {
-                        if self.visible(&child, m.is_dir())? {
-                            next.push(child);
+                    let real = self.resolve(&join_rel(real_dir, &n))?;
+                    if let Some(m) = self.lstat(&real)? {
+                        if self.visible(&real, m.is_dir())? {
+                            next.push((join_rel(dir, &n), real));
                         }
                     }
                 }
             }
             current = next;
         }
-        Ok(current)
+        Ok(current.into_iter().map(|(name, _)| name).collect())
     }
 
-    /// Follow a symlink at `rel` inside the context (as in a chroot).
+    /// Resolve `rel` inside the context as if the context were the root
+    /// directory: every symlink on the way (last component included) is
+    /// followed, `..` never climbs above the root, absolute targets restart
+    /// at the root.
     fn resolve(&self, rel: &str) -> Result<String> {
-        let mut cur = rel.to_string();
-        for _ in 0..40 {
-            let Some(m) = self.lstat(&cur)? else {
-                return Ok(cur);
-            };
-            if !m.file_type().is_symlink() {
-                return Ok(cur);
+        let mut todo: std::collections::VecDeque<String> =
+            rel.split('/').map(str::to_string).collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = todo.pop_front() {
+            match c.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    done.pop();
+                    continue;
+                }
+                _ => {}
             }
-            let p = self.root.join(&cur);
-            let target = std::fs::read_link(&p).map_err(io_err(&p))?;
-            let target = target.to_string_lossy();
-            let parent = cur.rsplit_once('/').map_or("", |(d, _)| d);
-            let joined = if target.starts_with('/') {
-                target.to_string()
-            } else {
-                format!("/{parent}/{target}")
-            };
-            cur = clean(&joined).trim_start_matches('/').to_string();
+            let candidate = join_rel(&done.join("/"), &c);
+            match self.lstat(&candidate)? {
+                Some(m) if m.file_type().is_symlink() => {
+                    hops += 1;
+                    if hops > 40 {
+                        return Err(ContextError::SymlinkLoop(rel.to_string()));
+                    }
+                    let p = self.root.join(&candidate);
+                    let target = std::fs::read_link(&p).map_err(io_err(&p))?;
+                    let target = target.to_string_lossy();
+                    if target.starts_with('/') {
+                        done.clear();
+                    }
+                    for part in target.split('/').rev() {
+                        todo.push_front(part.to_string());
+                    }
+                }
+                _ => done.push(c),
+            }
         }
-        Err(ContextError::SymlinkLoop(rel.to_string()))
+        Ok(done.join("/"))
     }
 
     fn entry(&self, path: &str, name: &str, m: &std::fs::Metadata) -> Result<Entry> {
@@ -353,10 +371,7 @@ impl Context {
             }
             for name in matched {
                 let real = self.resolve(&name)?;
-                let Some(m) = std::fs::metadata(self.root.join(&real))
-                    .ok()
-                    .or(self.lstat(&real)?)
-                else {
+                let Some(m) = self.lstat(&real)? else {
                     return Err(ContextError::NotFound(src.clone()));
                 };
                 let dir_base = if m.is_dir() && !has_meta(&rel) {
@@ -631,9 +646,10 @@ mod tests {
             names(&c.select(&["src/*.rs".into()], &[]).unwrap()),
             ["src/alias.rs", "src/lib.rs", "src/main.rs"]
         );
+        // As with Go's filepath.Glob, a symlinked directory is entered.
         assert_eq!(
             names(&c.select(&["*/*.md".into()], &[]).unwrap()),
-            ["docs/readme.md", "src/notes.md"]
+            ["docs/readme.md", "link-to-src/notes.md", "src/notes.md"]
         );
         assert_eq!(
             names(&c.select(&["hom?.txt".into()], &[]).unwrap()),
@@ -711,6 +727,42 @@ mod tests {
         assert!(matches!(
             c.select(&["escape".into()], &[]),
             Err(ContextError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn symlinks_on_the_way_stay_inside_the_context() {
+        let d = tree();
+        let c = ctx(&d, "");
+        // An intermediate symlinked directory is followed.
+        assert_eq!(
+            names(&c.select(&["link-to-src/main.rs".into()], &[]).unwrap()),
+            ["link-to-src/main.rs"]
+        );
+        assert_eq!(
+            names(&c.select(&["link-to-src/*.rs".into()], &[]).unwrap()).len(),
+            3
+        );
+        // A link through an absolute target resolves from the context root, never the host's.
+        symlink("/", d.path().join("rootlink")).unwrap();
+        let m = c.select(&["rootlink/home.txt".into()], &[]).unwrap();
+        assert_eq!(m[0].entries[0].path, "home.txt");
+        symlink("/etc", d.path().join("etc-link")).unwrap();
+        assert!(matches!(
+            c.select(&["etc-link/passwd".into()], &[]),
+            Err(ContextError::NotFound(_))
+        ));
+        // A final link whose target goes through another link.
+        symlink("etc-link/passwd", d.path().join("two-hops")).unwrap();
+        assert!(matches!(
+            c.select(&["two-hops".into()], &[]),
+            Err(ContextError::NotFound(_))
+        ));
+        symlink("loop-b", d.path().join("loop-a")).unwrap();
+        symlink("loop-a", d.path().join("loop-b")).unwrap();
+        assert!(matches!(
+            c.select(&["loop-a".into()], &[]),
+            Err(ContextError::SymlinkLoop(_))
         ));
     }
 
