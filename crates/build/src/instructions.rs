@@ -761,113 +761,124 @@ fn parse_bool(key: &str, v: &str) -> std::result::Result<bool, String> {
 pub fn parse_mount(spec: &str) -> std::result::Result<Mount, String> {
     let bad = |m: String| format!("invalid --mount={spec}: {m}");
     let fields = csv_fields(spec).map_err(bad)?;
-    let mut m = Mount::default();
-    // The type decides which keys are allowed, so read it first.
-    for f in &fields {
-        if let Some((k, v)) = f.split_once('=') {
-            if k.eq_ignore_ascii_case("type") {
-                m.kind = Some(match v.to_ascii_lowercase().as_str() {
-                    "bind" => MountType::Bind,
-                    "cache" => MountType::Cache,
-                    "tmpfs" => MountType::Tmpfs,
-                    "secret" => MountType::Secret,
-                    "ssh" => MountType::Ssh,
-                    _ => {
-                        return Err(bad(format!(
-                            "unsupported mount type {v:?}: use bind, cache, tmpfs, secret or ssh"
-                        )))
-                    }
-                });
-            }
-        }
-    }
-    let ty = m.mount_type();
+    let mut m = Mount {
+        kind: mount_type_field(&fields).map_err(bad)?,
+        ..Mount::default()
+    };
     let mut read_only: Option<bool> = None;
     for f in fields.iter().filter(|f| !f.is_empty()) {
-        let (key, value) = match f.split_once('=') {
-            Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_string())),
-            None => (f.to_ascii_lowercase(), None),
+        mount_field(&mut m, &mut read_only, f).map_err(bad)?;
+    }
+    let ty = m.mount_type();
+    m.read_only = read_only.unwrap_or(!matches!(ty, MountType::Cache | MountType::Tmpfs));
+    validate_mount(&m).map_err(bad)?;
+    Ok(m)
+}
+
+/// The `type=` of a mount (it decides which keys are allowed, so it is read first).
+fn mount_type_field(fields: &[String]) -> std::result::Result<Option<MountType>, String> {
+    let mut kind = None;
+    for f in fields {
+        let Some((k, v)) = f.split_once('=') else {
+            continue;
         };
-        let secretish = matches!(ty, MountType::Secret | MountType::Ssh);
-        let need = |v: Option<String>| {
-            v.ok_or_else(|| bad(format!("unexpected key '{key}' in '{f}': give it a value")))
-        };
-        match key.as_str() {
-            "type" => {}
-            "readonly" | "ro" => {
-                read_only = Some(
-                    value
-                        .map_or(Ok(true), |v| parse_bool(&key, &v))
-                        .map_err(bad)?,
-                )
-            }
-            "readwrite" | "rw" => {
-                read_only = Some(
-                    !value
-                        .map_or(Ok(true), |v| parse_bool(&key, &v))
-                        .map_err(bad)?,
-                )
-            }
-            "required" if secretish => {
-                m.required = value
-                    .map_or(Ok(true), |v| parse_bool(&key, &v))
-                    .map_err(bad)?
-            }
-            "from" => m.from = Some(need(value)?),
-            "source" | "src" => m.source = Some(need(value)?),
-            "target" | "dst" | "destination" => m.target = Some(need(value)?),
-            "id" => m.id = Some(need(value)?),
-            "size" if ty == MountType::Tmpfs => m.size = Some(need(value)?),
-            "sharing" if ty == MountType::Cache => {
-                let v = need(value)?;
-                m.sharing = Some(match v.to_ascii_lowercase().as_str() {
-                    "shared" => CacheSharing::Shared,
-                    "private" => CacheSharing::Private,
-                    "locked" => CacheSharing::Locked,
-                    _ => {
-                        return Err(bad(format!(
-                            "unsupported sharing value {v:?}: use shared, private or locked"
-                        )))
-                    }
-                });
-            }
-            "mode" | "uid" | "gid"
-                if matches!(ty, MountType::Cache | MountType::Secret | MountType::Ssh) =>
-            {
-                let v = need(value)?;
-                let radix = if key == "mode" { 8 } else { 10 };
-                if !v.contains('$') && u32::from_str_radix(&v, radix).is_err() {
-                    return Err(bad(format!("invalid {key} {v:?}")));
-                }
-                match key.as_str() {
-                    "mode" => m.mode = Some(v),
-                    "uid" => m.uid = Some(v),
-                    _ => m.gid = Some(v),
-                }
-            }
-            "env" if ty == MountType::Secret => m.env = Some(need(value)?),
+        if !k.eq_ignore_ascii_case("type") {
+            continue;
+        }
+        kind = Some(match v.to_ascii_lowercase().as_str() {
+            "bind" => MountType::Bind,
+            "cache" => MountType::Cache,
+            "tmpfs" => MountType::Tmpfs,
+            "secret" => MountType::Secret,
+            "ssh" => MountType::Ssh,
             _ => {
-                return Err(bad(format!(
-                    "unexpected key '{key}' for mount type {}",
-                    type_name(ty)
-                )))
+                return Err(format!(
+                    "unsupported mount type {v:?}: use bind, cache, tmpfs, secret or ssh"
+                ))
+            }
+        });
+    }
+    Ok(kind)
+}
+
+/// Apply one `key[=value]` field of a mount.
+fn mount_field(
+    m: &mut Mount,
+    read_only: &mut Option<bool>,
+    f: &str,
+) -> std::result::Result<(), String> {
+    let ty = m.mount_type();
+    let (key, value) = match f.split_once('=') {
+        Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_string())),
+        None => (f.to_ascii_lowercase(), None),
+    };
+    let flag = |v: Option<String>| v.map_or(Ok(true), |v| parse_bool(&key, &v));
+    let need = |v: Option<String>| {
+        v.ok_or_else(|| format!("unexpected key '{key}' in '{f}': give it a value"))
+    };
+    let secretish = matches!(ty, MountType::Secret | MountType::Ssh);
+    match key.as_str() {
+        "type" => {}
+        "readonly" | "ro" => *read_only = Some(flag(value)?),
+        "readwrite" | "rw" => *read_only = Some(!flag(value)?),
+        "required" if secretish => m.required = flag(value)?,
+        "from" => m.from = Some(need(value)?),
+        "source" | "src" => m.source = Some(need(value)?),
+        "target" | "dst" | "destination" => m.target = Some(need(value)?),
+        "id" => m.id = Some(need(value)?),
+        "size" if ty == MountType::Tmpfs => m.size = Some(need(value)?),
+        "sharing" if ty == MountType::Cache => {
+            let v = need(value)?;
+            m.sharing = Some(match v.to_ascii_lowercase().as_str() {
+                "shared" => CacheSharing::Shared,
+                "private" => CacheSharing::Private,
+                "locked" => CacheSharing::Locked,
+                _ => {
+                    return Err(format!(
+                        "unsupported sharing value {v:?}: use shared, private or locked"
+                    ))
+                }
+            });
+        }
+        "mode" | "uid" | "gid"
+            if matches!(ty, MountType::Cache | MountType::Secret | MountType::Ssh) =>
+        {
+            let v = need(value)?;
+            let radix = if key == "mode" { 8 } else { 10 };
+            if !v.contains('$') && u32::from_str_radix(&v, radix).is_err() {
+                return Err(format!("invalid {key} {v:?}"));
+            }
+            match key.as_str() {
+                "mode" => m.mode = Some(v),
+                "uid" => m.uid = Some(v),
+                _ => m.gid = Some(v),
             }
         }
+        "env" if ty == MountType::Secret => m.env = Some(need(value)?),
+        _ => {
+            return Err(format!(
+                "unexpected key '{key}' for mount type {}",
+                type_name(ty)
+            ))
+        }
     }
-    m.read_only = read_only.unwrap_or(!matches!(ty, MountType::Cache | MountType::Tmpfs));
+    Ok(())
+}
+
+/// Docker's per-type requirements once every field is read.
+fn validate_mount(m: &Mount) -> std::result::Result<(), String> {
+    let ty = m.mount_type();
     match ty {
-        MountType::Bind | MountType::Cache | MountType::Tmpfs if m.target.is_none() => Err(bad(
-            format!("mount type {} requires a target", type_name(ty)),
-        )),
+        MountType::Bind | MountType::Cache | MountType::Tmpfs if m.target.is_none() => {
+            Err(format!("mount type {} requires a target", type_name(ty)))
+        }
         MountType::Secret
             if m.target.is_none() && m.id.is_none() && m.env.is_none() && m.source.is_none() =>
         {
-            Err(bad("a secret mount needs an id, a target or an env".into()))
+            Err("a secret mount needs an id, a target or an env".into())
         }
-        MountType::Ssh if m.source.is_some() => {
-            Err(bad("source is not allowed for ssh mounts".into()))
-        }
-        _ => Ok(m),
+        MountType::Ssh if m.source.is_some() => Err("source is not allowed for ssh mounts".into()),
+        _ => Ok(()),
     }
 }
 
