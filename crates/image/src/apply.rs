@@ -83,6 +83,11 @@ pub struct ApplyStats {
     pub entries: u64,
     /// Device nodes skipped because of `rootless`.
     pub skipped_devices: u64,
+    /// Parent directories the layer did not list and that were created for it
+    /// (relative paths); when applied without `lowers`, their attributes and the
+    /// absence of lower symlinks are checked later with [`check_implicit_dirs`].
+    /// Each with the first entry that needed it.
+    pub implicit_dirs: Vec<(PathBuf, String)>,
 }
 
 /// Wraps `r` in the right decompressor by sniffing its first bytes (gzip, zstd or plain).
@@ -225,7 +230,7 @@ impl Applier<'_> {
     /// Resolves `rel` (a directory path) inside the root without following any
     /// symlink, creating missing directories (copying attributes from a lower layer
     /// when there is one).
-    fn safe_parent(&self, entry: &str, rel: &Path, create: bool) -> Result<PathBuf> {
+    fn safe_parent(&mut self, entry: &str, rel: &Path, create: bool) -> Result<PathBuf> {
         let mut cur = self.root.to_path_buf();
         let mut sofar = PathBuf::new();
         for c in rel.components() {
@@ -257,8 +262,11 @@ impl Applier<'_> {
         Ok(cur)
     }
 
-    fn make_dir(&self, entry: &str, path: &Path, rel: &Path) -> Result<()> {
-        let lower = self.lower_meta(rel);
+    fn make_dir(&mut self, entry: &str, path: &Path, rel: &Path) -> Result<()> {
+        self.stats
+            .implicit_dirs
+            .push((rel.to_path_buf(), entry.to_string()));
+        let lower = lower_meta(&self.opts.lowers, rel);
         if let Some(m) = &lower {
             if m.file_type().is_symlink() {
                 return Err(hostile(entry, format!("its parent {} is a symlink in a lower layer; entries through symlinks are refused", rel.display())));
@@ -274,28 +282,8 @@ impl Applier<'_> {
             }
         }
         fs::create_dir(path).map_err(wr("create parent directory", entry))?;
-        if let Some(m) = lower {
-            fs::set_permissions(path, fs::Permissions::from_mode(m.mode() & 0o7777))
-                .map_err(wr("chmod", entry))?;
-            if !self.opts.rootless {
-                std::os::unix::fs::lchown(path, Some(m.uid()), Some(m.gid()))
-                    .map_err(wr("chown", entry))?;
-            }
-        } else {
-            fs::set_permissions(path, fs::Permissions::from_mode(0o755))
-                .map_err(wr("chmod", entry))?;
-        }
-        Ok(())
-    }
-
-    /// The nearest lower layer's entry at `rel`, checking each lower's parents too.
-    fn lower_meta(&self, rel: &Path) -> Option<fs::Metadata> {
-        for l in &self.opts.lowers {
-            if let Ok(m) = fs::symlink_metadata(l.join(rel)) {
-                return Some(m);
-            }
-        }
-        None
+        copy_dir_attrs(path, lower.as_ref(), self.opts.rootless)
+            .map_err(wr("set attributes", entry))
     }
 
     fn opaque(&mut self, entry: &str, dir: &Path, rel: &Path) -> Result<()> {
@@ -511,6 +499,74 @@ impl Applier<'_> {
             let _ = set_mtime(&self.root.join(rel), mtime);
         }
     }
+}
+
+/// The entry at `rel` in the merged view of `lowers` (nearest first), found without
+/// following any symlink: a lower lacking a parent is skipped, a non-directory parent
+/// (symlink, file, whiteout) ends the search.
+fn lower_meta(lowers: &[PathBuf], rel: &Path) -> Option<fs::Metadata> {
+    let comps: Vec<_> = rel.components().collect();
+    'layers: for l in lowers {
+        let mut p = l.clone();
+        for (i, c) in comps.iter().enumerate() {
+            p.push(c);
+            match fs::symlink_metadata(&p) {
+                Err(_) => continue 'layers,
+                Ok(m) if i + 1 == comps.len() => return Some(m),
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return None,
+            }
+        }
+    }
+    None
+}
+
+/// Gives an implicitly created directory the attributes of the lower directory it
+/// merges with, or 0755.
+fn copy_dir_attrs(path: &Path, lower: Option<&fs::Metadata>, rootless: bool) -> io::Result<()> {
+    match lower {
+        Some(m) => {
+            fs::set_permissions(path, fs::Permissions::from_mode(m.mode() & 0o7777))?;
+            if !rootless {
+                std::os::unix::fs::lchown(path, Some(m.uid()), Some(m.gid()))?;
+            }
+            Ok(())
+        }
+        None => fs::set_permissions(path, fs::Permissions::from_mode(0o755)),
+    }
+}
+
+/// For a layer applied without its lowers (in parallel with them): refuses it when a
+/// directory it created implicitly is a symlink or a non-directory in a lower layer,
+/// and gives the others their lower directory's attributes, exactly as applying with
+/// `lowers` would have.
+pub fn check_implicit_dirs(
+    root: &Path,
+    implicit: &[(PathBuf, String)],
+    lowers: &[PathBuf],
+    rootless: bool,
+) -> Result<()> {
+    for (rel, entry) in implicit {
+        let entry = entry.as_str();
+        let lower = lower_meta(lowers, rel);
+        if let Some(m) = &lower {
+            if m.file_type().is_symlink() {
+                return Err(hostile(entry, format!("its parent {} is a symlink in a lower layer; entries through symlinks are refused", rel.display())));
+            }
+            if !m.is_dir() {
+                return Err(hostile(
+                    entry,
+                    format!(
+                        "its parent {} is not a directory in a lower layer",
+                        rel.display()
+                    ),
+                ));
+            }
+        }
+        copy_dir_attrs(&root.join(rel), lower.as_ref(), rootless)
+            .map_err(wr("set attributes", entry))?;
+    }
+    Ok(())
 }
 
 fn set_mtime(path: &Path, secs: i64) -> io::Result<()> {

@@ -384,3 +384,92 @@ fn tag_inspect_history_prune() {
     assert_eq!(gone, vec![id]);
     assert!(images.content().list().expect("blobs").is_empty());
 }
+
+/// Loads a docker-archive made of `layers` (plain tars) under `name`.
+fn load_layers(images: &Images, name: &str, layers: &[Vec<u8>]) {
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| berth_content::Digest::of(l).to_string())
+        .collect();
+    let cfg = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    let paths: Vec<String> = (0..layers.len()).map(|i| format!("l{i}.tar")).collect();
+    let manifest = serde_json::json!([{"Config": "c.json", "RepoTags": [name], "Layers": paths}]);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |p: &str, d: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(d.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, p, d).expect("append");
+    };
+    for (p, l) in paths.iter().zip(layers) {
+        add(p, l);
+    }
+    add("c.json", cfg.to_string().as_bytes());
+    add("manifest.json", manifest.to_string().as_bytes());
+    images
+        .load_reader(&b.into_inner().expect("tar")[..], &NoProgress)
+        .expect("load");
+}
+
+#[test]
+fn parallel_unpack_checks_lower_layers() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root_dir();
+    let images = open(dir.path(), true);
+    // An implicit directory takes the attributes of the lower directory it merges with.
+    let mut l1 = TarBuf::default();
+    l1.dir("d");
+    let mut h = tar::Header::new_ustar();
+    h.set_path("private/").expect("path");
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o700);
+    h.set_size(0);
+    h.set_cksum();
+    let mut l1 = l1.bytes();
+    {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &b""[..]).expect("append");
+        let extra = b.into_inner().expect("tar");
+        l1.truncate(l1.len() - 1024); // drop the end-of-archive blocks
+        l1.extend_from_slice(&extra);
+    }
+    let l2 = TarBuf::default()
+        .file("private/x", "x")
+        .file("d/y", "y")
+        .bytes();
+    let l3 = TarBuf::default().file("d/z", "z").bytes();
+    load_layers(&images, "berth-test/par:1", &[l1, l2, l3]);
+    let (_, mounts) = images
+        .prepare_container("berth-test/par:1", "c")
+        .expect("prepare");
+    {
+        let m = MountGuard::new(&mounts).expect("mount");
+        let mode = fs::metadata(m.path().join("private"))
+            .expect("private")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700, "implicit dir must keep the lower dir's mode");
+        for f in ["private/x", "d/y", "d/z"] {
+            assert!(m.path().join(f).exists(), "{f}");
+        }
+    }
+    images.remove_container("c").expect("cleanup");
+    // An entry under a symlink that only a lower layer has is refused.
+    let evil1 = TarBuf::default().symlink("s", "/").bytes();
+    let evil2 = TarBuf::default().file("s/berth-test-escape", "x").bytes();
+    load_layers(&images, "berth-test/evil:1", &[evil1, evil2]);
+    let e = images
+        .prepare_container("berth-test/evil:1", "c2")
+        .expect_err("hostile");
+    assert!(e.to_string().contains("s/berth-test-escape"), "{e}");
+    assert!(!Path::new("/berth-test-escape").exists());
+    assert!(images.snapshotter().stat("c2").is_err());
+    assert!(
+        fs::read_dir(dir.path().join("tmp"))
+            .expect("tmp")
+            .next()
+            .is_none(),
+        "staging removed"
+    );
+}
