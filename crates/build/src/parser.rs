@@ -705,6 +705,15 @@ mod tests {
     }
 
     #[test]
+    fn heredoc_bodies_are_raw() {
+        // Comments, blank lines, escapes and CRLF are content, not syntax.
+        let f = raw("FROM x\nRUN <<EOF\n# not a comment\n\nline \\\n  EOF\r\nEOF\r\nRUN y\n");
+        let doc = &f.nodes[1].heredocs[0];
+        assert_eq!(doc.content, "# not a comment\n\nline \\\n  EOF\r\n");
+        assert_eq!(f.nodes[2].line, 8);
+    }
+
+    #[test]
     fn heredoc_unterminated() {
         let e = parse_raw("FROM x\n\nRUN <<EOF\necho\n").unwrap_err();
         assert_eq!(
