@@ -481,7 +481,19 @@ impl Applier<'_> {
                     tracing::warn!(entry, attr, "dropping overlay xattr from layer");
                     continue;
                 }
-                xattr::set(path, attr, ext.value_bytes()).map_err(wr("set xattr", entry))?;
+                match xattr::set(path, attr, ext.value_bytes()) {
+                    Ok(()) => {}
+                    // Filesystems without xattrs, and user.* on symlinks, refuse them:
+                    // losing the attribute beats refusing the image (docker does too).
+                    Err(e)
+                        if is_link
+                            || e.raw_os_error() == Some(nix::libc::ENOTSUP)
+                            || e.raw_os_error() == Some(nix::libc::EPERM) =>
+                    {
+                        tracing::warn!(entry, attr, error = %e, "cannot set xattr; skipping it");
+                    }
+                    Err(e) => return Err(wr("set xattr", entry)(e)),
+                }
             }
         }
         let mtime = h.mtime().unwrap_or(0) as i64;
