@@ -73,6 +73,7 @@ impl Plan {
             refs.push(r);
             platforms.push(p);
         }
+        add_onbuild_refs(&stages, &mut refs);
         let graph = StageGraph::new(&stages, &refs)?;
         let target = graph.target(&stages, target)?;
         Ok(Self {
@@ -171,6 +172,35 @@ impl Plan {
             });
         }
         w
+    }
+}
+
+/// A stage built FROM another stage runs that stage's ONBUILD triggers:
+/// their `COPY --from` and `RUN --mount=from=` (as written) are its references too.
+fn add_onbuild_refs(set: &StageSet, refs: &mut [StageRefs]) {
+    for i in 0..refs.len() {
+        let Some(base) = set.by_name(&refs[i].base) else {
+            continue;
+        };
+        let mut extra = Vec::new();
+        for n in &set.stages[base].commands {
+            let Instruction::Onbuild(o) = &n.instruction else {
+                continue;
+            };
+            match o.trigger.as_ref() {
+                Instruction::Copy(c) => {
+                    extra.extend(c.from.clone().map(|f| (set.stages[i].line, f)))
+                }
+                Instruction::Run(r) => extra.extend(
+                    r.mounts
+                        .iter()
+                        .filter_map(|m| m.from.clone())
+                        .map(|f| (set.stages[i].line, f)),
+                ),
+                _ => {}
+            }
+        }
+        refs[i].from_refs.extend(extra);
     }
 }
 
@@ -289,6 +319,18 @@ mod tests {
                 .contains("cannot resolve base image \"node\": pull access denied"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn onbuild_triggers_of_a_base_stage_add_dependencies() {
+        let src = "FROM scratch AS assets\nFROM scratch AS base\nONBUILD COPY --from=assets / /\nFROM base\n";
+        let p = Plan::new(src, BuildOptions::default(), None).unwrap();
+        assert_eq!(p.order(), vec![0, 1, 2]);
+        let plans = p.eval_all(|_, _| Ok(ImageConfig::default())).unwrap();
+        assert!(matches!(
+            plans[&2].steps[0].kind,
+            crate::eval::StepKind::Copy(_)
+        ));
     }
 
     #[test]
