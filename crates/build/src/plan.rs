@@ -178,29 +178,22 @@ impl Plan {
 /// A stage built FROM another stage runs that stage's ONBUILD triggers:
 /// their `COPY --from` and `RUN --mount=from=` (as written) are its references too.
 fn add_onbuild_refs(set: &StageSet, refs: &mut [StageRefs]) {
-    for i in 0..refs.len() {
-        let Some(base) = set.by_name(&refs[i].base) else {
+    for (stage, r) in set.stages.iter().zip(refs.iter_mut()) {
+        let Some(base) = set.by_name(&r.base) else {
             continue;
         };
-        let mut extra = Vec::new();
         for n in &set.stages[base].commands {
             let Instruction::Onbuild(o) = &n.instruction else {
                 continue;
             };
-            match o.trigger.as_ref() {
-                Instruction::Copy(c) => {
-                    extra.extend(c.from.clone().map(|f| (set.stages[i].line, f)))
-                }
-                Instruction::Run(r) => extra.extend(
-                    r.mounts
-                        .iter()
-                        .filter_map(|m| m.from.clone())
-                        .map(|f| (set.stages[i].line, f)),
-                ),
-                _ => {}
-            }
+            let froms: Vec<String> = match o.trigger.as_ref() {
+                Instruction::Copy(c) => c.from.iter().cloned().collect(),
+                Instruction::Run(run) => run.mounts.iter().filter_map(|m| m.from.clone()).collect(),
+                _ => Vec::new(),
+            };
+            r.from_refs
+                .extend(froms.into_iter().map(|f| (stage.line, f)));
         }
-        refs[i].from_refs.extend(extra);
     }
 }
 
