@@ -448,9 +448,16 @@ impl Applier<'_> {
                 | ((minor & 0xffff_ff00) << 12)
                 | (minor & 0xff)
         };
-        mknod(path, kind, Mode::from_bits_truncate(mode), dev)
-            .map_err(|e| wr("create device node", entry)(e.into()))?;
-        Ok(true)
+        match mknod(path, kind, Mode::from_bits_truncate(mode), dev) {
+            Ok(()) => Ok(true),
+            // In a user namespace root may not create devices: neutralize, as rootless.
+            Err(nix::errno::Errno::EPERM) if kind != SFlag::S_IFIFO => {
+                tracing::warn!(entry, "skipping device node: not permitted here");
+                self.stats.skipped_devices += 1;
+                Ok(false)
+            }
+            Err(e) => Err(wr("create device node", entry)(e.into())),
+        }
     }
 
     fn metadata<R: Read>(
