@@ -269,7 +269,7 @@ fn run(cli: Cli) -> Result<i32> {
             "berth-runtime: warning: --systemd-cgroup: systemd is not running here; using cgroupfs"
         );
     }
-    if matches!(cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) {
+    if needs_sealed_copy(&cmd) {
         if let Err(e) = crate::sealed::ensure() {
             eprintln!("berth-runtime: warning: cannot run from a sealed copy of the binary: {e}");
         }
@@ -335,6 +335,35 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Spec { bundle, rootless } => spec(&bundle, rootless),
     }
+}
+
+/// Whether a process of some container could address ours before it execs.
+///
+/// Our forked child is made non-dumpable at once, so /proc/<pid>/exe is closed to
+/// processes without CAP_SYS_PTRACE; a fresh pid namespace makes it invisible to every
+/// container process besides. `exec` enters a namespace where container processes
+/// already run, and a create that joins an existing or the host pid namespace is
+/// visible to them: those run from a sealed memfd copy of the binary (CVE-2019-5736).
+fn needs_sealed_copy(cmd: &Cmd) -> bool {
+    match cmd {
+        Cmd::Exec(_) => true,
+        Cmd::Create(a) | Cmd::Run { create: a, .. } => !has_new_pid_namespace(&a.bundle),
+        _ => false,
+    }
+}
+
+fn has_new_pid_namespace(bundle: &Path) -> bool {
+    std::fs::read_to_string(bundle.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            v["linux"]["namespaces"].as_array().map(|ns| {
+                ns.iter().any(|n| {
+                    n["type"] == "pid" && n.get("path").is_none_or(|p| p.is_null() || p == "")
+                })
+            })
+        })
+        .unwrap_or(false)
 }
 
 fn create(

@@ -251,6 +251,38 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     /// Host directories of this cgroup: (controller or "unified", path).
     /// On v2 there is one entry named "unified".
     fn paths(&self) -> Vec<(String, PathBuf)>;
+    /// How a new single-threaded process can enter this cgroup without the global
+    /// cgroup write lock (see [`JoinPlan`]).
+    fn join_plan(&self) -> JoinPlan;
+}
+
+/// The cheap way into a cgroup for a process being born.
+///
+/// Writing a pid to `cgroup.procs` takes the kernel's global threadgroup rwsem for
+/// writing, which waits for an RCU grace period (about 10 ms here) on every container
+/// start. Two paths avoid it: the unified hierarchy can be entered at birth with
+/// `clone3(CLONE_INTO_CGROUP)` (fork only takes the read side), and a v1 hierarchy can
+/// be entered by the (single-threaded) process itself writing `0` to `tasks`, which
+/// moves only the calling thread and skips the lock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinPlan {
+    /// `tasks` files of v1 hierarchies the new process writes `0` to itself
+    pub self_tasks: Vec<PathBuf>,
+    /// the cgroup2 directory to pass to clone3(CLONE_INTO_CGROUP), if any
+    pub clone_into: Option<PathBuf>,
+}
+
+/// Carry out the v1 half of a [`JoinPlan`] from inside the new process (before it
+/// starts any thread).
+pub fn join_self(plan: &JoinPlan) -> Result<()> {
+    for t in &plan.self_tasks {
+        RealFs.write(t, "0").map_err(|source| Error::Io {
+            op: "write",
+            path: t.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Detect the layout from what is mounted at `root` (normally `/sys/fs/cgroup`).

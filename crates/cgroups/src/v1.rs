@@ -185,6 +185,17 @@ impl CgroupManager for V1Manager {
         Ok(())
     }
 
+    fn join_plan(&self) -> crate::JoinPlan {
+        crate::JoinPlan {
+            self_tasks: self
+                .hierarchies()
+                .iter()
+                .map(|(_, d)| d.join("tasks"))
+                .collect(),
+            clone_into: self.unified.as_ref().map(|(_, d)| d.clone()),
+        }
+    }
+
     fn add_process(&self, pid: i32) -> Result<()> {
         let pid = pid.to_string();
         for (_, dir) in self.hierarchies() {

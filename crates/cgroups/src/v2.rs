@@ -193,6 +193,13 @@ impl CgroupManager for V2Manager {
         Ok(())
     }
 
+    fn join_plan(&self) -> crate::JoinPlan {
+        crate::JoinPlan {
+            self_tasks: Vec::new(),
+            clone_into: Some(self.dir.clone()),
+        }
+    }
+
     fn add_process(&self, pid: i32) -> Result<()> {
         cfs::write(self.fs(), &self.dir.join("cgroup.procs"), &pid.to_string())
     }

@@ -246,6 +246,25 @@ impl Runtime {
                 (_, Some(_)) => {}
             }
         }
+        // Enter the cgroup at birth where we can (see JoinPlan); a child in a new user
+        // namespace may not write host cgroup files, so the parent moves it instead.
+        let join = match (&guard.cgroup, userns_new) {
+            (Some(cg), false) => Some(cg.join_plan()),
+            _ => None,
+        };
+        let cg_dir = match join.as_ref().and_then(|j| j.clone_into.as_ref()) {
+            Some(d) => Some(
+                nix::fcntl::open(
+                    d,
+                    nix::fcntl::OFlag::O_RDONLY
+                        | nix::fcntl::OFlag::O_DIRECTORY
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| Error::sys(format!("open cgroup {}", d.display()), e))?,
+            ),
+            None => None,
+        };
         let plan = InitPlan {
             spec: &bundle.spec,
             rootfs: &bundle.rootfs,
@@ -258,9 +277,17 @@ impl Runtime {
             cgroup_mode: Some(cg_mode),
             cgroup_paths: &cg_paths,
             stdio: opts.stdio,
+            cgroup_self_join: join.as_ref(),
         };
         let restore = NsRestore::prepare(pid_path.as_deref(), new_time, &bundle)?;
-        let forked = berth_sys::proc::fork_with_flags(flags.bits());
+        let mut forked =
+            berth_sys::proc::fork_into_cgroup(flags.bits(), cg_dir.as_ref().map(|f| f.as_fd()));
+        let mut moved_at_birth = join.is_some();
+        if forked.is_err() {
+            // no clone3/CLONE_INTO_CGROUP: plain fork, the parent moves the child
+            moved_at_birth = false;
+            forked = berth_sys::proc::fork_with_flags(flags.bits());
+        }
         if let Ok(berth_sys::proc::Forked::Child) = forked {
             drop(parent_sock);
             init::child_main(&plan);
@@ -280,7 +307,7 @@ impl Runtime {
         if userns_new {
             write_id_maps(pid, &bundle)?;
         }
-        if let Some(cg) = &guard.cgroup {
+        if let (Some(cg), false) = (&guard.cgroup, moved_at_birth) {
             cg.add_process(pid)?;
         }
         if let Some(adj) = bundle
@@ -359,7 +386,8 @@ impl Runtime {
         if !init_alive(st) {
             return Status::Stopped;
         }
-        if !st.started {
+        // the exec fifo exists from create until start
+        if !st.started && self.dir(&st.id).map(|d| d.fifo().exists()).unwrap_or(false) {
             return Status::Created;
         }
         match self
@@ -395,6 +423,19 @@ impl Runtime {
         })?;
         nix::unistd::write(f.as_fd(), &[0u8]).map_err(|e| Error::sys("signal start", e))?;
         let _ = std::fs::remove_file(&fifo);
+        // The init holds the only other end of the fifo, close-on-exec: once it is
+        // gone (startContainer hooks done, program executed, or init dead) our end
+        // reports POLLERR. poststart hooks run only after that, as the spec orders.
+        let mut pfd = [nix::poll::PollFd::new(
+            f.as_fd(),
+            nix::poll::PollFlags::empty(),
+        )];
+        loop {
+            match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::NONE) {
+                Err(nix::Error::EINTR) => continue,
+                _ => break,
+            }
+        }
         st.started = true;
         dir.save(&st)?;
         let json = serde_json::to_vec(&oci_state(&st, Status::Running)).unwrap_or_default();

@@ -27,6 +27,8 @@ pub(crate) struct InitPlan<'a> {
     pub cgroup_mode: Option<berth_cgroups::CgroupMode>,
     pub cgroup_paths: &'a [(String, PathBuf)],
     pub stdio: Option<[RawFd; 3]>,
+    /// v1 `tasks` files the child writes "0" to itself (fast cgroup join)
+    pub cgroup_self_join: Option<&'a berth_cgroups::JoinPlan>,
 }
 
 /// Send one message over the sync socket.
@@ -131,6 +133,9 @@ fn init(plan: &InitPlan<'_>) -> Result<Infallible> {
                     .map_err(|e| Error::Init(format!("dup2 stdio: {e}")))?;
             }
         }
+    }
+    if let Some(j) = plan.cgroup_self_join {
+        berth_cgroups::join_self(j)?;
     }
     let state_json = match recv(plan.sync)? {
         Some(m) if m.starts_with("go:") => m[3..].to_string(),

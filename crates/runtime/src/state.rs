@@ -54,7 +54,7 @@ pub struct Persisted {
     pub created: String,
     /// cgroup path relative to the hierarchy roots
     pub cgroup_path: PathBuf,
-    /// whether `start` has been called
+    /// whether `start` has been called (kept for readers; status comes from the fifo)
     pub started: bool,
     /// annotations from the spec
     #[serde(default)]
@@ -179,7 +179,8 @@ impl StateDir {
             .map_err(|e| Error::Invalid(format!("corrupt state file {}: {e}", p.display())))
     }
 
-    /// Write the state atomically (temp file + fsync + rename).
+    /// Write the state atomically (temp file + rename). No fsync: the state lives on
+    /// /run, a tmpfs that does not survive the power loss fsync would guard against.
     pub fn save(&self, st: &Persisted) -> Result<()> {
         let p = self.state_file();
         let tmp = self.dir.join(".state.json.tmp");
@@ -188,7 +189,6 @@ impl StateDir {
         let mut f = File::create(&tmp).map_err(|e| Error::io("write state", &tmp, e))?;
         f.write_all(&data)
             .map_err(|e| Error::io("write state", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("sync state", &tmp, e))?;
         std::fs::rename(&tmp, &p).map_err(|e| Error::io("rename state", &p, e))
     }
 
