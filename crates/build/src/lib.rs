@@ -44,6 +44,7 @@
 //! assert!(matches!(last.steps[0].kind, StepKind::Copy(_)));
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+#![warn(missing_docs)]
 
 pub mod ast;
 pub mod cache;
