@@ -7,6 +7,10 @@
 //! a matched top-level symlink is followed (inside the context). The hash
 //! covers each selected entry's path, kind, permission bits and contents
 //! (file bytes or symlink target), never timestamps.
+//!
+//! Any directory can serve as a context: for `COPY --from=stage` open the
+//! stage's root filesystem with `Context::new(rootfs, Ignore::default())` and
+//! use the same selection and [`copy_destinations`] rules.
 
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
