@@ -269,6 +269,8 @@ struct StageEval<'a> {
     used_args: BTreeSet<String>,
     lexer: Lexer,
     line: usize,
+    /// The instruction being dispatched, as written.
+    original: String,
 }
 impl<'a> StageEval<'a> {
     fn new(
@@ -299,6 +301,7 @@ impl<'a> StageEval<'a> {
             used_args: BTreeSet::new(),
             lexer: Lexer::new(set.escape),
             line: stage.line,
+            original: String::new(),
         }
     }
 
@@ -368,6 +371,7 @@ impl<'a> StageEval<'a> {
             user: self.image.config.user.clone(),
             workdir: self.workdir(),
             history_index,
+            original: self.original.clone(),
         });
     }
 
@@ -381,6 +385,13 @@ impl<'a> StageEval<'a> {
 
     fn dispatch(&mut self, node: &Node) -> Result<()> {
         self.line = node.line;
+        self.original = node
+            .original
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         match &node.instruction {
             Instruction::From(_) => Err(self.invalid("FROM inside a stage")),
             Instruction::Env(kvs) => self.env(kvs),
@@ -765,6 +776,7 @@ mod tests {
             (p.steps[1].user.as_str(), p.steps[1].workdir.as_str()),
             ("app", "/w")
         );
+        assert_eq!(p.steps[1].original, "RUN make \"$A\"");
         let h = &p.config.history[p.steps[1].history_index];
         assert_eq!(h.created_by, "RUN |1 A=1 /bin/sh -c make \"$A\" # buildkit");
         assert!(!h.empty_layer);

@@ -139,6 +139,8 @@ pub struct Step {
     pub workdir: String,
     /// Index of this step's entry in the config history (to set `empty_layer`).
     pub history_index: usize,
+    /// The instruction as written (first line), for progress output.
+    pub original: String,
 }
 impl StageEval<'_> {
     fn resolve_from(&self, value: &str) -> Result<CopyFrom> {
