@@ -31,6 +31,7 @@ pub use archive::LoadedImage;
 pub use import::parse_change;
 pub use manage::{DiskUsage, HistoryRow, ImageSummary};
 pub use reference::Reference;
+pub use unpack::Unpacker;
 
 use berth_content::{Digest, Store};
 use berth_snapshot::{CopySnapshotter, OverlaySnapshotter, Snapshotter};

@@ -17,82 +17,147 @@ pub(crate) fn container_key(id: &str) -> String {
     format!("container-{id}")
 }
 
+/// Unpacks the missing layers of one image, possibly while their blobs are still
+/// arriving: [`Unpacker::stage`] applies a layer as soon as its blob is stored (from
+/// any thread); [`Unpacker::finish`] stages the rest and commits bottom up. With
+/// overlayfs, layers are staged side by side in `<data-root>/tmp` and checked against
+/// their complete lowers at commit; other snapshotters unpack in order at `finish`.
+pub struct Unpacker<'a> {
+    images: &'a Images,
+    layers: Vec<Descriptor>,
+    diff_ids: Vec<String>,
+    chain: Vec<String>,
+    missing: Vec<bool>,
+    stage: Option<tempfile::TempDir>,
+    results: Vec<Mutex<Option<Result<ApplyStats>>>>,
+}
+
 impl Images {
     /// Makes sure every layer of `img` is unpacked; returns the top chain id (`None`
     /// for an image without layers).
     pub fn unpack(&self, img: &Image) -> Result<Option<String>> {
-        let chain = manifest::chain_ids(img.diff_ids());
-        let missing: Vec<usize> = (0..chain.len())
-            .filter(|&i| self.snapshotter.stat(&chain[i]).is_err())
+        let u = self.unpacker(img.manifest.layers().clone(), img.diff_ids().to_vec())?;
+        u.finish()
+    }
+
+    /// An [`Unpacker`] for these layers (bottom first) and their diff ids.
+    pub fn unpacker(&self, layers: Vec<Descriptor>, diff_ids: Vec<String>) -> Result<Unpacker<'_>> {
+        if layers.len() != diff_ids.len() {
+            return Err(Error::Invalid(format!(
+                "image has {} layers but {} diff ids",
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let chain = manifest::chain_ids(&diff_ids);
+        let missing: Vec<bool> = chain
+            .iter()
+            .map(|c| self.snapshotter.stat(c).is_err())
             .collect();
-        if missing.len() > 1 && self.snapshotter.name() == "overlayfs" {
-            self.unpack_parallel(img, &chain, &missing)?;
+        let stage = if self.snapshotter.name() == "overlayfs" && missing.iter().any(|m| *m) {
+            let tmp = self.root.join("tmp");
+            let d = tempfile::Builder::new()
+                .prefix("unpack-")
+                .tempdir_in(&tmp)
+                .map_err(crate::io_err("create staging directory in", &tmp))?;
+            Some(d)
         } else {
-            for i in missing {
-                let parent = i.checked_sub(1).map(|p| chain[p].as_str());
-                self.apply_one(
-                    &img.manifest.layers()[i],
-                    &img.diff_ids()[i],
-                    &chain[i],
+            None
+        };
+        let results = layers.iter().map(|_| Mutex::new(None)).collect();
+        Ok(Unpacker {
+            images: self,
+            layers,
+            diff_ids,
+            chain,
+            missing,
+            stage,
+            results,
+        })
+    }
+}
+
+impl Unpacker<'_> {
+    /// Applies layer `i` now if it needs it and can be staged (its blob must be in the
+    /// content store). Errors are kept for [`Unpacker::finish`].
+    pub fn stage(&self, i: usize) {
+        let (Some(stage), Some(true)) = (&self.stage, self.missing.get(i)) else {
+            return;
+        };
+        let Ok(mut slot) = self.results[i].lock() else {
+            return;
+        };
+        if slot.is_none() {
+            *slot = Some(self.stage_layer(i, &stage.path().join(i.to_string())));
+        }
+    }
+
+    /// Stages what is left (in parallel), then commits every layer bottom up.
+    /// Returns the top chain id.
+    pub fn finish(self) -> Result<Option<String>> {
+        let todo: Vec<usize> = (0..self.layers.len())
+            .filter(|&i| self.missing[i])
+            .collect();
+        if self.stage.is_none() {
+            for &i in &todo {
+                let parent = i.checked_sub(1).map(|p| self.chain[p].as_str());
+                self.images.apply_one(
+                    &self.layers[i],
+                    &self.diff_ids[i],
+                    &self.chain[i],
                     parent,
                 )?;
             }
+            return Ok(self.chain.last().cloned());
         }
-        Ok(chain.last().cloned())
-    }
-
-    /// Overlay layers are independent directories: apply them side by side into
-    /// staging directories, then, bottom up, check each against its (now complete)
-    /// lowers, move it into its snapshot and commit.
-    fn unpack_parallel(&self, img: &Image, chain: &[String], missing: &[usize]) -> Result<()> {
-        let tmp = self.root.join("tmp");
-        let stage = tempfile::Builder::new()
-            .prefix("unpack-")
-            .tempdir_in(&tmp)
-            .map_err(crate::io_err("create staging directory in", &tmp))?;
-        let results: Vec<Mutex<Option<Result<ApplyStats>>>> =
-            missing.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(1, 4)
-            .min(missing.len());
+            .min(todo.len());
         std::thread::scope(|s| {
             for _ in 0..workers {
-                s.spawn(|| loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&i) = missing.get(k) else { break };
-                    let r = self.stage_layer(img, i, &stage.path().join(i.to_string()));
-                    if let Ok(mut slot) = results[k].lock() {
-                        *slot = Some(r);
+                s.spawn(|| {
+                    while let Some(&i) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        self.stage(i);
                     }
                 });
             }
         });
-        for (k, &i) in missing.iter().enumerate() {
-            let stats = results[k]
+        let stage = self
+            .stage
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default();
+        for &i in &todo {
+            let stats = self.results[i]
                 .lock()
                 .ok()
                 .and_then(|mut r| r.take())
                 .unwrap_or_else(|| {
                     Err(Error::Invalid(format!("unpacking layer {i} did not run")))
                 })?;
-            if self.snapshotter.stat(&chain[i]).is_ok() {
+            if self.images.snapshotter.stat(&self.chain[i]).is_ok() {
                 continue; // another process committed it meanwhile
             }
-            let parent = i.checked_sub(1).map(|p| chain[p].as_str());
-            self.commit_staged(&stage.path().join(i.to_string()), &stats, &chain[i], parent)?;
+            let parent = i.checked_sub(1).map(|p| self.chain[p].as_str());
+            self.images.commit_staged(
+                &stage.join(i.to_string()),
+                &stats,
+                &self.chain[i],
+                parent,
+            )?;
         }
-        Ok(())
+        Ok(self.chain.last().cloned())
     }
 
-    /// Applies layer `i` of `img` into the empty directory `dir` (overlay whiteouts
-    /// above the bottom layer), checking its diff id.
-    fn stage_layer(&self, img: &Image, i: usize, dir: &Path) -> Result<ApplyStats> {
+    /// Applies layer `i` into the empty directory `dir` (overlay whiteouts above the
+    /// bottom layer), checking its diff id.
+    fn stage_layer(&self, i: usize, dir: &Path) -> Result<ApplyStats> {
         std::fs::create_dir(dir).map_err(crate::io_err("create", dir))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
             .map_err(crate::io_err("chmod", dir))?;
-        let layer = &img.manifest.layers()[i];
+        let layer = &self.layers[i];
         let whiteouts = if i == 0 {
             WhiteoutStyle::Delete
         } else {
@@ -104,10 +169,11 @@ impl Images {
             ..ApplyOptions::default()
         };
         let blob = self
+            .images
             .content
             .open_blob(&parse_digest(layer.digest().as_ref())?)?;
         let stats = apply_layer(dir, std::io::BufReader::with_capacity(1 << 20, blob), &opts)?;
-        let want = &img.diff_ids()[i];
+        let want = &self.diff_ids[i];
         if stats.diff_id != *want {
             return Err(Error::Invalid(format!(
                 "layer {} unpacks to {} but the image config says {want}; the image is corrupt",
@@ -117,7 +183,9 @@ impl Images {
         }
         Ok(stats)
     }
+}
 
+impl Images {
     /// Moves a staged layer into a fresh snapshot on `parent` and commits it as `chain_id`.
     fn commit_staged(
         &self,

@@ -81,9 +81,27 @@ impl Client {
                 "{reference}: an index points at another index"
             )));
         };
-        let mut blobs = vec![man.config().clone()];
-        blobs.extend(man.layers().iter().cloned());
-        let downloaded = self.fetch_blobs(images, &r, &blobs, &mut lease, progress)?;
+        // The config first: its diff ids let layers unpack as soon as they arrive.
+        let cfg_new = self.fetch_blobs(
+            images,
+            &r,
+            std::slice::from_ref(man.config()),
+            &mut lease,
+            progress,
+            &|_| {},
+        )?;
+        let cfg_digest = Digest::parse(man.config().digest().as_ref())
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let cfg: oci_spec::image::ImageConfiguration =
+            serde_json::from_slice(&images.content().read(&cfg_digest)?).map_err(|e| {
+                Error::Invalid(format!("image config {cfg_digest} is not valid: {e}"))
+            })?;
+        let unpacker = images.unpacker(man.layers().clone(), cfg.rootfs().diff_ids().clone())?;
+        let layers_new =
+            self.fetch_blobs(images, &r, man.layers(), &mut lease, progress, &|i| {
+                unpacker.stage(i)
+            })?;
+        let downloaded = cfg_new || layers_new;
         let mut names = vec![r.clone()];
         if r.digest.is_some() {
             names = vec![Reference {
@@ -97,8 +115,7 @@ impl Client {
             .contains_key(man.config().digest().as_ref());
         let id = images.register(&top, &names)?;
         images.add_repo_digest(&id, &format!("{}@{top}", r.familiar_repository()))?;
-        let img = images.resolve(&id)?;
-        if let Err(e) = images.unpack(&img) {
+        if let Err(e) = unpacker.finish() {
             if !existed {
                 drop(lease);
                 let _ = images.remove(&id, true);
@@ -165,16 +182,17 @@ impl Client {
         blobs: &[Descriptor],
         lease: &mut Lease,
         progress: &dyn Progress,
+        done: &(dyn Fn(usize) + Sync),
     ) -> Result<bool> {
         let mut todo = Vec::new();
-        for b in blobs {
+        for (idx, b) in blobs.iter().enumerate() {
             let d =
                 Digest::parse(b.digest().as_ref()).map_err(|e| Error::Invalid(e.to_string()))?;
             lease.add(&d)?;
             if images.content().info(&d) == Some(b.size()) {
                 progress.finish(&d.hex()[..12], "Already exists");
             } else {
-                todo.push((d, b.size()));
+                todo.push((idx, d, b.size()));
             }
         }
         let next = AtomicUsize::new(0);
@@ -183,13 +201,18 @@ impl Client {
             for _ in 0..self.opts.parallel.max(1).min(todo.len()) {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((d, size)) = todo.get(i) else { break };
+                    let Some((idx, d, size)) = todo.get(i) else {
+                        break;
+                    };
                     if first_err.lock().map(|e| e.is_some()).unwrap_or(true) {
                         break;
                     }
-                    if let Err(e) = self.fetch_blob_retrying(images, r, d, *size, progress) {
-                        if let Ok(mut slot) = first_err.lock() {
-                            slot.get_or_insert(e);
+                    match self.fetch_blob_retrying(images, r, d, *size, progress) {
+                        Ok(()) => done(*idx),
+                        Err(e) => {
+                            if let Ok(mut slot) = first_err.lock() {
+                                slot.get_or_insert(e);
+                            }
                         }
                     }
                 });
