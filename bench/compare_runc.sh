@@ -41,6 +41,7 @@ case_ user-cwd-env '.process.user={"uid":1000,"gid":1000} | .process.cwd="/tmp" 
 case_ rlimit-nofile '.process.rlimits=[{"type":"RLIMIT_NOFILE","hard":1000,"soft":900}]' 'ulimit -n; ulimit -Hn'
 case_ no-new-privs '.process.noNewPrivileges=true' 'grep NoNewPrivs /proc/self/status'
 case_ exit-status '.' 'exit 42'
+case_ signals '.' 'grep -E "^Sig(Ign|Blk)" /proc/self/status'
 case_ devices '.' 'ls /dev | sort | tr "\n" " "'
 case_ mounts '.' 'cut -d" " -f2,3 /proc/mounts | grep -v "^/sys/fs/cgroup/" | sort | tr "\n" ";"'
 exit $fail

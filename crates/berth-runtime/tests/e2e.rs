@@ -18,6 +18,53 @@ fn pid_one_hostname_and_only_loopback() {
 }
 
 #[test]
+fn sigpipe_is_not_ignored_and_nothing_is_blocked() {
+    // the Rust runtime ignores SIGPIPE; the container's program must not inherit that
+    let ct = sh("grep -E '^Sig(Ign|Blk)' /proc/self/status");
+    let (code, out, err) = ct.run();
+    assert_eq!(code, 0, "{err}");
+    for l in out.lines() {
+        let mask =
+            u64::from_str_radix(l.split_whitespace().nth(1).expect("mask"), 16).expect("hex");
+        assert_eq!(mask & (1 << (libc::SIGPIPE - 1)), 0, "{out}");
+        if l.starts_with("SigBlk") {
+            assert_eq!(mask, 0, "{out}");
+        }
+    }
+}
+
+#[test]
+fn new_session_keyring_unless_asked_not_to() {
+    let mut ct = sh("true");
+    let other = format!("{}-nk", ct.id);
+    let script = format!(
+        "grep -c '_ses.{}: ' /proc/keys; grep -c '_ses.{other}: ' /proc/keys; true",
+        ct.id
+    );
+    ct.config["process"]["args"] = json!(["sh", "-c", script]);
+    ct.config["linux"]["maskedPaths"] = json!([]);
+    let (code, out, err) = ct.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out, "1\n0\n",
+        "the container should be in its own _ses.<id> keyring"
+    );
+    // the same bundle under another id, asked to keep the caller's keyring
+    let b = ct.bundle();
+    let o = ct.rt(&[
+        "run",
+        "--no-new-keyring",
+        "--bundle",
+        b.to_str().expect("utf8"),
+        &other,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // (the first container's keyring may linger until the kernel's key gc runs)
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().nth(1), Some("0"), "{out}");
+}
+
+#[test]
 fn exit_status_is_the_container_s() {
     let ct = sh("exit 42");
     assert_eq!(ct.run().0, 42);

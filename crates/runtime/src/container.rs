@@ -30,7 +30,7 @@ pub struct CreateOptions {
     pub preserve_fds: u32,
     /// chroot instead of pivot_root
     pub no_pivot: bool,
-    /// do not create a new session keyring (accepted; berth never creates one)
+    /// do not create a new session keyring (the default joins a new one, named `_ses.<id>`)
     pub no_new_keyring: bool,
     /// descriptors to use as the container's stdin, stdout, stderr
     pub stdio: Option<[RawFd; 3]>,
@@ -278,6 +278,11 @@ impl Runtime {
             cgroup_paths: &cg_paths,
             stdio: opts.stdio,
             cgroup_self_join: join.as_ref(),
+            keyring: if opts.no_new_keyring {
+                None
+            } else {
+                std::ffi::CString::new(format!("_ses.{id}")).ok()
+            },
         };
         let restore = NsRestore::prepare(pid_path.as_deref(), new_time, &bundle)?;
         let mut forked =

@@ -29,6 +29,8 @@ pub(crate) struct InitPlan<'a> {
     pub stdio: Option<[RawFd; 3]>,
     /// v1 `tasks` files the child writes "0" to itself (fast cgroup join)
     pub cgroup_self_join: Option<&'a berth_cgroups::JoinPlan>,
+    /// name of a new session keyring to join (None: keep the caller's)
+    pub keyring: Option<std::ffi::CString>,
 }
 
 /// Send one message over the sync socket.
@@ -167,6 +169,13 @@ fn init(plan: &InitPlan<'_>) -> Result<Infallible> {
             .map_err(|e| Error::sys("unshare cgroup namespace", e))?;
     }
     nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
+    if let Some(k) = &plan.keyring {
+        berth_sys::proc::join_session_keyring(k).map_err(|e| {
+            Error::Init(format!(
+                "join a new session keyring (use --no-new-keyring to keep the caller's): {e}"
+            ))
+        })?;
+    }
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(h).map_err(|e| Error::sys(format!("hostname: set {h:?}"), e))?;
     }
@@ -335,6 +344,10 @@ pub(crate) fn finish_and_exec(
             eprintln!("berth-runtime: {e}");
             berth_sys::proc::exit_now(1);
         }
+    }
+    if let Err(e) = berth_sys::proc::reset_signals_for_exec() {
+        eprintln!("berth-runtime: reset signals: {e}");
+        berth_sys::proc::exit_now(1);
     }
     let e = nix::unistd::execve(&program, &cargs, &cenv).err();
     let e = e.map(|e| e.to_string()).unwrap_or_default();

@@ -231,3 +231,34 @@ pub fn fork_into_cgroup(flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> i
         pid => Ok(Forked::Parent(pid as i32)),
     }
 }
+
+/// Restore SIGPIPE to its default action and unblock every signal, undoing what the
+/// Rust runtime (which ignores SIGPIPE) and the caller set, before exec'ing a program
+/// that expects a clean slate. Other inherited ignored signals are kept, as runc does.
+pub fn reset_signals_for_exec() -> io::Result<()> {
+    // SAFETY: setting SIG_DFL installs no handler code; the call only changes this
+    // process's disposition of SIGPIPE.
+    let r = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    if r == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    nix::sys::signal::SigSet::all()
+        .thread_unblock()
+        .map_err(io::Error::from)
+}
+
+/// Join a new session keyring named `name` (keyctl KEYCTL_JOIN_SESSION_KEYRING), so the
+/// container does not share the caller's keys. ENOSYS (no key support) is not an error.
+pub fn join_session_keyring(name: &std::ffi::CStr) -> io::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: the name pointer refers to a NUL-terminated string that outlives the call.
+    let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
+}
