@@ -71,12 +71,15 @@ impl Images {
     /// layout directory.
     pub fn load(&self, path: &Path, progress: &dyn Progress) -> Result<Vec<LoadedImage>> {
         if path.is_dir() {
-            let mut lease = self
-                .content
-                .lease(&format!("load-{}", std::process::id()), true)?;
+            let mut lease = self.content.lease(&crate::lease_id("load"), true)?;
             let mut ar = Archive::default();
-            self.ingest_dir(path, path, &mut ar, &mut lease, progress)?;
-            return self.finish_load(ar, lease);
+            return match self.ingest_dir(path, path, &mut ar, &mut lease, progress) {
+                Ok(()) => self.finish_load(ar, lease),
+                Err(e) => {
+                    self.discard(&ar, lease)?;
+                    Err(e)
+                }
+            };
         }
         let f = File::open(path).map_err(crate::io_err("open", path))?;
         self.load_reader(f, progress)
@@ -84,10 +87,24 @@ impl Images {
 
     /// Loads an archive from a stream.
     pub fn load_reader(&self, r: impl Read, progress: &dyn Progress) -> Result<Vec<LoadedImage>> {
-        let mut lease = self
-            .content
-            .lease(&format!("load-{}", std::process::id()), true)?;
+        let mut lease = self.content.lease(&crate::lease_id("load"), true)?;
         let mut ar = Archive::default();
+        match self.ingest_tar(r, &mut ar, &mut lease, progress) {
+            Ok(()) => self.finish_load(ar, lease),
+            Err(e) => {
+                self.discard(&ar, lease)?;
+                Err(e)
+            }
+        }
+    }
+
+    fn ingest_tar(
+        &self,
+        r: impl Read,
+        ar: &mut Archive,
+        lease: &mut Lease,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let plain =
             decompress(r).map_err(|e| Error::Invalid(format!("cannot read archive: {e}")))?;
         let mut tar = tar::Archive::new(plain);
@@ -98,7 +115,7 @@ impl Images {
             match e.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let size = e.header().size().map_err(bad)?;
-                    self.ingest_one(&path, &mut e, size, &mut ar, &mut lease, progress)?;
+                    self.ingest_one(&path, &mut e, size, ar, lease, progress)?;
                 }
                 tar::EntryType::Symlink => {
                     let target = e.link_name().map_err(bad)?.unwrap_or_default();
@@ -111,7 +128,19 @@ impl Images {
                 _ => {}
             }
         }
-        self.finish_load(ar, lease)
+        Ok(())
+    }
+
+    /// Releases the load's lease and deletes the blobs it brought that no image uses
+    /// and no other live lease holds (archive metadata, or everything after a failure).
+    fn discard(&self, ar: &Archive, lease: Lease) -> Result<()> {
+        drop(lease);
+        let mut keep = self.roots(&self.meta.read()?)?.0;
+        keep.extend(self.content.leased()?);
+        for d in ar.fresh.iter().filter(|d| !keep.contains(*d)) {
+            let _ = self.content.delete(d);
+        }
+        Ok(())
     }
 
     fn ingest_dir(
@@ -186,12 +215,7 @@ impl Images {
                     .into(),
             ))
         };
-        // Blobs that only carried archive metadata (or belong to a failed load) go.
-        let keep = self.roots(&self.meta.read()?)?.0;
-        for d in ar.fresh.iter().filter(|d| !keep.contains(*d)) {
-            let _ = self.content.delete(d);
-        }
-        drop(lease);
+        self.discard(&ar, lease)?;
         result
     }
 

@@ -24,9 +24,7 @@ impl Images {
         for c in changes {
             parse_change(c, &mut cfg)?;
         }
-        let mut lease = self
-            .content
-            .lease(&format!("import-{}", std::process::id()), true)?;
+        let mut lease = self.content.lease(&crate::lease_id("import"), true)?;
         let mut plain = decompress(r)
             .map_err(|e| Error::Invalid(format!("cannot read the import tarball: {e}")))?;
         let mut w = self.content.writer(None, None)?;

@@ -108,6 +108,13 @@ pub(crate) fn json_err(what: impl Into<String>) -> impl FnOnce(serde_json::Error
     move |source| Error::Json { what, source }
 }
 
+/// A lease id unique to this process and call: `<what>-<pid>-<n>`.
+pub(crate) fn lease_id(what: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{what}-{}-{n}", std::process::id())
+}
+
 pub(crate) fn parse_digest(s: &str) -> Result<Digest> {
     Digest::parse(s).map_err(|e| Error::Invalid(e.to_string()))
 }

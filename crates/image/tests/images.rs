@@ -320,6 +320,22 @@ fn corrupt_archives_are_refused_cleanly() {
         .load_reader(&b.into_inner().expect("tar")[..], &NoProgress)
         .expect_err("incomplete");
     assert!(e.to_string().contains("missing.tar"), "{e}");
+    // an archive cut in the middle of its second file: the first one must not stay
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, d) in [("c.json", cfg.to_vec()), ("layer.tar", busybox_rootfs())] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(d.len() as u64);
+        b.append_data(&mut h, p, &d[..]).expect("append");
+    }
+    let whole = b.into_inner().expect("tar");
+    let e = images
+        .load_reader(&whole[..whole.len() / 2], &NoProgress)
+        .expect_err("cut archive");
+    assert!(e.to_string().contains("truncated"), "{e}");
+    assert!(
+        images.content().list().expect("blobs").is_empty(),
+        "the complete first file was discarded"
+    );
     // a truncated archive
     let full = busybox_rootfs();
     let e = images
