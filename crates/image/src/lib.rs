@@ -17,6 +17,11 @@
 //! images.remove_container("c0ffee")?;
 //! # Ok::<(), berth_image::Error>(())
 //! ```
+//!
+//! Logging (`tracing`): `warn` when input is neutralized rather than refused (device
+//! nodes skipped, xattrs dropped, a blob download restarted); `info` for choices made
+//! on the user's behalf (the snapshotter); `debug` for garbage-collection counts.
+//! Entry names from layers are logged at most once per entry and never at `info`.
 
 pub mod apply;
 mod archive;
