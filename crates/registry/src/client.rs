@@ -269,6 +269,17 @@ impl Client {
     }
 }
 
+/// Adds the Authorization header when there is one.
+pub(crate) fn with_auth<B>(
+    req: ureq::RequestBuilder<B>,
+    auth: Option<&str>,
+) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => req.header("Authorization", a),
+        None => req,
+    }
+}
+
 /// Turns a non-success response into an error carrying the registry's message.
 pub(crate) fn status_error(url: &str, resp: &mut Response<Body>) -> Error {
     let status = resp.status().as_u16();

@@ -1,12 +1,12 @@
 //! `pull`: manifest (following an index to linux/amd64), then missing blobs in
 //! parallel, each verified by the content store, then unpack.
 
-use crate::client::{status_error, Client};
+use crate::client::{status_error, with_auth, Client};
 use crate::{Error, Result};
 use berth_content::{Digest, Lease, Progress, ProgressReader};
 use berth_image::manifest::{self, Parsed};
 use berth_image::{Images, Reference};
-use oci_spec::image::Descriptor;
+use oci_spec::image::{Descriptor, ImageManifest};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -56,31 +56,7 @@ impl Client {
         mut lease: Lease,
         progress: &dyn Progress,
     ) -> Result<Pulled> {
-        let target = r
-            .digest
-            .clone()
-            .or_else(|| r.tag.clone())
-            .unwrap_or_else(|| "latest".into());
-        let top = self.fetch_manifest(images, &r, &target, &mut lease)?;
-        if let Some(want) = &r.digest {
-            if top.to_string() != *want {
-                return Err(Error::Invalid(format!(
-                    "registry served manifest {top} for {reference}; refusing it"
-                )));
-            }
-        }
-        let mut m = images.content().read(&top)?;
-        if let Parsed::Index(idx) = manifest::parse(&m, None)? {
-            let (os, arch) = manifest::host_platform();
-            let d = manifest::select_platform(&idx, os, arch)?;
-            let child = self.fetch_manifest(images, &r, d.digest().as_ref(), &mut lease)?;
-            m = images.content().read(&child)?;
-        }
-        let Parsed::Manifest(man) = manifest::parse(&m, None)? else {
-            return Err(Error::Invalid(format!(
-                "{reference}: an index points at another index"
-            )));
-        };
+        let (top, man) = self.fetch_image_manifest(images, reference, &r, &mut lease)?;
         // The config first: its diff ids let layers unpack as soon as they arrive.
         let cfg_new = self.fetch_blobs(
             images,
@@ -131,6 +107,43 @@ impl Client {
         })
     }
 
+    /// Fetches the manifest `r` names, following an index to the host platform.
+    /// Returns the digest of what the tag (or digest) points at, and the manifest.
+    fn fetch_image_manifest(
+        &self,
+        images: &Images,
+        reference: &str,
+        r: &Reference,
+        lease: &mut Lease,
+    ) -> Result<(Digest, ImageManifest)> {
+        let target = r
+            .digest
+            .clone()
+            .or_else(|| r.tag.clone())
+            .unwrap_or_else(|| "latest".into());
+        let top = self.fetch_manifest(images, r, &target, lease)?;
+        if let Some(want) = &r.digest {
+            if top.to_string() != *want {
+                return Err(Error::Invalid(format!(
+                    "registry served manifest {top} for {reference}; refusing it"
+                )));
+            }
+        }
+        let mut m = images.content().read(&top)?;
+        if let Parsed::Index(idx) = manifest::parse(&m, None)? {
+            let (os, arch) = manifest::host_platform();
+            let d = manifest::select_platform(&idx, os, arch)?;
+            let child = self.fetch_manifest(images, r, d.digest().as_ref(), lease)?;
+            m = images.content().read(&child)?;
+        }
+        match manifest::parse(&m, None)? {
+            Parsed::Manifest(man) => Ok((top, *man)),
+            Parsed::Index(_) => Err(Error::Invalid(format!(
+                "{reference}: an index points at another index"
+            ))),
+        }
+    }
+
     fn fetch_manifest(
         &self,
         images: &Images,
@@ -140,11 +153,7 @@ impl Client {
     ) -> Result<Digest> {
         let url = self.url(r, &format!("manifests/{target}"));
         let mut resp = self.send(r, "pull", &url, &|auth| {
-            let mut req = self.agent.get(&url).header("Accept", ACCEPT);
-            if let Some(a) = auth {
-                req = req.header("Authorization", a);
-            }
-            req.call()
+            with_auth(self.agent.get(&url).header("Accept", ACCEPT), auth).call()
         })?;
         if resp.status() == 404 {
             return Err(Error::NotFound(format!("{}:{target}", r.repository())));
@@ -256,11 +265,7 @@ impl Client {
     ) -> Result<()> {
         let url = self.url(r, &format!("blobs/{d}"));
         let resp = self.send(r, "pull", &url, &|auth| {
-            let mut req = self.agent.get(&url);
-            if let Some(a) = auth {
-                req = req.header("Authorization", a);
-            }
-            req.call()
+            with_auth(self.agent.get(&url), auth).call()
         })?;
         let mut resp = resp;
         if resp.status() == 404 {

@@ -1,7 +1,7 @@
 //! `push`: blobs in parallel (skipping ones the registry has, mounting ones another
 //! repository of the same registry has), then the manifest.
 
-use crate::client::{status_error, Client};
+use crate::client::{status_error, with_auth, Client};
 use crate::{Error, Result};
 use berth_content::{Digest, Progress, ProgressReader};
 use berth_image::{Images, Reference};
@@ -49,14 +49,11 @@ impl Client {
         let body = images.content().read(&mdigest)?;
         let url = self.url(&r, &format!("manifests/{tag}"));
         let mut resp = self.send(&r, "pull,push", &url, &|auth| {
-            let mut req = self
+            let req = self
                 .agent
                 .put(&url)
                 .header("Content-Type", &img.record.media_type);
-            if let Some(a) = auth {
-                req = req.header("Authorization", a);
-            }
-            req.send(&body[..])
+            with_auth(req, auth).send(&body[..])
         })?;
         if !resp.status().is_success() {
             return Err(status_error(&url, &mut resp));
@@ -107,11 +104,7 @@ impl Client {
         let label = &d.hex()[..12];
         let head = self.url(r, &format!("blobs/{d}"));
         let resp = self.send(r, "pull,push", &head, &|auth| {
-            let mut req = self.agent.head(&head);
-            if let Some(a) = auth {
-                req = req.header("Authorization", a);
-            }
-            req.call()
+            with_auth(self.agent.head(&head), auth).call()
         })?;
         if resp.status().is_success() {
             progress.finish(label, "Layer already exists");
@@ -120,24 +113,44 @@ impl Client {
         for from in mounts {
             let url = self.url(r, &format!("blobs/uploads/?mount={d}&from={from}"));
             let resp = self.send(r, "pull,push", &url, &|auth| {
-                let mut req = self.agent.post(&url);
-                if let Some(a) = auth {
-                    req = req.header("Authorization", a);
-                }
-                req.send_empty()
+                with_auth(self.agent.post(&url), auth).send_empty()
             })?;
             if resp.status() == 201 {
                 progress.finish(label, &format!("Mounted from {from}"));
                 return Ok(());
             }
         }
+        let put = self.start_upload(r, d)?;
+        progress.start(label, Some(size));
+        let f = images.content().open_blob(d)?;
+        let mut reader = ProgressReader::new(
+            std::io::BufReader::with_capacity(1 << 20, f),
+            label,
+            progress,
+        );
+        let req = self
+            .agent
+            .put(&put)
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", size.to_string());
+        let mut resp = with_auth(req, self.auth_for(r).as_deref())
+            .send(ureq::SendBody::from_reader(&mut reader))
+            .map_err(|e| Error::Http {
+                url: put.clone(),
+                source: e,
+            })?;
+        if resp.status() != 201 {
+            return Err(status_error(&put, &mut resp));
+        }
+        progress.finish(label, "Pushed");
+        Ok(())
+    }
+
+    /// Opens an upload session; returns the URL to `PUT` the blob `d` to.
+    fn start_upload(&self, r: &Reference, d: &Digest) -> Result<String> {
         let start = self.url(r, "blobs/uploads/");
         let mut resp = self.send(r, "pull,push", &start, &|auth| {
-            let mut req = self.agent.post(&start);
-            if let Some(a) = auth {
-                req = req.header("Authorization", a);
-            }
-            req.send_empty()
+            with_auth(self.agent.post(&start), auth).send_empty()
         })?;
         if resp.status() != 202 {
             return Err(status_error(&start, &mut resp));
@@ -157,36 +170,9 @@ impl Client {
         } else {
             loc.to_string()
         };
-        let put = format!(
+        Ok(format!(
             "{loc}{}digest={d}",
             if loc.contains('?') { '&' } else { '?' }
-        );
-        progress.start(label, Some(size));
-        let auth = self.auth_for(r);
-        let f = images.content().open_blob(d)?;
-        let mut reader = ProgressReader::new(
-            std::io::BufReader::with_capacity(1 << 20, f),
-            label,
-            progress,
-        );
-        let mut req = self
-            .agent
-            .put(&put)
-            .header("Content-Type", "application/octet-stream")
-            .header("Content-Length", size.to_string());
-        if let Some(a) = auth {
-            req = req.header("Authorization", a);
-        }
-        let mut resp = req
-            .send(ureq::SendBody::from_reader(&mut reader))
-            .map_err(|e| Error::Http {
-                url: put.clone(),
-                source: e,
-            })?;
-        if resp.status() != 201 {
-            return Err(status_error(&put, &mut resp));
-        }
-        progress.finish(label, "Pushed");
-        Ok(())
+        ))
     }
 }
