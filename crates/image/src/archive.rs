@@ -314,46 +314,9 @@ impl Images {
         let (mut docker_manifest, mut index) = (Vec::new(), Vec::new());
         for (id, refs) in &by_id {
             let img = self.resolve(id)?;
-            let cfg = parse_digest(&img.record.config)?;
-            let cfg_path = format!("blobs/sha256/{}", cfg.hex());
-            self.append_blob(&mut tar, &mut written, &cfg_path, &cfg, progress)?;
-            let mut layer_paths = Vec::new();
-            let mut layer_descs = Vec::new();
-            for (l, diff) in img.manifest.layers().iter().zip(img.diff_ids()) {
-                let diff = parse_digest(diff)?;
-                let p = format!("blobs/sha256/{}", diff.hex());
-                let size = self.append_layer(
-                    &mut tar,
-                    &mut written,
-                    &p,
-                    &parse_digest(l.digest().as_ref())?,
-                    &diff,
-                    progress,
-                )?;
-                layer_paths.push(p);
-                layer_descs.push(json!({"mediaType": manifest::OCI_LAYER, "digest": diff.to_string(), "size": size}));
-            }
-            let m = json!({"schemaVersion": 2, "mediaType": manifest::OCI_MANIFEST,
-                "config": {"mediaType": manifest::OCI_CONFIG, "digest": cfg.to_string(), "size": img.manifest.config().size()},
-                "layers": layer_descs});
-            let mbytes = serde_json::to_vec(&m).map_err(crate::json_err("manifest"))?;
-            let md = Digest::of(&mbytes);
-            append_bytes(
-                &mut tar,
-                &mut written,
-                &format!("blobs/sha256/{}", md.hex()),
-                &mbytes,
-            )?;
-            let tags: Vec<String> = refs.iter().map(Reference::familiar).collect();
-            docker_manifest
-                .push(json!({"Config": cfg_path, "RepoTags": tags, "Layers": layer_paths}));
-            let desc = |ann: Value| json!({"mediaType": manifest::OCI_MANIFEST, "digest": md.to_string(), "size": mbytes.len(), "annotations": ann});
-            if refs.is_empty() {
-                index.push(desc(json!({})));
-            }
-            for r in refs {
-                index.push(desc(json!({"io.containerd.image.name": r.to_string(), "org.opencontainers.image.ref.name": r.tag.clone().unwrap_or_default()})));
-            }
+            let (entry, descs) = self.save_one(&mut tar, &mut written, &img, refs, progress)?;
+            docker_manifest.push(entry);
+            index.extend(descs);
         }
         let js = |v: Value| serde_json::to_vec(&v).map_err(crate::json_err("archive metadata"));
         append_bytes(
@@ -377,6 +340,49 @@ impl Images {
         tar.into_inner()
             .and_then(|mut w| w.flush())
             .map_err(|e| Error::Invalid(format!("cannot write archive: {e}")))
+    }
+
+    /// Writes one image's blobs; returns its `manifest.json` entry and its
+    /// `index.json` descriptors.
+    fn save_one<W: Write>(
+        &self,
+        tar: &mut tar::Builder<W>,
+        written: &mut BTreeSet<String>,
+        img: &crate::Image,
+        refs: &[Reference],
+        progress: &dyn Progress,
+    ) -> Result<(Value, Vec<Value>)> {
+        let cfg = parse_digest(&img.record.config)?;
+        let cfg_path = format!("blobs/sha256/{}", cfg.hex());
+        self.append_blob(tar, written, &cfg_path, &cfg, progress)?;
+        let (mut layer_paths, mut layer_descs) = (Vec::new(), Vec::new());
+        for (l, diff) in img.manifest.layers().iter().zip(img.diff_ids()) {
+            let diff = parse_digest(diff)?;
+            let p = format!("blobs/sha256/{}", diff.hex());
+            let blob = parse_digest(l.digest().as_ref())?;
+            let size = self.append_layer(tar, written, &p, &blob, &diff, progress)?;
+            layer_paths.push(p);
+            layer_descs.push(
+                json!({"mediaType": manifest::OCI_LAYER, "digest": diff.to_string(), "size": size}),
+            );
+        }
+        let m = json!({"schemaVersion": 2, "mediaType": manifest::OCI_MANIFEST,
+            "config": {"mediaType": manifest::OCI_CONFIG, "digest": cfg.to_string(), "size": img.manifest.config().size()},
+            "layers": layer_descs});
+        let mbytes = serde_json::to_vec(&m).map_err(crate::json_err("manifest"))?;
+        let md = Digest::of(&mbytes);
+        append_bytes(tar, written, &format!("blobs/sha256/{}", md.hex()), &mbytes)?;
+        let tags: Vec<String> = refs.iter().map(Reference::familiar).collect();
+        let entry = json!({"Config": cfg_path, "RepoTags": tags, "Layers": layer_paths});
+        let desc = |ann: Value| json!({"mediaType": manifest::OCI_MANIFEST, "digest": md.to_string(), "size": mbytes.len(), "annotations": ann});
+        let mut descs: Vec<Value> = refs
+            .iter()
+            .map(|r| desc(json!({"io.containerd.image.name": r.to_string(), "org.opencontainers.image.ref.name": r.tag.clone().unwrap_or_default()})))
+            .collect();
+        if descs.is_empty() {
+            descs.push(desc(json!({})));
+        }
+        Ok((entry, descs))
     }
 
     fn append_blob<W: Write>(
