@@ -184,12 +184,19 @@ impl Images {
         Ok((victims, st.bytes))
     }
 
-    /// Deletes blobs and layer snapshots no image or container needs. Returns what the
+    /// Deletes blobs and layer snapshots no image, container or live lease needs. Returns what the
     /// content store freed (snapshot bytes included in `bytes`).
     pub fn gc(&self) -> Result<GcStats> {
         let db = self.meta.read()?;
         let (roots, chains) = self.roots(&db)?;
         let mut st = self.content.gc(&roots)?;
+        // In-flight pulls lease the chain ids they are about to register.
+        let leased: BTreeSet<String> = self
+            .content
+            .leased()?
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
         loop {
             let infos = self.snapshotter.list()?;
             let parents: BTreeSet<String> = infos.iter().filter_map(|i| i.parent.clone()).collect();
@@ -198,6 +205,7 @@ impl Images {
                 let stale_extract = i.key.starts_with("extract-") && !extract_alive(&i.key);
                 let unused_layer = i.kind == Kind::Committed
                     && !chains.contains(&i.key)
+                    && !leased.contains(&i.key)
                     && !parents.contains(&i.key);
                 if (stale_extract || unused_layer) && !parents.contains(&i.key) {
                     st.bytes += self.snapshotter.usage(&i.key).map(|u| u.size).unwrap_or(0);

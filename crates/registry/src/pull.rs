@@ -72,6 +72,10 @@ impl Client {
             serde_json::from_slice(&images.content().read(&cfg_digest)?).map_err(|e| {
                 Error::Invalid(format!("image config {cfg_digest} is not valid: {e}"))
             })?;
+        for c in manifest::chain_ids(cfg.rootfs().diff_ids()) {
+            // Keeps a concurrent gc off layers committed before the image is registered.
+            lease.add(&Digest::parse(&c).map_err(|e| Error::Invalid(e.to_string()))?)?;
+        }
         let unpacker = images.unpacker(man.layers().clone(), cfg.rootfs().diff_ids().clone())?;
         let layers_new =
             self.fetch_blobs(images, &r, man.layers(), &mut lease, progress, &|i| {
