@@ -1,6 +1,7 @@
 //! `berth`: the command line. For now the image commands and `system df`, calling the
 //! image library directly; they move behind the engine API once the daemon exists.
 
+mod container;
 mod format;
 mod image;
 mod progress;
@@ -62,6 +63,28 @@ enum Cmd {
     Login(registry::LoginArgs),
     /// Log out from a registry
     Logout(registry::LogoutArgs),
+    /// Manage containers
+    Container {
+        #[command(subcommand)]
+        cmd: container::ContainerCmd,
+    },
+    /// Create and run a new container from an image
+    Run(container::RunArgs),
+    /// List containers
+    Ps(container::PsArgs),
+    /// Remove one or more containers
+    Rm(container::RmArgs),
+    /// Fetch the logs of a container
+    Logs(container::LogsArgs),
+    /// Execute a command in a running container
+    Exec(container::ExecArgs),
+    /// Stop one or more running containers
+    Stop(container::StopArgs),
+    /// Kill one or more running containers
+    Kill(container::KillArgs),
+    /// The per-container supervisor (internal)
+    #[command(hide = true)]
+    ContainerShim(container::ShimArgs),
 }
 
 #[derive(Subcommand)]
@@ -93,6 +116,15 @@ fn main() {
         Cmd::Push(a) => registry::push(&cli.data_root, &a),
         Cmd::Login(a) => registry::login(&a),
         Cmd::Logout(a) => registry::logout(&a),
+        Cmd::Container { cmd } => container::run(&cli.data_root, cmd),
+        Cmd::Run(a) => container::run(&cli.data_root, container::ContainerCmd::Run(a)),
+        Cmd::Ps(a) => container::run(&cli.data_root, container::ContainerCmd::Ls(a)),
+        Cmd::Rm(a) => container::run(&cli.data_root, container::ContainerCmd::Rm(a)),
+        Cmd::Logs(a) => container::run(&cli.data_root, container::ContainerCmd::Logs(a)),
+        Cmd::Exec(a) => container::run(&cli.data_root, container::ContainerCmd::Exec(a)),
+        Cmd::Stop(a) => container::run(&cli.data_root, container::ContainerCmd::Stop(a)),
+        Cmd::Kill(a) => container::run(&cli.data_root, container::ContainerCmd::Kill(a)),
+        Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");

@@ -1,0 +1,464 @@
+//! `berth container …` and the short forms (`run`, `ps`, `rm`, `logs`, `exec`,
+//! `stop`, `kill`), calling the engine library directly until the daemon exists.
+//! Exit codes follow docker: the container's own status for `run`/`exec`, 125 when
+//! the engine fails, 126/127 when the command cannot be run or found, 1 for the
+//! other commands' failures.
+
+use crate::format::{human_since, table};
+use berth_engine::{Attach, CreateOptions, Engine, ExecOptions, State, Summary};
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the runtime keeps container state (`BERTH_RUNTIME_ROOT` overrides it).
+const DEFAULT_RUNTIME_ROOT: &str = "/run/berth/runtime";
+
+#[derive(Subcommand)]
+pub enum ContainerCmd {
+    /// Create and run a new container from an image
+    Run(RunArgs),
+    /// List containers
+    #[command(visible_alias = "ps", visible_alias = "list")]
+    Ls(PsArgs),
+    /// Remove one or more containers
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+    /// Fetch the logs of a container
+    Logs(LogsArgs),
+    /// Execute a command in a running container
+    Exec(ExecArgs),
+    /// Stop one or more running containers
+    Stop(StopArgs),
+    /// Kill one or more running containers
+    Kill(KillArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run container in background and print container ID
+    #[arg(short, long)]
+    detach: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    tty: bool,
+    /// Keep STDIN open even if not attached
+    #[arg(short, long)]
+    interactive: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Automatically remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Set environment variables
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Container host name
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Memory limit (e.g. 64m, 1g)
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Tune container pids limit (-1 for unlimited)
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Connect a container to a network: none (a private loopback, the default
+    /// until bridge networking exists) or host
+    #[arg(long, alias = "net", default_value = "none")]
+    network: String,
+    /// Mount the container's root filesystem as read only
+    #[arg(long)]
+    read_only: bool,
+    /// Bind mount a volume (/host:/container[:ro])
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// The image to run
+    image: String,
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    all: bool,
+    /// Only display container IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short, long)]
+    follow: bool,
+    /// Show timestamps
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Number of lines to show from the end of the logs ("all" for every line)
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    container: String,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    tty: bool,
+    /// Keep STDIN open even if not attached
+    #[arg(short, long)]
+    interactive: bool,
+    /// Set environment variables
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    workdir: Option<String>,
+    container: String,
+    /// The command and its arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    time: u64,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct KillArgs {
+    /// Signal to send to the container
+    #[arg(short, long, default_value = "KILL")]
+    signal: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// The hidden `container-shim` command: the per-container supervisor.
+#[derive(Args)]
+pub struct ShimArgs {
+    /// Descriptor on which to report start and exit
+    #[arg(long)]
+    status_fd: Option<i32>,
+    /// Copy the output to our stdout/stderr too
+    #[arg(long)]
+    attach: bool,
+    id: String,
+}
+
+fn runtime_root() -> PathBuf {
+    std::env::var_os("BERTH_RUNTIME_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNTIME_ROOT))
+}
+
+fn engine(data_root: &Path) -> Result<Engine, berth_engine::Error> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    Ok(Engine::new(data_root, runtime_root())?.with_shim(vec![
+        exe.into(),
+        "--data-root".into(),
+        data_root.into(),
+        "container-shim".into(),
+    ]))
+}
+
+/// Runs a container command and exits with docker's status for it.
+pub fn run(data_root: &Path, cmd: ContainerCmd) -> anyhow::Result<()> {
+    let is_run = matches!(cmd, ContainerCmd::Run(_));
+    let code = match engine(data_root).and_then(|e| dispatch(&e, cmd)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            if is_run || matches!(e.exit_code(), 126 | 127) {
+                e.exit_code()
+            } else {
+                1
+            }
+        }
+    };
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+/// The hidden shim command.
+pub fn shim(data_root: &Path, a: ShimArgs) -> anyhow::Result<()> {
+    let attach = if a.attach {
+        Attach::Attached
+    } else {
+        Attach::Detached
+    };
+    let code = engine(data_root)?.shim(&a.id, a.status_fd, attach);
+    std::process::exit(code)
+}
+
+fn dispatch(e: &Engine, cmd: ContainerCmd) -> Result<i32, berth_engine::Error> {
+    match cmd {
+        ContainerCmd::Run(a) => run_container(e, a),
+        ContainerCmd::Ls(a) => ps(e, &a),
+        ContainerCmd::Rm(a) => each(&a.containers, |c| e.remove(c, a.force)),
+        ContainerCmd::Logs(a) => logs(e, &a),
+        ContainerCmd::Exec(a) => e.exec(
+            &a.container,
+            &ExecOptions {
+                cmd: a.command,
+                tty: a.tty,
+                interactive: a.interactive,
+                env: a.env.iter().filter_map(|v| env_value(v)).collect(),
+                user: a.user,
+                workdir: a.workdir,
+            },
+        ),
+        ContainerCmd::Stop(a) => each(&a.containers, |c| {
+            e.stop(c, Duration::from_secs(a.time)).map(|_| ())
+        }),
+        ContainerCmd::Kill(a) => each(&a.containers, |c| e.kill(c, &a.signal).map(|_| ())),
+    }
+}
+
+/// Applies `f` to every container, printing each as typed; 1 if any failed.
+fn each(
+    what: &[String],
+    f: impl Fn(&str) -> Result<(), berth_engine::Error>,
+) -> Result<i32, berth_engine::Error> {
+    let mut code = 0;
+    for c in what {
+        match f(c) {
+            Ok(()) => println!("{c}"),
+            Err(err) => {
+                eprintln!("Error response from daemon: {err}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `-e KEY=VALUE` as is; `-e KEY` takes our value, or is dropped when unset.
+fn env_value(v: &str) -> Option<String> {
+    if v.contains('=') {
+        return Some(v.to_string());
+    }
+    std::env::var(v).ok().map(|val| format!("{v}={val}"))
+}
+
+/// Parses docker's memory sizes: bytes, or a number with b, k, m, g (powers of 1024).
+fn parse_memory(s: &str) -> Result<i64, berth_engine::Error> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').filter(|x| !x.is_empty()).unwrap_or(&t);
+    let (num, mul) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| {
+        berth_engine::Error::Invalid(format!(
+            "invalid memory size {s:?}: use a number with an optional unit (b, k, m, g), e.g. 64m"
+        ))
+    })?;
+    let bytes = (n * mul as f64) as i64;
+    if bytes < 6 << 20 {
+        return Err(berth_engine::Error::Invalid(format!(
+            "--memory {s}: the minimum memory limit allowed is 6MB"
+        )));
+    }
+    Ok(bytes)
+}
+
+fn run_container(e: &Engine, a: RunArgs) -> Result<i32, berth_engine::Error> {
+    let opts = CreateOptions {
+        image: a.image,
+        name: a.name,
+        cmd: a.command,
+        entrypoint: a.entrypoint,
+        env: a.env.iter().filter_map(|v| env_value(v)).collect(),
+        workdir: a.workdir,
+        user: a.user,
+        hostname: a.hostname,
+        memory: a.memory.as_deref().map(parse_memory).transpose()?,
+        pids_limit: a.pids_limit,
+        network: a.network.parse()?,
+        read_only: a.read_only,
+        binds: a
+            .volume
+            .iter()
+            .map(|v| v.parse())
+            .collect::<Result<_, _>>()?,
+        auto_remove: a.rm,
+        tty: a.tty,
+        interactive: a.interactive,
+    };
+    let id = e.create(&opts)?;
+    if a.detach {
+        e.start(&id, false)?;
+        println!("{id}");
+        return Ok(0);
+    }
+    if a.tty {
+        return e.run_tty(&id);
+    }
+    e.start(&id, true)
+}
+
+fn ps(e: &Engine, a: &PsArgs) -> Result<i32, berth_engine::Error> {
+    let list = e.list(a.all)?;
+    if a.quiet {
+        for c in &list {
+            println!("{}", short_id(&c.record.id, a.no_trunc));
+        }
+        return Ok(0);
+    }
+    let mut rows = vec![[
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for c in &list {
+        rows.push(vec![
+            short_id(&c.record.id, a.no_trunc),
+            c.record.options.image.clone(),
+            command_column(c, a.no_trunc),
+            human_since(Some(&c.record.created)),
+            status_column(c),
+            String::new(),
+            c.record.name.clone(),
+        ]);
+    }
+    print!("{}", table(&rows));
+    Ok(0)
+}
+
+fn short_id(id: &str, no_trunc: bool) -> String {
+    if no_trunc {
+        id.to_string()
+    } else {
+        id.chars().take(12).collect()
+    }
+}
+
+/// docker's COMMAND column: the command line cut to 20 characters, then quoted.
+fn command_column(c: &Summary, no_trunc: bool) -> String {
+    let mut s = std::iter::once(c.record.path.as_str())
+        .chain(c.record.args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !no_trunc && s.chars().count() > 20 {
+        s = s.chars().take(19).collect::<String>() + "…";
+    }
+    format!("{s:?}")
+}
+
+fn status_column(c: &Summary) -> String {
+    let since = |t: Option<&str>| human_since(t).trim_end_matches(" ago").to_string();
+    match c.state {
+        State::Created => "Created".into(),
+        State::Running => format!("Up {}", since(c.record.started_at.as_deref())),
+        State::Exited(code) => format!(
+            "Exited ({code}) {}",
+            human_since(c.exit.as_ref().map(|x| x.finished_at.as_str()))
+        ),
+        State::Dead => "Dead".into(),
+    }
+}
+
+fn logs(e: &Engine, a: &LogsArgs) -> Result<i32, berth_engine::Error> {
+    use std::io::Write;
+    let id = e.resolve(&a.container)?;
+    let path = e.log_path(&id);
+    let tail: Option<usize> = match a.tail.as_str() {
+        "all" | "-1" => None,
+        n => Some(n.parse().map_err(|_| {
+            berth_engine::Error::Invalid(format!("--tail {n:?}: use a number of lines or \"all\""))
+        })?),
+    };
+    let mut seen = 0;
+    loop {
+        let entries = berth_engine::logs::read(&path)?;
+        let start = if seen == 0 {
+            tail.map(|n| entries.len().saturating_sub(n)).unwrap_or(0)
+        } else {
+            seen
+        };
+        for en in entries.iter().skip(start) {
+            let line = if a.timestamps {
+                format!("{} {}", en.time, en.log)
+            } else {
+                en.log.clone()
+            };
+            let _ = if en.stream == "stderr" {
+                std::io::stderr().write_all(line.as_bytes())
+            } else {
+                std::io::stdout().write_all(line.as_bytes())
+            };
+        }
+        let _ = std::io::stdout().flush();
+        seen = entries.len().max(start);
+        if !a.follow {
+            return Ok(0);
+        }
+        match e.inspect(&id) {
+            Ok(s) if s.state == State::Running => std::thread::sleep(Duration::from_millis(100)),
+            _ => {
+                // one last read for what came before the exit
+                if berth_engine::logs::read(&path)?.len() == seen {
+                    return Ok(0);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("64m").expect("64m"), 64 << 20);
+        assert_eq!(parse_memory("1g").expect("1g"), 1 << 30);
+        assert_eq!(parse_memory("1.5g").expect("1.5g"), 3 << 29);
+        assert_eq!(parse_memory("10485760").expect("bytes"), 10 << 20);
+        assert!(parse_memory("1k").is_err());
+        assert!(parse_memory("lots").is_err());
+    }
+}

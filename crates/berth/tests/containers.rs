@@ -1,0 +1,394 @@
+//! Containers end to end through the `berth` binary, on a busybox image imported into
+//! a temporary data root, with a temporary runtime root: run (--rm, -d, -ti), ps,
+//! logs, exec, stop, rm, exit codes. Needs root (mounts, namespaces, cgroups) and
+//! Debian's busybox-static; the -ti test needs `script` (bsdutils).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// A temporary data root and runtime root with someapp:1.0 imported. Dropping it
+/// force-removes every container and unmounts whatever is left under it.
+struct Berth {
+    root: tempfile::TempDir,
+}
+
+impl Berth {
+    fn new() -> Self {
+        assert!(
+            is_root(),
+            "the container tests mount, clone namespaces and create cgroups: run them as root"
+        );
+        let root = tempfile::Builder::new()
+            .prefix("berth-test-containers-")
+            .tempdir()
+            .expect("tempdir");
+        let b = Berth { root };
+        let tar = rootfs_tar(b.root.path());
+        b.ok(&[
+            "image",
+            "import",
+            "-c",
+            "CMD [\"sh\"]",
+            tar.to_str().expect("utf-8 path"),
+            "someapp:1.0",
+        ]);
+        b
+    }
+
+    fn data_root(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.arg("--data-root")
+            .arg(self.data_root())
+            .env("BERTH_RUNTIME_ROOT", self.root.path().join("runtime"))
+            .env_remove("BERTH_DATA_ROOT");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run berth")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Mounts whose path lies under our temporary root.
+    fn mounts(&self) -> Vec<String> {
+        let root = self.root.path().to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(String::from))
+            .filter(|m| m.starts_with(&root))
+            .collect()
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        if let Ok(out) = self.command().args(["ps", "-aq", "--no-trunc"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = self.command().args(["rm", "--force", id]).output();
+            }
+        }
+        for m in self.mounts().into_iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A busybox-static rootfs (every applet linked, passwd and group) as a tar.
+fn rootfs_tar(dir: &Path) -> PathBuf {
+    let bb = Path::new("/bin/busybox");
+    assert!(
+        bb.exists(),
+        "the container tests need busybox-static: apt-get install -y busybox-static"
+    );
+    let fs = dir.join("rootfs");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
+        std::fs::create_dir_all(fs.join(d)).expect("mkdir");
+    }
+    std::fs::copy(bb, fs.join("bin/busybox")).expect("copy busybox");
+    let list = Command::new(bb)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", fs.join("bin").join(applet));
+        }
+    }
+    std::fs::write(
+        fs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .expect("passwd");
+    std::fs::write(fs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("group");
+    let tar = dir.join("rootfs.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&fs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(st.success(), "tar failed");
+    tar
+}
+
+/// Polls `f` until it holds; panics with `what` after a generous deadline (this
+/// is a liveness bound, not a timing assertion).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) {
+                out.push(format!("{}: {c}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
+}
+
+/// Cgroup directories named after container `id`.
+fn cgroups_of(id: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut bases = vec![PathBuf::from("/sys/fs/cgroup/berth")];
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        bases.extend(rd.flatten().map(|e| e.path().join("berth")));
+    }
+    for b in bases {
+        let p = b.join(id);
+        if p.exists() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn run_rm_echo_prints_and_leaves_nothing() {
+    let b = Berth::new();
+    let out = b.run(&["run", "--rm", "someapp:1.0", "echo", "hi"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "hi\n");
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    assert_eq!(b.mounts(), Vec::<String>::new());
+}
+
+#[test]
+fn detached_named_container_ps_logs_exec_rm_force() {
+    let b = Berth::new();
+    let id = b
+        .ok(&[
+            "container",
+            "run",
+            "--detach",
+            "--name",
+            "X",
+            "someapp:1.0",
+            "sh",
+            "-c",
+            "echo to-stdout; echo to-stderr >&2; exec sleep 100201",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "run -d prints the full id: {id:?}");
+    let ps = b.ok(&["ps"]);
+    let lines: Vec<&str> = ps.lines().collect();
+    assert!(lines[0].starts_with("CONTAINER ID"), "{ps}");
+    for col in ["IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"] {
+        assert!(lines[0].contains(col), "{ps}");
+    }
+    let row = lines.iter().find(|l| l.ends_with(" X")).expect("row for X");
+    assert!(row.starts_with(&id[..12]) && row.contains("someapp:1.0") && row.contains("Up "));
+    assert_eq!(b.ok(&["container", "ls", "-q"]).trim(), &id[..12]);
+
+    eventually("both log lines", || {
+        let o = b.run(&["logs", "X"]);
+        stdout(&o) == "to-stdout\n" && stderr(&o) == "to-stderr\n"
+    });
+    let log = std::fs::read_to_string(
+        b.data_root()
+            .join("containers")
+            .join(&id)
+            .join("logs")
+            .join(format!("{id}-json.log")),
+    )
+    .expect("json log");
+    let first: serde_json::Value =
+        serde_json::from_str(log.lines().next().expect("a line")).expect("json");
+    assert!(first["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(first["stream"] == "stdout" || first["stream"] == "stderr");
+
+    assert_eq!(b.ok(&["exec", "X", "hostname"]).trim(), &id[..12]);
+    let o = b.run(&["exec", "-e", "V=42", "X", "sh", "-c", "echo $V; exit 9"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(9), "42\n"));
+
+    let o = b.run(&["rm", "X"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("container is running"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = b.run(&["run", "-d", "--name", "X", "someapp:1.0", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("already in use"), "{}", stderr(&o));
+
+    assert_eq!(b.ok(&["container", "rm", "--force", "X"]).trim(), "X");
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    assert_eq!(b.mounts(), Vec::<String>::new());
+    assert_eq!(cgroups_of(&id), Vec::<PathBuf>::new());
+    assert_eq!(processes_with(&id), Vec::<String>::new());
+    assert_eq!(processes_with("sleep 100201"), Vec::<String>::new());
+    assert!(!b.data_root().join("containers").join(&id).exists());
+    let o = b.run(&["logs", "X"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn exit_status_passes_through() {
+    let b = Berth::new();
+    let o = b.run(&["run", "--rm", "someapp:1.0", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    let o = b.run(&["run", "--name", "kept", "someapp:1.0", "sh", "-c", "exit 3"]);
+    assert_eq!(o.status.code(), Some(3));
+    let ps = b.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (3)"), "{ps}");
+    assert_eq!(b.ok(&["ps"]).lines().count(), 1, "only the header");
+    b.ok(&["rm", "kept"]);
+}
+
+#[test]
+fn missing_command_is_127_and_not_executable_is_126() {
+    let b = Berth::new();
+    let o = b.run(&["run", "--rm", "someapp:1.0", "no-such-command"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    let o = b.run(&["run", "--rm", "someapp:1.0", "/etc/passwd"]);
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    let o = b.run(&["run", "--rm", "nosuchimage:1.0", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("berth pull"), "{}", stderr(&o));
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    assert_eq!(b.mounts(), Vec::<String>::new());
+}
+
+#[test]
+fn one_letter_name_and_bad_names() {
+    let b = Berth::new();
+    b.ok(&["run", "-d", "--name", "a", "someapp:1.0", "sleep", "100202"]);
+    assert!(b.ok(&["ps"]).contains(" a\n"));
+    let o = b.run(&["run", "--name", "_bad", "someapp:1.0", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    b.ok(&["rm", "-f", "a"]);
+}
+
+#[test]
+fn stop_sends_sigterm_then_sigkill() {
+    let b = Berth::new();
+    // pid 1 ignores SIGTERM without a handler: stop falls back to SIGKILL
+    b.ok(&["run", "-d", "--name", "s", "someapp:1.0", "sleep", "100203"]);
+    assert_eq!(b.ok(&["stop", "-t", "1", "s"]).trim(), "s");
+    let ps = b.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (137)"), "{ps}");
+    assert_eq!(processes_with("sleep 100203"), Vec::<String>::new());
+    // a shell that traps SIGTERM exits with its own status
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "t",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+    ]);
+    b.ok(&["stop", "t"]);
+    assert!(b.ok(&["ps", "-a"]).contains("Exited (42)"));
+    b.ok(&["rm", "s", "t"]);
+    assert_eq!(b.mounts(), Vec::<String>::new());
+}
+
+#[test]
+fn run_ti_sees_a_terminal() {
+    let b = Berth::new();
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("the -ti test needs script(1): apt-get install -y bsdutils");
+    }
+    let berth = format!(
+        "{} --data-root {}",
+        env!("CARGO_BIN_EXE_berth"),
+        b.data_root().display()
+    );
+    let o = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{berth} container run -ti --rm someapp:1.0 sh -c 'test -t 0 && test -t 1 && echo is-a-tty; exit 5'"
+        ))
+        .arg("/dev/null")
+        .env("BERTH_RUNTIME_ROOT", b.root.path().join("runtime"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    assert!(stdout(&o).contains("is-a-tty"), "{}", stdout(&o));
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn flags_reach_the_container() {
+    let b = Berth::new();
+    let host = b.root.path().join("shared");
+    std::fs::create_dir(&host).expect("mkdir");
+    std::fs::write(host.join("f"), "from-host").expect("write");
+    let vol = format!("{}:/mnt:ro", host.display());
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "A=1",
+        "-w",
+        "/tmp",
+        "-u",
+        "nobody",
+        "--hostname",
+        "h1",
+        "-v",
+        &vol,
+        "--read-only",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "50",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo $A $(pwd) $(id -u) $(hostname) $(cat /mnt/f); touch /x 2>/dev/null || echo ro; ip -o link | wc -l",
+    ]);
+    assert_eq!(out, "1 /tmp 65534 h1 from-host\nro\n1\n");
+}

@@ -1,0 +1,148 @@
+//! berth-engine: containers from images.
+//!
+//! The engine turns `run`-style options into a container: a record and an OCI bundle
+//! under `<data-root>/containers/<id>/`, the image's writable snapshot mounted at
+//! `rootfs/`, and a per-container supervisor (the *shim*) that runs the container
+//! through the runtime library, writes its output to a docker json-file log, reaps it
+//! and records its exit status. It knows nothing of HTTP or of the command line; for
+//! now the CLI calls it directly (there is no daemon yet).
+//!
+//! Process model: [`Engine::start`] spawns the shim (the caller's own binary, given
+//! with [`Engine::with_shim`]) which detaches with `setsid`; the shim calls
+//! [`Engine::shim`]. A foreground run with a terminal is supervised by the caller
+//! itself through [`Engine::run_tty`]. Both call the runtime's `create`, which forks:
+//! call them from a single-threaded process.
+//!
+//! ```no_run
+//! use berth_engine::{CreateOptions, Engine};
+//! let engine = Engine::new("/var/lib/berth", "/run/berth/runtime")?
+//!     .with_shim(vec!["/usr/bin/berth".into(), "container-shim".into()]);
+//! let id = engine.create(&CreateOptions {
+//!     image: "someapp:1.0".into(),
+//!     name: Some("X".into()),
+//!     ..Default::default()
+//! })?;
+//! engine.start(&id, false)?;
+//! for c in engine.list(true)? {
+//!     println!("{} {} {}", &c.record.id[..12], c.record.name, c.state);
+//! }
+//! engine.remove(&id, true)?;
+//! # Ok::<(), berth_engine::Error>(())
+//! ```
+
+mod create;
+pub mod error;
+mod exec;
+mod list;
+pub mod logs;
+pub mod names;
+pub mod record;
+mod remove;
+pub mod rootfs;
+mod shim;
+pub mod spec;
+pub mod user;
+
+pub use error::{Error, Result};
+pub use exec::ExecOptions;
+pub use list::{State, Summary};
+pub use record::{Bind, CreateOptions, ExitStatus, NetworkMode, Record};
+pub use shim::Attach;
+
+use berth_runtime::Runtime;
+use record::ContainerDir;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// The engine over one data root and one runtime state root.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    data_root: PathBuf,
+    containers: PathBuf,
+    runtime: Runtime,
+    shim: Vec<OsString>,
+}
+
+impl Engine {
+    /// The engine keeping containers under `<data_root>/containers` and runtime state
+    /// under `runtime_root`.
+    pub fn new(data_root: impl Into<PathBuf>, runtime_root: impl Into<PathBuf>) -> Result<Self> {
+        let data_root = data_root.into();
+        let containers = data_root.join("containers");
+        std::fs::create_dir_all(&containers)
+            .map_err(|e| Error::io("create directory", &containers, e))?;
+        Ok(Engine {
+            data_root,
+            containers,
+            runtime: Runtime::new(runtime_root),
+            shim: Vec::new(),
+        })
+    }
+
+    /// Sets the command that runs a shim: program and leading arguments; the engine
+    /// appends `--status-fd <n>` (when it waits for one) and the container id.
+    pub fn with_shim(mut self, argv: Vec<OsString>) -> Self {
+        self.shim = argv;
+        self
+    }
+
+    /// The data root.
+    pub fn data_root(&self) -> &Path {
+        &self.data_root
+    }
+
+    /// The runtime state root.
+    pub fn runtime_root(&self) -> &Path {
+        self.runtime.root()
+    }
+
+    pub(crate) fn dir(&self, id: &str) -> ContainerDir {
+        ContainerDir::new(&self.containers, id)
+    }
+
+    pub(crate) fn names(&self) -> names::Names {
+        names::Names::new(&self.containers)
+    }
+
+    /// The full id of the container named by `what`: a full id, a name, or a unique
+    /// id prefix (docker's order).
+    pub fn resolve(&self, what: &str) -> Result<String> {
+        if what.len() == 64 && self.dir(what).exists() {
+            return Ok(what.to_string());
+        }
+        if let Some(id) = self.names().lookup(what) {
+            if self.dir(&id).exists() {
+                return Ok(id);
+            }
+        }
+        if !what.is_empty() && what.chars().all(|c| c.is_ascii_hexdigit()) {
+            let matches: Vec<String> = self
+                .ids()?
+                .into_iter()
+                .filter(|id| id.starts_with(what))
+                .collect();
+            match matches.len() {
+                1 => return Ok(matches.into_iter().next().unwrap_or_default()),
+                0 => {}
+                _ => return Err(Error::Ambiguous(what.into())),
+            }
+        }
+        Err(Error::NotFound(what.into()))
+    }
+
+    /// Ids of every container.
+    pub(crate) fn ids(&self) -> Result<Vec<String>> {
+        let rd = std::fs::read_dir(&self.containers)
+            .map_err(|e| Error::io("read directory", &self.containers, e))?;
+        Ok(rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() == 64 && n.chars().all(|c| c.is_ascii_hexdigit()))
+            .collect())
+    }
+
+    /// The json-file log of container `id`.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir(id).log_path()
+    }
+}

@@ -1,0 +1,313 @@
+//! What the engine stores per container under `<data-root>/containers/<id>/`:
+//! `config.json` (the [`Record`]), `bundle/config.json` (the OCI spec), `rootfs/` (the
+//! mounted snapshot), `logs/<id>-json.log`, `exit.json` (the [`ExitStatus`], written
+//! by the supervisor) and `lock`.
+
+use crate::error::{Error, Result};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// How the container's network is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// a new network namespace with only loopback (the default until bridge
+    /// networking exists)
+    #[default]
+    None,
+    /// the host's network namespace
+    Host,
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(NetworkMode::None),
+            "host" => Ok(NetworkMode::Host),
+            "bridge" | "default" => Ok(NetworkMode::None),
+            other => Err(Error::Invalid(format!(
+                "--network {other:?}: only \"none\" and \"host\" are supported for now"
+            ))),
+        }
+    }
+}
+
+/// A bind mount from `-v /host:/ctr[:ro]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    /// host path (absolute)
+    pub source: PathBuf,
+    /// path in the container (absolute)
+    pub target: PathBuf,
+    /// mounted read-only
+    pub readonly: bool,
+}
+
+impl std::str::FromStr for Bind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let (src, dst, mode) = match parts.as_slice() {
+            [a, b] => (*a, *b, ""),
+            [a, b, m] => (*a, *b, *m),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "-v {s:?}: use /host/path:/container/path[:ro] (named volumes are not supported yet)"
+                )))
+            }
+        };
+        if !src.starts_with('/') || !dst.starts_with('/') {
+            return Err(Error::Invalid(format!(
+                "-v {s:?}: both paths must be absolute (named volumes are not supported yet)"
+            )));
+        }
+        let readonly = match mode {
+            "" | "rw" => false,
+            "ro" => true,
+            m => {
+                return Err(Error::Invalid(format!(
+                    "-v {s:?}: unknown mode {m:?}: use ro or rw"
+                )))
+            }
+        };
+        Ok(Bind {
+            source: src.into(),
+            target: dst.into(),
+            readonly,
+        })
+    }
+}
+
+/// What the user asked for on `run`/`create`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateOptions {
+    /// image reference as typed
+    pub image: String,
+    /// `--name`
+    pub name: Option<String>,
+    /// the command after the image (replaces the image's Cmd)
+    pub cmd: Vec<String>,
+    /// `--entrypoint` (an empty string clears the image's)
+    pub entrypoint: Option<String>,
+    /// `-e KEY=VALUE`
+    pub env: Vec<String>,
+    /// `-w`
+    pub workdir: Option<String>,
+    /// `-u user[:group]`
+    pub user: Option<String>,
+    /// `--hostname`
+    pub hostname: Option<String>,
+    /// `--memory` in bytes
+    pub memory: Option<i64>,
+    /// `--pids-limit`
+    pub pids_limit: Option<i64>,
+    /// `--network`
+    pub network: NetworkMode,
+    /// `--read-only`
+    pub read_only: bool,
+    /// `-v`
+    pub binds: Vec<Bind>,
+    /// `--rm`
+    pub auto_remove: bool,
+    /// `-t`
+    pub tty: bool,
+    /// `-i`
+    pub interactive: bool,
+}
+
+/// The engine's record of one container (`config.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// 64 hex digits
+    pub id: String,
+    /// unique name
+    pub name: String,
+    /// RFC 3339 creation time
+    pub created: String,
+    /// the program run (after entrypoint/cmd resolution)
+    pub path: String,
+    /// its arguments
+    pub args: Vec<String>,
+    /// the options the container was created with
+    pub options: CreateOptions,
+    /// signal `stop` sends first (image StopSignal, default SIGTERM)
+    pub stop_signal: String,
+    /// pid of the supervisor (shim or foreground CLI) while it runs
+    #[serde(default)]
+    pub shim_pid: Option<i32>,
+    /// the container's init pid once started
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// RFC 3339 start time
+    #[serde(default)]
+    pub started_at: Option<String>,
+}
+
+/// How a container ended (`exit.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// exit code, or 128 + signal
+    pub code: i32,
+    /// RFC 3339 time of the exit
+    pub finished_at: String,
+}
+
+/// The directory of one container and its files.
+#[derive(Debug, Clone)]
+pub struct ContainerDir {
+    /// `<data-root>/containers/<id>`
+    pub dir: PathBuf,
+    id: String,
+}
+
+impl ContainerDir {
+    /// The directory of container `id` under `containers` (`<data-root>/containers`).
+    pub fn new(containers: &Path, id: &str) -> Self {
+        ContainerDir {
+            dir: containers.join(id),
+            id: id.to_string(),
+        }
+    }
+
+    /// The record file.
+    pub fn record_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    /// The OCI bundle directory.
+    pub fn bundle(&self) -> PathBuf {
+        self.dir.join("bundle")
+    }
+    /// Where the rootfs is mounted.
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+    /// The json-file log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("logs").join(format!("{}-json.log", self.id))
+    }
+    /// The exit status file.
+    pub fn exit_path(&self) -> PathBuf {
+        self.dir.join("exit.json")
+    }
+
+    /// Whether the directory exists.
+    pub fn exists(&self) -> bool {
+        self.dir.is_dir()
+    }
+
+    /// Reads the record.
+    pub fn load(&self) -> Result<Record> {
+        read_json(&self.record_path())
+    }
+
+    /// Writes the record atomically.
+    pub fn save(&self, r: &Record) -> Result<()> {
+        write_json(&self.record_path(), r)
+    }
+
+    /// The exit status, if the container has exited.
+    pub fn exit_status(&self) -> Result<Option<ExitStatus>> {
+        match read_json(&self.exit_path()) {
+            Ok(s) => Ok(Some(s)),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records the exit status atomically.
+    pub fn save_exit(&self, s: &ExitStatus) -> Result<()> {
+        write_json(&self.exit_path(), s)
+    }
+
+    /// Takes the container's exclusive lock (held while removing it).
+    pub fn lock(&self) -> Result<Flock<File>> {
+        lock_file(&self.dir.join("lock"))
+    }
+}
+
+/// Opens (creating) `path` and locks it exclusively.
+pub(crate) fn lock_file(path: &Path) -> Result<Flock<File>> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("open lock", path, e))?;
+    Flock::lock(f, FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::sys(format!("lock {}", path.display()), e))
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let b = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    serde_json::from_slice(&b).map_err(|source| Error::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `v` as JSON through a temporary file and a rename.
+pub(crate) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let b = serde_json::to_vec_pretty(v).map_err(|source| Error::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_atomic(path, &b)
+}
+
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, data).map_err(|e| Error::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io("rename", path, e)
+    })
+}
+
+/// Now, RFC 3339 with nanoseconds (docker's timestamps).
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_parse_like_docker() {
+        let b: Bind = "/a:/b:ro".parse().expect("parse");
+        assert!(b.readonly);
+        assert_eq!(b.target, PathBuf::from("/b"));
+        let b: Bind = "/a:/b".parse().expect("parse");
+        assert!(!b.readonly);
+        assert!("vol:/b".parse::<Bind>().is_err());
+        assert!("/a:/b:zz".parse::<Bind>().is_err());
+    }
+
+    #[test]
+    fn network_modes() {
+        assert_eq!(
+            "host".parse::<NetworkMode>().expect("host"),
+            NetworkMode::Host
+        );
+        assert!("mynet".parse::<NetworkMode>().is_err());
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let cd = ContainerDir::new(d.path(), "abc");
+        std::fs::create_dir_all(&cd.dir).expect("mkdir");
+        assert!(cd.exit_status().expect("none").is_none());
+        let s = ExitStatus {
+            code: 3,
+            finished_at: now(),
+        };
+        cd.save_exit(&s).expect("save");
+        assert_eq!(cd.exit_status().expect("read"), Some(s));
+    }
+}

@@ -1,0 +1,120 @@
+//! `stop`, `kill` and `rm`: signal the container, wait for its supervisor to record
+//! the exit, then take down runtime state, mount, snapshot, directory and name.
+
+use crate::error::{Error, Result};
+use crate::list::{alive, State};
+use crate::{rootfs, Engine};
+use berth_image::Images;
+use nix::sys::signal::Signal;
+use std::time::{Duration, Instant};
+
+impl Engine {
+    /// Sends `signal` to the container's init (docker's `kill`).
+    pub fn kill(&self, what: &str, signal: &str) -> Result<String> {
+        let s = self.inspect(what)?;
+        if s.state != State::Running {
+            return Err(Error::Conflict(format!(
+                "cannot kill container {what}: container {} is not running",
+                s.record.id
+            )));
+        }
+        let sig = berth_runtime::signal::parse(signal)?;
+        self.runtime.kill(&s.record.id, sig, false)?;
+        Ok(s.record.id)
+    }
+
+    /// Stops the container: its stop signal, then SIGKILL to every process after
+    /// `timeout`. A container that is not running is left as it is.
+    pub fn stop(&self, what: &str, timeout: Duration) -> Result<String> {
+        let s = self.inspect(what)?;
+        let id = s.record.id.clone();
+        if s.state != State::Running {
+            return Ok(id);
+        }
+        let sig = berth_runtime::signal::parse(&s.record.stop_signal).unwrap_or(Signal::SIGTERM);
+        match self.runtime.kill(&id, sig, false) {
+            Ok(()) => {}
+            Err(berth_runtime::Error::NotFound(_) | berth_runtime::Error::BadState { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if self.wait_stopped(&id, timeout) {
+            return Ok(id);
+        }
+        let _ = self.runtime.kill(&id, Signal::SIGKILL, true);
+        if self.wait_stopped(&id, Duration::from_secs(10)) {
+            Ok(id)
+        } else {
+            Err(Error::Conflict(format!(
+                "container {} did not stop after SIGKILL: check `ps` for its processes",
+                &id[..12]
+            )))
+        }
+    }
+
+    /// Waits until the container is no longer running; false on timeout.
+    fn wait_stopped(&self, id: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let dir = self.dir(id);
+            let Ok(rec) = dir.load() else { return true };
+            if self.state_of(&dir, &rec).0 != State::Running {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Removes the container; a running one only with `force` (killed first).
+    pub fn remove(&self, what: &str, force: bool) -> Result<()> {
+        let s = self.inspect(what)?;
+        let id = s.record.id.clone();
+        if s.state == State::Running {
+            if !force {
+                return Err(Error::Conflict(format!(
+                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                    s.record.name
+                )));
+            }
+            let _ = self.runtime.kill(&id, Signal::SIGKILL, true);
+            self.wait_stopped(&id, Duration::from_secs(10));
+        }
+        // let a supervisor finish its teardown (it may be removing for --rm)
+        let me = std::process::id() as i32;
+        if let Some(pid) = s.record.shim_pid.filter(|p| *p != me) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.teardown(&id, &s.record.name)
+    }
+
+    /// Removes whatever is left of container `id` under its lock; already gone is fine.
+    fn teardown(&self, id: &str, name: &str) -> Result<()> {
+        let dir = self.dir(id);
+        let _lock = match dir.lock() {
+            Ok(l) => l,
+            Err(_) if !dir.exists() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !dir.record_path().exists() {
+            return Ok(());
+        }
+        match self.runtime.delete(id, true) {
+            Ok(()) | Err(berth_runtime::Error::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        rootfs::unmount_rootfs(&dir.rootfs())?;
+        Images::open(&self.data_root)?.remove_container(id)?;
+        // the record goes first, so a half-removed container is never listed
+        std::fs::remove_file(dir.record_path())
+            .map_err(|e| Error::io("remove", dir.record_path(), e))?;
+        self.names().release(name, id)?;
+        std::fs::remove_dir_all(&dir.dir).map_err(|e| Error::io("remove", &dir.dir, e))?;
+        tracing::info!(container = id, "removed");
+        Ok(())
+    }
+}

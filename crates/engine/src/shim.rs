@@ -1,0 +1,405 @@
+//! The per-container supervisor.
+//!
+//! [`Engine::start`] spawns the shim program with a status pipe; the shim (running
+//! [`Engine::shim`]) detaches with `setsid`, becomes a child subreaper, creates and
+//! starts the container with pipes (or a pty) as its stdio, copies the output into the
+//! json-file log (and, when a client is attached, to its own stdout/stderr, which are
+//! the client's), reaps the container, records the exit status, tears the runtime
+//! state and rootfs mount down, and removes the container for `--rm`. On the status
+//! pipe it reports one line each: `started`, then `exit <code>`, or
+//! `error <code> <message>`.
+//!
+//! [`Engine::run_tty`] does the same in the calling process for a foreground run with
+//! a terminal, relaying the pty to the caller's terminal.
+
+use crate::error::{Error, Result};
+use crate::logs::{Stream, Writer};
+use crate::record::{ContainerDir, ExitStatus, Record};
+use crate::{rootfs, Engine};
+use berth_runtime::CreateOptions as RtCreate;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{waitpid, WaitStatus};
+use std::io::{BufRead, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::process::Stdio;
+
+/// Where a started container's output goes besides the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// nowhere (`-d`)
+    Detached,
+    /// to the caller's stdout/stderr, which the shim inherits
+    Attached,
+}
+
+impl Engine {
+    /// Starts container `id` under a new shim. Detached: returns 0 once it runs.
+    /// Attached: the shim writes the output to our stdout/stderr (and reads our stdin
+    /// with `-i`); returns the container's exit code.
+    pub fn start(&self, id: &str, attached: bool) -> Result<i32> {
+        let rec = self.dir(id).load()?;
+        let (prog, lead) = self
+            .shim
+            .split_first()
+            .ok_or_else(|| Error::Shim("no shim program configured".into()))?;
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::sys("create status pipe", e))?;
+        nix::fcntl::fcntl(
+            &w,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map_err(|e| Error::sys("pass status pipe", e))?;
+        let mut cmd = std::process::Command::new(prog);
+        cmd.args(lead)
+            .arg("--status-fd")
+            .arg(w.as_raw_fd().to_string());
+        if attached {
+            cmd.arg("--attach");
+        }
+        cmd.arg(id).env("BERTH_RUNTIME_ROOT", self.runtime.root());
+        if attached {
+            if !rec.options.interactive {
+                cmd.stdin(Stdio::null());
+            }
+        } else {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Shim(format!("cannot start {}: {e}", prog.to_string_lossy())))?;
+        drop(w);
+        let mut lines = std::io::BufReader::new(std::fs::File::from(r)).lines();
+        let mut started = false;
+        let result = loop {
+            match lines.next() {
+                Some(Ok(l)) if l == "started" => {
+                    started = true;
+                    if !attached {
+                        break Ok(0);
+                    }
+                }
+                Some(Ok(l)) if l.starts_with("exit ") => {
+                    break Ok(l[5..].trim().parse().unwrap_or(255));
+                }
+                Some(Ok(l)) if l.starts_with("error ") => break Err(parse_error(&l[6..])),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    break match self.dir(id).exit_status() {
+                        Ok(Some(e)) if started => Ok(e.code),
+                        _ => Err(Error::Shim(format!(
+                        "the supervisor of container {} exited unexpectedly: see `berth logs {}`",
+                        &id[..12],
+                        &id[..12]
+                    ))),
+                    }
+                }
+            }
+        };
+        if attached || result.is_err() {
+            let _ = child.wait();
+        }
+        result
+    }
+
+    /// The shim: supervise container `id` until it exits (see the module doc);
+    /// `attach` copies the output to our stdout/stderr too. Returns our exit code.
+    ///
+    /// `status_fd` must be a descriptor this process owns and nothing else uses (the
+    /// one [`Engine::start`] passed on the command line); the shim takes it over.
+    pub fn shim(&self, id: &str, status_fd: Option<RawFd>, attach: Attach) -> i32 {
+        let _ = nix::unistd::setsid();
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+        let mut status = status_fd
+            .filter(|fd| *fd > 2 && std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists())
+            .map(|fd| std::fs::File::from(berth_sys::proc::own_fd(fd)));
+        let mut report = |line: String| {
+            if let Some(f) = status.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+        };
+        match self.supervise(id, attach, &mut report) {
+            Ok(code) => {
+                report(format!("exit {code}"));
+                0
+            }
+            Err(e) => {
+                report(format!(
+                    "error {} {}",
+                    e.exit_code(),
+                    e.to_string().replace('\n', " ")
+                ));
+                e.exit_code()
+            }
+        }
+    }
+
+    fn supervise(&self, id: &str, attach: Attach, report: &mut dyn FnMut(String)) -> Result<i32> {
+        let dir = self.dir(id);
+        let mut rec = dir.load()?;
+        rec.shim_pid = Some(std::process::id() as i32);
+        dir.save(&rec)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.log_path())
+            .map_err(|e| Error::io("open log", dir.log_path(), e))?;
+        let mut log = Writer::new(log);
+        let io = match self.create_in_runtime(&dir, &rec) {
+            Ok(io) => io,
+            Err(e) => return Err(self.failed_start(&dir, &rec, e)),
+        };
+        if let Err(e) = self.runtime.start(id) {
+            let _ = self.runtime.delete(id, true);
+            return Err(self.failed_start(&dir, &rec, e.into()));
+        }
+        rec.started_at = Some(crate::record::now());
+        dir.save(&rec)?;
+        report("started".into());
+        pump(&io, &mut log, attach == Attach::Attached);
+        let code = reap(io.pid);
+        drop(io);
+        self.finish(&dir, &rec, code)
+    }
+
+    /// Creates the container in the runtime with pipes or a pty as its stdio.
+    fn create_in_runtime(&self, dir: &ContainerDir, rec: &Record) -> Result<Io> {
+        let o = &rec.options;
+        if o.tty {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+                .map_err(|e| Error::io("create console socket", dir.bundle(), e))?;
+            let created = self
+                .runtime
+                .create(
+                    &rec.id,
+                    &dir.bundle(),
+                    RtCreate {
+                        console_fd: Some(theirs.into()),
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| classify(e, dir, rec))?;
+            let master = berth_runtime::tty::recv_fd(ours.as_raw_fd())?;
+            return Ok(Io {
+                pid: created.pid,
+                out: Some(master),
+                err: None,
+            });
+        }
+        let devnull =
+            std::fs::File::open("/dev/null").map_err(|e| Error::io("open", "/dev/null", e))?;
+        let stdin = if o.interactive {
+            0
+        } else {
+            devnull.as_raw_fd()
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let created = self
+            .runtime
+            .create(
+                &rec.id,
+                &dir.bundle(),
+                RtCreate {
+                    stdio: Some([stdin, out_w.as_raw_fd(), err_w.as_raw_fd()]),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| classify(e, dir, rec))?;
+        Ok(Io {
+            pid: created.pid,
+            out: Some(out_r),
+            err: Some(err_r),
+        })
+    }
+
+    /// After a failed create or start: unmount, and remove for `--rm`.
+    fn failed_start(&self, dir: &ContainerDir, rec: &Record, e: Error) -> Error {
+        let _ = rootfs::unmount_rootfs(&dir.rootfs());
+        if rec.options.auto_remove {
+            let _ = self.remove(&rec.id, true);
+        }
+        e
+    }
+
+    /// Records the exit, tears the runtime state and mount down, removes for `--rm`.
+    fn finish(&self, dir: &ContainerDir, rec: &Record, code: i32) -> Result<i32> {
+        dir.save_exit(&ExitStatus {
+            code,
+            finished_at: crate::record::now(),
+        })?;
+        match self.runtime.delete(&rec.id, true) {
+            Ok(()) | Err(berth_runtime::Error::NotFound(_)) => {}
+            Err(e) => tracing::warn!(container = %rec.id, error = %e, "runtime delete failed"),
+        }
+        rootfs::unmount_rootfs(&dir.rootfs())?;
+        if rec.options.auto_remove {
+            self.remove(&rec.id, true)?;
+        }
+        Ok(code)
+    }
+
+    /// Runs container `id` in the foreground with a terminal, supervised by the
+    /// calling process: relays the pty to our terminal and returns the exit code.
+    pub fn run_tty(&self, id: &str) -> Result<i32> {
+        let dir = self.dir(id);
+        let mut rec = dir.load()?;
+        rec.shim_pid = Some(std::process::id() as i32);
+        dir.save(&rec)?;
+        let io = match self.create_in_runtime(&dir, &rec) {
+            Ok(io) => io,
+            Err(e) => return Err(self.failed_start(&dir, &rec, e)),
+        };
+        if let Err(e) = self.runtime.start(id) {
+            let _ = self.runtime.delete(id, true);
+            return Err(self.failed_start(&dir, &rec, e.into()));
+        }
+        rec.started_at = Some(crate::record::now());
+        dir.save(&rec)?;
+        let Io { pid, out, .. } = io;
+        let relay = out.map(|m| std::thread::spawn(move || berth_runtime::tty::relay(m)));
+        let code = reap(pid);
+        if let Some(r) = relay {
+            let _ = r.join();
+        }
+        self.finish(&dir, &rec, code)
+    }
+}
+
+/// The container's init and our ends of its output.
+struct Io {
+    pid: i32,
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("create pipe", e))
+}
+
+/// Copies the container's output into the log (and to our stdout/stderr when
+/// attached) until both streams end.
+fn pump(io: &Io, log: &mut Writer<std::fs::File>, attached: bool) {
+    let mut open = [io.out.is_some(), io.err.is_some()];
+    let mut buf = [0u8; 16384];
+    while open.iter().any(|o| *o) {
+        let fds: Vec<(usize, &OwnedFd)> = [&io.out, &io.err]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| open[*i])
+            .filter_map(|(i, f)| f.as_ref().map(|f| (i, f)))
+            .collect();
+        let mut pfds: Vec<PollFd> = fds
+            .iter()
+            .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut pfds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(_) => return,
+        }
+        let ready: Vec<bool> = pfds
+            .iter()
+            .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        for ((i, f), r) in fds.iter().zip(ready) {
+            if !r {
+                continue;
+            }
+            let stream = if *i == 0 {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
+            };
+            match nix::unistd::read(f.as_fd(), &mut buf) {
+                Ok(0) | Err(nix::Error::EIO) => {
+                    let _ = log.flush_stream(stream);
+                    open[*i] = false;
+                }
+                Ok(n) => {
+                    let _ = log.write(stream, &buf[..n]);
+                    if attached {
+                        let _ = match stream {
+                            Stream::Stdout => std::io::stdout().write_all(&buf[..n]),
+                            Stream::Stderr => std::io::stderr().write_all(&buf[..n]),
+                        };
+                    }
+                }
+                Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
+                Err(_) => {
+                    let _ = log.flush_stream(stream);
+                    open[*i] = false;
+                }
+            }
+        }
+    }
+    if attached {
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// Waits for `pid` (reaping any other child on the way); its code as docker gives it.
+fn reap(pid: i32) -> i32 {
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(p, c)) if p.as_raw() == pid => return c,
+            Ok(WaitStatus::Signaled(p, s, _)) if p.as_raw() == pid => return 128 + s as i32,
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(_) => return 255,
+        }
+    }
+}
+
+/// Maps a runtime create failure to docker's 126/127 where the command is at fault.
+fn classify(e: berth_runtime::Error, dir: &ContainerDir, rec: &Record) -> Error {
+    let msg = e.to_string();
+    let hint = "check the command and the image";
+    if msg.contains("executable file not found") {
+        return Error::CommandNotFound(format!(
+            "failed to create container {}: {msg}: {hint}'s PATH",
+            &rec.id[..12]
+        ));
+    }
+    if msg.contains("no such file or directory, or not executable") {
+        let p = dir.rootfs().join(rec.path.trim_start_matches('/'));
+        let text = format!(
+            "failed to create container {}: {msg}: {hint}",
+            &rec.id[..12]
+        );
+        return if std::fs::symlink_metadata(p).is_ok() {
+            Error::CommandNotExecutable(text.replace(
+                "no such file or directory, or not executable",
+                "permission denied",
+            ))
+        } else {
+            Error::CommandNotFound(text.replace(
+                "no such file or directory, or not executable",
+                "no such file or directory",
+            ))
+        };
+    }
+    e.into()
+}
+
+/// Parses `<code> <message>` from the status pipe.
+fn parse_error(s: &str) -> Error {
+    let (code, msg) = s.split_once(' ').unwrap_or((s, ""));
+    let msg = msg.to_string();
+    match code {
+        "127" => Error::CommandNotFound(msg),
+        "126" => Error::CommandNotExecutable(msg),
+        _ => Error::Reported(msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_errors_keep_their_codes() {
+        assert_eq!(parse_error("127 exec: not found").exit_code(), 127);
+        assert_eq!(parse_error("126 denied").exit_code(), 126);
+        assert_eq!(parse_error("125 boom").exit_code(), 125);
+    }
+}
