@@ -388,7 +388,45 @@ fn flags_reach_the_container() {
         "someapp:1.0",
         "sh",
         "-c",
-        "echo $A $(pwd) $(id -u) $(hostname) $(cat /mnt/f); touch /x 2>/dev/null || echo ro; ip -o link | wc -l",
+        "echo $A $(pwd) $(id -u) $(hostname) $(cat /mnt/f); touch /x 2>/dev/null || echo ro; ip -o link | wc -l; cat /sys/class/net/lo/flags",
     ]);
-    assert_eq!(out, "1 /tmp 65534 h1 from-host\nro\n1\n");
+    // a private network namespace with only the loopback, and that one up (0x9)
+    assert_eq!(out, "1 /tmp 65534 h1 from-host\nro\n1\n0x9\n");
+}
+
+#[test]
+fn limits_land_in_the_cgroup() {
+    let b = Berth::new();
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--memory",
+            "64m",
+            "--pids-limit",
+            "50",
+            "someapp:1.0",
+            "sleep",
+            "100204",
+        ])
+        .trim()
+        .to_string();
+    let read = |v1: &str, v2: &str| {
+        let p1 = Path::new("/sys/fs/cgroup").join(v1);
+        let p2 = Path::new("/sys/fs/cgroup/berth").join(&id).join(v2);
+        std::fs::read_to_string(&p1)
+            .or_else(|_| std::fs::read_to_string(&p2))
+            .unwrap_or_else(|_| panic!("neither {} nor {}", p1.display(), p2.display()))
+            .trim()
+            .to_string()
+    };
+    let mem = read(
+        &format!("memory/berth/{id}/memory.limit_in_bytes"),
+        "memory.max",
+    );
+    assert_eq!(mem, (64u64 << 20).to_string());
+    let pids = read(&format!("pids/berth/{id}/pids.max"), "pids.max");
+    assert_eq!(pids, "50");
+    b.ok(&["rm", "-f", &id]);
+    assert_eq!(cgroups_of(&id), Vec::<PathBuf>::new());
 }

@@ -36,6 +36,7 @@ mod exec;
 mod list;
 pub mod logs;
 pub mod names;
+pub mod netns;
 pub mod record;
 mod remove;
 pub mod rootfs;

@@ -163,8 +163,20 @@ impl Engine {
         self.finish(&dir, &rec, code)
     }
 
-    /// Creates the container in the runtime with pipes or a pty as its stdio.
+    /// Creates the container in the runtime with pipes or a pty as its stdio, and
+    /// brings up the loopback of its own network namespace.
     fn create_in_runtime(&self, dir: &ContainerDir, rec: &Record) -> Result<Io> {
+        let io = self.create_with_stdio(dir, rec)?;
+        if rec.options.network == crate::record::NetworkMode::None {
+            if let Err(e) = crate::netns::loopback_up(io.pid) {
+                let _ = self.runtime.delete(&rec.id, true);
+                return Err(e);
+            }
+        }
+        Ok(io)
+    }
+
+    fn create_with_stdio(&self, dir: &ContainerDir, rec: &Record) -> Result<Io> {
         let o = &rec.options;
         if o.tty {
             let (ours, theirs) = std::os::unix::net::UnixStream::pair()
