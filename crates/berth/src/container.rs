@@ -230,17 +230,14 @@ fn dispatch(e: &Engine, cmd: ContainerCmd) -> Result<i32, berth_engine::Error> {
         ContainerCmd::Ls(a) => ps(e, &a),
         ContainerCmd::Rm(a) => each(&a.containers, |c| e.remove(c, a.force)),
         ContainerCmd::Logs(a) => logs(e, &a),
-        ContainerCmd::Exec(a) => e.exec(
-            &a.container,
-            &ExecOptions {
-                cmd: a.command,
-                tty: a.tty,
-                interactive: a.interactive,
-                env: a.env.iter().filter_map(|v| env_value(v)).collect(),
-                user: a.user,
-                workdir: a.workdir,
-            },
-        ),
+        ContainerCmd::Exec(a) => {
+            // a process that joins the container's pid namespace must not expose
+            // our binary through /proc/<pid>/exe (CVE-2019-5736)
+            if let Err(err) = berth_engine::sealed::reexec_sealed() {
+                eprintln!("berth: warning: cannot run from a sealed copy of the binary: {err}");
+            }
+            exec(e, a)
+        }
         ContainerCmd::Stop(a) => each(&a.containers, |c| {
             e.stop(c, Duration::from_secs(a.time)).map(|_| ())
         }),
@@ -297,6 +294,20 @@ fn parse_memory(s: &str) -> Result<i64, berth_engine::Error> {
         )));
     }
     Ok(bytes)
+}
+
+fn exec(e: &Engine, a: ExecArgs) -> Result<i32, berth_engine::Error> {
+    e.exec(
+        &a.container,
+        &ExecOptions {
+            cmd: a.command,
+            tty: a.tty,
+            interactive: a.interactive,
+            env: a.env.iter().filter_map(|v| env_value(v)).collect(),
+            user: a.user,
+            workdir: a.workdir,
+        },
+    )
 }
 
 fn run_container(e: &Engine, a: RunArgs) -> Result<i32, berth_engine::Error> {

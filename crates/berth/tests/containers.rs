@@ -247,6 +247,27 @@ fn detached_named_container_ps_logs_exec_rm_force() {
     let o = b.run(&["exec", "-e", "V=42", "X", "sh", "-c", "echo $V; exit 9"]);
     assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(9), "42\n"));
 
+    // exec runs from a sealed copy of the binary (CVE-2019-5736)
+    let mut child = b
+        .command()
+        .args(["exec", "X", "sleep", "100205"])
+        .spawn()
+        .expect("spawn exec");
+    eventually("the exec'd sleep", || {
+        processes_with("sleep 100205").iter().any(|p| {
+            p.split_once(": ")
+                .is_some_and(|(_, c)| c.starts_with("sleep"))
+        })
+    });
+    let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).expect("exe link");
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:berth-sealed"),
+        "{}",
+        exe.display()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
     let o = b.run(&["rm", "X"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

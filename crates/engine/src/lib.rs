@@ -40,6 +40,7 @@ pub mod netns;
 pub mod record;
 mod remove;
 pub mod rootfs;
+pub mod sealed;
 mod shim;
 pub mod spec;
 pub mod user;
