@@ -451,3 +451,37 @@ fn limits_land_in_the_cgroup() {
     b.ok(&["rm", "-f", &id]);
     assert_eq!(cgroups_of(&id), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn foreground_run_proxies_signals_to_the_container() {
+    use std::io::BufRead;
+    let b = Berth::new();
+    let mut child = b
+        .command()
+        .args([
+            "run",
+            "--rm",
+            "someapp:1.0",
+            "sh",
+            "-c",
+            "trap 'echo got-int; exit 11' INT; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn run");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read");
+    assert_eq!(line, "ready\n");
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("read rest");
+    let status = child.wait().expect("wait");
+    assert_eq!(rest, "got-int\n");
+    assert_eq!(status.code(), Some(11));
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+}

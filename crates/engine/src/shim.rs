@@ -19,7 +19,7 @@ use crate::{rootfs, Engine};
 use berth_runtime::CreateOptions as RtCreate;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitStatus};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::process::Stdio;
 
@@ -70,37 +70,70 @@ impl Engine {
             .spawn()
             .map_err(|e| Error::Shim(format!("cannot start {}: {e}", prog.to_string_lossy())))?;
         drop(w);
-        let mut lines = std::io::BufReader::new(std::fs::File::from(r)).lines();
-        let mut started = false;
-        let result = loop {
-            match lines.next() {
-                Some(Ok(l)) if l == "started" => {
-                    started = true;
-                    if !attached {
-                        break Ok(0);
-                    }
-                }
-                Some(Ok(l)) if l.starts_with("exit ") => {
-                    break Ok(l[5..].trim().parse().unwrap_or(255));
-                }
-                Some(Ok(l)) if l.starts_with("error ") => break Err(parse_error(&l[6..])),
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    break match self.dir(id).exit_status() {
-                        Ok(Some(e)) if started => Ok(e.code),
-                        _ => Err(Error::Shim(format!(
-                        "the supervisor of container {} exited unexpectedly: see `berth logs {}`",
-                        &id[..12],
-                        &id[..12]
-                    ))),
-                    }
-                }
-            }
-        };
+        let result = self.wait_status(id, r, attached);
         if attached || result.is_err() {
             let _ = child.wait();
         }
         result
+    }
+
+    /// Reads the shim's status lines until it has started (detached) or the container
+    /// has exited (attached). While attached, the signals a user sends us (Ctrl-C,
+    /// kill) are passed on to the container, as docker's --sig-proxy does.
+    fn wait_status(&self, id: &str, r: OwnedFd, attached: bool) -> Result<i32> {
+        let sigs = if attached { proxy_signals() } else { None };
+        let mut pending: Vec<u8> = Vec::new();
+        let mut started = false;
+        let mut buf = [0u8; 4096];
+        loop {
+            while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line).trim_end().to_string();
+                if line == "started" {
+                    started = true;
+                    if !attached {
+                        return Ok(0);
+                    }
+                } else if let Some(code) = line.strip_prefix("exit ") {
+                    return Ok(code.trim().parse().unwrap_or(255));
+                } else if let Some(err) = line.strip_prefix("error ") {
+                    return Err(parse_error(err));
+                }
+            }
+            let mut fds = vec![PollFd::new(r.as_fd(), PollFlags::POLLIN)];
+            if let Some(s) = &sigs {
+                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(e) => return Err(Error::sys("wait for the container supervisor", e)),
+            }
+            let sig_ready = fds
+                .get(1)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| r.contains(PollFlags::POLLIN));
+            if let (true, Some(s)) = (sig_ready, &sigs) {
+                if let Ok(Some(info)) = s.read_signal() {
+                    if let Ok(sig) = nix::sys::signal::Signal::try_from(info.ssi_signo as i32) {
+                        let _ = self.runtime.kill(id, sig, false);
+                    }
+                }
+            }
+            match nix::unistd::read(r.as_fd(), &mut buf) {
+                Ok(0) => break,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
+                Err(_) => break,
+            }
+        }
+        match self.dir(id).exit_status() {
+            Ok(Some(e)) if started => Ok(e.code),
+            _ => Err(Error::Shim(format!(
+                "the supervisor of container {} exited unexpectedly: see `berth logs {}`",
+                &id[..12],
+                &id[..12]
+            ))),
+        }
     }
 
     /// The shim: supervise container `id` until it exits (see the module doc);
@@ -277,6 +310,24 @@ impl Engine {
         }
         self.finish(&dir, &rec, code)
     }
+}
+
+/// Blocks the signals docker's CLI proxies and returns a descriptor to read them.
+fn proxy_signals() -> Option<nix::sys::signalfd::SignalFd> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(s);
+    }
+    set.thread_block().ok()?;
+    nix::sys::signalfd::SignalFd::with_flags(&set, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC).ok()
 }
 
 /// The container's init and our ends of its output.
