@@ -485,3 +485,68 @@ fn foreground_run_proxies_signals_to_the_container() {
     assert_eq!(status.code(), Some(11));
     assert_eq!(b.ok(&["ps", "-aq"]), "");
 }
+
+#[test]
+fn fifty_concurrent_runs_and_removals_leave_nothing() {
+    let b = Berth::new();
+    let snapshots = || {
+        std::fs::read_dir(b.data_root().join("snapshots/overlayfs/snapshots"))
+            .map(|rd| rd.count())
+            .unwrap_or(0)
+    };
+    let before = snapshots();
+    let spawn_all = |args: Vec<Vec<String>>| {
+        let children: Vec<_> = args
+            .iter()
+            .map(|a| {
+                b.command()
+                    .args(a)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn berth")
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().expect("wait"))
+            .collect::<Vec<_>>()
+    };
+    let runs = spawn_all(
+        (0..50)
+            .map(|i| {
+                [
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("berth-test-load-{i}"),
+                    "someapp:1.0",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["sleep".into(), "100206".into()])
+                .collect()
+            })
+            .collect(),
+    );
+    for o in &runs {
+        assert!(o.status.success(), "run -d failed: {}", stderr(o));
+    }
+    assert_eq!(b.ok(&["ps", "-q"]).lines().count(), 50);
+    let ids: Vec<String> = runs.iter().map(|o| stdout(o).trim().to_string()).collect();
+    let rms = spawn_all(
+        ids.iter()
+            .map(|id| vec!["rm".into(), "-f".into(), id.clone()])
+            .collect(),
+    );
+    for o in &rms {
+        assert!(o.status.success(), "rm -f failed: {}", stderr(o));
+    }
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    assert_eq!(b.mounts(), Vec::<String>::new());
+    for id in &ids {
+        assert_eq!(cgroups_of(id), Vec::<PathBuf>::new());
+    }
+    assert_eq!(processes_with("sleep 100206"), Vec::<String>::new());
+    assert_eq!(snapshots(), before, "container snapshots left behind");
+}

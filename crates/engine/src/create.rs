@@ -4,7 +4,6 @@
 use crate::error::{Error, Result};
 use crate::record::{ContainerDir, CreateOptions, NetworkMode, Record};
 use crate::{names, rootfs, spec, user, Engine};
-use berth_image::Images;
 
 /// Undoes a half-made container.
 struct Undo<'a> {
@@ -23,7 +22,7 @@ impl Drop for Undo<'_> {
         }
         let _ = rootfs::unmount_rootfs(&self.dir.rootfs());
         if self.snapshot {
-            if let Ok(images) = Images::open(&self.engine.data_root) {
+            if let Ok(images) = self.engine.images() {
                 let _ = images.remove_container(&self.id);
             }
         }
@@ -58,7 +57,7 @@ impl Engine {
             None => self.names().reserve_generated(&id)?,
         };
         undo.name = Some(name.clone());
-        let images = Images::open(&self.data_root)?;
+        let images = self.images()?;
         undo.snapshot = true;
         let (image, mounts) = images
             .prepare_container(&opts.image, &id)

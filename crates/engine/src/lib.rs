@@ -143,6 +143,13 @@ impl Engine {
             .collect())
     }
 
+    /// Opens the image service. `Images::open` rewrites `snapshots/driver` each time,
+    /// and a concurrent open can read it half-written, so engine processes take turns.
+    pub(crate) fn images(&self) -> Result<berth_image::Images> {
+        let _turn = record::lock_file(&self.containers.join(".images.lock"))?;
+        Ok(berth_image::Images::open(&self.data_root)?)
+    }
+
     /// The json-file log of container `id`.
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.dir(id).log_path()

@@ -4,7 +4,6 @@
 use crate::error::{Error, Result};
 use crate::list::{alive, State};
 use crate::{rootfs, Engine};
-use berth_image::Images;
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
@@ -108,7 +107,7 @@ impl Engine {
             Err(e) => return Err(e.into()),
         }
         rootfs::unmount_rootfs(&dir.rootfs())?;
-        Images::open(&self.data_root)?.remove_container(id)?;
+        self.images()?.remove_container(id)?;
         // the record goes first, so a half-removed container is never listed
         std::fs::remove_file(dir.record_path())
             .map_err(|e| Error::io("remove", dir.record_path(), e))?;
