@@ -78,6 +78,9 @@ pub struct RunArgs {
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     read_only: bool,
+    /// Log driver options: max-size (default 20m), max-file (default 5)
+    #[arg(long)]
+    log_opt: Vec<String>,
     /// Bind mount a volume (/host:/container[:ro])
     #[arg(short, long = "volume")]
     volume: Vec<String>,
@@ -271,29 +274,15 @@ fn env_value(v: &str) -> Option<String> {
     std::env::var(v).ok().map(|val| format!("{v}={val}"))
 }
 
-/// Parses docker's memory sizes: bytes, or a number with b, k, m, g (powers of 1024).
+/// `--memory`: docker's sizes, at least 6 MB.
 fn parse_memory(s: &str) -> Result<i64, berth_engine::Error> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').filter(|x| !x.is_empty()).unwrap_or(&t);
-    let (num, mul) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num.parse().map_err(|_| {
-        berth_engine::Error::Invalid(format!(
-            "invalid memory size {s:?}: use a number with an optional unit (b, k, m, g), e.g. 64m"
-        ))
-    })?;
-    let bytes = (n * mul as f64) as i64;
+    let bytes = berth_engine::record::parse_size(s)?;
     if bytes < 6 << 20 {
         return Err(berth_engine::Error::Invalid(format!(
             "--memory {s}: the minimum memory limit allowed is 6MB"
         )));
     }
-    Ok(bytes)
+    Ok(bytes as i64)
 }
 
 fn exec(e: &Engine, a: ExecArgs) -> Result<i32, berth_engine::Error> {
@@ -311,6 +300,10 @@ fn exec(e: &Engine, a: ExecArgs) -> Result<i32, berth_engine::Error> {
 }
 
 fn run_container(e: &Engine, a: RunArgs) -> Result<i32, berth_engine::Error> {
+    let mut log = berth_engine::LogOptions::default();
+    for o in &a.log_opt {
+        log.set(o)?;
+    }
     let opts = CreateOptions {
         image: a.image,
         name: a.name,
@@ -332,6 +325,7 @@ fn run_container(e: &Engine, a: RunArgs) -> Result<i32, berth_engine::Error> {
         auto_remove: a.rm,
         tty: a.tty,
         interactive: a.interactive,
+        log,
     };
     let id = e.create(&opts)?;
     if a.detach {

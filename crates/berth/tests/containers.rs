@@ -550,3 +550,46 @@ fn fifty_concurrent_runs_and_removals_leave_nothing() {
     assert_eq!(processes_with("sleep 100206"), Vec::<String>::new());
     assert_eq!(snapshots(), before, "container snapshots left behind");
 }
+
+#[test]
+fn logs_rotate_with_log_opt() {
+    let b = Berth::new();
+    let id = b
+        .ok(&[
+            "run",
+            "--log-opt",
+            "max-size=1k",
+            "--log-opt",
+            "max-file=2",
+            "someapp:1.0",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done",
+        ])
+        .trim()
+        .to_string();
+    assert!(id.ends_with("line-199"));
+    let ps = b.ok(&["ps", "-aq", "--no-trunc"]);
+    let id = ps.trim();
+    let log = b
+        .data_root()
+        .join("containers")
+        .join(id)
+        .join("logs")
+        .join(format!("{id}-json.log"));
+    let rotated = PathBuf::from(format!("{}.1", log.display()));
+    assert!(log.exists() && rotated.exists());
+    assert!(!PathBuf::from(format!("{}.2", log.display())).exists());
+    for f in [&log, &rotated] {
+        assert!(std::fs::metadata(f).expect("meta").len() <= 1024);
+    }
+    let out = b.ok(&["logs", id]);
+    assert!(out.ends_with("line-199\n"));
+    assert!(
+        !out.contains("line-0\n"),
+        "the oldest lines were rotated away"
+    );
+    let tail = b.ok(&["logs", "--tail", "2", id]);
+    assert_eq!(tail, "line-198\nline-199\n");
+    b.ok(&["rm", id]);
+}

@@ -48,7 +48,7 @@ pub mod user;
 pub use error::{Error, Result};
 pub use exec::ExecOptions;
 pub use list::{State, Summary};
-pub use record::{Bind, CreateOptions, ExitStatus, NetworkMode, Record};
+pub use record::{Bind, CreateOptions, ExitStatus, LogOptions, NetworkMode, Record};
 pub use shim::Attach;
 
 use berth_runtime::Runtime;

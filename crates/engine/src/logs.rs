@@ -4,9 +4,11 @@
 //! or when the stream ends, as docker does.
 
 use crate::error::{Error, Result};
+use crate::record::LogOptions;
 use serde::{Deserialize, Serialize};
+use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Longest line piece kept in memory before it is written without a newline.
 const MAX_PARTIAL: usize = 16 * 1024;
@@ -91,18 +93,97 @@ impl<W: Write> Writer<W> {
     }
 }
 
-/// Reads every entry of the log at `path` (a missing log has none; unparsable lines
-/// are skipped).
+/// A log file that rotates to `<path>.1`, `<path>.2`, … (oldest dropped) before an
+/// entry would take it past its size limit. Entries are never split across files:
+/// [`Writer`] hands each one over in a single `write_all`.
+pub struct RotatingFile {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    opts: LogOptions,
+}
+
+impl RotatingFile {
+    /// Opens (appending to) the log at `path`.
+    pub fn open(path: &Path, opts: LogOptions) -> Result<Self> {
+        let file = append(path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(RotatingFile {
+            path: path.to_path_buf(),
+            file,
+            size,
+            opts,
+        })
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let keep = self.opts.max_files.max(1);
+        if keep == 1 {
+            self.file.set_len(0)?;
+            self.size = 0;
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(numbered(&self.path, keep - 1));
+        for i in (1..keep - 1).rev() {
+            let _ = std::fs::rename(numbered(&self.path, i), numbered(&self.path, i + 1));
+        }
+        std::fs::rename(&self.path, numbered(&self.path, 1))?;
+        self.file = append(&self.path).map_err(std::io::Error::other)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.size > 0 && self.size + buf.len() as u64 > self.opts.max_size {
+            self.rotate()?;
+        }
+        let n = self.file.write(buf)?;
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+fn append(path: &Path) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io("open log", path, e))
+}
+
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// Reads every entry of the log at `path` and its rotated files, oldest first (a
+/// missing log has none; unparsable lines are skipped).
 pub fn read(path: &Path) -> Result<Vec<Entry>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(Error::io("read", path, e)),
-    };
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
+    let mut files = vec![path.to_path_buf()];
+    for n in 1.. {
+        let p = numbered(path, n);
+        if !p.exists() {
+            break;
+        }
+        files.push(p);
+    }
+    let mut out = Vec::new();
+    for p in files.iter().rev() {
+        let text = match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("read", p, e)),
+        };
+        out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -153,6 +234,36 @@ mod tests {
                 .expect("write");
         }
         assert_eq!(entries(&buf)[0].log.len(), MAX_PARTIAL + 1);
+    }
+
+    #[test]
+    fn rotation_keeps_max_files_and_reads_oldest_first() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("c-json.log");
+        let opts = LogOptions {
+            max_size: 200,
+            max_files: 3,
+        };
+        {
+            let mut w = Writer::new(RotatingFile::open(&p, opts).expect("open"));
+            for i in 0..40 {
+                w.write(Stream::Stdout, format!("line {i}\n").as_bytes())
+                    .expect("write");
+            }
+        }
+        assert!(p.exists() && numbered(&p, 1).exists() && numbered(&p, 2).exists());
+        assert!(!numbered(&p, 3).exists());
+        for f in [p.clone(), numbered(&p, 1), numbered(&p, 2)] {
+            assert!(std::fs::metadata(&f).expect("meta").len() <= 200);
+        }
+        let e = read(&p).expect("read");
+        assert_eq!(e.last().map(|e| e.log.as_str()), Some("line 39\n"));
+        let nums: Vec<u32> = e
+            .iter()
+            .filter_map(|e| e.log.trim().strip_prefix("line ")?.parse().ok())
+            .collect();
+        assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{nums:?}");
+        assert!(nums[0] > 0, "the oldest lines were dropped");
     }
 
     #[test]

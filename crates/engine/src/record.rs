@@ -116,6 +116,73 @@ pub struct CreateOptions {
     pub tty: bool,
     /// `-i`
     pub interactive: bool,
+    /// log rotation (`--log-opt max-size=…,max-file=…`)
+    #[serde(default)]
+    pub log: LogOptions,
+}
+
+/// Rotation of the json-file log: at most `max_files` files of `max_size` bytes, so
+/// a container's output never fills the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogOptions {
+    /// bytes after which the log is rotated
+    pub max_size: u64,
+    /// files kept, the current one included
+    pub max_files: u32,
+}
+
+impl Default for LogOptions {
+    /// docker's `local` log driver defaults: 20 MB, 5 files.
+    fn default() -> Self {
+        LogOptions {
+            max_size: 20 << 20,
+            max_files: 5,
+        }
+    }
+}
+
+impl LogOptions {
+    /// Applies one `--log-opt key=value`.
+    pub fn set(&mut self, opt: &str) -> Result<()> {
+        let (k, v) = opt.split_once('=').ok_or_else(|| {
+            Error::Invalid(format!(
+                "--log-opt {opt:?}: use key=value (max-size, max-file)"
+            ))
+        })?;
+        match k {
+            "max-size" => self.max_size = parse_size(v)?,
+            "max-file" => {
+                self.max_files = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    Error::Invalid(format!("--log-opt max-file={v}: use a whole number of at least 1"))
+                })?
+            }
+            other => {
+                return Err(Error::Invalid(format!(
+                    "--log-opt {other}: unknown option for the json-file driver: use max-size or max-file"
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// docker's sizes: bytes, or a number with b, k, m, g, t (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').filter(|x| !x.is_empty()).unwrap_or(&t);
+    let (num, mul) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().ok().filter(|n: &f64| *n > 0.0).ok_or_else(|| {
+        Error::Invalid(format!(
+            "invalid size {s:?}: use a number with an optional unit (b, k, m, g), e.g. 64m"
+        ))
+    })?;
+    Ok((n * mul as f64) as u64)
 }
 
 /// The engine's record of one container (`config.json`).
@@ -286,6 +353,25 @@ mod tests {
         assert!(!b.readonly);
         assert!("vol:/b".parse::<Bind>().is_err());
         assert!("/a:/b:zz".parse::<Bind>().is_err());
+    }
+
+    #[test]
+    fn sizes_and_log_opts() {
+        assert_eq!(parse_size("64m").expect("64m"), 64 << 20);
+        assert_eq!(parse_size("1.5g").expect("1.5g"), 3 << 29);
+        assert_eq!(parse_size("100").expect("bytes"), 100);
+        assert!(parse_size("lots").is_err() && parse_size("0").is_err());
+        let mut l = LogOptions::default();
+        l.set("max-size=1k").expect("size");
+        l.set("max-file=2").expect("files");
+        assert_eq!(
+            l,
+            LogOptions {
+                max_size: 1024,
+                max_files: 2
+            }
+        );
+        assert!(l.set("max-file=0").is_err() && l.set("compress=true").is_err());
     }
 
     #[test]

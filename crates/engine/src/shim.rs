@@ -13,7 +13,7 @@
 //! a terminal, relaying the pty to the caller's terminal.
 
 use crate::error::{Error, Result};
-use crate::logs::{Stream, Writer};
+use crate::logs::{RotatingFile, Stream, Writer};
 use crate::record::{ContainerDir, ExitStatus, Record};
 use crate::{rootfs, Engine};
 use berth_runtime::CreateOptions as RtCreate;
@@ -173,12 +173,7 @@ impl Engine {
         let mut rec = dir.load()?;
         rec.shim_pid = Some(std::process::id() as i32);
         dir.save(&rec)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.log_path())
-            .map_err(|e| Error::io("open log", dir.log_path(), e))?;
-        let mut log = Writer::new(log);
+        let mut log = Writer::new(RotatingFile::open(&dir.log_path(), rec.options.log)?);
         let io = match self.create_in_runtime(&dir, &rec) {
             Ok(io) => io,
             Err(e) => return Err(self.failed_start(&dir, &rec, e)),
@@ -343,7 +338,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Copies the container's output into the log (and to our stdout/stderr when
 /// attached) until both streams end.
-fn pump(io: &Io, log: &mut Writer<std::fs::File>, attached: bool) {
+fn pump(io: &Io, log: &mut Writer<RotatingFile>, attached: bool) {
     let mut open = [io.out.is_some(), io.err.is_some()];
     let mut buf = [0u8; 16384];
     while open.iter().any(|o| *o) {
