@@ -593,3 +593,26 @@ fn logs_rotate_with_log_opt() {
     assert_eq!(tail, "line-198\nline-199\n");
     b.ok(&["rm", id]);
 }
+
+#[test]
+fn run_i_passes_stdin_and_without_i_the_container_gets_none() {
+    use std::io::Write;
+    let b = Berth::new();
+    let feed = |args: &[&str]| {
+        let mut c = b
+            .command()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn run");
+        let mut stdin = c.stdin.take().expect("stdin");
+        let _ = stdin.write_all(b"hello\n");
+        drop(stdin);
+        c.wait_with_output().expect("wait")
+    };
+    let o = feed(&["run", "-i", "--rm", "someapp:1.0", "cat"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "hello\n"));
+    let o = feed(&["run", "--rm", "someapp:1.0", "cat"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), ""));
+}
