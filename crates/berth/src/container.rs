@@ -188,12 +188,14 @@ fn runtime_root() -> PathBuf {
 
 fn engine(data_root: &Path) -> Result<Engine, berth_engine::Error> {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    Ok(Engine::new(data_root, runtime_root())?.with_shim(vec![
+    let e = Engine::new(data_root, runtime_root())?;
+    let argv = vec![
         exe.into(),
         "--data-root".into(),
-        data_root.into(),
+        e.data_root().into(),
         "container-shim".into(),
-    ]))
+    ];
+    Ok(e.with_shim(argv))
 }
 
 /// Runs a container command and exits with docker's status for it.

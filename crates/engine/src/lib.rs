@@ -69,14 +69,15 @@ impl Engine {
     /// The engine keeping containers under `<data_root>/containers` and runtime state
     /// under `runtime_root`.
     pub fn new(data_root: impl Into<PathBuf>, runtime_root: impl Into<PathBuf>) -> Result<Self> {
-        let data_root = data_root.into();
+        let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+        let data_root = abs(data_root.into());
         let containers = data_root.join("containers");
         std::fs::create_dir_all(&containers)
             .map_err(|e| Error::io("create directory", &containers, e))?;
         Ok(Engine {
             data_root,
             containers,
-            runtime: Runtime::new(runtime_root),
+            runtime: Runtime::new(abs(runtime_root.into())),
             shim: Vec::new(),
         })
     }

@@ -56,7 +56,10 @@ impl Engine {
         if attached {
             cmd.arg("--attach");
         }
-        cmd.arg(id).env("BERTH_RUNTIME_ROOT", self.runtime.root());
+        // the shim must not pin the caller's working directory (and its mount)
+        cmd.arg(id)
+            .env("BERTH_RUNTIME_ROOT", self.runtime.root())
+            .current_dir("/");
         if attached {
             if !rec.options.interactive {
                 cmd.stdin(Stdio::null());
@@ -170,25 +173,39 @@ impl Engine {
 
     fn supervise(&self, id: &str, attach: Attach, report: &mut dyn FnMut(String)) -> Result<i32> {
         let dir = self.dir(id);
-        let mut rec = dir.load()?;
-        rec.shim_pid = Some(std::process::id() as i32);
-        dir.save(&rec)?;
+        let (rec, io) = self.launch(&dir)?;
         let mut log = Writer::new(RotatingFile::open(&dir.log_path(), rec.options.log)?);
-        let io = match self.create_in_runtime(&dir, &rec) {
-            Ok(io) => io,
-            Err(e) => return Err(self.failed_start(&dir, &rec, e)),
-        };
-        if let Err(e) = self.runtime.start(id) {
-            let _ = self.runtime.delete(id, true);
-            return Err(self.failed_start(&dir, &rec, e.into()));
-        }
-        rec.started_at = Some(crate::record::now());
-        dir.save(&rec)?;
         report("started".into());
         pump(&io, &mut log, attach == Attach::Attached);
         let code = reap(io.pid);
         drop(io);
         self.finish(&dir, &rec, code)
+    }
+
+    /// Creates and starts the container under its lock (so a concurrent `rm` waits
+    /// until it runs, and then stops it) with us as its supervisor.
+    fn launch(&self, dir: &ContainerDir) -> Result<(Record, Io)> {
+        let lock = dir.lock()?;
+        let mut rec = dir.load()?;
+        rec.shim_pid = Some(std::process::id() as i32);
+        dir.save(&rec)?;
+        let started = self.create_in_runtime(dir, &rec).and_then(|io| {
+            if let Err(e) = self.runtime.start(&rec.id) {
+                let _ = self.runtime.delete(&rec.id, true);
+                return Err(e.into());
+            }
+            Ok(io)
+        });
+        let io = match started {
+            Ok(io) => io,
+            Err(e) => {
+                drop(lock);
+                return Err(self.failed_start(dir, &rec, e));
+            }
+        };
+        rec.started_at = Some(crate::record::now());
+        dir.save(&rec)?;
+        Ok((rec, io))
     }
 
     /// Creates the container in the runtime with pipes or a pty as its stdio, and
@@ -284,19 +301,7 @@ impl Engine {
     /// calling process: relays the pty to our terminal and returns the exit code.
     pub fn run_tty(&self, id: &str) -> Result<i32> {
         let dir = self.dir(id);
-        let mut rec = dir.load()?;
-        rec.shim_pid = Some(std::process::id() as i32);
-        dir.save(&rec)?;
-        let io = match self.create_in_runtime(&dir, &rec) {
-            Ok(io) => io,
-            Err(e) => return Err(self.failed_start(&dir, &rec, e)),
-        };
-        if let Err(e) = self.runtime.start(id) {
-            let _ = self.runtime.delete(id, true);
-            return Err(self.failed_start(&dir, &rec, e.into()));
-        }
-        rec.started_at = Some(crate::record::now());
-        dir.save(&rec)?;
+        let (rec, io) = self.launch(&dir)?;
         let Io { pid, out, .. } = io;
         let relay = out.map(|m| std::thread::spawn(move || berth_runtime::tty::relay(m)));
         let code = reap(pid);
