@@ -369,7 +369,7 @@ fn run_ti_sees_a_terminal() {
     let o = Command::new("script")
         .args(["-qec"])
         .arg(format!(
-            "{berth} container run -ti --rm someapp:1.0 sh -c 'test -t 0 && test -t 1 && echo is-a-tty; exit 5'"
+            "stty rows 40 cols 100 </dev/tty; {berth} container run -ti --rm someapp:1.0 sh -c 'test -t 0 && test -t 1 && echo is-a-tty; stty -a; exit 5'"
         ))
         .arg("/dev/null")
         .env("BERTH_RUNTIME_ROOT", b.root.path().join("runtime"))
@@ -377,6 +377,12 @@ fn run_ti_sees_a_terminal() {
         .output()
         .expect("script");
     assert!(stdout(&o).contains("is-a-tty"), "{}", stdout(&o));
+    // the container's terminal has our window size
+    assert!(
+        stdout(&o).contains("rows 40; columns 100"),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(o.status.code(), Some(5));
     assert_eq!(b.ok(&["ps", "-aq"]), "");
 }

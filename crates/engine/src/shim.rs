@@ -238,6 +238,10 @@ impl Engine {
                 )
                 .map_err(|e| classify(e, dir, rec))?;
             let master = berth_runtime::tty::recv_fd(ours.as_raw_fd())?;
+            // the size of our terminal, before the program starts and asks for it
+            if let Ok((rows, cols)) = berth_sys::proc::window_size(std::io::stdin().as_fd()) {
+                let _ = berth_sys::proc::set_window_size(master.as_fd(), rows, cols);
+            }
             return Ok(Io {
                 pid: created.pid,
                 out: Some(master),
