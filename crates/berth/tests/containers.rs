@@ -302,6 +302,12 @@ fn exit_status_passes_through() {
     assert!(ps.contains("Exited (3)"), "{ps}");
     assert_eq!(b.ok(&["ps"]).lines().count(), 1, "only the header");
     b.ok(&["rm", "kept"]);
+    // -d --rm: the supervisor removes the container when it exits
+    b.ok(&["run", "-d", "--rm", "someapp:1.0", "true"]);
+    eventually("the -d --rm container to go", || {
+        b.ok(&["ps", "-aq"]).is_empty()
+    });
+    assert_eq!(b.mounts(), Vec::<String>::new());
 }
 
 #[test]
@@ -385,6 +391,21 @@ fn run_ti_sees_a_terminal() {
     );
     assert_eq!(o.status.code(), Some(5));
     assert_eq!(b.ok(&["ps", "-aq"]), "");
+
+    b.ok(&["run", "-d", "--name", "e", "someapp:1.0", "sleep", "100207"]);
+    let o = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{berth} exec -ti e sh -c 'test -t 0 && echo exec-tty; exit 6'"
+        ))
+        .arg("/dev/null")
+        .env("BERTH_RUNTIME_ROOT", b.root.path().join("runtime"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    assert!(stdout(&o).contains("exec-tty"), "{}", stdout(&o));
+    assert_eq!(o.status.code(), Some(6));
+    b.ok(&["rm", "-f", "e"]);
 }
 
 #[test]
