@@ -437,6 +437,14 @@ fn run_container(rt: &Runtime, a: CreateArgs, detach: bool, keep: bool) -> Resul
     } else {
         (None, None)
     };
+    // Block the forwarded signals before the container exists, so one that arrives
+    // early is queued for the forwarder rather than killing us (the container's init
+    // unblocks every signal before it execs).
+    let forwarded = if detach {
+        None
+    } else {
+        Some(block_forwarded_signals()?)
+    };
     let c = create(rt, &a, theirs)?;
     let master = match &ours {
         Some(s) => Some(berth_runtime::tty::recv_fd(s.as_raw_fd())?),
@@ -449,6 +457,9 @@ fn run_container(rt: &Runtime, a: CreateArgs, detach: bool, keep: bool) -> Resul
     if detach {
         return Ok(0);
     }
+    if let Some(set) = forwarded {
+        forward_signals(set, c.pid);
+    }
     let relay = master.map(|m| std::thread::spawn(move || berth_runtime::tty::relay(m)));
     let code = wait_for(c.pid)?;
     if let Some(r) = relay {
@@ -458,6 +469,33 @@ fn run_container(rt: &Runtime, a: CreateArgs, detach: bool, keep: bool) -> Resul
         rt.delete(&a.id, true)?;
     }
     Ok(code)
+}
+
+/// The signals a foreground `run` forwards to the container's init, as runc does.
+fn block_forwarded_signals() -> Result<nix::sys::signal::SigSet> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(s);
+    }
+    set.thread_block().context("block signals for forwarding")?;
+    Ok(set)
+}
+
+/// A thread that waits for the blocked signals (sigwait) and sends them to `pid`.
+fn forward_signals(set: nix::sys::signal::SigSet, pid: i32) {
+    std::thread::spawn(move || loop {
+        if let Ok(sig) = set.wait() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    });
 }
 
 fn parse_user(u: &str) -> Result<(u32, Option<u32>)> {

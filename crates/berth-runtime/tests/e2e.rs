@@ -65,6 +65,41 @@ fn new_session_keyring_unless_asked_not_to() {
 }
 
 #[test]
+fn foreground_run_forwards_signals_to_the_container() {
+    let ct = sh("trap 'echo got-usr1; exit 5' USR1; echo ready; while :; do sleep 0.05; done");
+    ct.write();
+    let b = ct.bundle();
+    let mut c = ct.cmd(&["run", "--bundle", b.to_str().expect("utf8"), &ct.id]);
+    c.stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    let mut out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 6];
+        let _ = std::io::Read::read_exact(&mut out, &mut buf);
+        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+        let _ = tx.send(rest);
+    });
+    let limit = std::time::Duration::from_secs(20);
+    assert_eq!(
+        rx.recv_timeout(limit).expect("container never said ready"),
+        "ready\n"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .expect("kill");
+    // (on failure, Ct's drop removes the container, which ends the reader)
+    let rest = rx.recv_timeout(limit).expect("no output after the signal");
+    let st = child.wait().expect("wait");
+    assert!(rest.contains("got-usr1"), "{rest}");
+    assert_eq!(st.code(), Some(5));
+}
+
+#[test]
 fn exit_status_is_the_container_s() {
     let ct = sh("exit 42");
     assert_eq!(ct.run().0, 42);

@@ -110,7 +110,7 @@ impl Ct {
 
     /// Run with a 60 s limit; returns the output.
     pub fn rt(&self, args: &[&str]) -> Output {
-        run_limited(self.cmd(args))
+        run_limited_ct(self.cmd(args), Some((self.root(), self.id.clone())))
     }
 
     /// `run` the bundle in the foreground and return (exit code, stdout, stderr).
@@ -134,7 +134,7 @@ impl Ct {
         let out = std::fs::File::create(self.dir.path().join("out")).expect("out file");
         let err = std::fs::File::create(self.dir.path().join("err")).expect("err file");
         c.stdout(out).stderr(err);
-        let st = spawn_limited(c);
+        let st = spawn_limited(c, Some((self.root(), self.id.clone())));
         let stderr = std::fs::read(self.dir.path().join("err")).unwrap_or_default();
         Output {
             status: st,
@@ -180,26 +180,35 @@ impl Drop for Ct {
     }
 }
 
-pub fn run_limited(mut c: Command) -> Output {
+pub fn run_limited(c: Command) -> Output {
+    run_limited_ct(c, None)
+}
+
+/// As [`run_limited`]; on timeout also force-delete container `ct` (root, id), whose
+/// processes would otherwise hold our pipes open forever.
+pub fn run_limited_ct(mut c: Command, ct: Option<(PathBuf, String)>) -> Output {
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = c.spawn().expect("spawn berth-runtime");
     let pid = child.id();
-    let done = kill_after_60s(pid);
+    let done = kill_after_60s(pid, ct);
     let out = child.wait_with_output().expect("wait");
     done.store(true, Ordering::SeqCst);
     out
 }
 
 /// Spawn with the caller's stdio and wait (60 s limit).
-pub fn spawn_limited(mut c: Command) -> std::process::ExitStatus {
+pub fn spawn_limited(mut c: Command, ct: Option<(PathBuf, String)>) -> std::process::ExitStatus {
     let mut child = c.spawn().expect("spawn berth-runtime");
-    let done = kill_after_60s(child.id());
+    let done = kill_after_60s(child.id(), ct);
     let st = child.wait().expect("wait");
     done.store(true, Ordering::SeqCst);
     st
 }
 
-fn kill_after_60s(pid: u32) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+fn kill_after_60s(
+    pid: u32,
+    ct: Option<(PathBuf, String)>,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let d2 = done.clone();
     std::thread::spawn(move || {
@@ -214,6 +223,13 @@ fn kill_after_60s(pid: u32) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
+        if let Some((root, id)) = ct {
+            let _ = Command::new(BIN)
+                .arg("--root")
+                .arg(root)
+                .args(["delete", "--force", &id])
+                .output();
+        }
     });
     done
 }
