@@ -31,6 +31,40 @@ pub enum ContainerCmd {
     Stop(StopArgs),
     /// Kill one or more running containers
     Kill(KillArgs),
+    /// Create a new container
+    Create(RunArgs),
+    /// Start one or more stopped containers
+    Start(StartArgs),
+    /// Restart one or more containers
+    Restart(StopArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(WaitArgs),
+    /// Display detailed information on one or more containers
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals
+    #[arg(short, long)]
+    attach: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct WaitArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Format output using a Go-template subset ({{.State.Status}}, {{json .}}, ...)
+    #[arg(short, long)]
+    format: Option<String>,
+    #[arg(required = true)]
+    containers: Vec<String>,
 }
 
 #[derive(Args)]
@@ -200,7 +234,7 @@ fn engine(data_root: &Path) -> Result<Engine, berth_engine::Error> {
 
 /// Runs a container command and exits with docker's status for it.
 pub fn run(data_root: &Path, cmd: ContainerCmd) -> anyhow::Result<()> {
-    let is_run = matches!(cmd, ContainerCmd::Run(_));
+    let is_run = matches!(cmd, ContainerCmd::Run(_) | ContainerCmd::Create(_));
     let code = match engine(data_root).and_then(|e| dispatch(&e, cmd)) {
         Ok(code) => code,
         Err(e) => {
@@ -247,6 +281,37 @@ fn dispatch(e: &Engine, cmd: ContainerCmd) -> Result<i32, berth_engine::Error> {
             e.stop(c, Duration::from_secs(a.time)).map(|_| ())
         }),
         ContainerCmd::Kill(a) => each(&a.containers, |c| e.kill(c, &a.signal).map(|_| ())),
+        ContainerCmd::Create(a) => {
+            let id = e.create(&create_options(a)?)?;
+            println!("{id}");
+            Ok(0)
+        }
+        ContainerCmd::Start(a) if a.attach => {
+            if a.containers.len() > 1 {
+                return Err(berth_engine::Error::Invalid(
+                    "you cannot start and attach multiple containers at once".into(),
+                ));
+            }
+            e.start_existing(&a.containers[0], true)
+        }
+        ContainerCmd::Start(a) => each(&a.containers, |c| e.start_existing(c, false).map(|_| ())),
+        ContainerCmd::Restart(a) => each(&a.containers, |c| {
+            e.restart(c, Duration::from_secs(a.time)).map(|_| ())
+        }),
+        ContainerCmd::Wait(a) => {
+            let mut code = 0;
+            for c in &a.containers {
+                match e.wait(c) {
+                    Ok(status) => println!("{status}"),
+                    Err(err) => {
+                        eprintln!("Error response from daemon: {err}");
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
+        }
+        ContainerCmd::Inspect(a) => inspect(e, &a),
     }
 }
 
@@ -301,12 +366,13 @@ fn exec(e: &Engine, a: ExecArgs) -> Result<i32, berth_engine::Error> {
     )
 }
 
-fn run_container(e: &Engine, a: RunArgs) -> Result<i32, berth_engine::Error> {
+/// The engine's options from `run`/`create` flags.
+fn create_options(a: RunArgs) -> Result<CreateOptions, berth_engine::Error> {
     let mut log = berth_engine::LogOptions::default();
     for o in &a.log_opt {
         log.set(o)?;
     }
-    let opts = CreateOptions {
+    Ok(CreateOptions {
         image: a.image,
         name: a.name,
         cmd: a.command,
@@ -328,14 +394,19 @@ fn run_container(e: &Engine, a: RunArgs) -> Result<i32, berth_engine::Error> {
         tty: a.tty,
         interactive: a.interactive,
         log,
-    };
+    })
+}
+
+fn run_container(e: &Engine, a: RunArgs) -> Result<i32, berth_engine::Error> {
+    let (detach, tty) = (a.detach, a.tty);
+    let opts = create_options(a)?;
     let id = e.create(&opts)?;
-    if a.detach {
+    if detach {
         e.start(&id, false)?;
         println!("{id}");
         return Ok(0);
     }
-    if a.tty {
+    if tty {
         return e.run_tty(&id);
     }
     e.start(&id, true)
@@ -453,6 +524,112 @@ fn logs(e: &Engine, a: &LogsArgs) -> Result<i32, berth_engine::Error> {
             }
         }
     }
+}
+
+fn inspect(e: &Engine, a: &InspectArgs) -> Result<i32, berth_engine::Error> {
+    let mut docs = Vec::new();
+    let mut code = 0;
+    for c in &a.containers {
+        match e.inspect(c).and_then(|s| inspect_json(e, &s)) {
+            Ok(v) => docs.push(v),
+            Err(err) => {
+                eprintln!("Error response from daemon: {err}");
+                code = 1;
+            }
+        }
+    }
+    match &a.format {
+        Some(f) => {
+            for d in &docs {
+                match crate::format::render(f, d) {
+                    Ok(s) => println!("{s}"),
+                    Err(err) => {
+                        eprintln!("template: {err:#}");
+                        return Ok(1);
+                    }
+                }
+            }
+        }
+        None => println!(
+            "{}",
+            serde_json::to_string_pretty(&docs).unwrap_or_else(|_| "[]".into())
+        ),
+    }
+    Ok(code)
+}
+
+/// docker's `container inspect` shape (the fields berth knows so far).
+fn inspect_json(e: &Engine, s: &Summary) -> Result<serde_json::Value, berth_engine::Error> {
+    use serde_json::json;
+    let r = &s.record;
+    let o = &r.options;
+    let spec = e.runtime_spec(&r.id)?;
+    let process = &spec["process"];
+    let dir = e.container_dir(&r.id);
+    let zero_time = "0001-01-01T00:00:00Z";
+    let status = match s.state {
+        State::Created => "created",
+        State::Running => "running",
+        State::Exited(_) => "exited",
+        State::Dead => "dead",
+    };
+    let user = o.user.clone().unwrap_or_default();
+    Ok(json!({
+        "Id": r.id,
+        "Created": r.created,
+        "Path": r.path,
+        "Args": r.args,
+        "State": {
+            "Status": status,
+            "Running": s.state == State::Running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": false,
+            "Dead": s.state == State::Dead,
+            "Pid": if s.state == State::Running { r.pid.unwrap_or(0) } else { 0 },
+            "ExitCode": s.exit.as_ref().map(|x| x.code).unwrap_or(0),
+            "Error": "",
+            "StartedAt": r.started_at.as_deref().unwrap_or(zero_time),
+            "FinishedAt": s.exit.as_ref().map(|x| x.finished_at.as_str()).unwrap_or(zero_time),
+        },
+        "Image": o.image,
+        "ResolvConfPath": dir.join("resolv.conf"),
+        "HostnamePath": dir.join("hostname"),
+        "HostsPath": dir.join("hosts"),
+        "LogPath": e.log_path(&r.id),
+        "Name": format!("/{}", r.name),
+        "RestartCount": 0,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "HostConfig": {
+            "Binds": o.binds.iter().map(|b| format!(
+                "{}:{}{}", b.source.display(), b.target.display(), if b.readonly { ":ro" } else { "" }
+            )).collect::<Vec<_>>(),
+            "LogConfig": {"Type": "json-file", "Config": {
+                "max-size": o.log.max_size.to_string(),
+                "max-file": o.log.max_files.to_string(),
+            }},
+            "NetworkMode": match o.network {
+                berth_engine::NetworkMode::Host => "host",
+                berth_engine::NetworkMode::None => "none",
+            },
+            "AutoRemove": o.auto_remove,
+            "Memory": o.memory.unwrap_or(0),
+            "PidsLimit": o.pids_limit,
+            "ReadonlyRootfs": o.read_only,
+        },
+        "Config": {
+            "Hostname": spec["hostname"],
+            "User": user,
+            "Tty": o.tty,
+            "OpenStdin": o.interactive,
+            "Env": process["env"],
+            "Cmd": std::iter::once(r.path.clone()).chain(r.args.iter().cloned()).collect::<Vec<_>>(),
+            "Image": o.image,
+            "WorkingDir": process["cwd"],
+            "Entrypoint": o.entrypoint.as_ref().map(|x| vec![x.clone()]),
+        },
+    }))
 }
 
 #[cfg(test)]

@@ -82,6 +82,14 @@ enum Cmd {
     Stop(container::StopArgs),
     /// Kill one or more running containers
     Kill(container::KillArgs),
+    /// Create a new container
+    Create(container::RunArgs),
+    /// Start one or more stopped containers
+    Start(container::StartArgs),
+    /// Restart one or more containers
+    Restart(container::StopArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(container::WaitArgs),
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
@@ -124,6 +132,10 @@ fn main() {
         Cmd::Exec(a) => container::run(&cli.data_root, container::ContainerCmd::Exec(a)),
         Cmd::Stop(a) => container::run(&cli.data_root, container::ContainerCmd::Stop(a)),
         Cmd::Kill(a) => container::run(&cli.data_root, container::ContainerCmd::Kill(a)),
+        Cmd::Create(a) => container::run(&cli.data_root, container::ContainerCmd::Create(a)),
+        Cmd::Start(a) => container::run(&cli.data_root, container::ContainerCmd::Start(a)),
+        Cmd::Restart(a) => container::run(&cli.data_root, container::ContainerCmd::Restart(a)),
+        Cmd::Wait(a) => container::run(&cli.data_root, container::ContainerCmd::Wait(a)),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
     };
     if let Err(e) = result {

@@ -643,3 +643,62 @@ fn run_i_passes_stdin_and_without_i_the_container_gets_none() {
     let o = feed(&["run", "--rm", "someapp:1.0", "cat"]);
     assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), ""));
 }
+
+#[test]
+fn create_start_wait_restart_inspect() {
+    let b = Berth::new();
+    let id = b
+        .ok(&[
+            "create",
+            "--name",
+            "c",
+            "-e",
+            "K=v",
+            "someapp:1.0",
+            "sh",
+            "-c",
+            "echo run-$K; exit 4",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    let status = |b: &Berth| {
+        b.ok(&[
+            "container",
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "c",
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(status(&b), "created 0");
+    assert!(b.ok(&["ps", "-a"]).contains("Created"));
+    let o = b.run(&["start", "-a", "c"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(4), "run-v\n"));
+    assert_eq!(status(&b), "exited 4");
+    // an exited container starts again (its rootfs is mounted anew)
+    assert_eq!(b.ok(&["start", "c"]).trim(), "c");
+    assert_eq!(b.ok(&["wait", "c"]).trim(), "4");
+    let o = b.run(&["logs", "c"]);
+    assert_eq!(stdout(&o), "run-v\nrun-v\n");
+    let doc: serde_json::Value =
+        serde_json::from_str(&b.ok(&["container", "inspect", "c"])).expect("inspect json");
+    assert_eq!(doc[0]["Id"], id.as_str());
+    assert_eq!(doc[0]["Name"], "/c");
+    assert_eq!(doc[0]["Config"]["Image"], "someapp:1.0");
+    assert!(doc[0]["Config"]["Env"]
+        .as_array()
+        .is_some_and(|e| e.iter().any(|x| x == "K=v")));
+    b.ok(&["rm", "c"]);
+
+    b.ok(&["run", "-d", "--name", "r", "someapp:1.0", "sleep", "100208"]);
+    let pid1 = b.ok(&["container", "inspect", "-f", "{{.State.Pid}}", "r"]);
+    assert_eq!(b.ok(&["restart", "-t", "1", "r"]).trim(), "r");
+    let pid2 = b.ok(&["container", "inspect", "-f", "{{.State.Pid}}", "r"]);
+    assert_ne!(pid1, pid2, "restart runs a new process");
+    assert!(b.ok(&["ps"]).contains(" r\n"));
+    b.ok(&["rm", "-f", "r"]);
+    assert_eq!(b.mounts(), Vec::<String>::new());
+}

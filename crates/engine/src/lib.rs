@@ -43,6 +43,7 @@ pub mod rootfs;
 pub mod sealed;
 mod shim;
 pub mod spec;
+mod start;
 pub mod user;
 
 pub use error::{Error, Result};
@@ -149,6 +150,16 @@ impl Engine {
     pub(crate) fn images(&self) -> Result<berth_image::Images> {
         let _turn = record::lock_file(&self.containers.join(".images.lock"))?;
         Ok(berth_image::Images::open(&self.data_root)?)
+    }
+
+    /// The container's directory (`<data-root>/containers/<id>`).
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.dir(id).dir
+    }
+
+    /// The OCI runtime spec container `id` runs with, as JSON.
+    pub fn runtime_spec(&self, id: &str) -> Result<serde_json::Value> {
+        record::read_json(&self.dir(id).bundle().join("config.json"))
     }
 
     /// The json-file log of container `id`.

@@ -204,6 +204,7 @@ impl Engine {
             }
         };
         rec.started_at = Some(crate::record::now());
+        rec.pid = Some(io.pid);
         dir.save(&rec)?;
         Ok((rec, io))
     }

@@ -1,0 +1,77 @@
+//! `start` of a container that exists (created, or exited: its snapshot is mounted
+//! again), `restart`, and `wait`.
+
+use crate::error::{Error, Result};
+use crate::list::State;
+use crate::{rootfs, Engine};
+use std::time::Duration;
+
+impl Engine {
+    /// Starts the existing container `what` under a new shim; attached, returns its
+    /// exit code, else 0 once it runs. A running container is left as it is.
+    pub fn start_existing(&self, what: &str, attached: bool) -> Result<i32> {
+        let s = self.inspect(what)?;
+        let id = s.record.id.clone();
+        match s.state {
+            State::Running if attached => return self.wait(&id),
+            State::Running => return Ok(0),
+            State::Dead => {
+                return Err(Error::Conflict(format!(
+                    "container {} is dead (its supervisor died): remove it with `berth rm -f {}`",
+                    &id[..12],
+                    s.record.name
+                )))
+            }
+            State::Created | State::Exited(_) => {}
+        }
+        self.prepare_restart(&id)?;
+        self.start(&id, attached)
+    }
+
+    /// Mounts the rootfs again (an exited container's was taken down) and forgets
+    /// the previous exit status.
+    fn prepare_restart(&self, id: &str) -> Result<()> {
+        let dir = self.dir(id);
+        let _lock = dir.lock()?;
+        if !rootfs::is_mounted(&dir.rootfs()) {
+            let mounts = self.images()?.container_mounts(id)?;
+            rootfs::mount_rootfs(&mounts, &dir.rootfs())?;
+        }
+        match std::fs::remove_file(dir.exit_path()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", dir.exit_path(), e)),
+        }
+    }
+
+    /// Stops (see [`Engine::stop`]) and starts the container again, detached.
+    pub fn restart(&self, what: &str, timeout: Duration) -> Result<String> {
+        let id = self.stop(what, timeout)?;
+        self.start_existing(&id, false)?;
+        Ok(id)
+    }
+
+    /// Blocks until the container is no longer running and returns its exit code
+    /// (a created container is waited for until it has run).
+    pub fn wait(&self, what: &str) -> Result<i32> {
+        let id = self.resolve(what)?;
+        loop {
+            let dir = self.dir(&id);
+            let rec = match dir.load() {
+                Ok(r) => r,
+                // removed while we waited (--rm): its status went with it
+                Err(_) => return Err(Error::NotFound(id)),
+            };
+            match self.state_of(&dir, &rec).0 {
+                State::Exited(code) => return Ok(code),
+                State::Dead => {
+                    return Err(Error::Conflict(format!(
+                        "container {} is dead: its exit status is unknown",
+                        &id[..12]
+                    )))
+                }
+                State::Running | State::Created => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
