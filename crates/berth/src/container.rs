@@ -136,6 +136,13 @@ pub struct PsArgs {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
+    /// Filter output (name=, id=, status=, exited=, ancestor=)
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// Format output using a Go-template subset ({{.ID}}, {{.Names}}, {{.Status}}, ...;
+    /// "table " prefix for columns with headers)
+    #[arg(long)]
+    format: Option<String>,
 }
 
 #[derive(Args)]
@@ -413,12 +420,46 @@ fn run_container(e: &Engine, a: RunArgs) -> Result<i32, berth_engine::Error> {
 }
 
 fn ps(e: &Engine, a: &PsArgs) -> Result<i32, berth_engine::Error> {
-    let list = e.list(a.all)?;
+    let filters = a
+        .filter
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    berth_engine::Error::Invalid(format!(
+                        "bad format of filter {f:?} (expected name=value)"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // docker lists stopped containers too when filtering by status or exit code
+    let all = a.all || filters.iter().any(|(k, _)| k == "status" || k == "exited");
+    let mut list = e.list(all)?;
+    for (k, v) in &filters {
+        let keep = |c: &Summary| match k.as_str() {
+            "name" => c.record.name.contains(v.trim_start_matches('/')),
+            "id" => c.record.id.starts_with(v.as_str()),
+            "status" => state_name(c.state) == v,
+            "exited" => matches!(c.state, State::Exited(code) if code.to_string() == *v),
+            "ancestor" => c.record.options.image == *v,
+            _ => true,
+        };
+        if !["name", "id", "status", "exited", "ancestor"].contains(&k.as_str()) {
+            return Err(berth_engine::Error::Invalid(format!(
+                "invalid filter {k:?}: use name, id, status, exited or ancestor"
+            )));
+        }
+        list.retain(|c| keep(c));
+    }
     if a.quiet {
         for c in &list {
             println!("{}", short_id(&c.record.id, a.no_trunc));
         }
         return Ok(0);
+    }
+    if let Some(f) = &a.format {
+        return ps_format(&list, f, a.no_trunc);
     }
     let mut rows = vec![[
         "CONTAINER ID",
@@ -443,6 +484,62 @@ fn ps(e: &Engine, a: &PsArgs) -> Result<i32, berth_engine::Error> {
         ]);
     }
     print!("{}", table(&rows));
+    Ok(0)
+}
+
+fn state_name(s: State) -> &'static str {
+    match s {
+        State::Created => "created",
+        State::Running => "running",
+        State::Exited(_) => "exited",
+        State::Dead => "dead",
+    }
+}
+
+/// `ps --format`: docker's fields; a `table ` prefix prints aligned columns under
+/// docker's headers.
+fn ps_format(list: &[Summary], f: &str, no_trunc: bool) -> Result<i32, berth_engine::Error> {
+    use serde_json::json;
+    let (is_table, tpl) = match f.strip_prefix("table") {
+        Some(rest) => (true, rest.trim_start()),
+        None => (false, f),
+    };
+    let render = |v: &serde_json::Value| {
+        crate::format::render(tpl, v)
+            .map_err(|e| berth_engine::Error::Invalid(format!("template: {e:#}")))
+    };
+    let mut lines = Vec::new();
+    if is_table {
+        lines.push(render(&json!({
+            "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
+            "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Status": "STATUS",
+            "State": "STATE", "Ports": "PORTS", "Names": "NAMES",
+        }))?);
+    }
+    for c in list {
+        lines.push(render(&json!({
+            "ID": short_id(&c.record.id, no_trunc),
+            "Image": c.record.options.image,
+            "Command": command_column(c, no_trunc),
+            "CreatedAt": c.record.created,
+            "RunningFor": human_since(Some(&c.record.created)),
+            "Status": status_column(c),
+            "State": state_name(c.state),
+            "Ports": "",
+            "Names": c.record.name,
+        }))?);
+    }
+    if is_table {
+        let rows: Vec<Vec<String>> = lines
+            .iter()
+            .map(|l| l.split('\t').map(String::from).collect())
+            .collect();
+        print!("{}", table(&rows));
+    } else {
+        for l in lines {
+            println!("{l}");
+        }
+    }
     Ok(0)
 }
 

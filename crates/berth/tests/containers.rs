@@ -301,6 +301,22 @@ fn exit_status_passes_through() {
     let ps = b.ok(&["ps", "-a"]);
     assert!(ps.contains("Exited (3)"), "{ps}");
     assert_eq!(b.ok(&["ps"]).lines().count(), 1, "only the header");
+    // a status filter lists stopped containers without -a
+    let f = b.ok(&[
+        "ps",
+        "--filter",
+        "status=exited",
+        "--format",
+        "{{.Names}} {{.State}}",
+    ]);
+    assert_eq!(f, "kept exited\n");
+    assert_eq!(
+        b.ok(&["ps", "-f", "exited=3", "--format", "{{.Names}}"]),
+        "kept\n"
+    );
+    assert_eq!(b.ok(&["ps", "-f", "exited=4", "-q"]), "");
+    let t = b.ok(&["ps", "-a", "--format", "table {{.Names}}\t{{.State}}"]);
+    assert!(t.starts_with("NAMES") && t.contains("kept"), "{t}");
     b.ok(&["rm", "kept"]);
     // -d --rm: the supervisor removes the container when it exits
     b.ok(&["run", "-d", "--rm", "someapp:1.0", "true"]);
