@@ -100,6 +100,15 @@ fn foreground_run_forwards_signals_to_the_container() {
 }
 
 #[test]
+fn personality_linux32() {
+    let mut ct = sh("uname -m");
+    ct.config["linux"]["personality"] = json!({"domain": "LINUX32"});
+    let (code, out, err) = ct.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "i686");
+}
+
+#[test]
 fn exit_status_is_the_container_s() {
     let ct = sh("exit 42");
     assert_eq!(ct.run().0, 42);

@@ -271,6 +271,14 @@ pub(crate) fn finish_and_exec(
         .process()
         .as_ref()
         .ok_or_else(|| Error::Config("process: missing".into()))?;
+    if let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) {
+        let persona = match p.domain() {
+            oci_spec::runtime::LinuxPersonalityDomain::PerLinux => 0x0000,
+            oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
+        };
+        berth_sys::proc::set_personality(persona)
+            .map_err(|e| Error::Init(format!("linux.personality: {e}")))?;
+    }
     process::apply_rlimits(process)?;
     process::apply_sched(process)?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(

@@ -168,6 +168,32 @@ pub fn validate(spec: &Spec) -> Result<Vec<String>> {
         if let Some(s) = linux.seccomp() {
             crate::seccomp::check(s)?;
         }
+        let unsupported = [
+            ("linux.intelRdt", linux.intel_rdt().is_some()),
+            ("linux.memoryPolicy", linux.memory_policy().is_some()),
+            (
+                "linux.netDevices",
+                linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()),
+            ),
+            (
+                "process.execCPUAffinity",
+                process.exec_cpu_affinity().is_some(),
+            ),
+        ];
+        for (field, set) in unsupported {
+            if set {
+                return Err(Error::Config(format!(
+                    "{field}: not supported by this runtime: remove it"
+                )));
+            }
+        }
+        if let Some(p) = linux.personality() {
+            if let Some(f) = p.flags().as_ref().filter(|f| !f.is_empty()) {
+                return Err(Error::Config(format!(
+                    "linux.personality.flags: {f:?} are not supported: remove them"
+                )));
+            }
+        }
     }
     Ok(warnings)
 }

@@ -262,3 +262,13 @@ pub fn join_session_keyring(name: &std::ffi::CStr) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// personality(2): set the execution domain (e.g. PER_LINUX32 = 0x0008) of this process.
+pub fn set_personality(persona: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: personality takes one integer and touches no memory of ours.
+    let r = unsafe { libc::personality(persona) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
