@@ -112,6 +112,9 @@ pub struct RunArgs {
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     read_only: bool,
+    /// Security options: seccomp=unconfined, no-new-privileges
+    #[arg(long)]
+    security_opt: Vec<String>,
     /// Log driver options: max-size (default 20m), max-file (default 5)
     #[arg(long)]
     log_opt: Vec<String>,
@@ -379,7 +382,7 @@ fn create_options(a: RunArgs) -> Result<CreateOptions, berth_engine::Error> {
     for o in &a.log_opt {
         log.set(o)?;
     }
-    Ok(CreateOptions {
+    let mut opts = CreateOptions {
         image: a.image,
         name: a.name,
         cmd: a.command,
@@ -401,7 +404,12 @@ fn create_options(a: RunArgs) -> Result<CreateOptions, berth_engine::Error> {
         tty: a.tty,
         interactive: a.interactive,
         log,
-    })
+        ..Default::default()
+    };
+    for o in &a.security_opt {
+        opts.security_opt(o)?;
+    }
+    Ok(opts)
 }
 
 fn run_container(e: &Engine, a: RunArgs) -> Result<i32, berth_engine::Error> {

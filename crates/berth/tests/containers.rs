@@ -718,3 +718,31 @@ fn create_start_wait_restart_inspect() {
     b.ok(&["rm", "-f", "r"]);
     assert_eq!(b.mounts(), Vec::<String>::new());
 }
+
+#[test]
+fn default_seccomp_profile_refuses_new_namespaces() {
+    let b = Berth::new();
+    let script = "unshare -U true 2>/dev/null; echo $?";
+    let o = b.ok(&["run", "--rm", "someapp:1.0", "sh", "-c", script]);
+    assert_eq!(o, "1\n", "unshare -U must fail under the default profile");
+    let o = b.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(o, "0\n");
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "apparmor=x",
+        "someapp:1.0",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+}

@@ -41,6 +41,7 @@ pub mod record;
 mod remove;
 pub mod rootfs;
 pub mod sealed;
+pub mod seccomp;
 mod shim;
 pub mod spec;
 mod start;

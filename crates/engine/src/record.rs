@@ -119,6 +119,33 @@ pub struct CreateOptions {
     /// log rotation (`--log-opt max-size=…,max-file=…`)
     #[serde(default)]
     pub log: LogOptions,
+    /// `--security-opt seccomp=unconfined`: no seccomp profile
+    #[serde(default)]
+    pub seccomp_unconfined: bool,
+    /// `--security-opt no-new-privileges`
+    #[serde(default)]
+    pub no_new_privileges: bool,
+}
+
+impl CreateOptions {
+    /// Applies one `--security-opt` (`seccomp=unconfined`, `no-new-privileges`).
+    pub fn security_opt(&mut self, opt: &str) -> Result<()> {
+        let (k, v) = match opt.split_once(['=', ':']) {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        match (k, v) {
+            ("seccomp", Some("unconfined")) => self.seccomp_unconfined = true,
+            ("no-new-privileges", None | Some("true")) => self.no_new_privileges = true,
+            ("no-new-privileges", Some("false")) => self.no_new_privileges = false,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "--security-opt {opt:?}: supported are seccomp=unconfined and no-new-privileges[=true|false] (profiles from files, apparmor and labels are not yet)"
+                )))
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Rotation of the json-file log: at most `max_files` files of `max_size` bytes, so
@@ -372,6 +399,16 @@ mod tests {
             }
         );
         assert!(l.set("max-file=0").is_err() && l.set("compress=true").is_err());
+    }
+
+    #[test]
+    fn security_opts() {
+        let mut o = CreateOptions::default();
+        o.security_opt("seccomp=unconfined").expect("unconfined");
+        o.security_opt("no-new-privileges").expect("nnp");
+        assert!(o.seccomp_unconfined && o.no_new_privileges);
+        assert!(o.security_opt("seccomp=/some/profile.json").is_err());
+        assert!(o.security_opt("apparmor=x").is_err());
     }
 
     #[test]

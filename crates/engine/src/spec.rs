@@ -162,6 +162,9 @@ pub fn build(image: Option<&ImageConfig>, opts: &CreateOptions, ctx: &Context<'_
         res.set_pids(Some(pids));
     }
     linux.set_resources(Some(res));
+    if !opts.seccomp_unconfined {
+        linux.set_seccomp(Some(crate::seccomp::default_profile()?));
+    }
     spec.set_linux(Some(linux));
     Ok(spec)
 }
@@ -207,7 +210,7 @@ fn process(
     c.set_inheritable(None);
     c.set_ambient(None);
     p.set_capabilities(Some(c));
-    p.set_no_new_privileges(Some(false));
+    p.set_no_new_privileges(Some(opts.no_new_privileges));
     // rlimits are inherited from the engine, as docker's come from its daemon
     p.set_rlimits(None);
     Ok(p)
