@@ -112,6 +112,42 @@ pub struct RunArgs {
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     read_only: bool,
+    /// Read in a file of environment variables
+    #[arg(long)]
+    env_file: Vec<PathBuf>,
+    /// Set metadata on a container (key=value)
+    #[arg(short, long = "label")]
+    label: Vec<String>,
+    /// Add Linux capabilities (e.g. NET_ADMIN, or ALL)
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// Mount a tmpfs directory (/path[:options])
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Ulimit options (name=soft[:hard])
+    #[arg(long)]
+    ulimit: Vec<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<u64>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Signal to stop the container
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container
+    #[arg(long)]
+    stop_timeout: Option<u64>,
     /// Security options: seccomp=unconfined, no-new-privileges
     #[arg(long)]
     security_opt: Vec<String>,
@@ -139,7 +175,7 @@ pub struct PsArgs {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
-    /// Filter output (name=, id=, status=, exited=, ancestor=)
+    /// Filter output (name=, id=, status=, exited=, ancestor=, label=)
     #[arg(short, long)]
     filter: Vec<String>,
     /// Format output using a Go-template subset ({{.ID}}, {{.Names}}, {{.Status}}, ...;
@@ -196,9 +232,9 @@ pub struct ExecArgs {
 
 #[derive(Args)]
 pub struct StopArgs {
-    /// Seconds to wait before killing the container
-    #[arg(short = 't', long = "time", default_value_t = 10)]
-    time: u64,
+    /// Seconds to wait before killing the container (default: its --stop-timeout, else 10)
+    #[arg(short = 't', long = "time")]
+    time: Option<u64>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -288,7 +324,7 @@ fn dispatch(e: &Engine, cmd: ContainerCmd) -> Result<i32, berth_engine::Error> {
             exec(e, a)
         }
         ContainerCmd::Stop(a) => each(&a.containers, |c| {
-            e.stop(c, Duration::from_secs(a.time)).map(|_| ())
+            e.stop(c, a.time.map(Duration::from_secs)).map(|_| ())
         }),
         ContainerCmd::Kill(a) => each(&a.containers, |c| e.kill(c, &a.signal).map(|_| ())),
         ContainerCmd::Create(a) => {
@@ -306,7 +342,7 @@ fn dispatch(e: &Engine, cmd: ContainerCmd) -> Result<i32, berth_engine::Error> {
         }
         ContainerCmd::Start(a) => each(&a.containers, |c| e.start_existing(c, false).map(|_| ())),
         ContainerCmd::Restart(a) => each(&a.containers, |c| {
-            e.restart(c, Duration::from_secs(a.time)).map(|_| ())
+            e.restart(c, a.time.map(Duration::from_secs)).map(|_| ())
         }),
         ContainerCmd::Wait(a) => {
             let mut code = 0;
@@ -351,6 +387,23 @@ fn env_value(v: &str) -> Option<String> {
     std::env::var(v).ok().map(|val| format!("{v}={val}"))
 }
 
+/// `--env-file`: KEY=VALUE lines (a bare KEY takes our value), `#` comments.
+fn env_files(files: &[PathBuf]) -> Result<Vec<String>, berth_engine::Error> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            berth_engine::Error::Invalid(format!("--env-file {}: {e}", f.display()))
+        })?;
+        out.extend(
+            text.lines()
+                .map(str::trim_start)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .filter_map(env_value),
+        );
+    }
+    Ok(out)
+}
+
 /// `--memory`: docker's sizes, at least 6 MB.
 fn parse_memory(s: &str) -> Result<i64, berth_engine::Error> {
     let bytes = berth_engine::record::parse_size(s)?;
@@ -387,7 +440,10 @@ fn create_options(a: RunArgs) -> Result<CreateOptions, berth_engine::Error> {
         name: a.name,
         cmd: a.command,
         entrypoint: a.entrypoint,
-        env: a.env.iter().filter_map(|v| env_value(v)).collect(),
+        env: env_files(&a.env_file)?
+            .into_iter()
+            .chain(a.env.iter().filter_map(|v| env_value(v)))
+            .collect(),
         workdir: a.workdir,
         user: a.user,
         hostname: a.hostname,
@@ -404,6 +460,34 @@ fn create_options(a: RunArgs) -> Result<CreateOptions, berth_engine::Error> {
         tty: a.tty,
         interactive: a.interactive,
         log,
+        cap_add: a.cap_add,
+        cap_drop: a.cap_drop,
+        tmpfs: a.tmpfs,
+        ulimits: a.ulimit,
+        cpus: a.cpus,
+        cpu_shares: a.cpu_shares,
+        cpuset_cpus: a.cpuset_cpus,
+        memory_swap: a
+            .memory_swap
+            .as_deref()
+            .map(|m| {
+                if m == "-1" {
+                    Ok(-1)
+                } else {
+                    berth_engine::record::parse_size(m).map(|n| n as i64)
+                }
+            })
+            .transpose()?,
+        stop_signal: a.stop_signal,
+        stop_timeout: a.stop_timeout,
+        labels: a
+            .label
+            .iter()
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect(),
         ..Default::default()
     };
     for o in &a.security_opt {
@@ -451,11 +535,15 @@ fn ps(e: &Engine, a: &PsArgs) -> Result<i32, berth_engine::Error> {
             "status" => state_name(c.state) == v,
             "exited" => matches!(c.state, State::Exited(code) if code.to_string() == *v),
             "ancestor" => c.record.options.image == *v,
+            "label" => match v.split_once('=') {
+                Some((lk, lv)) => c.record.options.labels.get(lk).is_some_and(|x| x == lv),
+                None => c.record.options.labels.contains_key(v.as_str()),
+            },
             _ => true,
         };
-        if !["name", "id", "status", "exited", "ancestor"].contains(&k.as_str()) {
+        if !["name", "id", "status", "exited", "ancestor", "label"].contains(&k.as_str()) {
             return Err(berth_engine::Error::Invalid(format!(
-                "invalid filter {k:?}: use name, id, status, exited or ancestor"
+                "invalid filter {k:?}: use name, id, status, exited, ancestor or label"
             )));
         }
         list.retain(|c| keep(c));
@@ -722,6 +810,18 @@ fn inspect_json(e: &Engine, s: &Summary) -> Result<serde_json::Value, berth_engi
             "Memory": o.memory.unwrap_or(0),
             "PidsLimit": o.pids_limit,
             "ReadonlyRootfs": o.read_only,
+            "CapAdd": o.cap_add,
+            "CapDrop": o.cap_drop,
+            "NanoCpus": o.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+            "CpuShares": o.cpu_shares.unwrap_or(0),
+            "CpusetCpus": o.cpuset_cpus.clone().unwrap_or_default(),
+            "MemorySwap": o.memory_swap.unwrap_or(0),
+            "Tmpfs": o.tmpfs.iter().map(|t| {
+                let (p, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
+                (p.to_string(), opts.to_string())
+            }).collect::<std::collections::BTreeMap<_, _>>(),
+            "Ulimits": o.ulimits,
+            "SecurityOpt": o.seccomp_unconfined.then_some(vec!["seccomp=unconfined"]),
         },
         "Config": {
             "Hostname": spec["hostname"],
@@ -733,6 +833,9 @@ fn inspect_json(e: &Engine, s: &Summary) -> Result<serde_json::Value, berth_engi
             "Image": o.image,
             "WorkingDir": process["cwd"],
             "Entrypoint": o.entrypoint.as_ref().map(|x| vec![x.clone()]),
+            "Labels": o.labels,
+            "StopSignal": r.stop_signal,
+            "StopTimeout": o.stop_timeout,
         },
     }))
 }

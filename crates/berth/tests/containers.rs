@@ -746,3 +746,73 @@ fn default_seccomp_profile_refuses_new_namespaces() {
     ]);
     assert_eq!(o.status.code(), Some(125));
 }
+
+#[test]
+fn caps_tmpfs_ulimits_env_file_labels_cpu_and_stop_timeout() {
+    let b = Berth::new();
+    let envf = b.root.path().join("env.list");
+    std::fs::write(&envf, "A=1\n# comment\nB=two words\n").expect("env file");
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--env-file",
+        envf.to_str().expect("utf-8"),
+        "--cap-drop",
+        "ALL",
+        "--tmpfs",
+        "/scratch:size=1m",
+        "--ulimit",
+        "nofile=100:200",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo $A $B; grep CapEff /proc/self/status; grep -c ' /scratch tmpfs ' /proc/mounts; ulimit -n; ulimit -Hn",
+    ]);
+    assert_eq!(out, "1 two words\nCapEff:\t0000000000000000\n1\n100\n200\n");
+    // docker's default set
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "someapp:1.0",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "CapEff:\t00000000a80425fb\n");
+
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--cpus",
+            "0.5",
+            "-l",
+            "app=web",
+            "--stop-timeout",
+            "1",
+            "someapp:1.0",
+            "sleep",
+            "100209",
+        ])
+        .trim()
+        .to_string();
+    let v1 = Path::new("/sys/fs/cgroup/cpu/berth")
+        .join(&id)
+        .join("cpu.cfs_quota_us");
+    let v2 = Path::new("/sys/fs/cgroup/berth").join(&id).join("cpu.max");
+    let quota = std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .expect("cpu quota file");
+    assert!(quota.starts_with("50000"), "{quota}");
+    assert_eq!(
+        b.ok(&["ps", "-q", "--filter", "label=app=web"]).trim(),
+        &id[..12]
+    );
+    assert_eq!(b.ok(&["ps", "-q", "--filter", "label=app=db"]), "");
+    // no -t: the container's own --stop-timeout applies, then SIGKILL
+    b.ok(&["stop", &id]);
+    assert!(b.ok(&["ps", "-a"]).contains("Exited (137)"));
+    let t = b.ok(&["container", "inspect", "-f", "{{.Config.StopTimeout}}", &id]);
+    assert_eq!(t.trim(), "1");
+    b.ok(&["rm", &id]);
+}

@@ -68,6 +68,8 @@ impl Engine {
                 )),
                 e => e.into(),
             })?;
+        berth_runtime::signal::parse(opts.stop_signal.as_deref().unwrap_or("SIGTERM"))
+            .map_err(|e| Error::Invalid(format!("--stop-signal: {e}")))?;
         rootfs::mount_rootfs(&mounts, &dir.rootfs())?;
         let cfg = image.config().as_ref();
         let user_spec = opts
@@ -92,8 +94,10 @@ impl Engine {
         let bundle = dir.bundle();
         std::fs::create_dir_all(&bundle).map_err(|e| Error::io("create directory", &bundle, e))?;
         crate::record::write_json(&bundle.join("config.json"), &oci)?;
-        let stop_signal = cfg
-            .and_then(|c| c.stop_signal().clone())
+        let stop_signal = opts
+            .stop_signal
+            .clone()
+            .or_else(|| cfg.and_then(|c| c.stop_signal().clone()))
             .unwrap_or_else(|| "SIGTERM".into());
         let record = Record {
             id: id.clone(),

@@ -125,6 +125,39 @@ pub struct CreateOptions {
     /// `--security-opt no-new-privileges`
     #[serde(default)]
     pub no_new_privileges: bool,
+    /// `--cap-add` (names with or without `CAP_`, or `ALL`)
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// `--tmpfs /path[:options]`
+    #[serde(default)]
+    pub tmpfs: Vec<String>,
+    /// `--ulimit name=soft[:hard]`
+    #[serde(default)]
+    pub ulimits: Vec<String>,
+    /// `--cpus` (fraction of CPUs)
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// `--cpu-shares`
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    /// `--cpuset-cpus`
+    #[serde(default)]
+    pub cpuset_cpus: Option<String>,
+    /// `--memory-swap` in bytes (memory plus swap; -1 unlimited)
+    #[serde(default)]
+    pub memory_swap: Option<i64>,
+    /// `--stop-signal`
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout` in seconds
+    #[serde(default)]
+    pub stop_timeout: Option<u64>,
+    /// `-l key=value`
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl CreateOptions {

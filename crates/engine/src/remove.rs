@@ -23,10 +23,13 @@ impl Engine {
     }
 
     /// Stops the container: its stop signal, then SIGKILL to every process after
-    /// `timeout`. A container that is not running is left as it is.
-    pub fn stop(&self, what: &str, timeout: Duration) -> Result<String> {
+    /// `timeout` (default: its `--stop-timeout`, else 10 s). A container that is not
+    /// running is left as it is.
+    pub fn stop(&self, what: &str, timeout: Option<Duration>) -> Result<String> {
         let s = self.inspect(what)?;
         let id = s.record.id.clone();
+        let timeout = timeout
+            .unwrap_or_else(|| Duration::from_secs(s.record.options.stop_timeout.unwrap_or(10)));
         if s.state != State::Running {
             return Ok(id);
         }

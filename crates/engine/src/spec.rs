@@ -12,8 +12,8 @@ use crate::record::{CreateOptions, NetworkMode};
 use crate::user::ResolvedUser;
 use oci_spec::image::Config as ImageConfig;
 use oci_spec::runtime::{
-    Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxMemory, LinuxNamespaceType, LinuxPids,
-    Mount, Spec,
+    Capability, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespaceType,
+    LinuxPids, Mount, Spec,
 };
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -156,6 +156,29 @@ pub fn build(image: Option<&ImageConfig>, opts: &CreateOptions, ctx: &Context<'_
         mem.set_limit(Some(m));
         res.set_memory(Some(mem));
     }
+    if let Some(swap) = opts.memory_swap {
+        let mut mem = res.memory().unwrap_or_default();
+        if opts.memory.is_none() {
+            return Err(Error::Invalid(
+                "--memory-swap needs --memory as well: set both".into(),
+            ));
+        }
+        mem.set_swap(Some(swap));
+        res.set_memory(Some(mem));
+    }
+    if opts.cpus.is_some() || opts.cpu_shares.is_some() || opts.cpuset_cpus.is_some() {
+        let mut cpu = LinuxCpu::default();
+        if let Some(c) = opts.cpus {
+            if c <= 0.0 {
+                return Err(Error::Invalid(format!("--cpus {c}: use a positive number")));
+            }
+            cpu.set_period(Some(100_000));
+            cpu.set_quota(Some((c * 100_000.0).round() as i64));
+        }
+        cpu.set_shares(opts.cpu_shares);
+        cpu.set_cpus(opts.cpuset_cpus.clone());
+        res.set_cpu(Some(cpu));
+    }
     if let Some(p) = opts.pids_limit {
         let mut pids = LinuxPids::default();
         pids.set_limit(if p <= 0 { -1 } else { p });
@@ -202,7 +225,7 @@ fn process(
         u.set_additional_gids(Some(ctx.user.additional_gids.clone()));
     }
     p.set_user(u);
-    let caps: HashSet<Capability> = DEFAULT_CAPS.iter().copied().collect();
+    let caps = capabilities(opts)?;
     let mut c = LinuxCapabilities::default();
     c.set_bounding(Some(caps.clone()));
     c.set_effective(Some(caps.clone()));
@@ -211,8 +234,13 @@ fn process(
     c.set_ambient(None);
     p.set_capabilities(Some(c));
     p.set_no_new_privileges(Some(opts.no_new_privileges));
-    // rlimits are inherited from the engine, as docker's come from its daemon
-    p.set_rlimits(None);
+    // other rlimits are inherited from the engine, as docker's come from its daemon
+    let rl = opts
+        .ulimits
+        .iter()
+        .map(|u| ulimit(u))
+        .collect::<Result<Vec<_>>>()?;
+    p.set_rlimits(Some(rl).filter(|r| !r.is_empty()));
     Ok(p)
 }
 
@@ -242,6 +270,12 @@ fn mounts(opts: &CreateOptions, dir: &Path) -> Vec<Mount> {
             &["rbind", "rprivate", ro],
         ));
     }
+    for t in &opts.tmpfs {
+        let (dest, extra) = t.split_once(':').unwrap_or((t.as_str(), ""));
+        let mut o = vec!["nosuid", "nodev", "noexec"];
+        o.extend(extra.split(',').filter(|x| !x.is_empty()));
+        v.push(mount(dest, "tmpfs", Path::new("tmpfs"), &o));
+    }
     for b in &opts.binds {
         let mut o = vec!["rbind", "rprivate"];
         if b.readonly {
@@ -250,6 +284,122 @@ fn mounts(opts: &CreateOptions, dir: &Path) -> Vec<Mount> {
         v.push(mount(&b.target.to_string_lossy(), "bind", &b.source, &o));
     }
     v
+}
+
+/// Every capability Linux has (`--cap-add ALL`), as oci-spec names them.
+const ALL_CAPS: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+fn capability(name: &str) -> Result<Capability> {
+    let up = name.to_ascii_uppercase();
+    let full = if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    };
+    serde_json::from_value(serde_json::Value::String(full)).map_err(|_| {
+        Error::Invalid(format!(
+            "unknown capability {name:?}: use a name like NET_ADMIN (see capabilities(7))"
+        ))
+    })
+}
+
+fn cap_set(names: &[String]) -> Result<HashSet<Capability>> {
+    let mut set = HashSet::new();
+    for n in names {
+        if n.eq_ignore_ascii_case("ALL") {
+            for c in ALL_CAPS {
+                if let Ok(c) = capability(c) {
+                    set.insert(c);
+                }
+            }
+        } else {
+            set.insert(capability(n)?);
+        }
+    }
+    Ok(set)
+}
+
+/// docker's default set, plus `--cap-add`, minus `--cap-drop` (drop wins).
+pub fn capabilities(opts: &CreateOptions) -> Result<HashSet<Capability>> {
+    let mut caps: HashSet<Capability> = DEFAULT_CAPS.iter().copied().collect();
+    caps.extend(cap_set(&opts.cap_add)?);
+    for c in cap_set(&opts.cap_drop)? {
+        caps.remove(&c);
+    }
+    Ok(caps)
+}
+
+/// `--ulimit name=soft[:hard]` (docker's names: nofile, nproc, core, ...).
+pub fn ulimit(spec: &str) -> Result<oci_spec::runtime::PosixRlimit> {
+    let bad = |why: &str| Error::Invalid(format!("--ulimit {spec:?}: {why}"));
+    let (name, vals) = spec
+        .split_once('=')
+        .ok_or_else(|| bad("use name=soft[:hard], e.g. nofile=1024:2048"))?;
+    let typ: oci_spec::runtime::PosixRlimitType = serde_json::from_value(
+        serde_json::Value::String(format!("RLIMIT_{}", name.to_ascii_uppercase())),
+    )
+    .map_err(|_| bad("unknown limit name (nofile, nproc, core, memlock, stack, ...)"))?;
+    let num = |v: &str| -> Result<u64> {
+        if v == "-1" || v == "unlimited" {
+            return Ok(u64::MAX);
+        }
+        v.parse().map_err(|_| bad("limits are whole numbers"))
+    };
+    let (soft, hard) = match vals.split_once(':') {
+        Some((s, h)) => (num(s)?, num(h)?),
+        None => (num(vals)?, num(vals)?),
+    };
+    if soft > hard {
+        return Err(bad("the soft limit is above the hard limit"));
+    }
+    oci_spec::runtime::PosixRlimitBuilder::default()
+        .typ(typ)
+        .soft(soft)
+        .hard(hard)
+        .build()
+        .map_err(|e| bad(&e.to_string()))
 }
 
 /// The contents of `/etc/hosts` for a container.
@@ -377,6 +527,94 @@ mod tests {
         assert!(mounts
             .iter()
             .any(|m| m.destination() == Path::new("/etc/hosts")));
+    }
+
+    #[test]
+    fn caps_add_and_drop() {
+        let o = CreateOptions {
+            cap_add: vec!["net_admin".into(), "CAP_SYS_TIME".into()],
+            cap_drop: vec!["CHOWN".into(), "NET_ADMIN".into()],
+            ..opts()
+        };
+        let c = capabilities(&o).expect("caps");
+        assert!(c.contains(&Capability::SysTime));
+        assert!(!c.contains(&Capability::NetAdmin) && !c.contains(&Capability::Chown));
+        let all = CreateOptions {
+            cap_add: vec!["ALL".into()],
+            ..opts()
+        };
+        assert!(capabilities(&all).expect("all").len() >= 40);
+        let none = CreateOptions {
+            cap_drop: vec!["all".into()],
+            ..opts()
+        };
+        assert!(capabilities(&none).expect("none").is_empty());
+        let bad = CreateOptions {
+            cap_add: vec!["FLY".into()],
+            ..opts()
+        };
+        assert!(capabilities(&bad).is_err());
+    }
+
+    #[test]
+    fn ulimits_parse() {
+        let r = ulimit("nofile=1024:2048").expect("nofile");
+        assert_eq!((r.soft(), r.hard()), (1024, 2048));
+        assert_eq!(ulimit("nproc=-1").expect("unlimited").hard(), u64::MAX);
+        for bad in ["nofile", "nope=1", "nofile=2:1", "nofile=x"] {
+            assert!(ulimit(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpu_and_swap() {
+        let o = CreateOptions {
+            cpus: Some(1.5),
+            cpu_shares: Some(512),
+            cpuset_cpus: Some("0".into()),
+            memory: Some(64 << 20),
+            memory_swap: Some(128 << 20),
+            tmpfs: vec!["/run:size=1m".into()],
+            ..opts()
+        };
+        let ctx = Context {
+            id: "x",
+            dir: Path::new("/c"),
+            rootfs: Path::new("/c/rootfs"),
+            user: ResolvedUser::default(),
+            args: vec!["sh".into()],
+            hostname: "x".into(),
+        };
+        let s = build(None, &o, &ctx).expect("spec");
+        let r = s
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().clone())
+            .expect("res");
+        let cpu = r.cpu().clone().expect("cpu");
+        assert_eq!(
+            (cpu.quota(), cpu.period(), cpu.shares()),
+            (Some(150_000), Some(100_000), Some(512))
+        );
+        assert_eq!(r.memory().and_then(|m| m.swap()), Some(128 << 20));
+        let t = s
+            .mounts()
+            .as_ref()
+            .and_then(|m| {
+                m.iter()
+                    .find(|m| m.destination() == Path::new("/run"))
+                    .cloned()
+            })
+            .expect("tmpfs");
+        assert!(t
+            .options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|x| x == "size=1m")));
+        let swap_alone = CreateOptions {
+            memory_swap: Some(1),
+            ..opts()
+        };
+        assert!(build(None, &swap_alone, &ctx).is_err());
     }
 
     #[test]

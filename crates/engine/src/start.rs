@@ -45,7 +45,7 @@ impl Engine {
     }
 
     /// Stops (see [`Engine::stop`]) and starts the container again, detached.
-    pub fn restart(&self, what: &str, timeout: Duration) -> Result<String> {
+    pub fn restart(&self, what: &str, timeout: Option<Duration>) -> Result<String> {
         let id = self.stop(what, timeout)?;
         self.start_existing(&id, false)?;
         Ok(id)
