@@ -41,6 +41,63 @@ pub enum ContainerCmd {
     Wait(WaitArgs),
     /// Display detailed information on one or more containers
     Inspect(InspectArgs),
+    /// Pause all processes within one or more containers
+    Pause(NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(NamesArgs),
+    /// Rename a container
+    Rename(RenameArgs),
+    /// Display the running processes of a container
+    Top(TopArgs),
+    /// Update the limits of one or more running containers
+    Update(UpdateArgs),
+    /// Remove all stopped containers
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RenameArgs {
+    container: String,
+    new_name: String,
+}
+
+#[derive(Args)]
+pub struct TopArgs {
+    container: String,
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// Memory limit
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<u64>,
+    /// Tune container pids limit (-1 for unlimited)
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -358,6 +415,21 @@ fn dispatch(e: &Engine, cmd: ContainerCmd) -> Result<i32, berth_engine::Error> {
             Ok(code)
         }
         ContainerCmd::Inspect(a) => inspect(e, &a),
+        ContainerCmd::Pause(a) => each(&a.containers, |c| e.pause(c).map(|_| ())),
+        ContainerCmd::Unpause(a) => each(&a.containers, |c| e.unpause(c).map(|_| ())),
+        ContainerCmd::Rename(a) => e.rename(&a.container, &a.new_name).map(|_| 0),
+        ContainerCmd::Top(a) => top(e, &a),
+        ContainerCmd::Update(a) => {
+            let u = berth_engine::Update {
+                memory: a.memory.as_deref().map(parse_memory).transpose()?,
+                memory_swap: a.memory_swap.as_deref().map(parse_swap).transpose()?,
+                cpus: a.cpus,
+                cpu_shares: a.cpu_shares,
+                pids_limit: a.pids_limit,
+            };
+            each(&a.containers, |c| e.update(c, &u).map(|_| ()))
+        }
+        ContainerCmd::Prune(a) => prune(e, &a),
     }
 }
 
@@ -402,6 +474,53 @@ fn env_files(files: &[PathBuf]) -> Result<Vec<String>, berth_engine::Error> {
         );
     }
     Ok(out)
+}
+
+/// `--memory-swap`: a size, or -1 for unlimited.
+fn parse_swap(s: &str) -> Result<i64, berth_engine::Error> {
+    if s == "-1" {
+        return Ok(-1);
+    }
+    berth_engine::record::parse_size(s).map(|n| n as i64)
+}
+
+/// `top`: the host's `ps -f` for the container's processes (docker's columns).
+fn top(e: &Engine, a: &TopArgs) -> Result<i32, berth_engine::Error> {
+    let pids = e.top(&a.container)?;
+    let list = pids
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = std::process::Command::new("ps")
+        .args(["-f", "-p", &list])
+        .output()
+        .map_err(|err| {
+            berth_engine::Error::Invalid(format!("top needs ps(1) (procps) on the host: {err}"))
+        })?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    Ok(0)
+}
+
+fn prune(e: &Engine, a: &PruneArgs) -> Result<i32, berth_engine::Error> {
+    if !a.force {
+        eprint!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let removed = e.prune()?;
+    if !removed.is_empty() {
+        println!("Deleted Containers:");
+        for id in &removed {
+            println!("{id}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: 0B");
+    Ok(0)
 }
 
 /// `--memory`: docker's sizes, at least 6 MB.
@@ -467,17 +586,7 @@ fn create_options(a: RunArgs) -> Result<CreateOptions, berth_engine::Error> {
         cpus: a.cpus,
         cpu_shares: a.cpu_shares,
         cpuset_cpus: a.cpuset_cpus,
-        memory_swap: a
-            .memory_swap
-            .as_deref()
-            .map(|m| {
-                if m == "-1" {
-                    Ok(-1)
-                } else {
-                    berth_engine::record::parse_size(m).map(|n| n as i64)
-                }
-            })
-            .transpose()?,
+        memory_swap: a.memory_swap.as_deref().map(parse_swap).transpose()?,
         stop_signal: a.stop_signal,
         stop_timeout: a.stop_timeout,
         labels: a
@@ -663,6 +772,9 @@ fn status_column(c: &Summary) -> String {
     let since = |t: Option<&str>| human_since(t).trim_end_matches(" ago").to_string();
     match c.state {
         State::Created => "Created".into(),
+        State::Running if c.paused => {
+            format!("Up {} (Paused)", since(c.record.started_at.as_deref()))
+        }
         State::Running => format!("Up {}", since(c.record.started_at.as_deref())),
         State::Exited(code) => format!(
             "Exited ({code}) {}",
@@ -762,6 +874,7 @@ fn inspect_json(e: &Engine, s: &Summary) -> Result<serde_json::Value, berth_engi
     let zero_time = "0001-01-01T00:00:00Z";
     let status = match s.state {
         State::Created => "created",
+        State::Running if s.paused => "paused",
         State::Running => "running",
         State::Exited(_) => "exited",
         State::Dead => "dead",
@@ -775,7 +888,7 @@ fn inspect_json(e: &Engine, s: &Summary) -> Result<serde_json::Value, berth_engi
         "State": {
             "Status": status,
             "Running": s.state == State::Running,
-            "Paused": false,
+            "Paused": s.paused,
             "Restarting": false,
             "OOMKilled": false,
             "Dead": s.state == State::Dead,

@@ -90,6 +90,16 @@ enum Cmd {
     Restart(container::StopArgs),
     /// Block until one or more containers stop, then print their exit codes
     Wait(container::WaitArgs),
+    /// Pause all processes within one or more containers
+    Pause(container::NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(container::NamesArgs),
+    /// Rename a container
+    Rename(container::RenameArgs),
+    /// Display the running processes of a container
+    Top(container::TopArgs),
+    /// Update the limits of one or more running containers
+    Update(container::UpdateArgs),
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
@@ -136,6 +146,11 @@ fn main() {
         Cmd::Start(a) => container::run(&cli.data_root, container::ContainerCmd::Start(a)),
         Cmd::Restart(a) => container::run(&cli.data_root, container::ContainerCmd::Restart(a)),
         Cmd::Wait(a) => container::run(&cli.data_root, container::ContainerCmd::Wait(a)),
+        Cmd::Pause(a) => container::run(&cli.data_root, container::ContainerCmd::Pause(a)),
+        Cmd::Unpause(a) => container::run(&cli.data_root, container::ContainerCmd::Unpause(a)),
+        Cmd::Rename(a) => container::run(&cli.data_root, container::ContainerCmd::Rename(a)),
+        Cmd::Top(a) => container::run(&cli.data_root, container::ContainerCmd::Top(a)),
+        Cmd::Update(a) => container::run(&cli.data_root, container::ContainerCmd::Update(a)),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
     };
     if let Err(e) = result {

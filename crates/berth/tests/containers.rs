@@ -816,3 +816,63 @@ fn caps_tmpfs_ulimits_env_file_labels_cpu_and_stop_timeout() {
     assert_eq!(t.trim(), "1");
     b.ok(&["rm", &id]);
 }
+
+#[test]
+fn pause_unpause_rename_top_update_prune() {
+    let b = Berth::new();
+    let id = b
+        .ok(&["run", "-d", "--name", "p", "someapp:1.0", "sleep", "100210"])
+        .trim()
+        .to_string();
+    b.ok(&["pause", "p"]);
+    let st = |b: &Berth, n: &str| {
+        b.ok(&["container", "inspect", "-f", "{{.State.Status}}", n])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(st(&b, "p"), "paused");
+    assert!(b.ok(&["ps"]).contains("(Paused)"));
+    assert_eq!(b.run(&["pause", "p"]).status.code(), Some(1));
+    b.ok(&["unpause", "p"]);
+    assert_eq!(st(&b, "p"), "running");
+
+    b.ok(&["rename", "p", "q"]);
+    assert_eq!(b.ok(&["ps", "--format", "{{.Names}}"]), "q\n");
+    assert_eq!(b.run(&["logs", "p"]).status.code(), Some(1));
+    let top = b.ok(&["top", "q"]);
+    assert!(
+        top.starts_with("UID") && top.contains("sleep 100210"),
+        "{top}"
+    );
+
+    b.ok(&["update", "--memory", "32m", "--pids-limit", "20", "q"]);
+    let read = |v1: &str, v2: &str| {
+        std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(v1))
+            .or_else(|_| {
+                std::fs::read_to_string(Path::new("/sys/fs/cgroup/berth").join(&id).join(v2))
+            })
+            .expect("cgroup file")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        read(
+            &format!("memory/berth/{id}/memory.limit_in_bytes"),
+            "memory.max"
+        ),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(read(&format!("pids/berth/{id}/pids.max"), "pids.max"), "20");
+
+    // a paused container still stops
+    b.ok(&["pause", "q"]);
+    b.ok(&["stop", "-t", "1", "q"]);
+    b.ok(&["run", "--name", "z", "someapp:1.0", "true"]);
+    let out = b.ok(&["container", "prune", "-f"]);
+    assert!(
+        out.starts_with("Deleted Containers:") && out.contains(&id),
+        "{out}"
+    );
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    assert_eq!(b.mounts(), Vec::<String>::new());
+}

@@ -35,6 +35,7 @@ pub mod error;
 mod exec;
 mod list;
 pub mod logs;
+mod manage;
 pub mod names;
 pub mod netns;
 pub mod record;
@@ -50,6 +51,7 @@ pub mod user;
 pub use error::{Error, Result};
 pub use exec::ExecOptions;
 pub use list::{State, Summary};
+pub use manage::Update;
 pub use record::{Bind, CreateOptions, ExitStatus, LogOptions, NetworkMode, Record};
 pub use shim::Attach;
 

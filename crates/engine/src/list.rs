@@ -39,6 +39,8 @@ pub struct Summary {
     pub state: State,
     /// how it ended, once it has
     pub exit: Option<ExitStatus>,
+    /// running but frozen (`pause`)
+    pub paused: bool,
 }
 
 /// Whether the process `pid` lives and is not a zombie.
@@ -73,16 +75,24 @@ impl Engine {
         (state, None)
     }
 
+    pub(crate) fn is_paused(&self, id: &str) -> bool {
+        self.runtime
+            .state(id)
+            .is_ok_and(|s| s.status == Status::Paused)
+    }
+
     /// The container named by `what` (id, name or id prefix) with its state.
     pub fn inspect(&self, what: &str) -> Result<Summary> {
         let id = self.resolve(what)?;
         let dir = self.dir(&id);
         let record = dir.load()?;
         let (state, exit) = self.state_of(&dir, &record);
+        let paused = state == State::Running && self.is_paused(&id);
         Ok(Summary {
             record,
             state,
             exit,
+            paused,
         })
     }
 
@@ -95,10 +105,12 @@ impl Engine {
             let Ok(record) = dir.load() else { continue };
             let (state, exit) = self.state_of(&dir, &record);
             if all || state == State::Running {
+                let paused = state == State::Running && self.is_paused(&id);
                 out.push(Summary {
                     record,
                     state,
                     exit,
+                    paused,
                 });
             }
         }

@@ -33,6 +33,8 @@ impl Engine {
         if s.state != State::Running {
             return Ok(id);
         }
+        // a frozen container could not act on the signal
+        self.thaw(&id);
         let sig = berth_runtime::signal::parse(&s.record.stop_signal).unwrap_or(Signal::SIGTERM);
         match self.runtime.kill(&id, sig, false) {
             Ok(()) => {}
@@ -80,6 +82,7 @@ impl Engine {
                     s.record.name
                 )));
             }
+            self.thaw(&id);
             let _ = self.runtime.kill(&id, Signal::SIGKILL, true);
             self.wait_stopped(&id, Duration::from_secs(10));
         }
