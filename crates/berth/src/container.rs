@@ -53,6 +53,22 @@ pub enum ContainerCmd {
     Update(UpdateArgs),
     /// Remove all stopped containers
     Prune(PruneArgs),
+    /// Display a live stream of container resource usage statistics
+    Stats(StatsArgs),
+}
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    all: bool,
+    /// Disable streaming stats and only pull the first result
+    #[arg(long)]
+    no_stream: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    containers: Vec<String>,
 }
 
 #[derive(Args)]
@@ -430,6 +446,7 @@ fn dispatch(e: &Engine, cmd: ContainerCmd) -> Result<i32, berth_engine::Error> {
             each(&a.containers, |c| e.update(c, &u).map(|_| ()))
         }
         ContainerCmd::Prune(a) => prune(e, &a),
+        ContainerCmd::Stats(a) => stats(e, &a),
     }
 }
 
@@ -474,6 +491,117 @@ fn env_files(files: &[PathBuf]) -> Result<Vec<String>, berth_engine::Error> {
         );
     }
     Ok(out)
+}
+
+/// docker's binary sizes with four significant digits: `1.203MiB`, `15.5GiB`.
+fn bytes_size(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut x = n as f64;
+    let mut i = 0;
+    while x >= 1024.0 && i < units.len() - 1 {
+        x /= 1024.0;
+        i += 1;
+    }
+    let digits = if x >= 1000.0 {
+        0
+    } else if x >= 100.0 {
+        1
+    } else if x >= 10.0 {
+        2
+    } else {
+        3
+    };
+    let s = format!("{x:.digits$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
+    format!("{s}{}", units[i])
+}
+
+fn stats(e: &Engine, a: &StatsArgs) -> Result<i32, berth_engine::Error> {
+    use berth_engine::stats::{cpu_percent, host_cpu_ns};
+    let targets: Vec<Summary> = if a.containers.is_empty() {
+        e.list(a.all)?
+    } else {
+        a.containers
+            .iter()
+            .map(|c| e.inspect(c))
+            .collect::<Result<_, _>>()?
+    };
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let sample = || {
+        let host = host_cpu_ns();
+        targets
+            .iter()
+            .map(|t| (e.stats(&t.record.id).ok(), host))
+            .collect::<Vec<_>>()
+    };
+    let mut before = sample();
+    loop {
+        std::thread::sleep(Duration::from_millis(if a.no_stream { 500 } else { 1000 }));
+        let after = sample();
+        let mut rows = vec![[
+            "CONTAINER ID",
+            "NAME",
+            "CPU %",
+            "MEM USAGE / LIMIT",
+            "MEM %",
+            "NET I/O",
+            "BLOCK I/O",
+            "PIDS",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for (t, ((b, hb), (s, ha))) in targets.iter().zip(before.iter().zip(after.iter())) {
+            let id = short_id(&t.record.id, a.no_trunc);
+            let row = match (b, s) {
+                (Some(b), Some(s)) => vec![
+                    id,
+                    t.record.name.clone(),
+                    format!(
+                        "{:.2}%",
+                        cpu_percent((b.cpu_ns, *hb), (s.cpu_ns, *ha), cpus)
+                    ),
+                    format!("{} / {}", bytes_size(s.mem_usage), bytes_size(s.mem_limit)),
+                    format!(
+                        "{:.2}%",
+                        if s.mem_limit > 0 {
+                            s.mem_usage as f64 / s.mem_limit as f64 * 100.0
+                        } else {
+                            0.0
+                        }
+                    ),
+                    "0B / 0B".into(),
+                    format!(
+                        "{} / {}",
+                        crate::format::human_size(s.blk_read),
+                        crate::format::human_size(s.blk_write)
+                    ),
+                    s.pids.to_string(),
+                ],
+                _ => {
+                    let mut r = vec![id, t.record.name.clone()];
+                    r.extend(
+                        ["0.00%", "0B / 0B", "0.00%", "0B / 0B", "0B / 0B", "0"].map(String::from),
+                    );
+                    r
+                }
+            };
+            rows.push(row);
+        }
+        if !a.no_stream {
+            print!("\x1b[2J\x1b[H");
+        }
+        print!("{}", table(&rows));
+        if a.no_stream {
+            return Ok(0);
+        }
+        before = after;
+    }
 }
 
 /// `--memory-swap`: a size, or -1 for unlimited.
@@ -965,5 +1093,13 @@ mod tests {
         assert_eq!(parse_memory("10485760").expect("bytes"), 10 << 20);
         assert!(parse_memory("1k").is_err());
         assert!(parse_memory("lots").is_err());
+    }
+
+    #[test]
+    fn binary_sizes_like_docker() {
+        assert_eq!(bytes_size(0), "0B");
+        assert_eq!(bytes_size(1536), "1.5KiB");
+        assert_eq!(bytes_size(1_261_568), "1.203MiB");
+        assert_eq!(bytes_size(16_642_998_272), "15.5GiB");
     }
 }

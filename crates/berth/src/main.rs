@@ -100,6 +100,8 @@ enum Cmd {
     Top(container::TopArgs),
     /// Update the limits of one or more running containers
     Update(container::UpdateArgs),
+    /// Display a live stream of container resource usage statistics
+    Stats(container::StatsArgs),
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
@@ -151,6 +153,7 @@ fn main() {
         Cmd::Rename(a) => container::run(&cli.data_root, container::ContainerCmd::Rename(a)),
         Cmd::Top(a) => container::run(&cli.data_root, container::ContainerCmd::Top(a)),
         Cmd::Update(a) => container::run(&cli.data_root, container::ContainerCmd::Update(a)),
+        Cmd::Stats(a) => container::run(&cli.data_root, container::ContainerCmd::Stats(a)),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
     };
     if let Err(e) = result {

@@ -876,3 +876,31 @@ fn pause_unpause_rename_top_update_prune() {
     assert_eq!(b.ok(&["ps", "-aq"]), "");
     assert_eq!(b.mounts(), Vec::<String>::new());
 }
+
+#[test]
+fn stats_no_stream_shows_limits_and_pids() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "st",
+        "--memory",
+        "64m",
+        "someapp:1.0",
+        "sleep",
+        "100211",
+    ]);
+    let out = b.ok(&["stats", "--no-stream", "st"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("CONTAINER ID") && lines[0].contains("MEM USAGE / LIMIT"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains(" st ") && lines[1].contains(" / 64MiB"),
+        "{out}"
+    );
+    assert!(lines[1].trim_end().ends_with(" 1"), "one process: {out}");
+    b.ok(&["rm", "-f", "st"]);
+}

@@ -46,6 +46,7 @@ pub mod seccomp;
 mod shim;
 pub mod spec;
 mod start;
+pub mod stats;
 pub mod user;
 
 pub use error::{Error, Result};
