@@ -277,6 +277,12 @@ pub struct LogsArgs {
     /// Number of lines to show from the end of the logs ("all" for every line)
     #[arg(short = 'n', long, default_value = "all")]
     tail: String,
+    /// Show logs since a timestamp (2013-01-02T13:23:37Z) or relative (42m)
+    #[arg(long)]
+    since: Option<String>,
+    /// Show logs before a timestamp (2013-01-02T13:23:37Z) or relative (42m)
+    #[arg(long)]
+    until: Option<String>,
     container: String,
 }
 
@@ -912,6 +918,54 @@ fn status_column(c: &Summary) -> String {
     }
 }
 
+/// `--since`/`--until`: RFC 3339, unix seconds, or a duration back from now
+/// (`90s`, `42m`, `1h30m`), as docker takes them. Returns RFC 3339 with nanoseconds,
+/// comparable with the log's timestamps as strings.
+fn log_time(flag: &str, v: &str) -> Result<String, berth_engine::Error> {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    let bad = || {
+        berth_engine::Error::Invalid(format!(
+            "{flag} {v:?}: use a timestamp (2013-01-02T13:23:37Z), unix seconds, or a duration like 42m"
+        ))
+    };
+    let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Nanos, true);
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Ok(fmt(t.with_timezone(&Utc)));
+    }
+    if let Ok(secs) = v.parse::<f64>() {
+        let t = DateTime::from_timestamp((secs.floor()) as i64, (secs.fract() * 1e9) as u32)
+            .ok_or_else(bad)?;
+        return Ok(fmt(t));
+    }
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = v.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let unit = if c == 'm' && chars.peek() == Some(&'s') {
+            chars.next();
+            0.001
+        } else {
+            match c {
+                'h' => 3600.0,
+                'm' => 60.0,
+                's' => 1.0,
+                _ => return Err(bad()),
+            }
+        };
+        total += num.parse::<f64>().map_err(|_| bad())? * unit;
+        num.clear();
+    }
+    if !num.is_empty() || total == 0.0 {
+        return Err(bad());
+    }
+    let back = chrono::Duration::milliseconds((total * 1000.0) as i64);
+    Ok(fmt(Utc::now() - back))
+}
+
 fn logs(e: &Engine, a: &LogsArgs) -> Result<i32, berth_engine::Error> {
     use std::io::Write;
     let id = e.resolve(&a.container)?;
@@ -922,15 +976,48 @@ fn logs(e: &Engine, a: &LogsArgs) -> Result<i32, berth_engine::Error> {
             berth_engine::Error::Invalid(format!("--tail {n:?}: use a number of lines or \"all\""))
         })?),
     };
-    let mut seen = 0;
+    let since = a
+        .since
+        .as_deref()
+        .map(|v| log_time("--since", v))
+        .transpose()?;
+    let until = a
+        .until
+        .as_deref()
+        .map(|v| log_time("--until", v))
+        .transpose()?;
+    // where we are: the last time printed and how many entries had it
+    let mut cursor: Option<(String, usize)> = None;
+    let mut last_round = false;
     loop {
         let entries = berth_engine::logs::read(&path)?;
-        let start = if seen == 0 {
-            tail.map(|n| entries.len().saturating_sub(n)).unwrap_or(0)
-        } else {
-            seen
-        };
-        for en in entries.iter().skip(start) {
+        let mut same = 0;
+        let mut fresh: Vec<&berth_engine::logs::Entry> = Vec::new();
+        for en in &entries {
+            if let Some((t, n)) = &cursor {
+                if en.time < *t {
+                    continue;
+                }
+                if en.time == *t {
+                    same += 1;
+                    if same <= *n {
+                        continue;
+                    }
+                }
+            }
+            fresh.push(en);
+        }
+        fresh.retain(|en| {
+            since.as_ref().is_none_or(|s| en.time >= *s)
+                && until.as_ref().is_none_or(|u| en.time <= *u)
+        });
+        if cursor.is_none() {
+            if let Some(n) = tail {
+                let skip = fresh.len().saturating_sub(n);
+                fresh.drain(..skip);
+            }
+        }
+        for en in &fresh {
             let line = if a.timestamps {
                 format!("{} {}", en.time, en.log)
             } else {
@@ -943,18 +1030,19 @@ fn logs(e: &Engine, a: &LogsArgs) -> Result<i32, berth_engine::Error> {
             };
         }
         let _ = std::io::stdout().flush();
-        seen = entries.len().max(start);
-        if !a.follow {
+        if let Some(last) = entries.last() {
+            let n = entries.iter().filter(|x| x.time == last.time).count();
+            cursor = Some((last.time.clone(), n));
+        } else if cursor.is_none() {
+            cursor = Some((String::new(), 0));
+        }
+        if !a.follow || last_round {
             return Ok(0);
         }
         match e.inspect(&id) {
             Ok(s) if s.state == State::Running => std::thread::sleep(Duration::from_millis(100)),
-            _ => {
-                // one last read for what came before the exit
-                if berth_engine::logs::read(&path)?.len() == seen {
-                    return Ok(0);
-                }
-            }
+            // one more read for what came before the exit
+            _ => last_round = true,
         }
     }
 }
@@ -1093,6 +1181,23 @@ mod tests {
         assert_eq!(parse_memory("10485760").expect("bytes"), 10 << 20);
         assert!(parse_memory("1k").is_err());
         assert!(parse_memory("lots").is_err());
+    }
+
+    #[test]
+    fn log_times() {
+        assert_eq!(
+            log_time("--since", "2013-01-02T13:23:37Z").expect("rfc3339"),
+            "2013-01-02T13:23:37.000000000Z"
+        );
+        assert_eq!(
+            log_time("--since", "1357133017").expect("unix"),
+            "2013-01-02T13:23:37.000000000Z"
+        );
+        let ago = log_time("--since", "1h30m").expect("relative");
+        assert!(ago < log_time("--since", "1h").expect("1h"));
+        for bad in ["yesterday", "5x", "10q"] {
+            assert!(log_time("--since", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

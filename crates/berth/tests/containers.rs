@@ -904,3 +904,52 @@ fn stats_no_stream_shows_limits_and_pids() {
     assert!(lines[1].trim_end().ends_with(" 1"), "one process: {out}");
     b.ok(&["rm", "-f", "st"]);
 }
+
+#[test]
+fn logs_follow_since_until_and_kill_signal() {
+    let b = Berth::new();
+    // the container waits for a file we create, so -f sees output arrive
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lf",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo first; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo second",
+    ]);
+    let follow = b
+        .command()
+        .args(["logs", "-f", "lf"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("logs -f");
+    eventually("first line", || b.ok(&["logs", "lf"]) == "first\n");
+    b.ok(&["exec", "lf", "touch", "/tmp/go"]);
+    let out = follow
+        .wait_with_output()
+        .expect("logs -f ends with the container");
+    assert_eq!(stdout(&out), "first\nsecond\n");
+    assert_eq!(b.ok(&["logs", "--since", "2999-01-01T00:00:00Z", "lf"]), "");
+    assert_eq!(b.ok(&["logs", "--until", "2000-01-01T00:00:00Z", "lf"]), "");
+    assert_eq!(b.ok(&["logs", "--since", "1h", "lf"]), "first\nsecond\n");
+    let ts = b.ok(&["logs", "-t", "--tail", "1", "lf"]);
+    assert!(ts.ends_with("Z second\n"), "{ts}");
+    b.ok(&["rm", "lf"]);
+
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "k",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "trap 'exit 12' USR1; while true; do sleep 0.05; done",
+    ]);
+    assert_eq!(b.ok(&["kill", "-s", "USR1", "k"]).trim(), "k");
+    assert_eq!(b.ok(&["wait", "k"]).trim(), "12");
+    assert_eq!(b.run(&["kill", "k"]).status.code(), Some(1), "not running");
+    b.ok(&["rm", "k"]);
+}
