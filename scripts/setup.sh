@@ -2,7 +2,7 @@
 # Install what berth's build, demo and tests need on Debian 12 (run as root).
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
-need=(busybox-static runc libseccomp-dev pkg-config file procps python3 iproute2
+need=(busybox-static runc libseccomp-dev pkg-config file procps python3 iproute2 nftables bsdutils
       docker-registry skopeo umoci openssl bc jq curl ca-certificates)
 missing=()
 for p in "${need[@]}"; do
