@@ -734,7 +734,7 @@ fn parse_bytes(s: &str) -> Result<i64> {
 }
 
 fn update(rt: &Runtime, a: UpdateArgs) -> Result<i32> {
-    use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
+    use oci_spec::runtime::{LinuxPids, LinuxResources};
     let mut r: LinuxResources = match a.resources.as_deref() {
         Some(src) => {
             let mut text = String::new();
@@ -758,7 +758,7 @@ fn update(rt: &Runtime, a: UpdateArgs) -> Result<i32> {
         r.set_pids(Some(pids));
     }
     if a.memory.is_some() || a.memory_swap.is_some() {
-        let mut m = r.memory().clone().unwrap_or_else(LinuxMemory::default);
+        let mut m = (*r.memory()).unwrap_or_default();
         if let Some(v) = &a.memory {
             m.set_limit(Some(parse_bytes(v)?));
         }
@@ -772,7 +772,7 @@ fn update(rt: &Runtime, a: UpdateArgs) -> Result<i32> {
         || a.cpu_period.is_some()
         || a.cpuset_cpus.is_some()
     {
-        let mut c = r.cpu().clone().unwrap_or_else(LinuxCpu::default);
+        let mut c = r.cpu().clone().unwrap_or_default();
         if a.cpu_shares.is_some() {
             c.set_shares(a.cpu_shares);
         }

@@ -435,11 +435,7 @@ impl Runtime {
             f.as_fd(),
             nix::poll::PollFlags::empty(),
         )];
-        loop {
-            match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::NONE) {
-                Err(nix::Error::EINTR) => continue,
-                _ => break,
-            }
+        while let Err(nix::Error::EINTR) = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::NONE) {
         }
         st.started = true;
         dir.save(&st)?;
@@ -635,13 +631,13 @@ impl Runtime {
 
 fn merge_resources(cur: &mut LinuxResources, new: &LinuxResources) {
     if new.memory().is_some() {
-        cur.set_memory(new.memory().clone());
+        cur.set_memory(*new.memory());
     }
     if new.cpu().is_some() {
         cur.set_cpu(new.cpu().clone());
     }
     if new.pids().is_some() {
-        cur.set_pids(new.pids().clone());
+        cur.set_pids(*new.pids());
     }
     if new.block_io().is_some() {
         cur.set_block_io(new.block_io().clone());

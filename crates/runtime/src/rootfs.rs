@@ -318,31 +318,22 @@ fn create_devices(ctx: &RootfsCtx<'_>, root: &OwnedFd) -> Result<()> {
         .as_ref()
         .and_then(|l| l.devices().as_deref())
         .unwrap_or(&[]);
-    let mut list: Vec<(
-        PathBuf,
-        LinuxDeviceType,
-        i64,
-        i64,
-        u32,
-        Option<u32>,
-        Option<u32>,
-    )> = default_devices()
+    let mut list: Vec<LinuxDevice> = default_devices()
         .into_iter()
         .filter(|(p, ..)| !spec_devs.iter().any(|d| d.path() == p))
-        .map(|(p, t, ma, mi)| (p, t, ma, mi, 0o666, None, None))
+        .map(|(p, t, ma, mi)| {
+            let mut d = LinuxDevice::default();
+            d.set_path(p);
+            d.set_typ(t);
+            d.set_major(ma);
+            d.set_minor(mi);
+            d
+        })
         .collect();
-    for d in spec_devs {
-        list.push((
-            d.path().clone(),
-            d.typ(),
-            d.major(),
-            d.minor(),
-            d.file_mode().unwrap_or(0o666),
-            d.uid(),
-            d.gid(),
-        ));
-    }
-    for (path, typ, major, minor, mode, uid, gid) in list {
+    list.extend(spec_devs.iter().cloned());
+    for d in list {
+        let (path, typ, major, minor) = (d.path().clone(), d.typ(), d.major(), d.minor());
+        let (mode, uid, gid) = (d.file_mode().unwrap_or(0o666), d.uid(), d.gid());
         let rel = rel_in_root(&path);
         if ctx.userns {
             // mknod is not allowed in a user namespace: bind the host's node instead.
