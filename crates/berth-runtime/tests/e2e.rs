@@ -327,6 +327,55 @@ fn failing_hook_fails_create_and_leaves_nothing() {
 }
 
 #[test]
+fn hook_timeout_fails_create() {
+    let mut ct = sh("true");
+    ct.config["hooks"] =
+        json!({"prestart": [{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]});
+    let o = ct.create();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("prestart hook") && err.contains("timed out"),
+        "{err}"
+    );
+    assert!(!ct.root().join(&ct.id).exists());
+}
+
+#[test]
+fn list_and_ps_and_log_file() {
+    let ct = sh("sleep 30");
+    assert!(ct.create().status.success());
+    let l = ct.rt(&["list", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&l.stdout).expect("json");
+    assert_eq!(v[0]["id"], ct.id.as_str());
+    assert_eq!(v[0]["status"], "created");
+    let q = ct.rt(&["list", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&q.stdout).trim(), ct.id);
+    let ps = ct.rt(&["ps", &ct.id]);
+    let out = String::from_utf8_lossy(&ps.stdout);
+    assert!(out.starts_with("UID") && out.lines().count() == 2, "{out}");
+    // errors also go to --log, as JSON with --log-format json
+    let log = ct.dir.path().join("runtime.log");
+    let o = ct.rt(&[
+        "--log",
+        log.to_str().expect("utf8"),
+        "--log-format",
+        "json",
+        "kill",
+        &ct.id,
+        "NOSIG",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&log).expect("log").trim()).expect("json log");
+    assert_eq!(line["level"], "error");
+    assert!(line["msg"]
+        .as_str()
+        .expect("msg")
+        .contains("unknown signal"));
+}
+
+#[test]
 fn lifecycle_pause_resume_kill_delete() {
     let ct = sh("trap 'echo got-term; exit 7' TERM; while :; do sleep 0.05; done");
     let o = ct.create();
