@@ -262,6 +262,9 @@ pub struct RmArgs {
     /// Force the removal of a running container (uses SIGKILL)
     #[arg(short, long)]
     force: bool,
+    /// Remove anonymous volumes associated with the container
+    #[arg(short, long)]
+    volumes: bool,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -392,7 +395,7 @@ fn dispatch(e: &Engine, cmd: ContainerCmd) -> Result<i32, berth_engine::Error> {
     match cmd {
         ContainerCmd::Run(a) => run_container(e, a),
         ContainerCmd::Ls(a) => ps(e, &a),
-        ContainerCmd::Rm(a) => each(&a.containers, |c| e.remove(c, a.force)),
+        ContainerCmd::Rm(a) => each(&a.containers, |c| e.remove(c, a.force, a.volumes)),
         ContainerCmd::Logs(a) => logs(e, &a),
         ContainerCmd::Exec(a) => {
             // a process that joins the container's pid namespace must not expose
@@ -1125,8 +1128,12 @@ fn inspect_json(e: &Engine, s: &Summary) -> Result<serde_json::Value, berth_engi
         "Platform": "linux",
         "HostConfig": {
             "Binds": o.binds.iter().map(|b| format!(
-                "{}:{}{}", b.source.display(), b.target.display(), if b.readonly { ":ro" } else { "" }
+                "{}:{}{}",
+                b.volume.clone().unwrap_or_else(|| b.source.display().to_string()),
+                b.target.display(),
+                if b.readonly { ":ro" } else { "" }
             )).collect::<Vec<_>>(),
+            "Volumes": r.volumes,
             "LogConfig": {"Type": "json-file", "Config": {
                 "max-size": o.log.max_size.to_string(),
                 "max-file": o.log.max_files.to_string(),

@@ -6,6 +6,7 @@ mod format;
 mod image;
 mod progress;
 mod registry;
+mod volume;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -102,6 +103,11 @@ enum Cmd {
     Update(container::UpdateArgs),
     /// Display a live stream of container resource usage statistics
     Stats(container::StatsArgs),
+    /// Manage volumes
+    Volume {
+        #[command(subcommand)]
+        cmd: volume::VolumeCmd,
+    },
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
@@ -154,6 +160,7 @@ fn main() {
         Cmd::Top(a) => container::run(&cli.data_root, container::ContainerCmd::Top(a)),
         Cmd::Update(a) => container::run(&cli.data_root, container::ContainerCmd::Update(a)),
         Cmd::Stats(a) => container::run(&cli.data_root, container::ContainerCmd::Stats(a)),
+        Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
     };
     if let Err(e) = result {

@@ -953,3 +953,87 @@ fn logs_follow_since_until_and_kill_signal() {
     assert_eq!(b.run(&["kill", "k"]).status.code(), Some(1), "not running");
     b.ok(&["rm", "k"]);
 }
+
+#[test]
+fn named_and_anonymous_volumes() {
+    let b = Berth::new();
+    assert_eq!(b.ok(&["volume", "create", "v1"]).trim(), "v1");
+    b.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "v1:/data",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "v1:/data:ro",
+        "someapp:1.0",
+        "cat",
+        "/data/f",
+    ]);
+    assert_eq!(out, "kept\n", "a named volume outlives its containers");
+
+    // a new volume is filled from the image at its path (docker's copy-up)
+    b.ok(&["run", "--rm", "-v", "v2:/etc", "someapp:1.0", "true"]);
+    let mp = b.ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", "v2"]);
+    assert!(Path::new(mp.trim()).join("passwd").is_file(), "{mp}");
+
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "user",
+        "-v",
+        "v1:/data",
+        "someapp:1.0",
+        "sleep",
+        "100212",
+    ]);
+    let o = b.run(&["volume", "rm", "v1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("in use"), "{}", stderr(&o));
+    b.ok(&["rm", "-f", "user"]);
+    assert_eq!(b.ok(&["volume", "rm", "v1"]).trim(), "v1");
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), "v2\n");
+
+    // an image VOLUME becomes an anonymous volume; rm -v removes it
+    let tar = b.root.path().join("rootfs.tar");
+    b.ok(&[
+        "image",
+        "import",
+        "-c",
+        "VOLUME [\"/srv\"]",
+        tar.to_str().expect("utf-8"),
+        "withvol:1.0",
+    ]);
+    b.ok(&[
+        "run",
+        "--name",
+        "av",
+        "withvol:1.0",
+        "sh",
+        "-c",
+        "echo x > /srv/y",
+    ]);
+    let anon: Vec<String> = b
+        .ok(&["volume", "ls", "-q"])
+        .lines()
+        .filter(|n| n.len() == 64)
+        .map(String::from)
+        .collect();
+    assert_eq!(anon.len(), 1);
+    b.ok(&["rm", "-v", "av"]);
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), "v2\n");
+    // and --rm removes it with the container
+    b.ok(&["run", "--rm", "withvol:1.0", "true"]);
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), "v2\n");
+    let pruned = b.ok(&["volume", "prune", "-f", "-a"]);
+    assert!(pruned.contains("v2"), "{pruned}");
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), "");
+}

@@ -12,6 +12,7 @@ struct Undo<'a> {
     id: String,
     name: Option<String>,
     snapshot: bool,
+    volumes: Vec<String>,
     armed: bool,
 }
 
@@ -27,6 +28,7 @@ impl Drop for Undo<'_> {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir.dir);
+        self.engine.remove_anonymous(&self.volumes);
         if let Some(n) = &self.name {
             let _ = self.engine.names().release(n, &self.id);
         }
@@ -45,6 +47,7 @@ impl Engine {
             id: id.clone(),
             name: None,
             snapshot: false,
+            volumes: Vec::new(),
             armed: true,
         };
         let logs = dir.dir.join("logs");
@@ -80,6 +83,13 @@ impl Engine {
         let user = user::resolve_in(&dir.rootfs(), &user_spec)?;
         let args = spec::command(cfg, opts)?;
         let hostname = spec::hostname(opts, &id);
+        let image_volumes = cfg.and_then(|c| c.volumes().clone()).unwrap_or_default();
+        let (binds, volumes) = self.resolve_volumes(&opts.binds, &image_volumes, &dir.rootfs())?;
+        undo.volumes = volumes.clone();
+        let resolved = CreateOptions {
+            binds,
+            ..opts.clone()
+        };
         write_etc_files(&dir, &hostname, opts.network)?;
         let rootfs_path = dir.rootfs();
         let ctx = spec::Context {
@@ -90,7 +100,7 @@ impl Engine {
             args: args.clone(),
             hostname,
         };
-        let oci = spec::build(cfg, opts, &ctx)?;
+        let oci = spec::build(cfg, &resolved, &ctx)?;
         let bundle = dir.bundle();
         std::fs::create_dir_all(&bundle).map_err(|e| Error::io("create directory", &bundle, e))?;
         crate::record::write_json(&bundle.join("config.json"), &oci)?;
@@ -110,6 +120,7 @@ impl Engine {
             shim_pid: None,
             pid: None,
             started_at: None,
+            volumes,
         };
         dir.save(&record)?;
         undo.armed = false;

@@ -26,7 +26,7 @@
 //! for c in engine.list(true)? {
 //!     println!("{} {} {}", &c.record.id[..12], c.record.name, c.state);
 //! }
-//! engine.remove(&id, true)?;
+//! engine.remove(&id, true, false)?;
 //! # Ok::<(), berth_engine::Error>(())
 //! ```
 
@@ -48,6 +48,7 @@ pub mod spec;
 mod start;
 pub mod stats;
 pub mod user;
+pub mod volumes;
 
 pub use error::{Error, Result};
 pub use exec::ExecOptions;
@@ -55,6 +56,7 @@ pub use list::{State, Summary};
 pub use manage::Update;
 pub use record::{Bind, CreateOptions, ExitStatus, LogOptions, NetworkMode, Record};
 pub use shim::Attach;
+pub use volumes::Volume;
 
 use berth_runtime::Runtime;
 use record::ContainerDir;

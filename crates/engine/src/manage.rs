@@ -137,7 +137,7 @@ impl Engine {
     pub fn prune(&self) -> Result<Vec<String>> {
         let mut removed = Vec::new();
         for s in self.list(true)? {
-            if s.state != State::Running && self.remove(&s.record.id, false).is_ok() {
+            if s.state != State::Running && self.remove(&s.record.id, false, false).is_ok() {
                 removed.push(s.record.id);
             }
         }

@@ -35,11 +35,14 @@ impl std::str::FromStr for NetworkMode {
     }
 }
 
-/// A bind mount from `-v /host:/ctr[:ro]`.
+/// A bind mount from `-v /host:/ctr[:ro]`, or a named volume from `-v name:/ctr[:ro]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bind {
-    /// host path (absolute)
+    /// host path (absolute; for a volume, its mount point once created)
     pub source: PathBuf,
+    /// the named volume, if this is one
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
     /// path in the container (absolute)
     pub target: PathBuf,
     /// mounted read-only
@@ -55,15 +58,20 @@ impl std::str::FromStr for Bind {
             [a, b, m] => (*a, *b, *m),
             _ => {
                 return Err(Error::Invalid(format!(
-                    "-v {s:?}: use /host/path:/container/path[:ro] (named volumes are not supported yet)"
-                )))
+                "-v {s:?}: use /host/path:/container/path[:ro] or volume-name:/container/path[:ro]"
+            )))
             }
         };
-        if !src.starts_with('/') || !dst.starts_with('/') {
+        if !dst.starts_with('/') {
             return Err(Error::Invalid(format!(
-                "-v {s:?}: both paths must be absolute (named volumes are not supported yet)"
+                "-v {s:?}: the path in the container must be absolute"
             )));
         }
+        let volume = if src.starts_with('/') {
+            None
+        } else {
+            Some(crate::names::validate(src)?.to_string())
+        };
         let readonly = match mode {
             "" | "rw" => false,
             "ro" => true,
@@ -74,7 +82,12 @@ impl std::str::FromStr for Bind {
             }
         };
         Ok(Bind {
-            source: src.into(),
+            source: if volume.is_some() {
+                PathBuf::new()
+            } else {
+                src.into()
+            },
+            volume,
             target: dst.into(),
             readonly,
         })
@@ -271,6 +284,9 @@ pub struct Record {
     /// RFC 3339 start time
     #[serde(default)]
     pub started_at: Option<String>,
+    /// volumes the container uses (named and anonymous)
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// How a container ended (`exit.json`).
@@ -411,7 +427,10 @@ mod tests {
         assert_eq!(b.target, PathBuf::from("/b"));
         let b: Bind = "/a:/b".parse().expect("parse");
         assert!(!b.readonly);
-        assert!("vol:/b".parse::<Bind>().is_err());
+        let v: Bind = "vol:/b".parse().expect("volume");
+        assert_eq!(v.volume.as_deref(), Some("vol"));
+        assert!("/a:rel".parse::<Bind>().is_err());
+        assert!("bad name:/b".parse::<Bind>().is_err());
         assert!("/a:/b:zz".parse::<Bind>().is_err());
     }
 

@@ -71,8 +71,9 @@ impl Engine {
         }
     }
 
-    /// Removes the container; a running one only with `force` (killed first).
-    pub fn remove(&self, what: &str, force: bool) -> Result<()> {
+    /// Removes the container; a running one only with `force` (killed first). With
+    /// `volumes`, its anonymous volumes go too (`rm -v`, `--rm`).
+    pub fn remove(&self, what: &str, force: bool, volumes: bool) -> Result<()> {
         let s = self.inspect(what)?;
         let id = s.record.id.clone();
         if s.state == State::Running {
@@ -94,7 +95,11 @@ impl Engine {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        self.teardown(&id, &s.record.name)
+        self.teardown(&id, &s.record.name)?;
+        if volumes {
+            self.remove_anonymous(&s.record.volumes);
+        }
+        Ok(())
     }
 
     /// Removes whatever is left of container `id` under its lock; already gone is fine.

@@ -280,7 +280,7 @@ impl Engine {
     fn failed_start(&self, dir: &ContainerDir, rec: &Record, e: Error) -> Error {
         let _ = rootfs::unmount_rootfs(&dir.rootfs());
         if rec.options.auto_remove {
-            let _ = self.remove(&rec.id, true);
+            let _ = self.remove(&rec.id, true, true);
         }
         e
     }
@@ -297,7 +297,7 @@ impl Engine {
         }
         rootfs::unmount_rootfs(&dir.rootfs())?;
         if rec.options.auto_remove {
-            self.remove(&rec.id, true)?;
+            self.remove(&rec.id, true, true)?;
         }
         Ok(code)
     }
