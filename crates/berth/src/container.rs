@@ -227,6 +227,9 @@ pub struct RunArgs {
     /// Log driver options: max-size (default 20m), max-file (default 5)
     #[arg(long)]
     log_opt: Vec<String>,
+    /// Attach a filesystem mount (type=bind|volume|tmpfs,source=…,target=…[,readonly])
+    #[arg(long)]
+    mount: Vec<String>,
     /// Bind mount a volume (/host:/container[:ro])
     #[arg(short, long = "volume")]
     volume: Vec<String>,
@@ -485,6 +488,47 @@ fn env_value(v: &str) -> Option<String> {
     std::env::var(v).ok().map(|val| format!("{v}={val}"))
 }
 
+/// `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly][,tmpfs-size=…]`.
+fn parse_mount(spec: &str, opts: &mut CreateOptions) -> Result<(), berth_engine::Error> {
+    let bad = |why: &str| berth_engine::Error::Invalid(format!("--mount {spec:?}: {why}"));
+    let (mut typ, mut src, mut dst, mut ro, mut size) = ("volume", None, None, false, None);
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k {
+            "type" => typ = v,
+            "source" | "src" => src = Some(v),
+            "target" | "destination" | "dst" => dst = Some(v),
+            "readonly" | "ro" => ro = v.is_empty() || v == "true" || v == "1",
+            "tmpfs-size" => size = Some(v),
+            _ => return Err(bad(&format!("unknown field {k:?}"))),
+        }
+    }
+    let dst = dst.ok_or_else(|| bad("target= is required"))?;
+    match typ {
+        "tmpfs" => {
+            let extra = size.map(|s| format!(":size={s}")).unwrap_or_default();
+            opts.tmpfs.push(format!("{dst}{extra}"));
+        }
+        "bind" | "volume" => {
+            let src = match (typ, src) {
+                ("bind", Some(s)) if s.starts_with('/') => s.to_string(),
+                ("bind", _) => return Err(bad("a bind mount needs an absolute source=")),
+                (_, Some(s)) => s.to_string(),
+                // an anonymous volume: a fresh name
+                (_, None) => berth_engine::names::new_id()?,
+            };
+            let mode = if ro { ":ro" } else { "" };
+            opts.binds.push(format!("{src}:{dst}{mode}").parse()?);
+        }
+        t => {
+            return Err(bad(&format!(
+                "type {t:?} is not supported: use bind, volume or tmpfs"
+            )))
+        }
+    }
+    Ok(())
+}
+
 /// `--env-file`: KEY=VALUE lines (a bare KEY takes our value), `#` comments.
 fn env_files(files: &[PathBuf]) -> Result<Vec<String>, berth_engine::Error> {
     let mut out = Vec::new();
@@ -738,6 +782,9 @@ fn create_options(a: RunArgs) -> Result<CreateOptions, berth_engine::Error> {
     };
     for o in &a.security_opt {
         opts.security_opt(o)?;
+    }
+    for m in &a.mount {
+        parse_mount(m, &mut opts)?;
     }
     Ok(opts)
 }
@@ -1188,6 +1235,19 @@ mod tests {
         assert_eq!(parse_memory("10485760").expect("bytes"), 10 << 20);
         assert!(parse_memory("1k").is_err());
         assert!(parse_memory("lots").is_err());
+    }
+
+    #[test]
+    fn mounts_parse() {
+        let mut o = CreateOptions::default();
+        parse_mount("type=bind,source=/a,target=/b,readonly", &mut o).expect("bind");
+        parse_mount("type=volume,src=v,dst=/c", &mut o).expect("volume");
+        parse_mount("type=tmpfs,target=/t,tmpfs-size=1m", &mut o).expect("tmpfs");
+        assert!(o.binds[0].readonly && o.binds[1].volume.as_deref() == Some("v"));
+        assert_eq!(o.tmpfs, ["/t:size=1m"]);
+        assert!(parse_mount("type=bind,source=rel,target=/b", &mut o).is_err());
+        assert!(parse_mount("type=npipe,target=/b", &mut o).is_err());
+        assert!(parse_mount("type=bind,source=/a", &mut o).is_err());
     }
 
     #[test]
