@@ -1,0 +1,225 @@
+//! The bridge driver as planners: each function returns the `ip` commands
+//! that create or remove a bridge or a container's veth, and applies nothing.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use crate::exec::Op;
+use crate::ipam::Subnet;
+
+/// The default bridge's interface name.
+pub const DEFAULT_BRIDGE: &str = "berth0";
+
+/// Linux interface names hold at most 15 bytes.
+pub const IFNAMSIZ_MAX: usize = 15;
+
+/// `br-<12 hex of the network id>`, as docker names user bridges.
+pub fn user_bridge_name(network_id: &str) -> String {
+    let hex: String = network_id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect();
+    format!("br-{hex}")
+}
+
+/// The host end of a container's veth: `vb` + 12 hex of a hash of the
+/// container id and network, stable so teardown after a crash finds it.
+pub fn host_veth_name(container_id: &str, network: &str) -> String {
+    // FNV-1a, 64 bit: small, stable across runs and versions
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in container_id.bytes().chain([0]).chain(network.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("vb{:012x}", h & 0xffff_ffff_ffff)
+}
+
+/// A bridge to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeSpec {
+    /// Interface name (≤ 15 bytes).
+    pub name: String,
+    /// The subnet whose gateway the bridge holds.
+    pub subnet: Subnet,
+    /// The gateway address.
+    pub gateway: Ipv4Addr,
+    /// MTU of the bridge and its veths.
+    pub mtu: u32,
+}
+
+/// Creates the bridge, gives it the gateway address and brings it up.
+/// A bridge left over by a crash is reused.
+pub fn plan_create_bridge(b: &BridgeSpec) -> Vec<Op> {
+    let cidr = format!("{}/{}", b.gateway, b.subnet.prefix());
+    let mtu = b.mtu.to_string();
+    vec![
+        Op::ip([
+            "link", "add", "name", &b.name, "mtu", &mtu, "type", "bridge",
+        ])
+        .tolerant(),
+        Op::ip(["addr", "replace", &cidr, "dev", &b.name]),
+        Op::ip(["link", "set", "dev", &b.name, "up"]),
+    ]
+}
+
+/// Removes the bridge (its veths go with their namespaces or detach).
+pub fn plan_remove_bridge(name: &str) -> Vec<Op> {
+    vec![Op::ip(["link", "del", "dev", name]).tolerant()]
+}
+
+/// A container's attachment to a bridge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachSpec {
+    /// The bridge.
+    pub bridge: String,
+    /// Host end of the veth (see [`host_veth_name`]).
+    pub host_veth: String,
+    /// The container's network namespace, as a path.
+    pub netns: PathBuf,
+    /// Interface name inside the container (`eth0`, `eth1`, ...).
+    pub ifname: String,
+    /// The container's address.
+    pub ip: Ipv4Addr,
+    /// The network's subnet.
+    pub subnet: Subnet,
+    /// The gateway; `None` for internal networks and secondary networks
+    /// (no default route through them).
+    pub default_gateway: Option<Ipv4Addr>,
+    /// MTU of both veth ends.
+    pub mtu: u32,
+}
+
+/// Creates the veth with its peer directly inside the namespace (no rename
+/// race with an `eth0` on the host), enslaves the host end, and configures
+/// address, MTU, `lo` and the default route inside.
+pub fn plan_attach(a: &AttachSpec) -> Vec<Op> {
+    let mtu = a.mtu.to_string();
+    let ns = a.netns.display().to_string();
+    let cidr = format!("{}/{}", a.ip, a.subnet.prefix());
+    let mut ops = vec![
+        Op::ip([
+            "link",
+            "add",
+            &a.host_veth,
+            "mtu",
+            &mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &a.ifname,
+            "mtu",
+            &mtu,
+            "netns",
+            &ns,
+        ]),
+        Op::ip([
+            "link",
+            "set",
+            "dev",
+            &a.host_veth,
+            "master",
+            &a.bridge,
+            "up",
+        ]),
+        Op::ip_in(&a.netns, ["addr", "add", &cidr, "dev", &a.ifname]),
+        Op::ip_in(&a.netns, ["link", "set", "dev", &a.ifname, "up"]),
+        Op::ip_in(&a.netns, ["link", "set", "dev", "lo", "up"]),
+    ];
+    if let Some(gw) = a.default_gateway {
+        ops.push(Op::ip_in(
+            &a.netns,
+            [
+                "route",
+                "replace",
+                "default",
+                "via",
+                &gw.to_string(),
+                "dev",
+                &a.ifname,
+            ],
+        ));
+    }
+    ops
+}
+
+/// Removes the container's veth (both ends go together). Tolerates a veth
+/// already gone with its namespace.
+pub fn plan_detach(host_veth: &str) -> Vec<Op> {
+    vec![Op::ip(["link", "del", "dev", host_veth]).tolerant()]
+}
+
+/// Brings `lo` up in a namespace (`--network none`).
+pub fn plan_loopback_only(netns: &Path) -> Vec<Op> {
+    vec![Op::ip_in(netns, ["link", "set", "dev", "lo", "up"])]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{Executor, Recorder};
+
+    #[test]
+    fn names_fit_ifnamsiz() {
+        assert_eq!(user_bridge_name("0123456789abcdef0123"), "br-0123456789ab");
+        let v = host_veth_name("c1", "net");
+        assert_eq!(v.len(), 14);
+        assert!(v.len() <= IFNAMSIZ_MAX);
+        assert_eq!(v, host_veth_name("c1", "net"));
+        assert_ne!(v, host_veth_name("c1", "net2"));
+    }
+
+    #[test]
+    fn attach_plan() {
+        let a = AttachSpec {
+            bridge: "berth0".into(),
+            host_veth: "vbx".into(),
+            netns: "/proc/42/ns/net".into(),
+            ifname: "eth0".into(),
+            ip: Ipv4Addr::new(10, 88, 0, 2),
+            subnet: "10.88.0.0/16".parse().unwrap(),
+            default_gateway: Some(Ipv4Addr::new(10, 88, 0, 1)),
+            mtu: 1500,
+        };
+        let r = Recorder::default();
+        r.apply(&plan_attach(&a)).unwrap();
+        assert_eq!(
+            r.lines(),
+            vec![
+                "ip link add vbx mtu 1500 type veth peer name eth0 mtu 1500 netns /proc/42/ns/net",
+                "ip link set dev vbx master berth0 up",
+                "nsenter --net=/proc/42/ns/net -- ip addr add 10.88.0.2/16 dev eth0",
+                "nsenter --net=/proc/42/ns/net -- ip link set dev eth0 up",
+                "nsenter --net=/proc/42/ns/net -- ip link set dev lo up",
+                "nsenter --net=/proc/42/ns/net -- ip route replace default via 10.88.0.1 dev eth0",
+            ]
+        );
+        let internal = AttachSpec {
+            default_gateway: None,
+            ..a
+        };
+        assert!(!plan_attach(&internal)
+            .iter()
+            .any(|o| o.to_string().contains("default")));
+    }
+
+    #[test]
+    fn bridge_plans() {
+        let b = BridgeSpec {
+            name: "berth0".into(),
+            subnet: "10.88.0.0/16".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 88, 0, 1),
+            mtu: 1500,
+        };
+        let lines: Vec<String> = plan_create_bridge(&b)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(lines[1], "ip addr replace 10.88.0.1/16 dev berth0");
+        assert_eq!(
+            plan_remove_bridge("berth0")[0].to_string(),
+            "ip link del dev berth0"
+        );
+    }
+}
