@@ -51,6 +51,7 @@ pub mod cache;
 pub mod config;
 pub mod context;
 pub mod eval;
+pub mod exec;
 pub mod glob;
 pub mod ignore;
 pub mod instructions;

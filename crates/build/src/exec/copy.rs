@@ -1,0 +1,176 @@
+//! COPY and ADD into a mounted snapshot: sources selected from the context
+//! (or a stage's or image's root, opened as a context without ignore rules),
+//! landing where docker puts them, owned by `--chown` (root by default) and
+//! with `--chmod` or the source's permission bits. ADD extracts local tar
+//! archives (plain or gzip); remote sources are refused.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::context::{archive_kind, copy_destinations, ArchiveKind, Context, CopyItem, EntryKind};
+use crate::eval::{is_url_or_git, CopyStep, InlineFile};
+
+use super::fsutil::{mkdir_all, resolve_user, secure_join};
+use super::{io_err, ExecError, Result};
+
+struct Target<'a> {
+    rootfs: &'a Path,
+    owner: (u32, u32),
+    chmod: Option<u32>,
+}
+
+/// Execute a COPY/ADD reading from `src` into `rootfs`.
+pub fn copy(c: &CopyStep, src: &Context, rootfs: &Path) -> Result<()> {
+    if let Some(u) = c.sources.iter().find(|s| is_url_or_git(s)) {
+        return Err(ExecError::Unsupported(format!(
+            "ADD of remote source {u}: download it in a RUN step or into the context"
+        )));
+    }
+    let owner = match &c.chown {
+        Some(spec) => resolve_user(rootfs, spec)?,
+        None => (0, 0),
+    };
+    let t = Target {
+        rootfs,
+        owner,
+        chmod: c.chmod,
+    };
+    for f in &c.inline {
+        t.inline(f, &c.dest)?;
+    }
+    if c.sources.is_empty() {
+        return Ok(());
+    }
+    let sel = src.select(&c.sources, &c.excludes)?;
+    for item in copy_destinations(&sel, &c.dest, c.parents) {
+        let real = src.root().join(&item.entry.path);
+        if c.add && c.unpack != Some(false) && item.entry.kind == EntryKind::File {
+            if let Some(kind) = local_archive(&real)? {
+                t.extract(&real, kind, &c.dest)?;
+                continue;
+            }
+        }
+        t.item(&item, &real)?;
+    }
+    Ok(())
+}
+
+fn local_archive(p: &Path) -> Result<Option<ArchiveKind>> {
+    let mut head = Vec::with_capacity(512);
+    let f = std::fs::File::open(p).map_err(io_err("open", p))?;
+    f.take(512)
+        .read_to_end(&mut head)
+        .map_err(io_err("read", p))?;
+    Ok(archive_kind(&head).filter(|k| matches!(k, ArchiveKind::Tar | ArchiveKind::Gzip)))
+}
+
+fn parent_of(dest: &str) -> &str {
+    match dest.trim_end_matches('/').rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((p, _)) => p,
+    }
+}
+
+impl Target<'_> {
+    fn own(&self, p: &Path, mode: u32) -> Result<()> {
+        std::os::unix::fs::lchown(p, Some(self.owner.0), Some(self.owner.1))
+            .map_err(io_err("chown", p))?;
+        let mode = self.chmod.unwrap_or(mode) & 0o7777;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .map_err(io_err("chmod", p))
+    }
+
+    /// Host path for `dest`, its parents created, a non-directory in the way removed.
+    fn place(&self, dest: &str, keep_dir: bool) -> Result<PathBuf> {
+        mkdir_all(self.rootfs, parent_of(dest), Some(self.owner))?;
+        let host = secure_join(self.rootfs, dest, false)?;
+        if let Ok(m) = std::fs::symlink_metadata(&host) {
+            if !(m.is_dir() && keep_dir) {
+                if m.is_dir() {
+                    std::fs::remove_dir_all(&host).map_err(io_err("remove", &host))?;
+                } else {
+                    std::fs::remove_file(&host).map_err(io_err("remove", &host))?;
+                }
+            }
+        }
+        Ok(host)
+    }
+
+    fn item(&self, item: &CopyItem, real: &Path) -> Result<()> {
+        let e = &item.entry;
+        match e.kind {
+            EntryKind::Dir => {
+                let host = self.place(&item.dest, true)?;
+                if !host.is_dir() {
+                    std::fs::create_dir(&host).map_err(io_err("create directory", &host))?;
+                }
+                if item.dest != "/" {
+                    self.own(&host, e.mode)?;
+                }
+                Ok(())
+            }
+            EntryKind::File => {
+                let mut dest = item.dest.clone();
+                if secure_join(self.rootfs, &dest, true)?.is_dir() {
+                    let name = e.name.rsplit('/').next().unwrap_or(&e.name);
+                    dest = format!("{}/{name}", dest.trim_end_matches('/'));
+                }
+                let host = self.place(&dest, false)?;
+                std::fs::copy(real, &host).map_err(io_err("copy into", &host))?;
+                self.own(&host, e.mode)?;
+                let mtime = std::fs::metadata(real).and_then(|m| m.modified());
+                if let (Ok(t), Ok(f)) = (mtime, std::fs::File::options().write(true).open(&host)) {
+                    let _ = f.set_modified(t);
+                }
+                Ok(())
+            }
+            EntryKind::Symlink => {
+                let host = self.place(&item.dest, false)?;
+                let target = e.link_target.clone().unwrap_or_default();
+                std::os::unix::fs::symlink(&target, &host).map_err(io_err("symlink", &host))?;
+                std::os::unix::fs::lchown(&host, Some(self.owner.0), Some(self.owner.1))
+                    .map_err(io_err("chown", &host))
+            }
+        }
+    }
+
+    fn inline(&self, f: &InlineFile, dest: &str) -> Result<()> {
+        let dest = if dest.ends_with('/') {
+            format!("{dest}{}", f.path.trim_start_matches('/'))
+        } else {
+            dest.to_string()
+        };
+        let host = self.place(&dest, false)?;
+        std::fs::write(&host, &f.data).map_err(io_err("write", &host))?;
+        self.own(&host, 0o644)
+    }
+
+    fn extract(&self, archive: &Path, kind: ArchiveKind, dest: &str) -> Result<()> {
+        let dir = mkdir_all(self.rootfs, dest, Some(self.owner))?;
+        let f = std::fs::File::open(archive).map_err(io_err("open", archive))?;
+        let r: Box<dyn Read> = match kind {
+            ArchiveKind::Gzip => Box::new(flate2::read::GzDecoder::new(f)),
+            _ => Box::new(f),
+        };
+        let mut ar = tar::Archive::new(r);
+        ar.set_preserve_permissions(true);
+        ar.set_preserve_ownerships(true);
+        ar.set_overwrite(true);
+        ar.unpack(&dir)
+            .map_err(io_err("extract archive into", &dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents() {
+        assert_eq!(parent_of("/a/b"), "/a");
+        assert_eq!(parent_of("/a/b/"), "/a");
+        assert_eq!(parent_of("/a"), "/");
+        assert_eq!(parent_of("/"), "/");
+    }
+}

@@ -1,0 +1,240 @@
+//! RUN: a container on the mounted snapshot through `berth_runtime`, with the
+//! stage's environment, user, working directory and argv, no network unless
+//! `--network=host`, its output streamed to the build output.
+//!
+//! The runtime forks from the caller: call [`run`] from a single-threaded
+//! process. The container's init is our child and is reaped here.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use berth_runtime::{CreateOptions, Runtime};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxNamespaceType, Mount, Process, Spec, User,
+};
+
+use crate::ast::{MountType, NetworkMode};
+use crate::context::{normalize_source, Context};
+use crate::eval::{CopyFrom, RunMount, RunStep, Step};
+
+use super::fsutil::{mkdir_all, resolve_user};
+use super::{io_err, ExecError, Result};
+
+/// docker's default capabilities.
+const CAPS: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Where a RUN executes.
+pub struct RunEnv<'a> {
+    /// The runtime.
+    pub runtime: &'a Runtime,
+    /// Container id.
+    pub id: &'a str,
+    /// A scratch directory for the bundle (config.json, heredoc scripts).
+    pub bundle: &'a Path,
+    /// The mounted snapshot.
+    pub rootfs: &'a Path,
+    /// The build context (for `--mount=type=bind`).
+    pub context: &'a Context,
+    /// `<data-root>/build-cache/mounts` (for `--mount=type=cache`).
+    pub cache_dir: &'a Path,
+}
+
+/// Kills, reaps and deletes the container when dropped.
+struct Container<'a> {
+    runtime: &'a Runtime,
+    id: &'a str,
+    pid: Option<i32>,
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+        let _ = self.runtime.delete(self.id, true);
+    }
+}
+
+/// Run `r` (of `step`) and stream its output to `out`; a non-zero exit fails
+/// with docker's message.
+pub fn run(env: &RunEnv<'_>, step: &Step, r: &RunStep, out: &mut dyn Write) -> Result<()> {
+    let (uid, gid) = resolve_user(env.rootfs, &step.user)?;
+    mkdir_all(env.rootfs, &step.workdir, Some((uid, gid)))?;
+    let spec = spec(env, step, r, (uid, gid))?;
+    let cfg = env.bundle.join("config.json");
+    let json = serde_json::to_vec(&spec).map_err(|e| ExecError::Invalid(e.to_string()))?;
+    std::fs::write(&cfg, json).map_err(io_err("write", &cfg))?;
+    let code = execute(env, out)?;
+    if code != 0 {
+        return Err(ExecError::RunFailed {
+            command: r.args.join(" "),
+            code,
+        });
+    }
+    Ok(())
+}
+
+fn execute(env: &RunEnv<'_>, out: &mut dyn Write) -> Result<i32> {
+    let sys = |op: &str| {
+        let op = op.to_string();
+        move |source| ExecError::Sys { op, source }
+    };
+    let (rd, wr): (OwnedFd, OwnedFd) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create a pipe"))?;
+    let null = std::fs::File::open("/dev/null").map_err(io_err("open", Path::new("/dev/null")))?;
+    let opts = CreateOptions {
+        stdio: Some([null.as_raw_fd(), wr.as_raw_fd(), wr.as_raw_fd()]),
+        ..CreateOptions::default()
+    };
+    let mut c = Container {
+        runtime: env.runtime,
+        id: env.id,
+        pid: None,
+    };
+    let created = env.runtime.create(env.id, env.bundle, opts)?;
+    c.pid = Some(created.pid);
+    drop(wr);
+    drop(null);
+    env.runtime.start(env.id)?;
+    let mut rd = std::fs::File::from(rd);
+    let mut buf = [0u8; 8192];
+    loop {
+        match rd.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let _ = out.write_all(&buf[..n]);
+                let _ = out.flush();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err("read the output of", Path::new(env.id))(e)),
+        }
+    }
+    let status = loop {
+        match waitpid(Pid::from_raw(created.pid), None) {
+            Err(nix::Error::EINTR) => continue,
+            other => break other.map_err(sys("wait for the RUN container"))?,
+        }
+    };
+    c.pid = None;
+    Ok(match status {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        _ => 1,
+    })
+}
+
+fn spec(env: &RunEnv<'_>, step: &Step, r: &RunStep, (uid, gid): (u32, u32)) -> Result<Spec> {
+    let mut spec = Spec::default();
+    spec.set_hostname(Some("buildkitsandbox".into()));
+    let mut root = spec.root().clone().unwrap_or_default();
+    root.set_path(env.rootfs.to_path_buf());
+    root.set_readonly(Some(false));
+    spec.set_root(Some(root));
+    let mut p = Process::default();
+    p.set_terminal(Some(false));
+    p.set_args(Some(r.args.clone()));
+    let mut e = step.env.clone();
+    e.extend(r.proxy_env.iter().cloned());
+    p.set_env(Some(e));
+    p.set_cwd(PathBuf::from(&step.workdir));
+    let mut u = User::default();
+    u.set_uid(uid);
+    u.set_gid(gid);
+    p.set_user(u);
+    let caps: std::collections::HashSet<Capability> = CAPS.into_iter().collect();
+    let mut c = LinuxCapabilities::default();
+    c.set_bounding(Some(caps.clone()));
+    c.set_effective(Some(caps.clone()));
+    c.set_permitted(Some(caps));
+    c.set_inheritable(None);
+    c.set_ambient(None);
+    p.set_capabilities(Some(c));
+    spec.set_process(Some(p));
+    let mut mounts = oci_spec::runtime::get_default_mounts();
+    mounts.extend(run_mounts(env, r)?);
+    spec.set_mounts(Some(mounts));
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut ns = linux.namespaces().clone().unwrap_or_default();
+    if r.network == NetworkMode::Host {
+        ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
+    }
+    linux.set_namespaces(Some(ns));
+    linux.set_cgroups_path(Some(PathBuf::from(format!("berth/{}", env.id))));
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+fn oci_mount(dest: &str, typ: &str, source: &Path, options: &[&str]) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(PathBuf::from(dest));
+    m.set_typ(Some(typ.into()));
+    m.set_source(Some(source.to_path_buf()));
+    m.set_options(Some(options.iter().map(|s| s.to_string()).collect()));
+    m
+}
+
+fn run_mounts(env: &RunEnv<'_>, r: &RunStep) -> Result<Vec<Mount>> {
+    let mut out = Vec::new();
+    for f in &r.files {
+        let host = env.bundle.join(format!("file-{}", out.len()));
+        std::fs::write(&host, &f.data).map_err(io_err("write", &host))?;
+        let perm = std::os::unix::fs::PermissionsExt::from_mode(f.mode);
+        std::fs::set_permissions(&host, perm).map_err(io_err("chmod", &host))?;
+        out.push(oci_mount(&f.path, "bind", &host, &["rbind", "ro"]));
+    }
+    for m in &r.mounts {
+        if let Some(mount) = run_mount(env, m)? {
+            out.push(mount);
+        }
+    }
+    Ok(out)
+}
+
+fn run_mount(env: &RunEnv<'_>, m: &RunMount) -> Result<Option<Mount>> {
+    let target = m.target.clone().unwrap_or_default();
+    match m.kind {
+        MountType::Tmpfs => Ok(Some(oci_mount(&target, "tmpfs", Path::new("tmpfs"), &["nosuid", "nodev"]))),
+        MountType::Bind if m.from == CopyFrom::Context && m.read_only => {
+            let src = m.source.as_deref().unwrap_or(".");
+            let host = env.context.root().join(normalize_source(src));
+            Ok(Some(oci_mount(&target, "bind", &host, &["rbind", "ro"])))
+        }
+        MountType::Cache if m.from == CopyFrom::Context => {
+            let id = m.id.clone().unwrap_or_else(|| target.clone());
+            let name = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), id.as_bytes())));
+            let host = env.cache_dir.join(name);
+            if !host.exists() {
+                std::fs::create_dir_all(&host).map_err(io_err("create", &host))?;
+                std::os::unix::fs::chown(&host, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))
+                    .map_err(io_err("chown", &host))?;
+                let perm = std::os::unix::fs::PermissionsExt::from_mode(m.mode.unwrap_or(0o755));
+                std::fs::set_permissions(&host, perm).map_err(io_err("chmod", &host))?;
+            }
+            Ok(Some(oci_mount(&target, "bind", &host, &["rbind", "rw"])))
+        }
+        MountType::Secret | MountType::Ssh if !m.required => Ok(None),
+        _ => Err(ExecError::Unsupported(format!(
+            "RUN --mount=type={:?} with these options (target {target:?}): use a read-only context bind, cache or tmpfs mount",
+            m.kind
+        ))),
+    }
+}
