@@ -55,6 +55,8 @@ pub enum ContainerCmd {
     Prune(PruneArgs),
     /// Display a live stream of container resource usage statistics
     Stats(StatsArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(TopArgs),
 }
 
 #[derive(Args)]
@@ -459,6 +461,12 @@ fn dispatch(e: &Engine, cmd: ContainerCmd) -> Result<i32, berth_engine::Error> {
         }
         ContainerCmd::Prune(a) => prune(e, &a),
         ContainerCmd::Stats(a) => stats(e, &a),
+        ContainerCmd::Diff(a) => {
+            for (c, p) in e.diff(&a.container)? {
+                println!("{} {p}", c.letter());
+            }
+            Ok(0)
+        }
     }
 }
 

@@ -103,6 +103,8 @@ enum Cmd {
     Update(container::UpdateArgs),
     /// Display a live stream of container resource usage statistics
     Stats(container::StatsArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(container::TopArgs),
     /// Manage volumes
     Volume {
         #[command(subcommand)]
@@ -160,6 +162,7 @@ fn main() {
         Cmd::Top(a) => container::run(&cli.data_root, container::ContainerCmd::Top(a)),
         Cmd::Update(a) => container::run(&cli.data_root, container::ContainerCmd::Update(a)),
         Cmd::Stats(a) => container::run(&cli.data_root, container::ContainerCmd::Stats(a)),
+        Cmd::Diff(a) => container::run(&cli.data_root, container::ContainerCmd::Diff(a)),
         Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
     };

@@ -1037,3 +1037,23 @@ fn named_and_anonymous_volumes() {
     assert!(pruned.contains("v2"), "{pruned}");
     assert_eq!(b.ok(&["volume", "ls", "-q"]), "");
 }
+
+#[test]
+fn diff_lists_added_changed_and_deleted_paths() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "--name",
+        "d",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "mkdir -p /new && echo x > /new/f && echo more >> /etc/passwd && rm /etc/group",
+    ]);
+    let out = b.ok(&["diff", "d"]);
+    assert_eq!(
+        out,
+        "C /etc\nD /etc/group\nC /etc/passwd\nA /new\nA /new/f\n"
+    );
+    b.ok(&["rm", "d"]);
+}

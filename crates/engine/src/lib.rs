@@ -31,6 +31,7 @@
 //! ```
 
 mod create;
+pub mod diff;
 pub mod error;
 mod exec;
 mod list;
