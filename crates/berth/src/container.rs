@@ -57,6 +57,16 @@ pub enum ContainerCmd {
     Stats(StatsArgs),
     /// Inspect changes to files or directories on a container's filesystem
     Diff(TopArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Write to a file, instead of STDOUT
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    container: String,
 }
 
 #[derive(Args)]
@@ -461,6 +471,24 @@ fn dispatch(e: &Engine, cmd: ContainerCmd) -> Result<i32, berth_engine::Error> {
         }
         ContainerCmd::Prune(a) => prune(e, &a),
         ContainerCmd::Stats(a) => stats(e, &a),
+        ContainerCmd::Export(a) => {
+            let out = match &a.output {
+                Some(p) => std::process::Stdio::from(std::fs::File::create(p).map_err(|err| {
+                    berth_engine::Error::Invalid(format!("cannot create {}: {err}", p.display()))
+                })?),
+                None => {
+                    use std::io::IsTerminal;
+                    if std::io::stdout().is_terminal() {
+                        return Err(berth_engine::Error::Invalid(
+                            "cowardly refusing to save to a terminal: use the -o flag or redirect"
+                                .into(),
+                        ));
+                    }
+                    std::process::Stdio::inherit()
+                }
+            };
+            e.export(&a.container, out).map(|_| 0)
+        }
         ContainerCmd::Diff(a) => {
             for (c, p) in e.diff(&a.container)? {
                 println!("{} {p}", c.letter());

@@ -105,6 +105,8 @@ enum Cmd {
     Stats(container::StatsArgs),
     /// Inspect changes to files or directories on a container's filesystem
     Diff(container::TopArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(container::ExportArgs),
     /// Manage volumes
     Volume {
         #[command(subcommand)]
@@ -163,6 +165,7 @@ fn main() {
         Cmd::Update(a) => container::run(&cli.data_root, container::ContainerCmd::Update(a)),
         Cmd::Stats(a) => container::run(&cli.data_root, container::ContainerCmd::Stats(a)),
         Cmd::Diff(a) => container::run(&cli.data_root, container::ContainerCmd::Diff(a)),
+        Cmd::Export(a) => container::run(&cli.data_root, container::ContainerCmd::Export(a)),
         Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
     };

@@ -1057,3 +1057,33 @@ fn diff_lists_added_changed_and_deleted_paths() {
     );
     b.ok(&["rm", "d"]);
 }
+
+#[test]
+fn export_writes_the_filesystem_as_tar() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "--name",
+        "x",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo made > /made",
+    ]);
+    let tar = b.root.path().join("x.tar");
+    b.ok(&["export", "-o", tar.to_str().expect("utf-8"), "x"]);
+    let list = Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .expect("tar -t");
+    let names = stdout(&list);
+    assert!(names.lines().any(|l| l == "./made"), "{names}");
+    assert!(names.lines().any(|l| l == "./bin/busybox"), "{names}");
+    assert_eq!(
+        b.mounts(),
+        Vec::<String>::new(),
+        "the stopped container's rootfs is unmounted again"
+    );
+    b.ok(&["rm", "x"]);
+}

@@ -34,6 +34,7 @@ mod create;
 pub mod diff;
 pub mod error;
 mod exec;
+mod export;
 mod list;
 pub mod logs;
 mod manage;
