@@ -59,7 +59,7 @@ pub fn hosts_file(c: &NameConfig) -> String {
 /// embedded resolver's address on user networks. `--dns` wins over both;
 /// the embedded resolver wins over the host's servers. Loopback servers of
 /// the host (systemd-resolved's 127.0.0.53) are unreachable from a container
-/// and replaced by public-free fallbacks: none, so the file says so.
+/// and left out; when none is left the file says so in a comment.
 pub fn resolv_conf(c: &NameConfig, host: &str, embedded: Option<IpAddr>) -> String {
     let (host_ns, host_search, host_opts) = parse_resolv(host);
     let servers: Vec<String> = if !c.dns.is_empty() {

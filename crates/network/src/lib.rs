@@ -30,6 +30,8 @@
 //! Logging: `debug` for every op applied, nothing above `warn` unless a
 //! cleanup failed.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod bridge;
 pub mod exec;
 pub mod files;

@@ -5,7 +5,9 @@
 //! The rules:
 //! - masquerade for traffic leaving a non-internal bridge's subnet;
 //! - no forwarding between two different berth bridges (isolation);
-//! - internal bridges forward nothing in or out;
+//! - internal bridges forward nothing in or out (checked first, so even a
+//!   published port does not open them);
+//! - DNATed (published-port) traffic is forwarded from any network;
 //! - published ports: DNAT of traffic to any local address except
 //!   127.0.0.0/8 (loopback is served by the userland proxy, see
 //!   [`crate::proxy`]), in prerouting (from outside) and output (from the
@@ -80,12 +82,15 @@ pub fn render(rs: &Ruleset) -> String {
     let mut s = format!("table ip {t} {{}}\ndelete table ip {t}\ntable ip {t} {{\n");
     // forward: isolation and internal networks
     s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
+    for n in rs.networks.iter().filter(|n| n.internal) {
+        let b = &n.bridge;
+        let _ = writeln!(s, "    iifname \"{b}\" oifname != \"{b}\" drop");
+        let _ = writeln!(s, "    oifname \"{b}\" iifname != \"{b}\" drop");
+    }
+    // a published port is reachable from everywhere, other networks included
+    s.push_str("    ct status dnat accept\n");
     for n in &rs.networks {
         let b = &n.bridge;
-        if n.internal {
-            let _ = writeln!(s, "    iifname \"{b}\" oifname != \"{b}\" drop");
-            let _ = writeln!(s, "    oifname \"{b}\" iifname != \"{b}\" drop");
-        }
         let others: Vec<&str> = rs
             .networks
             .iter()
@@ -217,6 +222,10 @@ mod tests {
         );
         assert!(s.contains("iifname \"br-a\" oifname != \"br-a\" drop"));
         assert!(s.contains("iifname \"berth0\" oifname { \"br-a\" } drop"));
+        let internal = s.find("oifname \"br-a\" iifname != \"br-a\" drop").unwrap();
+        let dnat = s.find("ct status dnat accept").unwrap();
+        let isolation = s.find("iifname \"berth0\" oifname {").unwrap();
+        assert!(internal < dnat && dnat < isolation);
         assert!(s.contains("tcp dport 8080 dnat to 10.88.0.2:80"));
         assert!(
             !s.contains("udp dport 53"),

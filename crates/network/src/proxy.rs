@@ -10,6 +10,7 @@
 //! second publisher fails with "address in use" as with docker), and works
 //! without nftables at all. External addresses keep the fast kernel DNAT path.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -139,22 +140,20 @@ fn udp_loop(s: UdpSocket, target: SocketAddr, stop: Arc<AtomicBool>) {
             }
         };
         let Ok(mut map) = flows.lock() else { return };
-        if !map.contains_key(&client) {
-            let Some(up) = new_flow(&s, client, target, stop.clone()) else {
-                continue;
-            };
-            map.insert(
-                client,
-                Flow {
+        let fl = match map.entry(client) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let Some(up) = new_flow(&s, client, target, stop.clone()) else {
+                    continue;
+                };
+                v.insert(Flow {
                     upstream: up,
                     last: Instant::now(),
-                },
-            );
-        }
-        if let Some(fl) = map.get_mut(&client) {
-            fl.last = Instant::now();
-            let _ = fl.upstream.send(&buf[..n]);
-        }
+                })
+            }
+        };
+        fl.last = Instant::now();
+        let _ = fl.upstream.send(&buf[..n]);
     }
 }
 
