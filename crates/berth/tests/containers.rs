@@ -408,6 +408,18 @@ fn run_ti_sees_a_terminal() {
     assert_eq!(o.status.code(), Some(5));
     assert_eq!(b.ok(&["ps", "-aq"]), "");
 
+    // typed input reaches the shell through the pty
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "(printf 'echo in-$((1+2))\\nexit 3\\n'; sleep 1) | script -qec '{berth} run -ti --rm someapp:1.0 sh' /dev/null"
+        ))
+        .env("BERTH_RUNTIME_ROOT", b.root.path().join("runtime"))
+        .output()
+        .expect("script");
+    assert!(stdout(&o).contains("in-3"), "{}", stdout(&o));
+    assert_eq!(o.status.code(), Some(3));
+
     b.ok(&["run", "-d", "--name", "e", "someapp:1.0", "sleep", "100207"]);
     let o = Command::new("script")
         .args(["-qec"])
