@@ -1,6 +1,7 @@
 //! `berth`: the command line. For now the image commands and `system df`, calling the
 //! image library directly; they move behind the engine API once the daemon exists.
 
+mod build;
 mod container;
 mod format;
 mod image;
@@ -35,13 +36,15 @@ enum Cmd {
     /// Manage images
     Image {
         #[command(subcommand)]
-        cmd: image::ImageCmd,
+        cmd: build::ImageCmd,
     },
     /// Manage berth
     System {
         #[command(subcommand)]
         cmd: SystemCmd,
     },
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
     /// List images
     Images(image::LsArgs),
     /// Remove one or more images
@@ -133,7 +136,8 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Image { cmd } => image::run(&cli.data_root, cmd),
+        Cmd::Image { cmd } => build::image(&cli.data_root, cmd),
+        Cmd::Build(a) => build::build(&cli.data_root, &a),
         Cmd::Images(a) => image::run(&cli.data_root, image::ImageCmd::Ls(a)),
         Cmd::Rmi(a) => image::run(&cli.data_root, image::ImageCmd::Rm(a)),
         Cmd::Tag(a) => image::run(&cli.data_root, image::ImageCmd::Tag(a)),

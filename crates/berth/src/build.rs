@@ -1,0 +1,186 @@
+//! `berth build` / `berth image build`: a Dockerfile and a context directory
+//! (or a tar stream on stdin) to a tagged image, through `berth_build::exec`.
+//! Progress is docker's classic plain output on stdout; `-q` prints only the id.
+
+use anyhow::{bail, Context as _, Result};
+use berth_build::context::Context;
+use berth_build::eval::{BuildOptions, Platform};
+use berth_build::exec::{build as exec_build, Request};
+use clap::{Args, Subcommand};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// `berth image …`: build, plus the image commands.
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
+    #[command(flatten)]
+    Other(crate::image::ImageCmd),
+}
+
+/// Runs an `image` subcommand.
+pub fn image(root: &Path, cmd: ImageCmd) -> Result<()> {
+    match cmd {
+        ImageCmd::Build(a) => build(root, &a),
+        ImageCmd::Other(c) => crate::image::run(root, c),
+    }
+}
+
+/// Flags of `build`.
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (name:tag); repeatable
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// Name of the Dockerfile (default: PATH/Dockerfile; - reads stdin)
+    #[arg(short = 'f', long = "file")]
+    file: Option<String>,
+    /// Set build-time variables (KEY=value, or KEY to take it from the environment)
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// Set the target build stage to build
+    #[arg(long)]
+    target: Option<String>,
+    /// Do not use cache when building the image
+    #[arg(long)]
+    no_cache: bool,
+    /// Always attempt to pull a newer version of the image (needs the image in the store for now)
+    #[arg(long)]
+    pull: bool,
+    /// Suppress the build output and print the image ID on success
+    #[arg(short, long)]
+    quiet: bool,
+    /// Write the image ID to the file
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
+    /// Set metadata for an image (KEY=value)
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Set the target platform (only linux/amd64)
+    #[arg(long)]
+    platform: Option<String>,
+    /// Type of progress output: auto, plain, tty, quiet
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    /// The build context: a directory, or - for a tar stream on stdin
+    context: String,
+}
+
+fn runtime_root() -> PathBuf {
+    std::env::var_os("BERTH_RUNTIME_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/berth/runtime"))
+}
+
+fn options(a: &BuildArgs) -> Result<BuildOptions> {
+    let mut o = BuildOptions {
+        created: BuildOptions::source_date_epoch(),
+        ..BuildOptions::default()
+    };
+    if let Some(p) = &a.platform {
+        let want = Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform {p}: {e}"))?;
+        if want.os != "linux" || want.arch != "amd64" {
+            bail!("--platform {p} is not supported: berth builds for linux/amd64 only");
+        }
+        o.platform = want;
+    }
+    for b in &a.build_args {
+        match b.split_once('=') {
+            Some((k, v)) => o.build_args.insert(k.into(), v.into()),
+            None => match std::env::var(b) {
+                Ok(v) => o.build_args.insert(b.clone(), v),
+                Err(_) => None,
+            },
+        };
+    }
+    for l in &a.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        o.labels.insert(k.into(), v.into());
+    }
+    Ok(o)
+}
+
+/// A context directory unpacked from stdin, removed on drop.
+struct TempContext(Option<PathBuf>);
+
+impl Drop for TempContext {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn open_context(root: &Path, a: &BuildArgs) -> Result<(Context, String, TempContext)> {
+    let df_name = a.file.clone().unwrap_or_else(|| "Dockerfile".into());
+    if a.context == "-" {
+        if df_name == "-" {
+            bail!("cannot read both the context and the Dockerfile from stdin");
+        }
+        let dir = root
+            .join("tmp")
+            .join(format!("build-context-{}", std::process::id()));
+        let guard = TempContext(Some(dir.clone()));
+        let ctx = Context::from_tar(std::io::stdin().lock(), &dir, Some(&df_name))
+            .context("cannot read the build context from stdin")?;
+        let df = std::fs::read_to_string(dir.join(&df_name))
+            .with_context(|| format!("cannot read the Dockerfile {df_name} in the context"))?;
+        return Ok((ctx, df, guard));
+    }
+    let dir = PathBuf::from(&a.context);
+    if !dir.is_dir() {
+        bail!("unable to prepare context: path {:?} not found", a.context);
+    }
+    let (df_text, df_path) = if df_name == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        (s, None)
+    } else {
+        let p = if a.file.is_some() {
+            PathBuf::from(&df_name)
+        } else {
+            dir.join(&df_name)
+        };
+        let t = std::fs::read_to_string(&p)
+            .with_context(|| format!("cannot read the Dockerfile {}", p.display()))?;
+        (t, Some(p))
+    };
+    let ctx = Context::open(&dir, df_path.as_deref()).context("cannot open the build context")?;
+    Ok((ctx, df_text, TempContext(None)))
+}
+
+/// `berth build`.
+pub fn build(root: &Path, a: &BuildArgs) -> Result<()> {
+    let quiet = a.quiet || a.progress == "quiet";
+    if !["auto", "plain", "tty", "quiet"].contains(&a.progress.as_str()) {
+        bail!("--progress {}: use auto, plain, tty or quiet", a.progress);
+    }
+    let opts = options(a)?;
+    let (ctx, dockerfile, _tmp) = open_context(root, a)?;
+    let images = berth_image::Images::open(root)?;
+    let req = Request {
+        dockerfile,
+        options: opts,
+        target: a.target.clone(),
+        tags: a.tags.clone(),
+        no_cache: a.no_cache,
+    };
+    let mut sink = std::io::sink();
+    let mut stdout = std::io::stdout();
+    let out: &mut dyn Write = if quiet { &mut sink } else { &mut stdout };
+    let built = exec_build(&images, &runtime_root(), &ctx, &req, out)?;
+    if let Some(p) = &a.iidfile {
+        std::fs::write(p, &built.id).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if quiet {
+        println!("{}", built.id);
+        return Ok(());
+    }
+    let short = built.id.trim_start_matches("sha256:");
+    println!("Successfully built {}", &short[..short.len().min(12)]);
+    for t in &a.tags {
+        println!("Successfully tagged {t}");
+    }
+    Ok(())
+}
