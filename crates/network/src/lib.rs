@@ -8,6 +8,7 @@
 //! - [`ports`]: `-p` parsing and free-port picking; [`proxy`]: the userland
 //!   proxy for ports published on 127.0.0.1;
 //! - [`files`]: `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`;
+//! - [`dns`]: the embedded resolver of user networks;
 //! - [`exec`]: planners return [`exec::Op`]s, an [`exec::Executor`] applies
 //!   them (describe-then-apply), so everything but the executor is
 //!   unit-testable without root.
@@ -33,6 +34,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod bridge;
+pub mod dns;
 pub mod exec;
 pub mod files;
 pub mod ipam;
@@ -74,6 +76,17 @@ pub enum Error {
     /// The bridge name is longer than Linux allows.
     #[error("bridge name {0:?} is longer than 15 bytes")]
     BadBridgeName(String),
+    /// Binding the embedded DNS responder failed.
+    #[error("cannot start the DNS responder of network {network} on {addr}")]
+    Dns {
+        /// The network.
+        network: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Starting the userland proxy failed.
     #[error("cannot publish {addr}/{proto}")]
     Proxy {
@@ -101,16 +114,20 @@ pub struct NetworkSpec {
     pub internal: bool,
     /// MTU of bridge and veths.
     pub mtu: u32,
+    /// Run the embedded DNS responder on the gateway (user networks; the
+    /// default bridge, as docker's, has none).
+    pub dns: bool,
 }
 
 impl NetworkSpec {
-    /// A non-internal network with MTU 1500.
+    /// A non-internal network with MTU 1500 and no embedded DNS.
     pub fn new(name: &str, bridge: &str) -> Self {
         Self {
             name: name.into(),
             bridge: bridge.into(),
             internal: false,
             mtu: 1500,
+            dns: false,
         }
     }
 }
@@ -132,6 +149,7 @@ pub struct Endpoint {
 struct NetState {
     spec: NetworkSpec,
     pool: ipam::Pool,
+    dns: Option<dns::DnsServer>,
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +181,7 @@ pub struct Manager<E: Executor> {
     ipam: ipam::Ipam,
     exec: E,
     table: String,
+    upstreams: Vec<SocketAddr>,
     state: Mutex<State>,
 }
 
@@ -174,8 +193,18 @@ impl<E: Executor> Manager<E> {
             ipam: ipam::Ipam::open(state_dir)?,
             exec,
             table: table.to_string(),
+            upstreams: dns::host_upstreams(
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            ),
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// Replaces the upstream resolvers of the embedded DNS (default: the
+    /// host's /etc/resolv.conf).
+    pub fn with_upstreams(mut self, upstreams: Vec<SocketAddr>) -> Self {
+        self.upstreams = upstreams;
+        self
     }
 
     /// The IPAM store.
@@ -227,12 +256,31 @@ impl<E: Executor> Manager<E> {
             mtu: spec.mtu,
         };
         self.exec.apply(&bridge::plan_create_bridge(&b))?;
+        let dns = match spec.dns {
+            true => {
+                let addr = SocketAddr::from((pool.gateway, 53));
+                let ups = if spec.internal {
+                    Vec::new()
+                } else {
+                    self.upstreams.clone()
+                };
+                let srv =
+                    dns::DnsServer::start(addr, pool.subnet, ups).map_err(|source| Error::Dns {
+                        network: spec.name.clone(),
+                        addr,
+                        source,
+                    })?;
+                Some(srv)
+            }
+            false => None,
+        };
         let mut st = self.lock();
         st.networks.insert(
             spec.name.clone(),
             NetState {
                 spec: spec.clone(),
                 pool: pool.clone(),
+                dns,
             },
         );
         self.sync_rules(&st)?;
@@ -308,8 +356,52 @@ impl<E: Executor> Manager<E> {
         })
     }
 
+    /// Makes `names` (container name, `--network-alias`es) resolve to the
+    /// container's address on `network` through the embedded DNS. No-op on
+    /// networks without DNS.
+    pub fn set_names(&self, network: &str, container: &str, names: &[String]) -> Result<()> {
+        let st = self.lock();
+        let n = st
+            .networks
+            .get(network)
+            .ok_or_else(|| Error::NoNetwork(network.to_string()))?;
+        let Some(dns) = &n.dns else { return Ok(()) };
+        let ip = self
+            .ipam
+            .pool(network)?
+            .and_then(|p| {
+                p.allocations
+                    .into_iter()
+                    .find(|(_, o)| o == container)
+                    .map(|(ip, _)| ip)
+            })
+            .ok_or_else(|| Error::NotConnected {
+                network: network.to_string(),
+                container: container.to_string(),
+            })?;
+        dns.records().set(container, ip, names);
+        Ok(())
+    }
+
+    /// The embedded DNS address of `network`, for the container's
+    /// resolv.conf.
+    pub fn dns_address(&self, network: &str) -> Option<SocketAddr> {
+        self.lock()
+            .networks
+            .get(network)
+            .and_then(|n| n.dns.as_ref().map(dns::DnsServer::local_addr))
+    }
+
     /// Removes the container's veth and releases its address.
     pub fn disconnect(&self, network: &str, container: &str) -> Result<()> {
+        if let Some(dns) = self
+            .lock()
+            .networks
+            .get(network)
+            .and_then(|n| n.dns.as_ref())
+        {
+            dns.records().remove(container);
+        }
         self.exec
             .apply(&bridge::plan_detach(&bridge::host_veth_name(
                 container, network,

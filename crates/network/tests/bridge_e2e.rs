@@ -291,3 +291,83 @@ fn thirty_parallel_connects_get_distinct_addresses() {
     m.remove_network("p").unwrap();
     env.assert_no_leaks();
 }
+
+#[test]
+fn embedded_dns_resolves_names_aliases_and_forwards() {
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::new("dns");
+    // a fake upstream resolver on loopback answers every name with 192.0.2.77
+    let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up_addr = up.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 512];
+        while let Ok((n, from)) = up.recv_from(&mut b) {
+            if let Some(q) = berth_network::dns::parse_question(&b[..n]) {
+                let ips = if q.qtype == 1 {
+                    vec![Ipv4Addr::new(192, 0, 2, 77)]
+                } else {
+                    vec![]
+                };
+                let _ = up.send_to(&berth_network::dns::answer(&b[..n], &q, &ips), from);
+            }
+        }
+    });
+    let m = Manager::new(env.dir.path().join("state"), System, &env.table)
+        .unwrap()
+        .with_upstreams(vec![up_addr]);
+    let (bd, be) = (env.bridge(0), env.bridge(1));
+    let dspec = NetworkSpec {
+        dns: true,
+        ..net("d", &bd, false)
+    };
+    let pd = m.create_network(&dspec, &pool("10.231.8.0/24")).unwrap();
+    let espec = NetworkSpec {
+        dns: true,
+        ..net("e", &be, false)
+    };
+    m.create_network(&espec, &pool("10.231.9.0/24")).unwrap();
+    assert_eq!(m.dns_address("d"), Some(SocketAddr::from((pd.gateway, 53))));
+    let mut ips = Vec::new();
+    for (n, network, names) in [
+        ("web", "d", ["web", "svc"]),
+        ("cli", "d", ["cli", "svc"]),
+        ("x", "e", ["x", "x"]),
+    ] {
+        let ns = env.netns(n);
+        let ep = m.connect(network, n, &ns, None).unwrap();
+        env.veths.push(ep.host_veth.clone());
+        m.set_names(network, n, &names.map(String::from)).unwrap();
+        env.resolv_conf(n, &format!("nameserver {}\n", ep.gateway));
+        ips.push(ep.ip);
+    }
+    env.httpd("web", 80, "by name");
+    let gw = pd.gateway.to_string();
+    let (ok, out) = env.exec("cli", &["busybox", "nslookup", "web", &gw]);
+    assert!(ok && out.contains(&ips[0].to_string()), "{out}");
+    // an alias shared by two containers returns both
+    let (_, out) = env.exec("cli", &["busybox", "nslookup", "svc", &gw]);
+    assert!(
+        out.contains(&ips[0].to_string()) && out.contains(&ips[1].to_string()),
+        "{out}"
+    );
+    // other names go upstream
+    let (_, out) = env.exec("cli", &["busybox", "nslookup", "elsewhere.test", &gw]);
+    assert!(out.contains("192.0.2.77"), "{out}");
+    // by name over HTTP, through the namespace's resolv.conf
+    assert_eq!(
+        env.wget_retry("cli", "http://web/").as_deref(),
+        Some("by name")
+    );
+    // another network cannot use this network's resolver
+    let (ok, out) = env.exec("x", &["busybox", "nslookup", "web", &gw]);
+    assert!(!ok || !out.contains(&ips[0].to_string()), "{out}");
+
+    for (n, network) in [("web", "d"), ("cli", "d"), ("x", "e")] {
+        m.disconnect(network, n).unwrap();
+    }
+    m.remove_network("d").unwrap();
+    m.remove_network("e").unwrap();
+    env.assert_no_leaks();
+}

@@ -110,6 +110,14 @@ impl Env {
         PathBuf::from(format!("/run/netns/{name}"))
     }
 
+    /// Gives namespace `n` its own /etc/resolv.conf (`ip netns exec`
+    /// bind-mounts /etc/netns/<name>/resolv.conf).
+    pub fn resolv_conf(&mut self, n: &str, content: &str) {
+        let d = PathBuf::from(format!("/etc/netns/{}", self.ns_name(n)));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("resolv.conf"), content).unwrap();
+    }
+
     /// busybox httpd serving `body` on `port` inside namespace `n`.
     pub fn httpd(&mut self, n: &str, port: u16, body: &str) {
         let www = self.dir.path().join(format!("www-{n}-{port}"));
@@ -200,9 +208,7 @@ impl Env {
     }
 
     fn cleanup_system(&self) {
-        for t in [&self.table] {
-            let _ = sh("nft", &["delete", "table", "ip", t]);
-        }
+        let _ = sh("nft", &["delete", "table", "ip", &self.table]);
         for n in 0..10 {
             let _ = sh("ip", &["link", "del", &format!("berthtest{}{n}", self.tag)]);
         }
@@ -235,6 +241,7 @@ impl Env {
         self.children.clear();
         for n in self.netns.drain(..) {
             let _ = sh("ip", &["netns", "del", &n]);
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{n}"));
         }
     }
 
@@ -252,6 +259,12 @@ impl Env {
         let (_, ns) = sh("ip", &["netns", "list"]);
         let prefix = format!("berthtest-{}-", self.tag);
         assert!(!ns.contains(&prefix), "netns leaked: {ns}");
+        let leftover = std::fs::read_dir("/etc/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with(&prefix));
+        assert!(leftover.is_none(), "/etc/netns entry leaked");
         let (_, tables) = sh("nft", &["list", "tables"]);
         assert!(
             !tables
