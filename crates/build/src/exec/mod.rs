@@ -271,7 +271,12 @@ pub fn build(
     for i in plan.order() {
         let base = starts(i, &done);
         ex.from_line(&plan, i, &base)?;
-        let st = ex.stage(base, &plans[&i], &done)?;
+        let texts: Vec<String> = plan.stages.stages[i]
+            .commands
+            .iter()
+            .map(|n| first_line(&n.original))
+            .collect();
+        let st = ex.stage(base, &plans[&i], &texts, &done)?;
         done.insert(i, st);
     }
     let target = done
@@ -328,6 +333,10 @@ impl KeySource for Keys<'_> {
             .resolve(reference)
             .map_or_else(|_| reference.to_string(), |i| i.id)
     }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().trim().to_string()
 }
 
 fn short(id: &str) -> &str {
@@ -408,14 +417,7 @@ impl Executor<'_> {
             .instructions
             .iter()
             .find(|n| n.line == line)
-            .map(|n| {
-                n.original
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string()
-            })
+            .map(|n| first_line(&n.original))
             .unwrap_or_else(|| format!("FROM {}", plan.stages.stages[i].from.image));
         self.n += 1;
         self.say(format!("Step {}/{} : {text}", self.n, self.total));
@@ -429,9 +431,12 @@ impl Executor<'_> {
         &mut self,
         mut st: StageState,
         sp: &StagePlan,
+        texts: &[String],
         done: &BTreeMap<usize, StageState>,
     ) -> Result<StageState> {
         let first = st.config.history.len();
+        // ONBUILD triggers of the base come first, then one entry per instruction.
+        let triggers = (sp.config.history.len() - first).saturating_sub(texts.len());
         st.config = sp.config.clone();
         for h in first..sp.config.history.len() {
             self.n += 1;
@@ -447,7 +452,10 @@ impl Executor<'_> {
                     }
                 }
                 None => {
-                    let text = sp.config.history[h].created_by.clone();
+                    let text = (h - first)
+                        .checked_sub(triggers)
+                        .and_then(|k| texts.get(k).cloned())
+                        .unwrap_or_else(|| sp.config.history[h].created_by.clone());
                     self.say(format!("Step {}/{} : {text}", self.n, self.total));
                     self.say(format!(" ---> {}", short(&st.key)));
                 }

@@ -1,0 +1,446 @@
+//! `berth build` end to end through the binary, on a busybox image imported into a
+//! temporary data root, with a temporary runtime root: COPY + RUN + ENV + CMD, cache
+//! hits on rebuilds (also after a .dockerignored change), a failing RUN, FROM scratch,
+//! multi-stage COPY --from and reproducible ids. Needs root (mounts, namespaces,
+//! cgroups) and Debian's busybox-static.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary data root and runtime root with `base:latest` imported. Dropping it
+/// force-removes containers and unmounts whatever is left under it.
+struct Berth {
+    root: tempfile::TempDir,
+    /// Short ids of the RUN containers our builds reported.
+    runs: std::cell::RefCell<Vec<String>>,
+}
+
+impl Berth {
+    fn new() -> Self {
+        assert!(
+            is_root(),
+            "the build tests mount, clone namespaces and create cgroups: run them as root"
+        );
+        let root = tempfile::Builder::new()
+            .prefix("berth-test-build-")
+            .tempdir()
+            .expect("tempdir");
+        let b = Berth {
+            root,
+            runs: Default::default(),
+        };
+        let tar = rootfs_tar(b.root.path());
+        b.ok(&[
+            "image",
+            "import",
+            tar.to_str().expect("utf-8"),
+            "base:latest",
+        ]);
+        b
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.arg("--data-root")
+            .arg(self.path("data"))
+            .env("BERTH_RUNTIME_ROOT", self.path("runtime"))
+            .env_remove("BERTH_DATA_ROOT")
+            .env_remove("SOURCE_DATE_EPOCH");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run berth")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed ({:?}): {}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A context directory `name` with these files.
+    fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.path(name);
+        for (f, data) in files {
+            let p = dir.join(f);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, data).expect("write");
+        }
+        dir
+    }
+
+    fn build(&self, ctx: &Path, extra: &[&str]) -> Output {
+        let mut args = vec!["build"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().expect("utf-8"));
+        let out = self.run(&args);
+        for l in text(&out.stdout).lines() {
+            if let Some(id) = l.strip_prefix(" ---> Running in ") {
+                self.runs.borrow_mut().push(id.to_string());
+            }
+        }
+        out
+    }
+
+    /// Mounts whose path lies under our temporary root.
+    fn mounts(&self) -> Vec<String> {
+        let root = self.root.path().to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(String::from))
+            .filter(|m| m.starts_with(&root))
+            .collect()
+    }
+
+    /// What a build may leave behind by mistake: mounts, runtime state, scratch
+    /// directories, build cgroups.
+    fn leftovers(&self) -> Vec<String> {
+        let mut left = self.mounts();
+        for d in ["runtime", "data/tmp"] {
+            if let Ok(rd) = std::fs::read_dir(self.path(d)) {
+                left.extend(rd.flatten().map(|e| e.path().display().to_string()));
+            }
+        }
+        left.extend(build_cgroups(&self.runs.borrow()));
+        left
+    }
+
+    fn inspect(&self, image: &str) -> serde_json::Value {
+        let out = self.ok(&["image", "inspect", image]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
+        v[0].clone()
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        if let Ok(out) = self.command().args(["ps", "-aq", "--no-trunc"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = self.command().args(["rm", "--force", id]).output();
+            }
+        }
+        for m in self.mounts().into_iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Cgroups of our build containers (`berth/berth-build-<id>…`).
+fn build_cgroups(ids: &[String]) -> Vec<String> {
+    let mut bases = vec![PathBuf::from("/sys/fs/cgroup/berth")];
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        bases.extend(rd.flatten().map(|e| e.path().join("berth")));
+    }
+    let mut out = Vec::new();
+    for b in bases {
+        if let Ok(rd) = std::fs::read_dir(&b) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if ids
+                    .iter()
+                    .any(|id| n.starts_with(&format!("berth-build-{id}")))
+                {
+                    out.push(e.path().display().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A busybox-static rootfs (every applet linked, passwd and group) as a tar.
+fn rootfs_tar(dir: &Path) -> PathBuf {
+    let bb = Path::new("/bin/busybox");
+    assert!(
+        bb.exists(),
+        "the build tests need busybox-static: apt-get install -y busybox-static"
+    );
+    let fs = dir.join("rootfs");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
+        std::fs::create_dir_all(fs.join(d)).expect("mkdir");
+    }
+    std::fs::copy(bb, fs.join("bin/busybox")).expect("copy busybox");
+    let list = Command::new(bb)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", fs.join("bin").join(applet));
+        }
+    }
+    std::fs::write(
+        fs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .expect("passwd");
+    std::fs::write(fs.join("etc/group"), "root:x:0:\napp:x:1000:\n").expect("group");
+    let tar = dir.join("rootfs.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&fs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(st.success(), "tar failed");
+    tar
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const APP: &str = "FROM base\nCOPY app.txt /app/\nRUN echo hi > /f && cat /app/app.txt\n\
+                   ENV GREETING=hello\nCMD [\"cat\", \"/f\"]\n";
+
+#[test]
+fn build_copy_run_env_cmd_makes_a_runnable_image() {
+    let b = Berth::new();
+    let ctx = b.context(
+        "ctx",
+        &[("Dockerfile", APP), ("app.txt", "from the context\n")],
+    );
+    let out = b.build(&ctx, &["-t", "someapp:1.0", "-t", "someapp:latest"]);
+    let so = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{so}", text(&out.stderr));
+    for want in [
+        "Step 1/5 : FROM base",
+        "Step 2/5 : COPY app.txt /app/",
+        "Step 3/5 : RUN echo hi > /f && cat /app/app.txt",
+        " ---> Running in ",
+        "from the context",
+        "Step 5/5 : CMD [\"cat\", \"/f\"]",
+        "Successfully built ",
+        "Successfully tagged someapp:1.0",
+        "Successfully tagged someapp:latest",
+    ] {
+        assert!(so.contains(want), "missing {want:?} in:\n{so}");
+    }
+    let img = b.inspect("someapp:1.0");
+    let env = img["Config"]["Env"].to_string();
+    assert!(env.contains("GREETING=hello"), "{env}");
+    assert_eq!(img["Config"]["Cmd"], serde_json::json!(["cat", "/f"]));
+    assert_eq!(img["Created"], "1970-01-01T00:00:00Z");
+    assert_eq!(img["RootFS"]["Layers"].as_array().map(Vec::len), Some(3));
+    let hist = b.ok(&["history", "--no-trunc", "someapp:1.0"]);
+    for want in [
+        "COPY app.txt /app/",
+        "RUN /bin/sh -c echo hi > /f",
+        "ENV GREETING=hello",
+    ] {
+        assert!(hist.contains(want), "missing {want:?} in history:\n{hist}");
+    }
+    assert_eq!(b.ok(&["run", "--rm", "someapp:1.0"]), "hi\n");
+    assert_eq!(
+        b.ok(&["run", "--rm", "someapp:latest", "cat", "/app/app.txt"]),
+        "from the context\n"
+    );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn rebuilds_hit_the_cache_unless_a_used_file_changes() {
+    let b = Berth::new();
+    let ctx = b.context(
+        "ctx",
+        &[
+            ("Dockerfile", APP),
+            ("app.txt", "v1\n"),
+            ("notes.md", "ignored\n"),
+            (".dockerignore", "*.md\n"),
+        ],
+    );
+    let first = b.build(&ctx, &["-t", "someapp:1.0"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let id = |o: &Output| {
+        text(&o.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Successfully built ").map(String::from))
+    };
+    let again = b.build(&ctx, &["-t", "someapp:1.0"]);
+    let so = text(&again.stdout);
+    assert_eq!(so.matches(" ---> Using cache").count(), 2, "{so}");
+    assert!(!so.contains("Running in"), "{so}");
+    assert_eq!(id(&first), id(&again));
+    std::fs::write(ctx.join("notes.md"), "changed, but ignored\n").expect("write");
+    let ignored = b.build(&ctx, &["-t", "someapp:1.0"]);
+    let so = text(&ignored.stdout);
+    assert_eq!(so.matches(" ---> Using cache").count(), 2, "{so}");
+    std::fs::write(ctx.join("app.txt"), "v2\n").expect("write");
+    let changed = b.build(&ctx, &["-t", "someapp:1.0"]);
+    let so = text(&changed.stdout);
+    assert!(changed.status.success(), "{}", text(&changed.stderr));
+    assert_eq!(so.matches(" ---> Using cache").count(), 0, "{so}");
+    assert!(so.contains("v2"), "{so}");
+    let nocache = b.build(&ctx, &["--no-cache", "-q"]);
+    let so = text(&nocache.stdout);
+    assert!(
+        so.trim().starts_with("sha256:") && so.lines().count() == 1,
+        "{so}"
+    );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn failing_run_reports_docker_message_and_leaves_nothing() {
+    let b = Berth::new();
+    let ctx = b.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM base\nRUN echo before > /x\nRUN echo failing; exit 3\nCMD [\"true\"]\n",
+        )],
+    );
+    let out = b.build(&ctx, &["-t", "broken:1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let se = text(&out.stderr);
+    assert!(
+        se.contains("The command '/bin/sh -c echo failing; exit 3' returned a non-zero code: 3"),
+        "{se}"
+    );
+    assert!(text(&out.stdout).contains("failing"));
+    assert!(b.run(&["image", "inspect", "broken:1"]).status.code() != Some(0));
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn from_scratch_copy_of_a_static_busybox() {
+    let b = Berth::new();
+    let ctx = b.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM scratch\nCOPY busybox /bin/busybox\nWORKDIR /work\nENTRYPOINT [\"/bin/busybox\"]\n",
+        )],
+    );
+    std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("copy busybox");
+    let out = b.build(
+        &ctx,
+        &[
+            "-t",
+            "tiny:1",
+            "--iidfile",
+            b.path("iid").to_str().expect("utf-8"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    let iid = std::fs::read_to_string(b.path("iid")).expect("iidfile");
+    assert_eq!(b.inspect("tiny:1")["Id"], iid.as_str());
+    assert_eq!(b.ok(&["run", "--rm", "tiny:1", "echo", "ok"]), "ok\n");
+    assert_eq!(b.ok(&["run", "--rm", "tiny:1", "pwd"]), "/work\n");
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn multi_stage_copy_from_with_args_labels_and_target() {
+    let b = Berth::new();
+    let df = "FROM base AS build\nARG WHO=world\nRUN mkdir /out && echo \"hello $WHO\" > /out/msg\n\
+              FROM base AS unused\nRUN exit 9\n\
+              FROM base\nCOPY --from=build /out/msg /msg\nRUN chmod 1777 /tmp\nUSER app\nRUN id -u > /tmp/uid\nCMD [\"cat\", \"/msg\"]\n";
+    let ctx = b.context("ctx", &[("Dockerfile", df)]);
+    let out = b.build(
+        &ctx,
+        &[
+            "-t",
+            "multi:1",
+            "--build-arg",
+            "WHO=berth",
+            "--label",
+            "team=x",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    assert_eq!(b.ok(&["run", "--rm", "multi:1"]), "hello berth\n");
+    assert_eq!(
+        b.ok(&["run", "--rm", "multi:1", "cat", "/tmp/uid"]),
+        "1000\n"
+    );
+    assert_eq!(b.inspect("multi:1")["Config"]["Labels"]["team"], "x");
+    let t = b.build(
+        &ctx,
+        &[
+            "-t",
+            "stage:1",
+            "--target",
+            "build",
+            "--build-arg",
+            "WHO=berth",
+        ],
+    );
+    assert!(t.status.success(), "{}", text(&t.stderr));
+    assert_eq!(
+        b.ok(&["run", "--rm", "stage:1", "cat", "/out/msg"]),
+        "hello berth\n"
+    );
+    let bad = b.build(&ctx, &["--platform", "linux/arm64"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("linux/amd64"),
+        "{}",
+        text(&bad.stderr)
+    );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn same_inputs_and_source_date_epoch_give_the_same_image_id() {
+    let a = Berth::new();
+    let ctx = a.context(
+        "ctx",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY . /srv/\nLABEL v=1\n"),
+            ("x/y.txt", "y\n"),
+            ("z.txt", "z\n"),
+        ],
+    );
+    let build = |b: &Berth| {
+        let out = b
+            .command()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "-q", ctx.to_str().expect("utf-8")])
+            .output()
+            .expect("run berth");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let id_a = build(&a);
+    let b = Berth::new();
+    let id_b = build(&b);
+    assert_eq!(id_a, id_b);
+    assert!(id_a.starts_with("sha256:"), "{id_a}");
+}
