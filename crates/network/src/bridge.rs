@@ -150,6 +150,20 @@ pub fn plan_detach(host_veth: &str) -> Vec<Op> {
     vec![Op::ip(["link", "del", "dev", host_veth]).tolerant()]
 }
 
+/// Lists the veths enslaved to `bridge` (see [`parse_link_names`]).
+pub fn plan_list_ports(bridge: &str) -> Op {
+    Op::ip(["-o", "link", "show", "master", bridge]).tolerant()
+}
+
+/// Interface names in the output of `ip -o link show` (`3: name@peer: ...`).
+pub fn parse_link_names(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
 /// Brings `lo` up in a namespace (`--network none`).
 pub fn plan_loopback_only(netns: &Path) -> Vec<Op> {
     vec![Op::ip_in(netns, ["link", "set", "dev", "lo", "up"])]
@@ -202,6 +216,16 @@ mod tests {
         assert!(!plan_attach(&internal)
             .iter()
             .any(|o| o.to_string().contains("default")));
+    }
+
+    #[test]
+    fn link_names() {
+        let out = "7: vbabc@if6: <BROADCAST> mtu 1500 master br-x\n8: vbdef@if2: <BROADCAST>\n";
+        assert_eq!(parse_link_names(out), vec!["vbabc", "vbdef"]);
+        assert_eq!(
+            plan_list_ports("br-x").to_string(),
+            "ip -o link show master br-x"
+        );
     }
 
     #[test]

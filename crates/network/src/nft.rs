@@ -16,6 +16,8 @@
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
+use serde::{Deserialize, Serialize};
+
 use crate::exec::Op;
 use crate::ipam::Subnet;
 use crate::ports::PortMapping;
@@ -35,7 +37,7 @@ pub struct NetRules {
 }
 
 /// One published port, resolved to the container's address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortRule {
     /// The mapping (host port already picked).
     pub mapping: PortMapping,

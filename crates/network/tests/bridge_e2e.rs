@@ -371,3 +371,64 @@ fn embedded_dns_resolves_names_aliases_and_forwards() {
     m.remove_network("e").unwrap();
     env.assert_no_leaks();
 }
+
+#[test]
+fn restart_restores_and_reconcile_removes_the_dead() {
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::new("rst");
+    let b = env.bridge(0);
+    let state = env.dir.path().join("state");
+    let (ip_alive, ip_dead, port);
+    {
+        let m = Manager::new(&state, System, &env.table).unwrap();
+        m.create_network(&net("r", &b, false), &pool("10.231.10.0/24"))
+            .unwrap();
+        let mut ips = Vec::new();
+        for n in ["alive", "dead"] {
+            let ns = env.netns(n);
+            let ep = m.connect("r", n, &ns, None).unwrap();
+            env.veths.push(ep.host_veth.clone());
+            ips.push(ep.ip);
+        }
+        (ip_alive, ip_dead) = (ips[0], ips[1]);
+        let maps = [PortMapping {
+            host_ip: None,
+            host_port: 0,
+            container_port: 80,
+            proto: Proto::Tcp,
+        }];
+        let p = m.publish("alive", ip_alive, &maps).unwrap();
+        port = p.mappings[0].host_port;
+        std::mem::forget(p); // a crash: nothing runs its destructors
+    }
+    env.httpd("alive", 80, "survived");
+    // the daemon restarts; one container died meanwhile (its netns is kept,
+    // so its veth stays on the bridge until reconcile removes it)
+    let m = Manager::new(&state, System, &env.table).unwrap();
+    assert_eq!(m.restore().unwrap(), vec!["r"]);
+    m.reconcile(&[("r", "alive")]).unwrap();
+    let (_, ports) = env.exec("dead", &["ip", "-o", "link", "show", "eth0"]);
+    assert!(
+        ports.is_empty(),
+        "dead container's veth not removed: {ports}"
+    );
+    let gw = m.ipam().pool("r").unwrap().unwrap().gateway;
+    // the restored DNAT rule works (the gateway path does not need the proxy)
+    assert!(http_get_retry(SocketAddr::from((gw, port))).ends_with("survived"));
+    // the alive container kept its address; the dead one's is free again
+    assert_eq!(m.ipam().allocate("r", "alive", None).unwrap(), ip_alive);
+    assert!(!m
+        .ipam()
+        .pool("r")
+        .unwrap()
+        .unwrap()
+        .allocations
+        .contains_key(&ip_dead));
+
+    m.unpublish("alive").unwrap();
+    m.disconnect("r", "alive").unwrap();
+    m.remove_network("r").unwrap();
+    env.assert_no_leaks();
+}

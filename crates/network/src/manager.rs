@@ -1,0 +1,579 @@
+//! [`Manager`]: networks, endpoints and published ports of one daemon,
+//! over IPAM, the bridge planners, the nft table, the proxies and DNS.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::exec::Executor;
+use crate::ports::PortMapping;
+use crate::{bridge, dns, ipam, nft, ports, proxy, Error, Result};
+
+/// A bridge network to create.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// The network's name (key of its IPAM pool).
+    pub name: String,
+    /// The bridge interface.
+    pub bridge: String,
+    /// `--internal`.
+    pub internal: bool,
+    /// MTU of bridge and veths.
+    pub mtu: u32,
+    /// Run the embedded DNS responder on the gateway (user networks; the
+    /// default bridge, as docker's, has none).
+    pub dns: bool,
+}
+
+impl NetworkSpec {
+    /// A non-internal network with MTU 1500 and no embedded DNS.
+    pub fn new(name: &str, bridge: &str) -> Self {
+        Self {
+            name: name.into(),
+            bridge: bridge.into(),
+            internal: false,
+            mtu: 1500,
+            dns: false,
+        }
+    }
+}
+
+/// A container's attachment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The container's address.
+    pub ip: Ipv4Addr,
+    /// The network's gateway.
+    pub gateway: Ipv4Addr,
+    /// Prefix length of the subnet.
+    pub prefix: u8,
+    /// Host end of the veth.
+    pub host_veth: String,
+}
+
+#[derive(Debug)]
+struct NetState {
+    spec: NetworkSpec,
+    pool: ipam::Pool,
+    dns: Option<dns::DnsServer>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    networks: BTreeMap<String, NetState>,
+    /// Published ports by owner (container id).
+    ports: BTreeMap<String, Vec<nft::PortRule>>,
+}
+
+/// What survives a daemon restart besides IPAM (`networks.json`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Saved {
+    networks: BTreeMap<String, NetworkSpec>,
+    ports: BTreeMap<String, Vec<nft::PortRule>>,
+}
+
+/// Published ports of one container; dropping it stops the loopback
+/// proxies (call [`Manager::unpublish`] to drop the DNAT rules too).
+#[derive(Debug)]
+pub struct Published {
+    /// The mappings with host ports picked.
+    pub mappings: Vec<PortMapping>,
+    proxies: Vec<proxy::Proxy>,
+}
+
+impl Published {
+    /// Number of userland proxies running.
+    pub fn proxies(&self) -> usize {
+        self.proxies.len()
+    }
+}
+
+/// Networks, endpoints and published ports of one daemon.
+#[derive(Debug)]
+pub struct Manager<E: Executor> {
+    ipam: ipam::Ipam,
+    state_dir: PathBuf,
+    exec: E,
+    table: String,
+    upstreams: Vec<SocketAddr>,
+    state: Mutex<State>,
+}
+
+impl<E: Executor> Manager<E> {
+    /// A manager keeping IPAM state under `state_dir` and rules in nft
+    /// table `table`.
+    pub fn new(state_dir: impl Into<PathBuf>, exec: E, table: &str) -> Result<Self> {
+        let state_dir = state_dir.into();
+        Ok(Self {
+            ipam: ipam::Ipam::open(&state_dir)?,
+            state_dir,
+            exec,
+            table: table.to_string(),
+            upstreams: dns::host_upstreams(
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            ),
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// Replaces the upstream resolvers of the embedded DNS (default: the
+    /// host's /etc/resolv.conf).
+    pub fn with_upstreams(mut self, upstreams: Vec<SocketAddr>) -> Self {
+        self.upstreams = upstreams;
+        self
+    }
+
+    /// The IPAM store.
+    pub fn ipam(&self) -> &ipam::Ipam {
+        &self.ipam
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn ruleset(&self, st: &State) -> nft::Ruleset {
+        let mut rs = nft::Ruleset::new(&self.table);
+        rs.networks = st
+            .networks
+            .values()
+            .map(|n| nft::NetRules {
+                bridge: n.spec.bridge.clone(),
+                subnet: n.pool.subnet,
+                internal: n.spec.internal,
+            })
+            .collect();
+        rs.ports = st.ports.values().flatten().copied().collect();
+        rs
+    }
+
+    /// Persists what `restore` needs (atomic rename), then applies the rules.
+    fn sync_rules(&self, st: &State) -> Result<()> {
+        let saved = Saved {
+            networks: st
+                .networks
+                .iter()
+                .map(|(k, v)| (k.clone(), v.spec.clone()))
+                .collect(),
+            ports: st.ports.clone(),
+        };
+        let path = self.state_dir.join("networks.json");
+        let tmp = self.state_dir.join("networks.json.tmp");
+        let data = serde_json::to_vec_pretty(&saved).map_err(|e| Error::State {
+            path: tmp.clone(),
+            source: e.into(),
+        })?;
+        std::fs::write(&tmp, data).map_err(|source| Error::State {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|source| Error::State {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(self
+            .exec
+            .apply(&nft::plan_apply(&self.ruleset(st), &nft::ip_forward_now()))?)
+    }
+
+    /// Creates the pool, the bridge and the rules of a network. Re-creating
+    /// a network whose pool survived a restart reuses the pool.
+    pub fn create_network(&self, spec: &NetworkSpec, pool: &ipam::PoolSpec) -> Result<ipam::Pool> {
+        if spec.bridge.len() > bridge::IFNAMSIZ_MAX {
+            return Err(Error::BadBridgeName(spec.bridge.clone()));
+        }
+        let pool = match self.ipam.pool(&spec.name)? {
+            Some(p) => p,
+            None => self.ipam.add_pool(&spec.name, pool, &ipam::host_routes())?,
+        };
+        let b = bridge::BridgeSpec {
+            name: spec.bridge.clone(),
+            subnet: pool.subnet,
+            gateway: pool.gateway,
+            mtu: spec.mtu,
+        };
+        self.exec.apply(&bridge::plan_create_bridge(&b))?;
+        let dns = match spec.dns {
+            true => {
+                let addr = SocketAddr::from((pool.gateway, 53));
+                let ups = if spec.internal {
+                    Vec::new()
+                } else {
+                    self.upstreams.clone()
+                };
+                let srv =
+                    dns::DnsServer::start(addr, pool.subnet, ups).map_err(|source| Error::Dns {
+                        network: spec.name.clone(),
+                        addr,
+                        source,
+                    })?;
+                Some(srv)
+            }
+            false => None,
+        };
+        let mut st = self.lock();
+        st.networks.insert(
+            spec.name.clone(),
+            NetState {
+                spec: spec.clone(),
+                pool: pool.clone(),
+                dns,
+            },
+        );
+        self.sync_rules(&st)?;
+        Ok(pool)
+    }
+
+    /// Removes the bridge, the pool and the network's rules.
+    /// Refuses while containers are connected, as docker does.
+    pub fn remove_network(&self, name: &str) -> Result<()> {
+        let mut st = self.lock();
+        if !st.networks.contains_key(name) {
+            return Err(Error::NoNetwork(name.to_string()));
+        }
+        let active = self.ipam.pool(name)?.map_or(0, |p| p.allocations.len());
+        if active > 0 {
+            return Err(Error::NetworkInUse {
+                network: name.to_string(),
+                active,
+            });
+        }
+        let n = st
+            .networks
+            .remove(name)
+            .ok_or_else(|| Error::NoNetwork(name.to_string()))?;
+        self.exec
+            .apply(&bridge::plan_remove_bridge(&n.spec.bridge))?;
+        self.ipam.remove_pool(name)?;
+        self.sync_rules(&st)
+    }
+
+    /// Attaches the namespace at `netns` to `network` as `eth0` with the
+    /// default route (through the gateway unless the network is internal).
+    pub fn connect(
+        &self,
+        network: &str,
+        container: &str,
+        netns: &Path,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<Endpoint> {
+        self.connect_as(network, container, netns, ip, "eth0", true)
+    }
+
+    /// [`Manager::connect`] with the interface name and whether this network
+    /// carries the default route (only the first network a container joins).
+    pub fn connect_as(
+        &self,
+        network: &str,
+        container: &str,
+        netns: &Path,
+        ip: Option<Ipv4Addr>,
+        ifname: &str,
+        default_route: bool,
+    ) -> Result<Endpoint> {
+        let (spec, pool) = {
+            let st = self.lock();
+            let n = st
+                .networks
+                .get(network)
+                .ok_or_else(|| Error::NoNetwork(network.to_string()))?;
+            (n.spec.clone(), n.pool.clone())
+        };
+        let addr = self.ipam.allocate(network, container, ip)?;
+        let host_veth = bridge::host_veth_name(container, network);
+        let a = bridge::AttachSpec {
+            bridge: spec.bridge.clone(),
+            host_veth: host_veth.clone(),
+            netns: netns.to_path_buf(),
+            ifname: ifname.to_string(),
+            ip: addr,
+            subnet: pool.subnet,
+            default_gateway: (default_route && !spec.internal).then_some(pool.gateway),
+            mtu: spec.mtu,
+        };
+        if let Err(e) = self.exec.apply(&bridge::plan_attach(&a)) {
+            let _ = self.exec.apply(&bridge::plan_detach(&host_veth));
+            let _ = self.ipam.release(network, container);
+            return Err(e.into());
+        }
+        Ok(Endpoint {
+            ip: addr,
+            gateway: pool.gateway,
+            prefix: pool.subnet.prefix(),
+            host_veth,
+        })
+    }
+
+    /// Makes `names` (container name, `--network-alias`es) resolve to the
+    /// container's address on `network` through the embedded DNS. No-op on
+    /// networks without DNS.
+    pub fn set_names(&self, network: &str, container: &str, names: &[String]) -> Result<()> {
+        let st = self.lock();
+        let n = st
+            .networks
+            .get(network)
+            .ok_or_else(|| Error::NoNetwork(network.to_string()))?;
+        let Some(dns) = &n.dns else { return Ok(()) };
+        let ip = self
+            .ipam
+            .pool(network)?
+            .and_then(|p| {
+                p.allocations
+                    .into_iter()
+                    .find(|(_, o)| o == container)
+                    .map(|(ip, _)| ip)
+            })
+            .ok_or_else(|| Error::NotConnected {
+                network: network.to_string(),
+                container: container.to_string(),
+            })?;
+        dns.records().set(container, ip, names);
+        Ok(())
+    }
+
+    /// The embedded DNS address of `network`, for the container's
+    /// resolv.conf.
+    pub fn dns_address(&self, network: &str) -> Option<SocketAddr> {
+        self.lock()
+            .networks
+            .get(network)
+            .and_then(|n| n.dns.as_ref().map(dns::DnsServer::local_addr))
+    }
+
+    /// Removes the container's veth and releases its address.
+    pub fn disconnect(&self, network: &str, container: &str) -> Result<()> {
+        if let Some(dns) = self
+            .lock()
+            .networks
+            .get(network)
+            .and_then(|n| n.dns.as_ref())
+        {
+            dns.records().remove(container);
+        }
+        self.exec
+            .apply(&bridge::plan_detach(&bridge::host_veth_name(
+                container, network,
+            )))?;
+        self.ipam.release(network, container)?;
+        Ok(())
+    }
+
+    /// Publishes `maps` (host ports 0 are picked free) of the container at
+    /// `container_ip`: DNAT rules for external addresses, userland proxies
+    /// for 127.0.0.1 (see [`proxy`] for why).
+    pub fn publish(
+        &self,
+        container: &str,
+        container_ip: Ipv4Addr,
+        maps: &[PortMapping],
+    ) -> Result<Published> {
+        let mut maps = maps.to_vec();
+        ports::assign_free_ports(&mut maps)?;
+        let mut proxies = Vec::new();
+        for m in &maps {
+            let loopback = match m.host_ip {
+                None => Some(Ipv4Addr::LOCALHOST),
+                Some(ip) if ip.is_loopback() => Some(ip),
+                Some(_) => None,
+            };
+            if let Some(lo) = loopback {
+                let addr = SocketAddr::from((lo, m.host_port));
+                let target = SocketAddr::from((container_ip, m.container_port));
+                let p =
+                    proxy::Proxy::start(m.proto, addr, target).map_err(|source| Error::Proxy {
+                        addr,
+                        proto: m.proto,
+                        source,
+                    })?;
+                proxies.push(p);
+            }
+        }
+        let mut st = self.lock();
+        let entry = st.ports.entry(container.to_string()).or_default();
+        for m in &maps {
+            let rule = nft::PortRule {
+                mapping: *m,
+                container_ip,
+            };
+            // publishing again after a restart must not double the rules
+            if !entry.contains(&rule) {
+                entry.push(rule);
+            }
+        }
+        self.sync_rules(&st)?;
+        Ok(Published {
+            mappings: maps,
+            proxies,
+        })
+    }
+
+    /// After a daemon restart: re-creates the saved networks (bridges,
+    /// rules, DNS responders; existing pieces are reused) and the DNAT rules
+    /// of published ports. Returns the network names. The engine then calls
+    /// [`Manager::reconcile`] with the containers still alive, and
+    /// [`Manager::publish`] / [`Manager::set_names`] again for them (the
+    /// loopback proxies and DNS names live in the daemon's memory).
+    pub fn restore(&self) -> Result<Vec<String>> {
+        let path = self.state_dir.join("networks.json");
+        let saved: Saved = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::State {
+                path: path.clone(),
+                source: e.into(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
+            Err(source) => return Err(Error::State { path, source }),
+        };
+        for spec in saved.networks.values() {
+            self.create_network(spec, &ipam::PoolSpec::default())?;
+        }
+        let mut st = self.lock();
+        st.ports = saved.ports;
+        self.sync_rules(&st)?;
+        Ok(saved.networks.into_keys().collect())
+    }
+
+    /// Removes what containers no longer alive left behind (after a crash):
+    /// their addresses, DNS names, published-port rules and the veths on
+    /// berth's bridges. `live` lists (network, container) attachments that
+    /// still exist.
+    pub fn reconcile(&self, live: &[(&str, &str)]) -> Result<()> {
+        let is_live = |net: &str, c: &str| live.iter().any(|(n, o)| *n == net && *o == c);
+        for (net, pool) in self.ipam.pools()? {
+            for owner in pool.allocations.values().filter(|o| !is_live(&net, o)) {
+                tracing::info!(network = %net, container = %owner, "releasing stale endpoint");
+                self.disconnect(&net, owner)?;
+            }
+        }
+        let bridges: Vec<(String, String)> = self
+            .lock()
+            .networks
+            .iter()
+            .map(|(k, n)| (k.clone(), n.spec.bridge.clone()))
+            .collect();
+        for (net, br) in bridges {
+            let keep: Vec<String> = live
+                .iter()
+                .filter(|(n, _)| *n == net)
+                .map(|(n, c)| bridge::host_veth_name(c, n))
+                .collect();
+            let out = self.exec.run(&bridge::plan_list_ports(&br))?;
+            for veth in bridge::parse_link_names(&out)
+                .into_iter()
+                .filter(|v| !keep.contains(v))
+            {
+                self.exec.apply(&bridge::plan_detach(&veth))?;
+            }
+        }
+        let mut st = self.lock();
+        let before = st.ports.len();
+        st.ports
+            .retain(|owner, _| live.iter().any(|(_, c)| c == owner));
+        if st.ports.len() != before {
+            self.sync_rules(&st)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the DNAT rules of `container` (drop its [`Published`] to stop
+    /// the proxies).
+    pub fn unpublish(&self, container: &str) -> Result<()> {
+        let mut st = self.lock();
+        if st.ports.remove(container).is_some() {
+            self.sync_rules(&st)?;
+        }
+        Ok(())
+    }
+
+    /// The rules the table should hold now (for `inspect` and tests).
+    pub fn current_ruleset(&self) -> nft::Ruleset {
+        self.ruleset(&self.lock())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::Recorder;
+
+    #[test]
+    fn manager_plans_with_recorder() {
+        let d = tempfile::tempdir().unwrap();
+        let m = Manager::new(d.path(), Recorder::default(), "berthunit").unwrap();
+        let pool = ipam::PoolSpec {
+            subnet: Some("10.203.0.0/24".parse().unwrap()),
+            ..Default::default()
+        };
+        m.create_network(&NetworkSpec::new("n", "br-unit"), &pool)
+            .unwrap();
+        let ep = m
+            .connect("n", "c1", Path::new("/run/netns/x"), None)
+            .unwrap();
+        assert_eq!(ep.ip, Ipv4Addr::new(10, 203, 0, 2));
+        let maps = ports::parse_publish("127.0.0.1::80").unwrap();
+        let p = m.publish("c1", ep.ip, &maps).unwrap();
+        assert_eq!(p.proxies(), 1);
+        assert_eq!(m.current_ruleset().ports.len(), 1);
+        m.unpublish("c1").unwrap();
+        assert!(matches!(
+            m.remove_network("n"),
+            Err(Error::NetworkInUse { active: 1, .. })
+        ));
+        m.disconnect("n", "c1").unwrap();
+        m.remove_network("n").unwrap();
+        let lines = m.exec.lines();
+        assert!(matches!(m.remove_network("n"), Err(Error::NoNetwork(_))));
+        assert!(lines.iter().any(|l| l.contains("master br-unit")));
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("nft delete table ip berthunit")
+        );
+        assert!(matches!(
+            m.connect("n", "c", Path::new("/x"), None),
+            Err(Error::NoNetwork(_))
+        ));
+        assert!(matches!(
+            m.create_network(&NetworkSpec::new("n", "a-very-long-bridge-name"), &pool),
+            Err(Error::BadBridgeName(_))
+        ));
+    }
+
+    #[test]
+    fn restore_and_reconcile_after_crash() {
+        let d = tempfile::tempdir().unwrap();
+        let pool = ipam::PoolSpec {
+            subnet: Some("10.204.0.0/24".parse().unwrap()),
+            ..Default::default()
+        };
+        {
+            let m = Manager::new(d.path(), Recorder::default(), "berthunit").unwrap();
+            m.create_network(&NetworkSpec::new("n", "br-unit"), &pool)
+                .unwrap();
+            for c in ["alive", "dead"] {
+                let ip = m.connect("n", c, Path::new("/x"), None).unwrap().ip;
+                let maps = ports::parse_publish("192.0.2.2:8080:80").unwrap();
+                if c == "dead" {
+                    m.publish(c, ip, &maps).unwrap();
+                }
+            }
+        } // the daemon "crashes": nothing is torn down
+        let m = Manager::new(d.path(), Recorder::default(), "berthunit").unwrap();
+        assert_eq!(m.restore().unwrap(), vec!["n"]);
+        assert_eq!(m.current_ruleset().ports.len(), 1);
+        assert_eq!(m.current_ruleset().networks[0].bridge, "br-unit");
+        m.reconcile(&[("n", "alive")]).unwrap();
+        let pool = m.ipam().pool("n").unwrap().unwrap();
+        assert_eq!(pool.allocations.values().collect::<Vec<_>>(), vec!["alive"]);
+        assert!(m.current_ruleset().ports.is_empty());
+        let dead_veth = bridge::host_veth_name("dead", "n");
+        assert!(m
+            .exec
+            .lines()
+            .iter()
+            .any(|l| l == &format!("ip link del dev {dead_veth}")));
+    }
+}
