@@ -6,6 +6,8 @@ use anyhow::{bail, Context as _, Result};
 use berth_build::context::Context;
 use berth_build::eval::{BuildOptions, Platform};
 use berth_build::exec::{build as exec_build, Request};
+use berth_build::plan::Plan;
+use berth_build::stages::Base;
 use clap::{Args, Subcommand};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -150,6 +152,27 @@ fn open_context(root: &Path, a: &BuildArgs) -> Result<(Context, String, TempCont
     Ok((ctx, df_text, TempContext(None)))
 }
 
+/// Pull the base images the build needs that the store lacks (all of them
+/// with `--pull`), before any RUN forks.
+fn pull_bases(root: &Path, req: &Request, always: bool, quiet: bool) -> Result<()> {
+    let plan = Plan::new(&req.dockerfile, req.options.clone(), req.target.as_deref())?;
+    let images = crate::image::open(root)?;
+    for i in plan.order() {
+        let Base::Image(img) = plan.base(i) else {
+            continue;
+        };
+        if !always && images.resolve(img).is_ok() {
+            continue;
+        }
+        let r = berth_image::Reference::parse(img)?;
+        let progress = crate::progress::for_cli(quiet);
+        berth_registry::Client::new(berth_registry::Options::default())
+            .pull(&images, img, progress.as_ref())
+            .with_context(|| format!("cannot pull the base image {}", r.familiar()))?;
+    }
+    Ok(())
+}
+
 /// `berth build`.
 pub fn build(root: &Path, a: &BuildArgs) -> Result<()> {
     let quiet = a.quiet || a.progress == "quiet";
@@ -158,7 +181,6 @@ pub fn build(root: &Path, a: &BuildArgs) -> Result<()> {
     }
     let opts = options(a)?;
     let (ctx, dockerfile, _tmp) = open_context(root, a)?;
-    let images = berth_image::Images::open(root)?;
     let req = Request {
         dockerfile,
         options: opts,
@@ -166,6 +188,8 @@ pub fn build(root: &Path, a: &BuildArgs) -> Result<()> {
         tags: a.tags.clone(),
         no_cache: a.no_cache,
     };
+    pull_bases(root, &req, a.pull, quiet)?;
+    let images = crate::image::open(root)?;
     let mut sink = std::io::sink();
     let mut stdout = std::io::stdout();
     let out: &mut dyn Write = if quiet { &mut sink } else { &mut stdout };

@@ -68,10 +68,8 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if self.mounted {
-            if umount2(&self.target, MntFlags::empty()).is_err() {
-                let _ = umount2(&self.target, MntFlags::MNT_DETACH);
-            }
+        if self.mounted && umount2(&self.target, MntFlags::empty()).is_err() {
+            let _ = umount2(&self.target, MntFlags::MNT_DETACH);
         }
     }
 }

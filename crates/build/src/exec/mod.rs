@@ -270,7 +270,7 @@ pub fn build(
     let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
     for i in plan.order() {
         let base = starts(i, &done);
-        ex.from_line(&plan, i, &base)?;
+        ex.say_from(&plan, i, &base)?;
         let texts: Vec<String> = plan.stages.stages[i]
             .commands
             .iter()
@@ -307,7 +307,7 @@ fn base_image(images: &Images, name: &str) -> Result<StageState> {
         .map(|(d, diff)| LayerDesc {
             digest: d.digest().to_string(),
             size: d.size(),
-            media_type: store::oci_media_type(&d.media_type().to_string()),
+            media_type: store::oci_media_type(d.media_type().as_ref()),
             diff_id: diff.clone(),
         })
         .collect();
@@ -410,7 +410,7 @@ impl Executor<'_> {
         let _ = self.out.flush();
     }
 
-    fn from_line(&mut self, plan: &Plan, i: usize, base: &StageState) -> Result<()> {
+    fn say_from(&mut self, plan: &Plan, i: usize, base: &StageState) -> Result<()> {
         let line = plan.stages.stages[i].line;
         let text = plan
             .dockerfile
