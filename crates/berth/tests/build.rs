@@ -444,3 +444,76 @@ fn same_inputs_and_source_date_epoch_give_the_same_image_id() {
     assert_eq!(id_a, id_b);
     assert!(id_a.starts_with("sha256:"), "{id_a}");
 }
+
+#[test]
+fn copy_flags_add_archive_heredoc_cache_mount_and_deletions() {
+    let b = Berth::new();
+    let df = "FROM base\n\
+              COPY --chown=app:app --chmod=750 tool.sh /opt/tool.sh\n\
+              ADD files.tar.gz /unpacked/\n\
+              COPY <<EOF /etc/motd\nwelcome\nEOF\n\
+              RUN --mount=type=cache,target=/cache echo run >> /cache/log && cp /cache/log /runs\n\
+              RUN rm /etc/group && mkdir -p /gone && rm -r /gone\n\
+              RUN <<EOT\nset -e\necho heredoc > /heredoc\nEOT\n";
+    let ctx = b.context(
+        "ctx",
+        &[
+            ("Dockerfile", df),
+            ("tool.sh", "#!/bin/sh\necho tool\n"),
+            ("in/a.txt", "A\n"),
+        ],
+    );
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(ctx.join("in"))
+        .arg("-czf")
+        .arg(ctx.join("files.tar.gz"))
+        .arg("a.txt")
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    let out = b.build(&ctx, &["-t", "flags:1"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    let ls = b.ok(&[
+        "run",
+        "--rm",
+        "flags:1",
+        "stat",
+        "-c",
+        "%u:%g %a",
+        "/opt/tool.sh",
+    ]);
+    assert_eq!(ls, "1000:1000 750\n");
+    assert_eq!(
+        b.ok(&["run", "--rm", "flags:1", "cat", "/unpacked/a.txt"]),
+        "A\n"
+    );
+    assert_eq!(
+        b.ok(&["run", "--rm", "flags:1", "cat", "/etc/motd"]),
+        "welcome\n"
+    );
+    assert_eq!(
+        b.ok(&["run", "--rm", "flags:1", "cat", "/heredoc"]),
+        "heredoc\n"
+    );
+    assert_eq!(b.ok(&["run", "--rm", "flags:1", "cat", "/runs"]), "run\n");
+    let gone = b.run(&["run", "--rm", "flags:1", "ls", "/etc/group"]);
+    assert_ne!(
+        gone.status.code(),
+        Some(0),
+        "/etc/group survived its deletion"
+    );
+    // The cache mount persists: a --no-cache rebuild appends to the same log.
+    let again = b.build(&ctx, &["-t", "flags:2", "--no-cache"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(
+        b.ok(&["run", "--rm", "flags:2", "cat", "/runs"]),
+        "run\nrun\n"
+    );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
