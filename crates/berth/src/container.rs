@@ -59,6 +59,16 @@ pub enum ContainerCmd {
     Diff(TopArgs),
     /// Export a container's filesystem as a tar archive
     Export(ExportArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
+}
+
+#[derive(Args)]
+pub struct CpArgs {
+    /// CONTAINER:SRC_PATH or a local path
+    src: String,
+    /// CONTAINER:DEST_PATH or a local path
+    dest: String,
 }
 
 #[derive(Args)]
@@ -488,6 +498,23 @@ fn dispatch(e: &Engine, cmd: ContainerCmd) -> Result<i32, berth_engine::Error> {
                 }
             };
             e.export(&a.container, out).map(|_| 0)
+        }
+        ContainerCmd::Cp(a) => {
+            // CONTAINER:PATH; a local path with a colon starts with / or .
+            let split = |s: &str| -> Option<(String, String)> {
+                if s.starts_with('/') || s.starts_with('.') {
+                    return None;
+                }
+                s.split_once(':')
+                    .map(|(c, p)| (c.to_string(), p.to_string()))
+            };
+            match (split(&a.src), split(&a.dest)) {
+                (Some((c, p)), None) => e.copy_from(&c, &p, Path::new(&a.dest)).map(|_| 0),
+                (None, Some((c, p))) => e.copy_to(&c, Path::new(&a.src), &p).map(|_| 0),
+                _ => Err(berth_engine::Error::Invalid(
+                    "copying between containers or between local paths is not supported: one side must be CONTAINER:PATH".into(),
+                )),
+            }
         }
         ContainerCmd::Diff(a) => {
             for (c, p) in e.diff(&a.container)? {

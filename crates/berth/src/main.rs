@@ -110,6 +110,8 @@ enum Cmd {
     Diff(container::TopArgs),
     /// Export a container's filesystem as a tar archive
     Export(container::ExportArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(container::CpArgs),
     /// Manage volumes
     Volume {
         #[command(subcommand)]
@@ -170,6 +172,7 @@ fn main() {
         Cmd::Stats(a) => container::run(&cli.data_root, container::ContainerCmd::Stats(a)),
         Cmd::Diff(a) => container::run(&cli.data_root, container::ContainerCmd::Diff(a)),
         Cmd::Export(a) => container::run(&cli.data_root, container::ContainerCmd::Export(a)),
+        Cmd::Cp(a) => container::run(&cli.data_root, container::ContainerCmd::Cp(a)),
         Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
     };

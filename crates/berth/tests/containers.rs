@@ -1099,3 +1099,64 @@ fn export_writes_the_filesystem_as_tar() {
     );
     b.ok(&["rm", "x"]);
 }
+
+#[test]
+fn cp_both_ways_stays_inside_the_container() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "mkdir -p /data && echo inside > /data/f && ln -s /etc /data/esc && ln -s / /data/root && exec sleep 100213",
+    ]);
+    let out = b.root.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let outs = out.to_str().expect("utf-8");
+    b.ok(&["cp", "c:/data", outs]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("data/f")).expect("copied"),
+        "inside\n"
+    );
+    assert_eq!(
+        std::fs::read_link(out.join("data/esc")).expect("symlink kept as a link"),
+        Path::new("/etc")
+    );
+    b.ok(&["cp", "c:/etc/passwd", &format!("{outs}/pw")]);
+    assert!(std::fs::read_to_string(out.join("pw"))
+        .expect("pw")
+        .starts_with("root:"));
+    // a symlink to / in the container resolves to the container's root, not the host's
+    let o = b.run(&["cp", "c:/data/root/etc/shadow", outs]);
+    assert_ne!(o.status.code(), Some(0), "the image has no /etc/shadow");
+    assert!(!out.join("shadow").exists());
+
+    let host = b.root.path().join("berth-test-cp-file");
+    std::fs::write(&host, "from-host\n").expect("write");
+    let hosts = host.to_str().expect("utf-8");
+    // through the container's /data/esc -> /etc: lands in the container's /etc
+    b.ok(&["cp", hosts, "c:/data/esc/"]);
+    assert!(
+        !Path::new("/etc/berth-test-cp-file").exists(),
+        "wrote on the host"
+    );
+    assert_eq!(
+        b.ok(&["exec", "c", "cat", "/etc/berth-test-cp-file"]),
+        "from-host\n"
+    );
+    b.ok(&["cp", hosts, "c:/renamed"]);
+    assert_eq!(b.ok(&["exec", "c", "cat", "/renamed"]), "from-host\n");
+
+    // a stopped container: its rootfs is mounted for the copy and unmounted after
+    b.ok(&["stop", "-t", "0", "c"]);
+    b.ok(&["cp", "c:/renamed", &format!("{outs}/again")]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("again")).expect("again"),
+        "from-host\n"
+    );
+    assert_eq!(b.mounts(), Vec::<String>::new());
+    b.ok(&["rm", "c"]);
+}

@@ -30,6 +30,7 @@
 //! # Ok::<(), berth_engine::Error>(())
 //! ```
 
+mod cp;
 mod create;
 pub mod diff;
 pub mod error;

@@ -286,16 +286,21 @@ impl Engine {
     }
 
     /// Records the exit, tears the runtime state and mount down, removes for `--rm`.
+    /// The exit is recorded and the mount taken down under the container's lock, so
+    /// a `start` right after the exit (restart) waits until the rootfs is free.
     fn finish(&self, dir: &ContainerDir, rec: &Record, code: i32) -> Result<i32> {
-        dir.save_exit(&ExitStatus {
-            code,
-            finished_at: crate::record::now(),
-        })?;
-        match self.runtime.delete(&rec.id, true) {
-            Ok(()) | Err(berth_runtime::Error::NotFound(_)) => {}
-            Err(e) => tracing::warn!(container = %rec.id, error = %e, "runtime delete failed"),
+        {
+            let _lock = dir.lock()?;
+            dir.save_exit(&ExitStatus {
+                code,
+                finished_at: crate::record::now(),
+            })?;
+            match self.runtime.delete(&rec.id, true) {
+                Ok(()) | Err(berth_runtime::Error::NotFound(_)) => {}
+                Err(e) => tracing::warn!(container = %rec.id, error = %e, "runtime delete failed"),
+            }
+            rootfs::unmount_rootfs(&dir.rootfs())?;
         }
-        rootfs::unmount_rootfs(&dir.rootfs())?;
         if rec.options.auto_remove {
             self.remove(&rec.id, true, true)?;
         }
