@@ -95,6 +95,19 @@ impl Op {
         Op::run("nsenter", v)
     }
 
+    /// `ip -batch -` with `lines` on stdin, inside the namespace at `netns`
+    /// when given; stops at the first failing line.
+    pub fn ip_batch(netns: Option<&Path>, lines: &[String]) -> Self {
+        let mut op = match netns {
+            Some(ns) => Op::ip_in(ns, ["-batch", "-"]),
+            None => Op::ip(["-batch", "-"]),
+        };
+        if let Op::Run { stdin, .. } = &mut op {
+            *stdin = Some(lines.iter().map(|l| format!("{l}\n")).collect());
+        }
+        op
+    }
+
     /// `nft -f -` with `script` on stdin (applied atomically by nft).
     pub fn nft_script(script: String) -> Self {
         Op::Run {
@@ -130,8 +143,8 @@ impl fmt::Display for Op {
                 for a in args {
                     write!(f, " {a}")?;
                 }
-                if stdin.is_some() {
-                    write!(f, " <<script")?;
+                if let Some(s) = stdin {
+                    write!(f, " <<EOF\n{s}EOF")?;
                 }
                 Ok(())
             }
@@ -276,6 +289,6 @@ mod tests {
         let r = Recorder::default();
         r.apply(&[Op::ip(["link"]), Op::nft_script("x".into())])
             .unwrap();
-        assert_eq!(r.lines(), vec!["ip link", "nft -f - <<script"]);
+        assert_eq!(r.lines(), vec!["ip link", "nft -f - <<EOF\nxEOF"]);
     }
 }
