@@ -13,10 +13,16 @@ struct Berth {
     root: tempfile::TempDir,
     /// Short ids of the RUN containers our builds reported.
     runs: std::cell::RefCell<Vec<String>>,
+    /// `BERTH_SNAPSHOTTER` for the data root (None: berth's choice).
+    snapshotter: Option<&'static str>,
 }
 
 impl Berth {
     fn new() -> Self {
+        Self::with_snapshotter(None)
+    }
+
+    fn with_snapshotter(snapshotter: Option<&'static str>) -> Self {
         assert!(
             is_root(),
             "the build tests mount, clone namespaces and create cgroups: run them as root"
@@ -28,6 +34,7 @@ impl Berth {
         let b = Berth {
             root,
             runs: Default::default(),
+            snapshotter,
         };
         let tar = rootfs_tar(b.root.path());
         b.ok(&[
@@ -50,6 +57,10 @@ impl Berth {
             .env("BERTH_RUNTIME_ROOT", self.path("runtime"))
             .env_remove("BERTH_DATA_ROOT")
             .env_remove("SOURCE_DATE_EPOCH");
+        match self.snapshotter {
+            Some(s) => c.env("BERTH_SNAPSHOTTER", s),
+            None => c.env_remove("BERTH_SNAPSHOTTER"),
+        };
         c
     }
 
@@ -515,5 +526,36 @@ fn copy_flags_add_archive_heredoc_cache_mount_and_deletions() {
         b.ok(&["run", "--rm", "flags:2", "cat", "/runs"]),
         "run\nrun\n"
     );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn native_snapshotter_layers_hold_only_the_changes() {
+    let b = Berth::with_snapshotter(Some("native"));
+    let df = "FROM base\nRUN echo hi > /f && rm /etc/group\n";
+    let ctx = b.context("ctx", &[("Dockerfile", df)]);
+    let out = b.build(&ctx, &["-t", "native:1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let img = b.inspect("native:1");
+    let layers = img["RootFS"]["Layers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(layers.len(), 2);
+    let top = layers[1]
+        .as_str()
+        .expect("digest")
+        .trim_start_matches("sha256:");
+    let blob = b.path("data/content/blobs/sha256").join(top);
+    let list = Command::new("tar")
+        .arg("-tf")
+        .arg(&blob)
+        .output()
+        .expect("tar -t");
+    let names = text(&list.stdout);
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort();
+    assert_eq!(names, ["etc/", "etc/.wh.group", "f"]);
+    assert_eq!(b.ok(&["run", "--rm", "native:1", "cat", "/f"]), "hi\n");
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }

@@ -37,9 +37,33 @@ struct Walker<'a, W: Write> {
 
 /// Tar up `upper` into the content store; `None` when it is empty (the step
 /// changed nothing). `clamp` caps mtimes (SOURCE_DATE_EPOCH).
-pub fn write_layer(store: &Store, upper: &Path, clamp: Option<i64>) -> Result<Option<LayerDesc>> {
-    let mut entries = std::fs::read_dir(upper).map_err(io_err("read", upper))?;
-    if entries.next().is_none() {
+///
+/// `upper` is an overlay upper dir (or a full tree when `lower` is None);
+/// with `lower`, `upper` is a full copy of `lower` changed by the step (the
+/// native snapshotter) and only the differences are written, deletions as
+/// whiteouts.
+pub fn write_layer(
+    store: &Store,
+    upper: &Path,
+    lower: Option<&Path>,
+    clamp: Option<i64>,
+) -> Result<Option<LayerDesc>> {
+    let changes = match lower {
+        Some(l) => {
+            let mut c = Vec::new();
+            diff_dir(upper, l, "", &mut c)?;
+            Some(c)
+        }
+        None => None,
+    };
+    let empty = match &changes {
+        Some(c) => c.is_empty(),
+        None => std::fs::read_dir(upper)
+            .map_err(io_err("read", upper))?
+            .next()
+            .is_none(),
+    };
+    if empty {
         return Ok(None);
     }
     let writer = store.writer(None, None)?;
@@ -50,7 +74,10 @@ pub fn write_layer(store: &Store, upper: &Path, clamp: Option<i64>) -> Result<Op
         clamp,
     };
     w.tar.follow_symlinks(false);
-    w.dir("")?;
+    match changes {
+        Some(c) => w.changes(&c)?,
+        None => w.dir("")?,
+    }
     let writer = w
         .tar
         .into_inner()
@@ -65,7 +92,127 @@ pub fn write_layer(store: &Store, upper: &Path, clamp: Option<i64>) -> Result<Op
     }))
 }
 
+/// A difference between a tree and its parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// Added or modified (directories: only their own metadata).
+    Add(String),
+    /// Deleted.
+    Delete(String),
+}
+
+fn sorted_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io_err("read", dir))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn same(a: &Metadata, b: &Metadata) -> bool {
+    let base =
+        a.mode() == b.mode() && a.uid() == b.uid() && a.gid() == b.gid() && a.rdev() == b.rdev();
+    if a.is_dir() {
+        return base;
+    }
+    base && a.len() == b.len() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()
+}
+
+fn link(root: &Path, rel: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_link(root.join(rel)).ok()
+}
+
+/// The changes of `new` against `old` under `rel`, in path order.
+fn diff_dir(new: &Path, old: &Path, rel: &str, out: &mut Vec<Change>) -> Result<()> {
+    let join = |n: &str| {
+        if rel.is_empty() {
+            n.to_string()
+        } else {
+            format!("{rel}/{n}")
+        }
+    };
+    let new_names = sorted_names(&new.join(rel))?;
+    let old_names = sorted_names(&old.join(rel)).unwrap_or_default();
+    let mut all: Vec<&String> = new_names.iter().chain(old_names.iter()).collect();
+    all.sort();
+    all.dedup();
+    for n in all {
+        let r = join(n);
+        let nm = std::fs::symlink_metadata(new.join(&r)).ok();
+        let om = std::fs::symlink_metadata(old.join(&r)).ok();
+        let Some(nm) = nm else {
+            out.push(Change::Delete(r));
+            continue;
+        };
+        let changed = om.as_ref().is_none_or(|o| {
+            !same(&nm, o) || (nm.file_type().is_symlink() && link(new, &r) != link(old, &r))
+        });
+        if changed {
+            out.push(Change::Add(r.clone()));
+        }
+        match (nm.is_dir(), om.as_ref().is_some_and(|o| o.is_dir())) {
+            (true, true) => diff_dir(new, old, &r, out)?,
+            (true, false) => whole_tree(new, &r, out)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn whole_tree(root: &Path, rel: &str, out: &mut Vec<Change>) -> Result<()> {
+    for n in sorted_names(&root.join(rel))? {
+        let r = format!("{rel}/{n}");
+        out.push(Change::Add(r.clone()));
+        if root.join(&r).symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            whole_tree(root, &r, out)?;
+        }
+    }
+    Ok(())
+}
+
 impl<W: Write> Walker<'_, W> {
+    /// Write `changes` (from [`diff_dir`]), parents of changed entries first.
+    fn changes(&mut self, changes: &[Change]) -> Result<()> {
+        let mut written: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for c in changes {
+            let (Change::Add(rel) | Change::Delete(rel)) = c;
+            let parts: Vec<&str> = rel.split('/').collect();
+            for i in 1..parts.len() {
+                let parent = parts[..i].join("/");
+                if written.insert(parent.clone()) {
+                    self.single(&parent)?;
+                }
+            }
+            match c {
+                Change::Add(r) if written.insert(r.clone()) => self.single(r)?,
+                Change::Add(_) => {}
+                Change::Delete(r) => {
+                    let name = parts.last().copied().unwrap_or_default();
+                    let m =
+                        std::fs::symlink_metadata(self.root).map_err(io_err("stat", self.root))?;
+                    let parent = r.strip_suffix(name).unwrap_or("");
+                    self.empty_file(&format!("{parent}.wh.{name}"), &m)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One entry; a directory without its contents.
+    fn single(&mut self, rel: &str) -> Result<()> {
+        let host = self.root.join(rel);
+        let m = std::fs::symlink_metadata(&host).map_err(io_err("stat", &host))?;
+        if !m.is_dir() {
+            let name = rel.rsplit('/').next().unwrap_or(rel);
+            return self.entry(rel, name);
+        }
+        let mut h = self.header(&m);
+        h.set_entry_type(EntryType::Directory);
+        h.set_size(0);
+        self.append(&mut h, &format!("{rel}/"), std::io::empty())
+    }
     fn dir(&mut self, rel: &str) -> Result<()> {
         let host = self.root.join(rel);
         let mut names: Vec<String> = std::fs::read_dir(&host)
@@ -197,7 +344,7 @@ mod tests {
         std::fs::write(up.join("etc/a"), "x").unwrap();
         std::fs::hard_link(up.join("etc/a"), up.join("etc/b")).unwrap();
         std::os::unix::fs::symlink("a", up.join("etc/c")).unwrap();
-        let l = write_layer(&store, &up, Some(0)).unwrap().unwrap();
+        let l = write_layer(&store, &up, None, Some(0)).unwrap().unwrap();
         let blob = store
             .read(&berth_content::Digest::parse(&l.digest).unwrap())
             .unwrap();
@@ -224,6 +371,53 @@ mod tests {
         );
         let empty = d.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
-        assert!(write_layer(&store, &empty, None).unwrap().is_none());
+        assert!(write_layer(&store, &empty, None, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn full_copy_against_its_parent_gives_only_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path().join("content")).unwrap();
+        let (old, new) = (d.path().join("old"), d.path().join("new"));
+        std::fs::create_dir_all(old.join("etc/sub")).unwrap();
+        std::fs::create_dir_all(old.join("keep")).unwrap();
+        std::fs::write(old.join("keep/same"), "same").unwrap();
+        std::fs::write(old.join("etc/sub/x"), "x").unwrap();
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&old)
+            .arg(&new)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::remove_file(new.join("etc/sub/x")).unwrap();
+        std::fs::create_dir_all(new.join("added/deep")).unwrap();
+        std::fs::write(new.join("added/deep/f"), "f").unwrap();
+        let l = write_layer(&store, &new, Some(&old), None)
+            .unwrap()
+            .unwrap();
+        let blob = store
+            .read(&berth_content::Digest::parse(&l.digest).unwrap())
+            .unwrap();
+        let mut ar = tar::Archive::new(&blob[..]);
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "added/",
+                "added/deep/",
+                "added/deep/f",
+                "etc/",
+                "etc/sub/",
+                "etc/sub/.wh.x"
+            ]
+        );
+        assert!(write_layer(&store, &old, Some(&old), None)
+            .unwrap()
+            .is_none());
     }
 }

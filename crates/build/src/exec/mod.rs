@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 
 use berth_image::Images;
 use berth_runtime::Runtime;
-use berth_snapshot::Mount;
+use berth_snapshot::{Mount, WhiteoutStyle};
 
 use crate::cache::{cache_key, step_inputs, KeySource};
 use crate::config::ImageConfig;
@@ -513,13 +513,28 @@ impl Executor<'_> {
         let work = Scratch(self.images.root().join("tmp").join(&id));
         std::fs::create_dir_all(&work.0).map_err(io_err("create", &work.0))?;
         let snap = Snap::prepare(self.images, id.clone(), st.chain.as_deref(), false)?;
-        let (upper, _) = Mount::writable_dir(&snap.mounts).ok_or_else(|| {
+        let (upper, style) = Mount::writable_dir(&snap.mounts).ok_or_else(|| {
             ExecError::Invalid("the snapshotter gave a snapshot berth cannot write into".into())
         })?;
         let rootfs = Mounted::new(&snap.mounts, &work.0.join("rootfs"))?;
         self.apply(step, &rootfs, &work.0, &id, done)?;
         rootfs.unmount()?;
-        let layer = write_layer(self.images.content(), &upper, self.clamp)?;
+        // A full copy (native snapshotter) is compared with its parent.
+        let parent = match (style, &st.chain) {
+            (WhiteoutStyle::Delete, Some(c)) => Some(Snap::prepare(
+                self.images,
+                format!("{id}-parent"),
+                Some(c),
+                true,
+            )?),
+            _ => None,
+        };
+        let lower = parent
+            .as_ref()
+            .and_then(|v| v.mounts.first())
+            .map(|m| PathBuf::from(&m.source));
+        let layer = write_layer(self.images.content(), &upper, lower.as_deref(), self.clamp)?;
+        drop(parent);
         let chain = match &layer {
             None => st.chain.clone(),
             Some(l) => {
