@@ -559,3 +559,43 @@ fn native_snapshotter_layers_hold_only_the_changes() {
     assert_eq!(b.ok(&["run", "--rm", "native:1", "cat", "/f"]), "hi\n");
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn ctrl_c_during_run_fails_the_build_and_cleans_up() {
+    use std::io::BufRead;
+    let b = Berth::new();
+    let df = "FROM base\nRUN echo started && sleep 1000 && echo berth-test-never\n";
+    let ctx = b.context("ctx", &[("Dockerfile", df)]);
+    let mut child = b
+        .command()
+        .args(["build", "-t", "interrupted:1", ctx.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn berth build");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for l in lines.by_ref() {
+        let l = l.expect("read");
+        if let Some(id) = l.strip_prefix(" ---> Running in ") {
+            b.runs.borrow_mut().push(id.to_string());
+        }
+        if l == "started" {
+            break;
+        }
+    }
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(1), "{rest:?}");
+    assert!(
+        text(&out.stderr).contains("build interrupted by SIGINT"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(b.run(&["image", "inspect", "interrupted:1"]).status.code() != Some(0));
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}

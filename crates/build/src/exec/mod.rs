@@ -37,6 +37,7 @@ mod copy;
 pub mod fsutil;
 pub mod layer;
 mod run;
+mod signals;
 mod store;
 
 use std::collections::BTreeMap;
@@ -93,6 +94,9 @@ pub enum ExecError {
         /// The exit code.
         code: i32,
     },
+    /// SIGINT, SIGTERM or SIGHUP arrived.
+    #[error("build interrupted by {0}")]
+    Interrupted(String),
     /// A base or `--from` image is not in the store.
     #[error("image {0:?} is not in the image store: pull or import it first")]
     NoImage(String),
@@ -207,6 +211,7 @@ struct Executor<'a> {
     no_cache: bool,
     out: &'a mut dyn Write,
     clamp: Option<i64>,
+    signals: signals::Interrupts,
     total: usize,
     n: usize,
     cached: usize,
@@ -245,6 +250,7 @@ pub fn build(
         no_cache: req.no_cache,
         out,
         clamp,
+        signals: signals::Interrupts::block()?,
         total: 0,
         n: 0,
         cached: 0,
@@ -471,6 +477,7 @@ impl Executor<'_> {
         step: &Step,
         done: &BTreeMap<usize, StageState>,
     ) -> Result<bool> {
+        self.signals.check()?;
         let keys = Keys {
             images: self.images,
             done,
@@ -572,6 +579,7 @@ impl Executor<'_> {
                     rootfs: rootfs.path(),
                     context: self.context,
                     cache_dir: &cache_dir,
+                    signals: &self.signals,
                 };
                 run::run(&env, step, r, &mut *self.out)?;
                 self.say(format!(

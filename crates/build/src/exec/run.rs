@@ -55,6 +55,8 @@ pub struct RunEnv<'a> {
     pub context: &'a Context,
     /// `<data-root>/build-cache/mounts` (for `--mount=type=cache`).
     pub cache_dir: &'a Path,
+    /// Interruptions to watch while the container runs.
+    pub signals: &'a super::signals::Interrupts,
 }
 
 /// Kills, reaps and deletes the container when dropped.
@@ -115,19 +117,7 @@ fn execute(env: &RunEnv<'_>, out: &mut dyn Write) -> Result<i32> {
     drop(wr);
     drop(null);
     env.runtime.start(env.id)?;
-    let mut rd = std::fs::File::from(rd);
-    let mut buf = [0u8; 8192];
-    loop {
-        match rd.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let _ = out.write_all(&buf[..n]);
-                let _ = out.flush();
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err("read the output of", Path::new(env.id))(e)),
-        }
-    }
+    relay(env, std::fs::File::from(rd), out)?;
     let status = loop {
         match waitpid(Pid::from_raw(created.pid), None) {
             Err(nix::Error::EINTR) => continue,
@@ -140,6 +130,39 @@ fn execute(env: &RunEnv<'_>, out: &mut dyn Write) -> Result<i32> {
         WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
         _ => 1,
     })
+}
+
+/// Copy the container's output to `out` until it closes; fail on a signal.
+fn relay(env: &RunEnv<'_>, mut rd: std::fs::File, out: &mut dyn Write) -> Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut buf = [0u8; 8192];
+    loop {
+        let mut fds = [
+            PollFd::new(rd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(env.signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::Error::EINTR) => continue,
+            Err(source) => {
+                return Err(ExecError::Sys {
+                    op: "wait for the RUN output".into(),
+                    source,
+                })
+            }
+            Ok(_) => {}
+        }
+        env.signals.check()?;
+        match rd.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                let _ = out.write_all(&buf[..n]);
+                let _ = out.flush();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err("read the output of", Path::new(env.id))(e)),
+        }
+    }
 }
 
 fn spec(env: &RunEnv<'_>, step: &Step, r: &RunStep, (uid, gid): (u32, u32)) -> Result<Spec> {
