@@ -1,24 +1,60 @@
 #!/bin/bash
-# Demo: build berth, make a busybox OCI bundle, run it under berth-runtime (as root).
+# Demo of the seed commands on a locally built image (run as root on Debian 12):
+# build berth, make a busybox base image, build someapp:1.0 from a Dockerfile, then
+# run it detached with a one-letter name, list it, exec into it, remove it, and run it
+# interactively. Also shows berth-runtime on a plain OCI bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-echo "== building (release)"
-cargo build --release --quiet -p berth-runtime
-export PATH="$PWD/target/release:$PATH"
+echo "== building berth (release)"
+cargo build --release --quiet -p berth -p berth-runtime
+export PATH="${CARGO_TARGET_DIR:-$PWD/target}/release:$PATH"
 work=$(mktemp -d /tmp/berth-demo-XXXXXX)
-trap 'berth-runtime delete --force demo >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-echo "== making a busybox bundle in $work/bundle"
+cleanup() { berth container rm --force X >/dev/null 2>&1 || true; berth-runtime delete --force demo >/dev/null 2>&1 || true; rm -rf "$work"; }
+trap cleanup EXIT
+berth container rm --force X >/dev/null 2>&1 || true   # left over from an earlier demo
+
+echo "== a base image from Debian's busybox-static: berth image import"
+mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/tmp"
+cp "$(command -v busybox)" "$work/rootfs/bin/busybox"
+for a in $(busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$work/rootfs/bin/$a"; done
+echo "root:x:0:0:root:/root:/bin/sh" > "$work/rootfs/etc/passwd"
+tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
+berth image import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' --change 'CMD ["sh"]' "$work/rootfs.tar" busybox:local
+
+echo "== berth image build -t someapp:1.0 ."
+mkdir -p "$work/app"
+cat > "$work/app/Dockerfile" <<'DOCKERFILE'
+FROM busybox:local
+COPY hello.sh /usr/local/bin/hello
+RUN chmod +x /usr/local/bin/hello && echo "built at step RUN" > /built
+ENV GREETING="hello from someapp"
+CMD ["hello"]
+DOCKERFILE
+printf '#!/bin/sh\necho "$GREETING (pid $$, host $(hostname))"\ncat /built\n' > "$work/app/hello.sh"
+(cd "$work/app" && berth image build -t someapp:1.0 .)
+berth images
+
+echo "== berth container run --detach --name X someapp:1.0 sleep 300"
+berth container run --detach --name X someapp:1.0 sleep 300
+berth ps
+echo "== berth exec X hello"
+berth exec X hello
+echo "== berth container rm --force X"
+berth container rm --force X
+berth ps -a
+
+echo "== berth container run -ti someapp:1.0"
+if [ -t 0 ]; then
+  berth container run -ti --rm someapp:1.0
+else
+  # no terminal here: give it one with script(1)
+  script -qec "berth container run -ti --rm someapp:1.0" /dev/null
+fi
+
+echo "== berth-runtime on a plain OCI bundle"
 BERTH_RUNTIME=berth-runtime scripts/make-bundle.sh "$work/bundle" sh -c \
-  'echo "hello from pid $$ on $(hostname)"; echo "network: $(ls /sys/class/net)"; grep CapEff /proc/self/status'
-echo "== berth-runtime run"
+  'echo "runtime: pid $$ on $(hostname), network: $(ls /sys/class/net)"'
 berth-runtime run --bundle "$work/bundle" demo
-echo "== create / state / start / delete"
-berth-runtime create --bundle "$work/bundle" demo
-berth-runtime state demo | grep -E '"(id|status)"'
-berth-runtime start demo
-sleep 0.2
-berth-runtime state demo | grep '"status"'
-berth-runtime delete demo
 echo "== done"

@@ -39,5 +39,7 @@ pub fn features() -> serde_json::Value {
 /// A default spec (runc's defaults: `sh` with a terminal, the usual mounts, masked and
 /// read-only paths, pid/net/ipc/uts/mount/cgroup namespaces).
 pub fn default_spec() -> Spec {
-    Spec::default()
+    let mut spec = Spec::default();
+    spec.set_hostname(Some("berth".to_string()));
+    spec
 }
