@@ -599,3 +599,20 @@ fn ctrl_c_during_run_fails_the_build_and_cleans_up() {
     assert!(b.run(&["image", "inspect", "interrupted:1"]).status.code() != Some(0));
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn run_has_no_network_unless_network_host() {
+    let b = Berth::new();
+    let df = "FROM base\nRUN ls /sys/class/net > /isolated\nRUN --network=host ls /sys/class/net > /host\n";
+    let ctx = b.context("ctx", &[("Dockerfile", df)]);
+    let out = b.build(&ctx, &["-t", "net:1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(b.ok(&["run", "--rm", "net:1", "cat", "/isolated"]), "lo\n");
+    // The host's interfaces (other tests may add some meanwhile: no exact list).
+    let seen = b.ok(&["run", "--rm", "net:1", "cat", "/host"]);
+    let any_host_nic = seen
+        .lines()
+        .any(|n| n != "lo" && Path::new("/sys/class/net").join(n).exists());
+    assert!(any_host_nic, "--network=host saw {seen:?}");
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}

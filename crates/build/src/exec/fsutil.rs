@@ -25,18 +25,33 @@ impl Mounted {
         };
         for m in mounts {
             let (flags, data) = flags_and_data(m);
-            let data = (!data.is_empty()).then_some(data.as_str());
             let fstype = (m.kind != "bind").then_some(m.kind.as_str());
-            mount(Some(m.source.as_str()), target, fstype, flags, data).map_err(|e| {
-                ExecError::Sys {
+            // Layers are read from the upper dir: keep every change in it
+            // (no metadata-only copy-ups, no redirected renames) where the
+            // kernel knows these options.
+            let strict = format!("{data},redirect_dir=off,metacopy=off");
+            let first = if m.kind == "overlay" {
+                mount(
+                    Some(m.source.as_str()),
+                    target,
+                    fstype,
+                    flags,
+                    Some(strict.as_str()),
+                )
+            } else {
+                Err(nix::Error::EINVAL)
+            };
+            let data = (!data.is_empty()).then_some(data.as_str());
+            first
+                .or_else(|_| mount(Some(m.source.as_str()), target, fstype, flags, data))
+                .map_err(|e| ExecError::Sys {
                     op: format!(
                         "mount the build snapshot ({}) on {}",
                         m.kind,
                         target.display()
                     ),
                     source: e,
-                }
-            })?;
+                })?;
             me.mounted = true;
             if m.kind == "bind" && m.is_readonly() {
                 let fl = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;

@@ -224,6 +224,16 @@ fn run_mounts(env: &RunEnv<'_>, r: &RunStep) -> Result<Vec<Mount>> {
         std::fs::set_permissions(&host, perm).map_err(io_err("chmod", &host))?;
         out.push(oci_mount(&f.path, "bind", &host, &["rbind", "ro"]));
     }
+    if r.network == NetworkMode::Host {
+        // The host's name resolution, bound over files the image already has
+        // (a mount point created here would end up in the layer).
+        for f in ["/etc/resolv.conf", "/etc/hosts"] {
+            let inside = super::fsutil::secure_join(env.rootfs, f, true)?;
+            if Path::new(f).is_file() && inside.is_file() {
+                out.push(oci_mount(f, "bind", Path::new(f), &["rbind", "ro"]));
+            }
+        }
+    }
     for m in &r.mounts {
         if let Some(mount) = run_mount(env, m)? {
             out.push(mount);
