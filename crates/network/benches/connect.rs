@@ -49,7 +49,26 @@ fn main() {
         ip(&["netns", "del", &ns]);
     }
     m.remove_network("bench").unwrap();
+    let other = PoolSpec {
+        subnet: Some("10.231.21.0/24".parse().unwrap()),
+        ..Default::default()
+    };
+    m.ipam().add_pool("ipam-only", &other, &[]).unwrap();
+    let alloc: Vec<Duration> = (0..30)
+        .map(|i| {
+            let t = Instant::now();
+            m.ipam()
+                .allocate("ipam-only", &format!("c{i}"), None)
+                .unwrap();
+            t.elapsed()
+        })
+        .collect();
+    m.ipam().remove_pool("ipam-only").unwrap();
     let (n, b, d) = (median(none), median(bridge), median(teardown));
+    println!(
+        "of which IPAM allocate (lock, read, rename): {:?}",
+        median(alloc)
+    );
     println!("netns alone (--network none baseline): {n:?}");
     println!(
         "bridge connect (added by networking):  {b:?}  ({:.1}x the baseline)",

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::exec::Op;
 use crate::ipam::Subnet;
+use crate::netlink::NetOp;
 
 /// The default bridge's interface name.
 pub const DEFAULT_BRIDGE: &str = "berth0";
@@ -94,26 +95,25 @@ pub struct AttachSpec {
 /// race with an `eth0` on the host), enslaves the host end, and configures
 /// address, MTU, `lo` and the default route inside.
 pub fn plan_attach(a: &AttachSpec) -> Vec<Op> {
-    let (mtu, ns, ifname) = (a.mtu, a.netns.display(), &a.ifname);
-    // two `ip -batch` runs instead of six processes: spawning dominates
-    let host = vec![
-        format!(
-            "link add {} mtu {mtu} type veth peer name {ifname} mtu {mtu} netns {ns}",
-            a.host_veth
-        ),
-        format!("link set dev {} master {} up", a.host_veth, a.bridge),
-    ];
-    let mut inside = vec![
-        format!("addr add {}/{} dev {ifname}", a.ip, a.subnet.prefix()),
-        format!("link set dev {ifname} up"),
-        "link set dev lo up".to_string(),
-    ];
-    if let Some(gw) = a.default_gateway {
-        inside.push(format!("route replace default via {gw} dev {ifname}"));
-    }
+    // applied over netlink: spawning `ip` processes dominated the time
     vec![
-        Op::ip_batch(None, &host),
-        Op::ip_batch(Some(&a.netns), &inside),
+        Op::Net(NetOp::AddVeth {
+            host: a.host_veth.clone(),
+            peer: a.ifname.clone(),
+            mtu: a.mtu,
+            netns: a.netns.clone(),
+        }),
+        Op::Net(NetOp::EnslaveUp {
+            dev: a.host_veth.clone(),
+            master: a.bridge.clone(),
+        }),
+        Op::Net(NetOp::Configure {
+            netns: a.netns.clone(),
+            ifname: a.ifname.clone(),
+            ip: a.ip,
+            prefix: a.subnet.prefix(),
+            gateway: a.default_gateway,
+        }),
     ]
 }
 
@@ -174,13 +174,11 @@ mod tests {
         assert_eq!(
             r.lines(),
             vec![
-                "ip -batch - <<EOF\n\
-                 link add vbx mtu 1500 type veth peer name eth0 mtu 1500 netns /proc/42/ns/net\n\
-                 link set dev vbx master berth0 up\nEOF",
-                "nsenter --net=/proc/42/ns/net -- ip -batch - <<EOF\n\
-                 addr add 10.88.0.2/16 dev eth0\n\
-                 link set dev eth0 up\nlink set dev lo up\n\
-                 route replace default via 10.88.0.1 dev eth0\nEOF",
+                "ip link add vbx mtu 1500 type veth peer name eth0 mtu 1500 netns /proc/42/ns/net",
+                "ip link set dev vbx master berth0 up",
+                "nsenter --net=/proc/42/ns/net -- ip addr add 10.88.0.2/16 dev eth0; \
+                 ip link set dev eth0 up; ip link set dev lo up; \
+                 ip route replace default via 10.88.0.1 dev eth0",
             ]
         );
         let internal = AttachSpec {

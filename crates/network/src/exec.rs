@@ -30,6 +30,15 @@ pub enum Error {
         /// What it wrote on stderr, trimmed.
         stderr: String,
     },
+    /// A netlink request failed.
+    #[error("`{op}` failed")]
+    Netlink {
+        /// The op, printed as the equivalent `ip` commands.
+        op: String,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
     /// Spawning or writing failed.
     #[error("`{op}`")]
     Io {
@@ -58,6 +67,8 @@ pub enum Op {
         /// A failure is logged and ignored (teardown of what may be gone).
         tolerate_failure: bool,
     },
+    /// A per-container change applied over netlink.
+    Net(crate::netlink::NetOp),
     /// Write a small file (a sysctl under /proc/sys).
     Write {
         /// The file.
@@ -151,6 +162,7 @@ impl fmt::Display for Op {
             Op::Write { path, contents } => {
                 write!(f, "echo {} > {}", contents.trim(), path.display())
             }
+            Op::Net(op) => op.fmt(f),
         }
     }
 }
@@ -186,6 +198,14 @@ pub struct System;
 impl Executor for System {
     fn run(&self, op: &Op) -> Result<String> {
         match op {
+            Op::Net(n) => {
+                tracing::debug!(op = %n, "network op");
+                crate::netlink::apply(n).map_err(|source| Error::Netlink {
+                    op: n.to_string(),
+                    source,
+                })?;
+                Ok(String::new())
+            }
             Op::Write { path, contents } => {
                 std::fs::write(path, contents).map_err(|source| Error::Io {
                     op: op.to_string(),

@@ -1,8 +1,9 @@
-//! IP address management: one IPv4 pool per network, allocations persisted
-//! in `<state>/ipam.json`.
+//! IP address management: one IPv4 pool per network, persisted in
+//! `<state>/pools.json` (subnets, durable) and `<state>/leases.json`
+//! (allocations).
 //!
 //! Every read-modify-write holds an exclusive `flock` on `<state>/ipam.lock`
-//! and replaces the JSON file by an atomic rename, so allocators in several
+//! and replaces the JSON files by an atomic rename, so allocators in several
 //! threads or processes never hand out one address twice, and a crash never
 //! leaves a half-written file. An owner (container id) that asks again for an
 //! address on the same network gets the one it already holds, so restarts
@@ -233,7 +234,74 @@ impl Pool {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The durable part of a pool (`pools.json`, fsynced: rare changes).
+#[derive(Serialize, Deserialize)]
+struct PoolDef {
+    subnet: Subnet,
+    gateway: Ipv4Addr,
+    ip_range: Subnet,
+}
+
+/// The leases of a pool (`leases.json`, replaced atomically but not
+/// fsynced: that fsync cost ~8 ms per container start here, and it only
+/// guards against a machine crash, after which no container runs anyway;
+/// a daemon crash keeps the page cache, so restarts keep addresses).
+#[derive(Default, Serialize, Deserialize)]
+struct Leases {
+    #[serde(default)]
+    allocations: BTreeMap<Ipv4Addr, String>,
+    #[serde(default)]
+    last: Option<Ipv4Addr>,
+}
+
+const POOLS: &str = "pools.json";
+const LEASES: &str = "leases.json";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Save {
+    Nothing,
+    Leases,
+    All,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { path, source }
+}
+
+/// Reads a JSON file; a missing or empty one (a machine crash before the
+/// data reached the disk) reads as the default.
+fn read_json<T: Default + serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    match fs::read(path) {
+        Ok(b) if b.is_empty() => Ok(T::default()),
+        Ok(b) => serde_json::from_slice(&b).map_err(|source| Error::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// Replaces `path` by an atomic rename, fsyncing the data first if `durable`.
+fn write_json<T: Serialize>(path: &Path, value: &T, durable: bool) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let data = serde_json::to_vec_pretty(value).map_err(|source| Error::Corrupt {
+        path: tmp.clone(),
+        source,
+    })?;
+    let mut fh = File::create(&tmp).map_err(io_err(&tmp))?;
+    fh.write_all(&data).map_err(io_err(&tmp))?;
+    if durable {
+        fh.sync_all().map_err(io_err(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+#[derive(Debug, Default)]
 struct State {
     pools: BTreeMap<String, Pool>,
 }
@@ -255,49 +323,72 @@ impl Ipam {
         Ok(Self { dir })
     }
 
-    fn file(&self) -> PathBuf {
-        self.dir.join("ipam.json")
-    }
-
-    /// Runs `f` on the state under the exclusive lock and writes it back
-    /// when `f` succeeds.
-    fn with_state<T>(&self, write: bool, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+    /// Runs `f` on the state under the exclusive lock and saves what
+    /// `save` says when `f` succeeds.
+    fn with_state<T>(&self, save: Save, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
         let lock_path = self.dir.join("ipam.lock");
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
-        };
         let lock_file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(io(&lock_path))?;
+            .map_err(io_err(&lock_path))?;
         let _lock =
             Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| Error::Io {
                 path: lock_path.clone(),
                 source: e.into(),
             })?;
-        let path = self.file();
-        let mut state: State = match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|source| Error::Corrupt {
-                path: path.clone(),
-                source,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(e) => return Err(Error::Io { path, source: e }),
+        let defs: BTreeMap<String, PoolDef> = read_json(&self.dir.join(POOLS))?;
+        let mut leases: BTreeMap<String, Leases> = read_json(&self.dir.join(LEASES))?;
+        let mut state = State {
+            pools: defs
+                .into_iter()
+                .map(|(name, d)| {
+                    let l = leases.remove(&name).unwrap_or_default();
+                    let pool = Pool {
+                        subnet: d.subnet,
+                        gateway: d.gateway,
+                        ip_range: d.ip_range,
+                        allocations: l.allocations,
+                        last: l.last,
+                    };
+                    (name, pool)
+                })
+                .collect(),
         };
         let out = f(&mut state)?;
-        if write {
-            let tmp = self.dir.join("ipam.json.tmp");
-            let data = serde_json::to_vec_pretty(&state).map_err(|source| Error::Corrupt {
-                path: tmp.clone(),
-                source,
-            })?;
-            let mut fh = File::create(&tmp).map_err(io(&tmp))?;
-            fh.write_all(&data).map_err(io(&tmp))?;
-            fh.sync_all().map_err(io(&tmp))?;
-            fs::rename(&tmp, &path).map_err(io(&path))?;
+        if save == Save::All {
+            let defs: BTreeMap<&String, PoolDef> = state
+                .pools
+                .iter()
+                .map(|(k, p)| {
+                    (
+                        k,
+                        PoolDef {
+                            subnet: p.subnet,
+                            gateway: p.gateway,
+                            ip_range: p.ip_range,
+                        },
+                    )
+                })
+                .collect();
+            write_json(&self.dir.join(POOLS), &defs, true)?;
+        }
+        if save != Save::Nothing {
+            let leases: BTreeMap<&String, Leases> = state
+                .pools
+                .iter()
+                .map(|(k, p)| {
+                    (
+                        k,
+                        Leases {
+                            allocations: p.allocations.clone(),
+                            last: p.last,
+                        },
+                    )
+                })
+                .collect();
+            write_json(&self.dir.join(LEASES), &leases, false)?;
         }
         Ok(out)
     }
@@ -305,7 +396,7 @@ impl Ipam {
     /// Creates the pool of `network`. Without a subnet in `spec`, the first
     /// candidate free of host routes and other pools is taken.
     pub fn add_pool(&self, network: &str, spec: &PoolSpec, host_routes: &[Subnet]) -> Result<Pool> {
-        self.with_state(true, |st| {
+        self.with_state(Save::All, |st| {
             if st.pools.contains_key(network) {
                 return Err(Error::PoolExists(network.to_string()));
             }
@@ -332,7 +423,7 @@ impl Ipam {
 
     /// Removes the pool of `network` with all its allocations.
     pub fn remove_pool(&self, network: &str) -> Result<()> {
-        self.with_state(true, |st| {
+        self.with_state(Save::All, |st| {
             st.pools.remove(network);
             Ok(())
         })
@@ -340,12 +431,12 @@ impl Ipam {
 
     /// The pool of `network`, if any.
     pub fn pool(&self, network: &str) -> Result<Option<Pool>> {
-        self.with_state(false, |st| Ok(st.pools.get(network).cloned()))
+        self.with_state(Save::Nothing, |st| Ok(st.pools.get(network).cloned()))
     }
 
     /// All pools by network name.
     pub fn pools(&self) -> Result<BTreeMap<String, Pool>> {
-        self.with_state(false, |st| Ok(st.pools.clone()))
+        self.with_state(Save::Nothing, |st| Ok(st.pools.clone()))
     }
 
     /// Allocates an address for `owner` on `network` (`requested` for
@@ -356,7 +447,7 @@ impl Ipam {
         owner: &str,
         requested: Option<Ipv4Addr>,
     ) -> Result<Ipv4Addr> {
-        self.with_state(true, |st| {
+        self.with_state(Save::Leases, |st| {
             let pool = st
                 .pools
                 .get_mut(network)
@@ -393,7 +484,7 @@ impl Ipam {
 
     /// Releases whatever `owner` holds on `network`.
     pub fn release(&self, network: &str, owner: &str) -> Result<()> {
-        self.with_state(true, |st| {
+        self.with_state(Save::Leases, |st| {
             if let Some(pool) = st.pools.get_mut(network) {
                 pool.allocations.retain(|_, o| o != owner);
             }
@@ -606,6 +697,24 @@ mod tests {
         ));
         ipam.remove_pool("n1").unwrap();
         assert!(ipam.pool("n1").unwrap().is_none());
+    }
+
+    #[test]
+    fn empty_leases_after_machine_crash_keep_pools() {
+        let d = tempfile::tempdir().unwrap();
+        let ipam = Ipam::open(d.path()).unwrap();
+        let spec = PoolSpec {
+            subnet: Some(s("10.205.0.0/24")),
+            ..Default::default()
+        };
+        ipam.add_pool("n", &spec, &[]).unwrap();
+        ipam.allocate("n", "c", None).unwrap();
+        std::fs::write(d.path().join(LEASES), b"").unwrap();
+        let p = ipam.pool("n").unwrap().unwrap();
+        assert_eq!(p.subnet, s("10.205.0.0/24"));
+        assert!(p.allocations.is_empty());
+        std::fs::write(d.path().join(POOLS), b"{").unwrap();
+        assert!(matches!(ipam.pool("n"), Err(Error::Corrupt { .. })));
     }
 
     #[test]

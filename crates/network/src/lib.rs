@@ -9,6 +9,7 @@
 //!   proxy for ports published on 127.0.0.1;
 //! - [`files`]: `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`;
 //! - [`dns`]: the embedded resolver of user networks;
+//! - [`netlink`]: the few rtnetlink requests of the per-container path;
 //! - [`exec`]: planners return [`exec::Op`]s, an [`exec::Executor`] applies
 //!   them (describe-then-apply), so everything but the executor is
 //!   unit-testable without root.
@@ -39,6 +40,7 @@ pub mod exec;
 pub mod files;
 pub mod ipam;
 mod manager;
+pub mod netlink;
 pub mod nft;
 pub mod ports;
 pub mod proxy;
