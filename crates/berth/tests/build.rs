@@ -616,3 +616,58 @@ fn run_has_no_network_unless_network_host() {
     assert!(any_host_nic, "--network=host saw {seen:?}");
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn context_from_stdin_tar_dockerfile_elsewhere_and_onbuild_triggers() {
+    let b = Berth::new();
+    let parent =
+        "FROM base\nONBUILD COPY trigger.txt /from-trigger\nONBUILD RUN echo ran > /onbuild\n";
+    let pctx = b.context("parent", &[("Dockerfile", parent)]);
+    let out = b.build(&pctx, &["-t", "parent:1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The child's context arrives as a tar on stdin.
+    let cctx = b.context(
+        "child",
+        &[
+            (
+                "Dockerfile",
+                "FROM parent:1\nCMD [\"cat\", \"/from-trigger\"]\n",
+            ),
+            ("trigger.txt", "t\n"),
+        ],
+    );
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&cctx)
+        .args(["-cf", "-", "."])
+        .output()
+        .expect("tar");
+    let mut child = b
+        .command()
+        .args(["build", "-t", "child:1", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &tar.stdout).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    assert_eq!(b.ok(&["run", "--rm", "child:1"]), "t\n");
+    assert_eq!(
+        b.ok(&["run", "--rm", "child:1", "cat", "/onbuild"]),
+        "ran\n"
+    );
+    // -f names a Dockerfile outside the context.
+    let df = b.path("elsewhere.Dockerfile");
+    std::fs::write(&df, "FROM base\nCOPY trigger.txt /t\n").expect("write");
+    let out = b.build(&cctx, &["-f", df.to_str().expect("utf-8"), "-t", "other:1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(b.ok(&["run", "--rm", "other:1", "cat", "/t"]), "t\n");
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
