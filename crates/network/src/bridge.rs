@@ -120,7 +120,9 @@ pub fn plan_attach(a: &AttachSpec) -> Vec<Op> {
 /// Removes the container's veth (both ends go together). Tolerates a veth
 /// already gone with its namespace.
 pub fn plan_detach(host_veth: &str) -> Vec<Op> {
-    vec![Op::ip(["link", "del", "dev", host_veth]).tolerant()]
+    vec![Op::Net(NetOp::DelLink {
+        dev: host_veth.to_string(),
+    })]
 }
 
 /// Lists the veths enslaved to `bridge` (see [`parse_link_names`]).
@@ -139,7 +141,9 @@ pub fn parse_link_names(out: &str) -> Vec<String> {
 
 /// Brings `lo` up in a namespace (`--network none`).
 pub fn plan_loopback_only(netns: &Path) -> Vec<Op> {
-    vec![Op::ip_in(netns, ["link", "set", "dev", "lo", "up"])]
+    vec![Op::Net(NetOp::LoopbackUp {
+        netns: netns.to_path_buf(),
+    })]
 }
 
 #[cfg(test)]

@@ -309,6 +309,11 @@ impl<E: Executor> Manager<E> {
         })
     }
 
+    /// `--network none`: the namespace keeps only `lo`, brought up.
+    pub fn loopback_only(&self, netns: &Path) -> Result<()> {
+        Ok(self.exec.apply(&bridge::plan_loopback_only(netns))?)
+    }
+
     /// Makes `names` (container name, `--network-alias`es) resolve to the
     /// container's address on `network` through the embedded DNS. No-op on
     /// networks without DNS.

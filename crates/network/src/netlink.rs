@@ -278,6 +278,16 @@ pub enum NetOp {
         /// The bridge.
         master: String,
     },
+    /// Delete a link; one already gone (with its namespace) is no error.
+    DelLink {
+        /// The link.
+        dev: String,
+    },
+    /// Inside `netns`: only `lo`, brought up (`--network none`).
+    LoopbackUp {
+        /// The namespace path.
+        netns: PathBuf,
+    },
     /// Inside `netns`: address on `ifname`, `ifname` and `lo` up, default
     /// route through `gateway` when given.
     Configure {
@@ -309,6 +319,14 @@ impl fmt::Display for NetOp {
             ),
             NetOp::EnslaveUp { dev, master } => {
                 write!(f, "ip link set dev {dev} master {master} up")
+            }
+            NetOp::DelLink { dev } => write!(f, "ip link del dev {dev}"),
+            NetOp::LoopbackUp { netns } => {
+                write!(
+                    f,
+                    "nsenter --net={} -- ip link set dev lo up",
+                    netns.display()
+                )
             }
             NetOp::Configure {
                 netns,
@@ -346,6 +364,11 @@ pub fn apply(op: &NetOp) -> io::Result<()> {
             let m = nl.ifindex(master)?;
             nl.set_up(dev, Some(m))
         }
+        NetOp::DelLink { dev } => match Netlink::open()?.del_link(dev) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+            r => r,
+        },
+        NetOp::LoopbackUp { netns } => in_netns(netns, |nl| nl.set_up("lo", None)),
         NetOp::Configure {
             netns,
             ifname,

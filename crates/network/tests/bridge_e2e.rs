@@ -432,3 +432,23 @@ fn restart_restores_and_reconcile_removes_the_dead() {
     m.remove_network("r").unwrap();
     env.assert_no_leaks();
 }
+
+#[test]
+fn network_none_sees_only_loopback() {
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::new("none");
+    let m = Manager::new(env.dir.path().join("state"), System, &env.table).unwrap();
+    let ns = env.netns("n1");
+    m.loopback_only(&ns).unwrap();
+    let (_, links) = env.exec("n1", &["ip", "-o", "link", "show"]);
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.contains(": lo:") && links.contains("UP"), "{links}");
+    env.httpd("n1", 80, "alone");
+    assert_eq!(
+        env.wget_retry("n1", "http://127.0.0.1/").as_deref(),
+        Some("alone")
+    );
+    env.assert_no_leaks();
+}
