@@ -65,6 +65,9 @@ pub struct BuildArgs {
     /// Type of progress output: auto, plain, tty, quiet
     #[arg(long, default_value = "auto")]
     progress: String,
+    /// Secret to expose to RUN --mount=type=secret (id=ID,src=FILE or id=ID,env=VAR)
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
     /// The build context: a directory, or - for a tar stream on stdin
     context: String,
 }
@@ -101,6 +104,37 @@ fn options(a: &BuildArgs) -> Result<BuildOptions> {
         o.labels.insert(k.into(), v.into());
     }
     Ok(o)
+}
+
+/// `--secret id=ID[,src=FILE|,env=VAR]` (no source: the variable named ID).
+fn secret(spec: &str) -> Result<(String, Vec<u8>)> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    for kv in spec.split(',') {
+        match kv.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(v.to_string()),
+            Some(("env", v)) => env = Some(v.to_string()),
+            Some(("type", _)) => {}
+            _ => bail!("--secret {spec:?}: use id=ID,src=FILE or id=ID,env=VAR"),
+        }
+    }
+    let Some(id) = id else {
+        bail!("--secret {spec:?}: id=ID is missing");
+    };
+    let data = match (src, env) {
+        (Some(f), _) => {
+            std::fs::read(&f).with_context(|| format!("cannot read secret file {f}"))?
+        }
+        (None, var) => {
+            let var = var.unwrap_or_else(|| id.clone());
+            std::env::var(&var)
+                .with_context(|| format!("secret {id}: environment variable {var} is not set"))?
+                .into_bytes()
+        }
+    };
+    Ok((id, data))
 }
 
 /// A context directory unpacked from stdin, removed on drop.
@@ -187,6 +221,7 @@ pub fn build(root: &Path, a: &BuildArgs) -> Result<()> {
         target: a.target.clone(),
         tags: a.tags.clone(),
         no_cache: a.no_cache,
+        secrets: a.secrets.iter().map(|s| secret(s)).collect::<Result<_>>()?,
     };
     pull_bases(root, &req, a.pull, quiet)?;
     let images = crate::image::open(root)?;

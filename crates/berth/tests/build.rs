@@ -671,3 +671,59 @@ fn context_from_stdin_tar_dockerfile_elsewhere_and_onbuild_triggers() {
     assert_eq!(b.ok(&["run", "--rm", "other:1", "cat", "/t"]), "t\n");
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn secrets_reach_run_but_no_layer() {
+    let b = Berth::new();
+    let df = "FROM base\n\
+              RUN --mount=type=secret,id=tok test \"$(cat /run/secrets/tok)\" = berth-test-s3''cret && echo file-ok > /checked\n\
+              RUN --mount=type=secret,id=tok,env=TOK test \"$TOK\" = berth-test-s3''cret && echo env-ok >> /checked\n\
+              RUN --mount=type=secret,id=absent echo optional-ok >> /checked\n";
+    let ctx = b.context("ctx", &[("Dockerfile", df)]);
+    let secret = b.path("secret.txt");
+    std::fs::write(&secret, "berth-test-s3cret").expect("write");
+    let arg = format!("id=tok,src={}", secret.display());
+    let out = b.build(&ctx, &["-t", "secret:1", "--secret", &arg]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    assert_eq!(
+        b.ok(&["run", "--rm", "secret:1", "cat", "/checked"]),
+        "file-ok\nenv-ok\noptional-ok\n"
+    );
+    let ls = b.run(&["run", "--rm", "secret:1", "ls", "/run"]);
+    assert_ne!(
+        ls.status.code(),
+        Some(0),
+        "the secret's mount point stayed: {}",
+        text(&ls.stdout)
+    );
+    for blob in std::fs::read_dir(b.path("data/content/blobs/sha256"))
+        .expect("blobs")
+        .flatten()
+    {
+        let data = std::fs::read(blob.path()).expect("read blob");
+        let hit = data.windows(b"s3cret".len()).any(|w| w == b"s3cret");
+        assert!(!hit, "the secret is in blob {}", blob.path().display());
+    }
+    let missing = b.build(&ctx, &["-t", "secret:2"]);
+    assert!(missing.status.success(), "an absent secret is not required");
+    let req = b.context(
+        "req",
+        &[(
+            "Dockerfile",
+            "FROM base\nRUN --mount=type=secret,id=need,required=true true\n",
+        )],
+    );
+    let out = b.build(&req, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("secret \"need\" is required"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}

@@ -153,6 +153,8 @@ pub struct Request {
     pub tags: Vec<String>,
     /// `--no-cache`: run every step (results are still recorded).
     pub no_cache: bool,
+    /// `--secret` values by id (for `RUN --mount=type=secret`; never in a layer or key).
+    pub secrets: BTreeMap<String, Vec<u8>>,
 }
 
 impl Request {
@@ -168,6 +170,7 @@ impl Request {
             target: None,
             tags,
             no_cache: false,
+            secrets: BTreeMap::new(),
         }
     }
 }
@@ -212,6 +215,7 @@ struct Executor<'a> {
     out: &'a mut dyn Write,
     clamp: Option<i64>,
     signals: signals::Interrupts,
+    secrets: &'a BTreeMap<String, Vec<u8>>,
     total: usize,
     n: usize,
     cached: usize,
@@ -251,6 +255,7 @@ pub fn build(
         out,
         clamp,
         signals: signals::Interrupts::block()?,
+        secrets: &req.secrets,
         total: 0,
         n: 0,
         cached: 0,
@@ -580,6 +585,7 @@ impl Executor<'_> {
                     context: self.context,
                     cache_dir: &cache_dir,
                     signals: &self.signals,
+                    secrets: self.secrets,
                 };
                 run::run(&env, step, r, &mut *self.out)?;
                 self.say(format!(

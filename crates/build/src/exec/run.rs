@@ -57,6 +57,8 @@ pub struct RunEnv<'a> {
     pub cache_dir: &'a Path,
     /// Interruptions to watch while the container runs.
     pub signals: &'a super::signals::Interrupts,
+    /// `--secret` values by id.
+    pub secrets: &'a std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 /// Kills, reaps and deletes the container when dropped.
@@ -81,11 +83,13 @@ impl Drop for Container<'_> {
 pub fn run(env: &RunEnv<'_>, step: &Step, r: &RunStep, out: &mut dyn Write) -> Result<()> {
     let (uid, gid) = resolve_user(env.rootfs, &step.user)?;
     mkdir_all(env.rootfs, &step.workdir, Some((uid, gid)))?;
+    let stubs = missing_targets(env.rootfs, r)?;
     let spec = spec(env, step, r, (uid, gid))?;
     let cfg = env.bundle.join("config.json");
     let json = serde_json::to_vec(&spec).map_err(|e| ExecError::Invalid(e.to_string()))?;
     std::fs::write(&cfg, json).map_err(io_err("write", &cfg))?;
     let code = execute(env, out)?;
+    remove_stubs(&stubs);
     if code != 0 {
         return Err(ExecError::RunFailed {
             command: r.args.join(" "),
@@ -175,8 +179,10 @@ fn spec(env: &RunEnv<'_>, step: &Step, r: &RunStep, (uid, gid): (u32, u32)) -> R
     let mut p = Process::default();
     p.set_terminal(Some(false));
     p.set_args(Some(r.args.clone()));
+    let (extra_mounts, extra_env) = run_mounts(env, r)?;
     let mut e = step.env.clone();
     e.extend(r.proxy_env.iter().cloned());
+    e.extend(extra_env);
     p.set_env(Some(e));
     p.set_cwd(PathBuf::from(&step.workdir));
     let mut u = User::default();
@@ -193,7 +199,7 @@ fn spec(env: &RunEnv<'_>, step: &Step, r: &RunStep, (uid, gid): (u32, u32)) -> R
     p.set_capabilities(Some(c));
     spec.set_process(Some(p));
     let mut mounts = oci_spec::runtime::get_default_mounts();
-    mounts.extend(run_mounts(env, r)?);
+    mounts.extend(extra_mounts);
     spec.set_mounts(Some(mounts));
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut ns = linux.namespaces().clone().unwrap_or_default();
@@ -215,8 +221,42 @@ fn oci_mount(dest: &str, typ: &str, source: &Path, options: &[&str]) -> Mount {
     m
 }
 
-fn run_mounts(env: &RunEnv<'_>, r: &RunStep) -> Result<Vec<Mount>> {
+/// Mount points a RUN's mounts need that the rootfs lacks (and their missing
+/// parents), outermost first: the runtime creates them, [`remove_stubs`]
+/// takes them out of the layer again.
+fn missing_targets(rootfs: &Path, r: &RunStep) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    for t in r.mounts.iter().filter_map(|m| m.target.as_deref()) {
+        let mut prefix = String::new();
+        for c in t.split('/').filter(|c| !c.is_empty()) {
+            prefix = format!("{prefix}/{c}");
+            let host = super::fsutil::secure_join(rootfs, &prefix, false)?;
+            if std::fs::symlink_metadata(&host).is_err() && !out.contains(&host) {
+                out.push(host);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Remove the empty mount points listed by [`missing_targets`], innermost first.
+fn remove_stubs(stubs: &[PathBuf]) {
+    for p in stubs.iter().rev() {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir(p);
+            }
+            Ok(m) if m.is_file() && m.len() == 0 => {
+                let _ = std::fs::remove_file(p);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn run_mounts(env: &RunEnv<'_>, r: &RunStep) -> Result<(Vec<Mount>, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut extra_env = Vec::new();
     for f in &r.files {
         let host = env.bundle.join(format!("file-{}", out.len()));
         std::fs::write(&host, &f.data).map_err(io_err("write", &host))?;
@@ -234,12 +274,46 @@ fn run_mounts(env: &RunEnv<'_>, r: &RunStep) -> Result<Vec<Mount>> {
             }
         }
     }
-    for m in &r.mounts {
-        if let Some(mount) = run_mount(env, m)? {
-            out.push(mount);
-        }
+    for (i, m) in r.mounts.iter().enumerate() {
+        let mount = match m.kind {
+            MountType::Secret => secret_mount(env, m, i, &mut extra_env)?,
+            _ => run_mount(env, m)?,
+        };
+        out.extend(mount);
     }
-    Ok(out)
+    Ok((out, extra_env))
+}
+
+/// A `--mount=type=secret`: the value as a read-only file (in the bundle
+/// directory, never in the rootfs) and/or an environment variable.
+fn secret_mount(
+    env: &RunEnv<'_>,
+    m: &RunMount,
+    i: usize,
+    extra_env: &mut Vec<String>,
+) -> Result<Option<Mount>> {
+    let id = m.id.clone().unwrap_or_default();
+    let Some(data) = env.secrets.get(&id) else {
+        if m.required {
+            return Err(ExecError::Invalid(format!(
+                "secret {id:?} is required but was not given: pass --secret id={id},src=FILE"
+            )));
+        }
+        return Ok(None);
+    };
+    if let Some(var) = &m.env {
+        extra_env.push(format!("{var}={}", String::from_utf8_lossy(data)));
+    }
+    let Some(target) = &m.target else {
+        return Ok(None);
+    };
+    let host = env.bundle.join(format!("secret-{i}"));
+    std::fs::write(&host, data).map_err(io_err("write", &host))?;
+    std::os::unix::fs::chown(&host, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))
+        .map_err(io_err("chown", &host))?;
+    let perm = std::os::unix::fs::PermissionsExt::from_mode(m.mode.unwrap_or(0o400));
+    std::fs::set_permissions(&host, perm).map_err(io_err("chmod", &host))?;
+    Ok(Some(oci_mount(target, "bind", &host, &["rbind", "ro"])))
 }
 
 fn run_mount(env: &RunEnv<'_>, m: &RunMount) -> Result<Option<Mount>> {
@@ -264,7 +338,7 @@ fn run_mount(env: &RunEnv<'_>, m: &RunMount) -> Result<Option<Mount>> {
             }
             Ok(Some(oci_mount(&target, "bind", &host, &["rbind", "rw"])))
         }
-        MountType::Secret | MountType::Ssh if !m.required => Ok(None),
+        MountType::Ssh if !m.required => Ok(None),
         _ => Err(ExecError::Unsupported(format!(
             "RUN --mount=type={:?} with these options (target {target:?}): use a read-only context bind, cache or tmpfs mount",
             m.kind
