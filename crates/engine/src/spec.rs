@@ -255,12 +255,19 @@ fn mount(dest: &str, typ: &str, source: &Path, options: &[&str]) -> Mount {
 
 fn mounts(opts: &CreateOptions, dir: &Path) -> Vec<Mount> {
     let mut v = oci_spec::runtime::get_default_mounts();
-    v.push(mount(
-        "/sys/fs/cgroup",
-        "cgroup",
-        Path::new("cgroup"),
-        &["nosuid", "noexec", "nodev", "relatime", "ro"],
-    ));
+    // runc's defaults may already carry /sys/fs/cgroup; mounting it twice costs a
+    // tmpfs and a bind per controller for nothing
+    if !v
+        .iter()
+        .any(|m| m.destination() == Path::new("/sys/fs/cgroup"))
+    {
+        v.push(mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            Path::new("cgroup"),
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        ));
+    }
     for f in ["hostname", "hosts", "resolv.conf"] {
         let ro = if opts.read_only { "ro" } else { "rw" };
         v.push(mount(
