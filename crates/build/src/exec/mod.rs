@@ -256,7 +256,7 @@ pub fn build(
         clamp,
         signals: signals::Interrupts::block()?,
         secrets: &req.secrets,
-        total: 0,
+        total: count_steps(&plan, &plans, &bases),
         n: 0,
         cached: 0,
         executed: 0,
@@ -266,18 +266,6 @@ pub fn build(
         Base::Stage(s) => done.get(s).cloned().unwrap_or_else(StageState::scratch),
         Base::Image(img) => bases.get(img).cloned().unwrap_or_else(StageState::scratch),
     };
-    ex.total = plan
-        .order()
-        .iter()
-        .map(|i| {
-            let base_len = match plan.base(*i) {
-                Base::Scratch => 0,
-                Base::Stage(s) => plans.get(s).map_or(0, |p| p.config.history.len()),
-                Base::Image(img) => bases.get(img).map_or(0, |b| b.config.history.len()),
-            };
-            1 + plans[i].config.history.len().saturating_sub(base_len)
-        })
-        .sum();
     let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
     for i in plan.order() {
         let base = starts(i, &done);
@@ -287,7 +275,10 @@ pub fn build(
             .iter()
             .map(|n| first_line(&n.original))
             .collect();
-        let st = ex.stage(base, &plans[&i], &texts, &done)?;
+        let sp = plans
+            .get(&i)
+            .ok_or_else(|| ExecError::Invalid(format!("stage {i} was not evaluated")))?;
+        let st = ex.stage(base, sp, &texts, &done)?;
         done.insert(i, st);
     }
     let target = done
@@ -299,6 +290,27 @@ pub fn build(
         cached: ex.cached,
         executed: ex.executed,
     })
+}
+
+/// The number of `Step n/N` lines: each needed stage's FROM and instructions
+/// (its history entries beyond its base's).
+fn count_steps(
+    plan: &Plan,
+    plans: &BTreeMap<usize, StagePlan>,
+    bases: &BTreeMap<String, StageState>,
+) -> usize {
+    plan.order()
+        .iter()
+        .map(|i| {
+            let base_len = match plan.base(*i) {
+                Base::Scratch => 0,
+                Base::Stage(s) => plans.get(s).map_or(0, |p| p.config.history.len()),
+                Base::Image(img) => bases.get(img).map_or(0, |b| b.config.history.len()),
+            };
+            let own = plans.get(i).map_or(0, |p| p.config.history.len());
+            1 + own.saturating_sub(base_len)
+        })
+        .sum()
 }
 
 /// An image of the store as a stage base: unpacked, with its layers and config.
@@ -447,7 +459,12 @@ impl Executor<'_> {
     ) -> Result<StageState> {
         let first = st.config.history.len();
         // ONBUILD triggers of the base come first, then one entry per instruction.
-        let triggers = (sp.config.history.len() - first).saturating_sub(texts.len());
+        let triggers = sp
+            .config
+            .history
+            .len()
+            .saturating_sub(first)
+            .saturating_sub(texts.len());
         st.config = sp.config.clone();
         for h in first..sp.config.history.len() {
             self.n += 1;
