@@ -1,7 +1,7 @@
 #!/bin/bash
 # Engine benchmark, side by side with Debian's docker.io on the same busybox image:
 #  1. `berth run --rm IMG true` vs `docker run --rm IMG true`, alternating, medians;
-#  2. memory of N idle `sleep` containers: berth's per-container supervisors versus
+#  2. memory (PSS) of N idle `sleep` containers: berth's per-container supervisors versus
 #     docker's containerd-shims (plus dockerd + containerd idle RSS, berth has no daemon yet).
 # Needs root, docker.io (dockerd is started here on a private socket and data root,
 # no bridge, no iptables). Usage: bench/engine/run.sh [runs] [containers]
@@ -57,10 +57,11 @@ mb=$(median "${B[@]}"); md=$(median "${D[@]}")
 printf 'run --rm true   berth %8.2f ms   docker %8.2f ms   ratio %.3f   (medians of %s alternating runs)\n' \
     "$(echo "$mb/1000" | bc -l)" "$(echo "$md/1000" | bc -l)" "$(echo "$mb/$md" | bc -l)" "$RUNS"
 
-rss_of() { # total RSS (kB) of processes whose command line matches $1
+rss_of() { # total PSS (kB) of processes whose command line matches $1: their real
+    # memory, with pages shared between them (the binary) counted once overall
     local total=0 p
     for p in $(pgrep -f "$1" || true); do
-        total=$(( total + $(awk '/^VmRSS/ {print $2}' /proc/$p/status 2>/dev/null || echo 0) ))
+        total=$(( total + $(awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup 2>/dev/null || echo 0) ))
     done
     echo $total
 }
