@@ -727,3 +727,36 @@ fn secrets_reach_run_but_no_layer() {
     );
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn run_bind_mounts_from_context_stage_and_rw_leave_sources_alone() {
+    let b = Berth::new();
+    let df = "FROM base AS tools\nRUN mkdir /t && echo tool-data > /t/data\n\
+              FROM base\n\
+              RUN --mount=type=bind,target=/src cat /src/in.txt > /copied\n\
+              RUN --mount=type=bind,from=tools,source=/t,target=/tools cat /tools/data >> /copied\n\
+              RUN --mount=type=bind,target=/src,rw echo scribble > /src/in.txt && cat /src/in.txt >> /copied\n";
+    let ctx = b.context("ctx", &[("Dockerfile", df), ("in.txt", "context-data\n")]);
+    let out = b.build(&ctx, &["-t", "binds:1"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    assert_eq!(
+        b.ok(&["run", "--rm", "binds:1", "cat", "/copied"]),
+        "context-data\ntool-data\nscribble\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ctx.join("in.txt")).expect("read"),
+        "context-data\n"
+    );
+    let src = b.run(&["run", "--rm", "binds:1", "ls", "/src"]);
+    assert_ne!(
+        src.status.code(),
+        Some(0),
+        "the bind's mount point stayed in the image"
+    );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}

@@ -51,7 +51,7 @@ use berth_snapshot::{Mount, WhiteoutStyle};
 use crate::cache::{cache_key, step_inputs, KeySource};
 use crate::config::ImageConfig;
 use crate::context::Context;
-use crate::eval::{BuildOptions, CopyFrom, CopyStep, StagePlan, Step, StepKind};
+use crate::eval::{BuildOptions, CopyFrom, CopyStep, RunStep, StagePlan, Step, StepKind};
 use crate::ignore::Ignore;
 use crate::plan::Plan;
 use crate::stages::Base;
@@ -411,6 +411,21 @@ impl Drop for Snap<'_> {
     }
 }
 
+/// Files to read from: a directory, with the mount and view snapshot behind
+/// it (fields drop in order: unmount, then remove the view).
+struct SourceRoot<'a> {
+    path: PathBuf,
+    _mount: Option<Mounted>,
+    _view: Option<Snap<'a>>,
+}
+
+/// The sources of a RUN's bind mounts (overlays unmounted before their roots).
+struct BindSources<'a> {
+    overlays: Vec<Mounted>,
+    roots: Vec<SourceRoot<'a>>,
+    map: BTreeMap<usize, PathBuf>,
+}
+
 /// A scratch directory removed on drop.
 struct Scratch(PathBuf);
 
@@ -427,7 +442,7 @@ fn next_chain(parent: Option<&str>, diff_id: &str) -> String {
     }
 }
 
-impl Executor<'_> {
+impl<'a> Executor<'a> {
     fn say(&mut self, line: impl std::fmt::Display) {
         let _ = writeln!(self.out, "{line}");
         let _ = self.out.flush();
@@ -594,17 +609,19 @@ impl Executor<'_> {
                 let bundle = work.join("bundle");
                 std::fs::create_dir_all(&bundle).map_err(io_err("create", &bundle))?;
                 let cache_dir = self.images.root().join("build-cache/mounts");
+                let binds = self.bind_sources(r, work, done)?;
                 let env = run::RunEnv {
                     runtime: &self.runtime,
                     id,
                     bundle: &bundle,
                     rootfs: rootfs.path(),
-                    context: self.context,
                     cache_dir: &cache_dir,
                     signals: &self.signals,
                     secrets: self.secrets,
+                    binds: &binds.map,
                 };
                 run::run(&env, step, r, &mut *self.out)?;
+                drop(binds);
                 self.say(format!(
                     " ---> Removed intermediate container {}",
                     short(&id[12..])
@@ -621,28 +638,97 @@ impl Executor<'_> {
         work: &Path,
         done: &BTreeMap<usize, StageState>,
     ) -> Result<()> {
-        let chain = match &c.from {
-            CopyFrom::Context => return copy::copy(c, self.context, rootfs),
+        if c.from == CopyFrom::Context {
+            return copy::copy(c, self.context, rootfs);
+        }
+        let src = self.source_root(&c.from, &work.join("from"), done)?;
+        let ctx = Context::new(&src.path, Ignore::new::<&str>(&[])?);
+        copy::copy(c, &ctx, rootfs)
+    }
+
+    /// The root of a stage's or image's files, mounted read-only on `dir`
+    /// (the context's directory for the context).
+    fn source_root(
+        &self,
+        from: &CopyFrom,
+        dir: &Path,
+        done: &BTreeMap<usize, StageState>,
+    ) -> Result<SourceRoot<'a>> {
+        let chain = match from {
+            CopyFrom::Context => {
+                return Ok(SourceRoot {
+                    path: self.context.root().to_path_buf(),
+                    _mount: None,
+                    _view: None,
+                })
+            }
             CopyFrom::Stage(i) => done.get(i).and_then(|s| s.chain.clone()),
             CopyFrom::Image(r) => base_image(self.images, r)?.chain,
         };
-        let src = work.join("from");
+        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
         let Some(chain) = chain else {
-            std::fs::create_dir_all(&src).map_err(io_err("create", &src))?;
-            let ctx = Context::new(&src, Ignore::new::<&str>(&[])?);
-            return copy::copy(c, &ctx, rootfs);
+            return Ok(SourceRoot {
+                path: dir.to_path_buf(),
+                _mount: None,
+                _view: None,
+            });
         };
-        let view = Snap::prepare(
-            self.images,
-            format!("{}-from", random_id()),
-            Some(&chain),
-            true,
-        )?;
-        let m = Mounted::new(&view.mounts, &src)?;
-        let ctx = Context::new(&src, Ignore::new::<&str>(&[])?);
-        copy::copy(c, &ctx, rootfs)?;
-        m.unmount()?;
-        drop(view);
-        Ok(())
+        let key = format!("berth-build-{}-view", &random_id()[..24]);
+        let view = Snap::prepare(self.images, key, Some(&chain), true)?;
+        let mount = Mounted::new(&view.mounts, dir)?;
+        Ok(SourceRoot {
+            path: dir.to_path_buf(),
+            _mount: Some(mount),
+            _view: Some(view),
+        })
+    }
+
+    /// Host directories for the RUN's bind mounts, by mount index: the
+    /// source inside the context, a stage or an image; `rw` binds get a
+    /// throw-away overlay so writes never reach the source.
+    fn bind_sources(
+        &self,
+        r: &RunStep,
+        work: &Path,
+        done: &BTreeMap<usize, StageState>,
+    ) -> Result<BindSources<'a>> {
+        let mut b = BindSources {
+            overlays: Vec::new(),
+            roots: Vec::new(),
+            map: BTreeMap::new(),
+        };
+        for (i, m) in r.mounts.iter().enumerate() {
+            if m.kind != crate::ast::MountType::Bind {
+                continue;
+            }
+            let root = self.source_root(&m.from, &work.join(format!("bind-{i}")), done)?;
+            let src = fsutil::secure_join(&root.path, m.source.as_deref().unwrap_or("/"), true)?;
+            b.roots.push(root);
+            if m.read_only {
+                b.map.insert(i, src);
+                continue;
+            }
+            let (up, wk, at) = (
+                work.join(format!("bind-{i}-upper")),
+                work.join(format!("bind-{i}-work")),
+                work.join(format!("bind-{i}-rw")),
+            );
+            for d in [&up, &wk] {
+                std::fs::create_dir_all(d).map_err(io_err("create", d))?;
+            }
+            let o = Mount {
+                kind: "overlay".into(),
+                source: "overlay".into(),
+                target: String::new(),
+                options: vec![
+                    format!("lowerdir={}", src.display()),
+                    format!("upperdir={}", up.display()),
+                    format!("workdir={}", wk.display()),
+                ],
+            };
+            b.overlays.push(Mounted::new(&[o], &at)?);
+            b.map.insert(i, at);
+        }
+        Ok(b)
     }
 }

@@ -17,7 +17,6 @@ use oci_spec::runtime::{
 };
 
 use crate::ast::{MountType, NetworkMode};
-use crate::context::{normalize_source, Context};
 use crate::eval::{CopyFrom, RunMount, RunStep, Step};
 
 use super::fsutil::{mkdir_all, resolve_user};
@@ -51,14 +50,14 @@ pub struct RunEnv<'a> {
     pub bundle: &'a Path,
     /// The mounted snapshot.
     pub rootfs: &'a Path,
-    /// The build context (for `--mount=type=bind`).
-    pub context: &'a Context,
     /// `<data-root>/build-cache/mounts` (for `--mount=type=cache`).
     pub cache_dir: &'a Path,
     /// Interruptions to watch while the container runs.
     pub signals: &'a super::signals::Interrupts,
     /// `--secret` values by id.
     pub secrets: &'a std::collections::BTreeMap<String, Vec<u8>>,
+    /// Host directories of the bind mounts, by mount index.
+    pub binds: &'a std::collections::BTreeMap<usize, PathBuf>,
 }
 
 /// Kills, reaps and deletes the container when dropped.
@@ -277,7 +276,7 @@ fn run_mounts(env: &RunEnv<'_>, r: &RunStep) -> Result<(Vec<Mount>, Vec<String>)
     for (i, m) in r.mounts.iter().enumerate() {
         let mount = match m.kind {
             MountType::Secret => secret_mount(env, m, i, &mut extra_env)?,
-            _ => run_mount(env, m)?,
+            _ => run_mount(env, m, i)?,
         };
         out.extend(mount);
     }
@@ -316,14 +315,16 @@ fn secret_mount(
     Ok(Some(oci_mount(target, "bind", &host, &["rbind", "ro"])))
 }
 
-fn run_mount(env: &RunEnv<'_>, m: &RunMount) -> Result<Option<Mount>> {
+fn run_mount(env: &RunEnv<'_>, m: &RunMount, i: usize) -> Result<Option<Mount>> {
     let target = m.target.clone().unwrap_or_default();
     match m.kind {
         MountType::Tmpfs => Ok(Some(oci_mount(&target, "tmpfs", Path::new("tmpfs"), &["nosuid", "nodev"]))),
-        MountType::Bind if m.from == CopyFrom::Context && m.read_only => {
-            let src = m.source.as_deref().unwrap_or(".");
-            let host = env.context.root().join(normalize_source(src));
-            Ok(Some(oci_mount(&target, "bind", &host, &["rbind", "ro"])))
+        MountType::Bind => {
+            let host = env.binds.get(&i).ok_or_else(|| {
+                ExecError::Invalid(format!("no source prepared for the bind mount on {target}"))
+            })?;
+            let ro = if m.read_only { "ro" } else { "rw" };
+            Ok(Some(oci_mount(&target, "bind", host, &["rbind", ro])))
         }
         MountType::Cache if m.from == CopyFrom::Context => {
             let id = m.id.clone().unwrap_or_else(|| target.clone());
@@ -340,7 +341,7 @@ fn run_mount(env: &RunEnv<'_>, m: &RunMount) -> Result<Option<Mount>> {
         }
         MountType::Ssh if !m.required => Ok(None),
         _ => Err(ExecError::Unsupported(format!(
-            "RUN --mount=type={:?} with these options (target {target:?}): use a read-only context bind, cache or tmpfs mount",
+            "RUN --mount=type={:?} with these options (target {target:?}): use a bind, cache (from the context), tmpfs or secret mount",
             m.kind
         ))),
     }
