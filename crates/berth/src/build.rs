@@ -213,6 +213,10 @@ pub fn build(root: &Path, a: &BuildArgs) -> Result<()> {
     if !["auto", "plain", "tty", "quiet"].contains(&a.progress.as_str()) {
         bail!("--progress {}: use auto, plain, tty or quiet", a.progress);
     }
+    for t in &a.tags {
+        berth_image::Reference::parse(t)
+            .with_context(|| format!("invalid argument {t:?} for \"-t, --tag\" flag"))?;
+    }
     let opts = options(a)?;
     let (ctx, dockerfile, _tmp) = open_context(root, a)?;
     let req = Request {

@@ -397,9 +397,15 @@ impl<'a> Snap<'a> {
         if sn.stat(chain).is_ok() {
             return Ok(());
         }
-        sn.commit(chain, &self.key)?;
-        self.live = false;
-        Ok(())
+        match sn.commit(chain, &self.key) {
+            Ok(()) => {
+                self.live = false;
+                Ok(())
+            }
+            // A concurrent build committed the same chain first: keep theirs.
+            Err(berth_snapshot::Error::Exists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -500,7 +506,9 @@ impl<'a> Executor<'a> {
                         .and_then(|k| texts.get(k).cloned())
                         .unwrap_or_else(|| sp.config.history[h].created_by.clone());
                     self.say(format!("Step {}/{} : {text}", self.n, self.total));
-                    self.say(format!(" ---> {}", short(&st.key)));
+                    if st.key != "scratch" {
+                        self.say(format!(" ---> {}", short(&st.key)));
+                    }
                 }
             }
         }
