@@ -188,7 +188,13 @@ impl Images {
                 )))
             }
         };
-        std::fs::write(&chosen, &driver).map_err(io_err("write", &chosen))?;
+        // Record the choice once, atomically: rewriting it on every open let a
+        // concurrent open read an empty file ("unknown snapshotter").
+        if !chosen.exists() {
+            let tmp = root.join(format!("snapshots/.driver.{}", std::process::id()));
+            std::fs::write(&tmp, &driver).map_err(io_err("write", &tmp))?;
+            std::fs::rename(&tmp, &chosen).map_err(io_err("rename", &chosen))?;
+        }
         Self::open_with(root, sn)
     }
 
