@@ -10,6 +10,10 @@ use std::process::{Command, Output};
 /// A temporary data root and runtime root with `base:latest` imported. Dropping it
 /// force-removes containers and unmounts whatever is left under it.
 struct Berth {
+    /// Taken in turns: concurrent container deletions race with creations on the
+    /// shared `berth` parent cgroup (a runtime issue), so the tests here run one
+    /// at a time. Declared first: released after the cleanup in `drop`.
+    _turn: std::sync::MutexGuard<'static, ()>,
     root: tempfile::TempDir,
     /// Short ids of the RUN containers our builds reported.
     runs: std::cell::RefCell<Vec<String>>,
@@ -23,6 +27,8 @@ impl Berth {
     }
 
     fn with_snapshotter(snapshotter: Option<&'static str>) -> Self {
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         assert!(
             is_root(),
             "the build tests mount, clone namespaces and create cgroups: run them as root"
@@ -32,6 +38,7 @@ impl Berth {
             .tempdir()
             .expect("tempdir");
         let b = Berth {
+            _turn: turn,
             root,
             runs: Default::default(),
             snapshotter,
@@ -430,15 +437,19 @@ fn multi_stage_copy_from_with_args_labels_and_target() {
 
 #[test]
 fn same_inputs_and_source_date_epoch_give_the_same_image_id() {
-    let a = Berth::new();
-    let ctx = a.context(
-        "ctx",
-        &[
-            ("Dockerfile", "FROM scratch\nCOPY . /srv/\nLABEL v=1\n"),
-            ("x/y.txt", "y\n"),
-            ("z.txt", "z\n"),
-        ],
-    );
+    let dir = tempfile::Builder::new()
+        .prefix("berth-test-build-ctx-")
+        .tempdir()
+        .expect("tempdir");
+    let ctx = dir.path().to_path_buf();
+    for (f, data) in [
+        ("Dockerfile", "FROM scratch\nCOPY . /srv/\nLABEL v=1\n"),
+        ("x/y.txt", "y\n"),
+        ("z.txt", "z\n"),
+    ] {
+        std::fs::create_dir_all(ctx.join(f).parent().expect("parent")).expect("mkdir");
+        std::fs::write(ctx.join(f), data).expect("write");
+    }
     let build = |b: &Berth| {
         let out = b
             .command()
@@ -449,9 +460,9 @@ fn same_inputs_and_source_date_epoch_give_the_same_image_id() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout)
     };
-    let id_a = build(&a);
-    let b = Berth::new();
-    let id_b = build(&b);
+    // One data root at a time (the tests take turns, see `Berth`).
+    let id_a = build(&Berth::new());
+    let id_b = build(&Berth::new());
     assert_eq!(id_a, id_b);
     assert!(id_a.starts_with("sha256:"), "{id_a}");
 }
