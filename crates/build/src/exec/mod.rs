@@ -14,12 +14,24 @@
 //! `rootfs.diff_ids`, `created` = SOURCE_DATE_EPOCH or 0) and an OCI
 //! manifest are stored and registered under the `-t` names.
 //!
+//! With the native snapshotter the writable directory is a full copy, and
+//! the layer is its comparison with the parent snapshot. RUN mounts: bind
+//! (context, stage or image; `rw` over a throw-away overlay), cache
+//! (`<data-root>/build-cache/mounts`), tmpfs and secret (from
+//! [`Request::secrets`], bound from the bundle directory, never in a layer);
+//! mount points they needed are taken out of the layer again.
+//!
 //! Progress goes to a writer in docker's classic format (`Step 1/5 : FROM …`,
 //! ` ---> Using cache`, ` ---> Running in …`), RUN output included.
 //!
 //! RUN forks (through `berth_runtime`): build from a single-threaded process.
 //! Every mount, snapshot, container and scratch directory a step makes is
-//! held by a guard and removed on failure.
+//! held by a guard (module `guards`) and removed on failure; SIGINT, SIGTERM and
+//! SIGHUP are blocked during the build and turn into an error, so Ctrl-C
+//! cleans up too.
+//!
+//! Not yet: ADD of URLs and git repositories, SSH mounts, cache mounts
+//! seeded from a stage, building independent stages in parallel.
 //!
 //! ```no_run
 //! use berth_build::context::Context;
@@ -35,9 +47,11 @@
 pub mod cache;
 mod copy;
 pub mod fsutil;
+mod guards;
 pub mod layer;
 mod run;
 mod signals;
+mod sources;
 mod store;
 
 use std::collections::BTreeMap;
@@ -51,12 +65,12 @@ use berth_snapshot::{Mount, WhiteoutStyle};
 use crate::cache::{cache_key, step_inputs, KeySource};
 use crate::config::ImageConfig;
 use crate::context::Context;
-use crate::eval::{BuildOptions, CopyFrom, CopyStep, RunStep, StagePlan, Step, StepKind};
-use crate::ignore::Ignore;
+use crate::eval::{BuildOptions, StagePlan, Step, StepKind};
 use crate::plan::Plan;
 use crate::stages::Base;
 use cache::{Cache, Entry};
 use fsutil::{mkdir_all, random_id, resolve_user, Mounted};
+use guards::{Scratch, Snap};
 use layer::{write_layer, LayerDesc};
 
 /// Errors of executing a build.
@@ -367,80 +381,6 @@ fn short(id: &str) -> &str {
     h.get(..12).unwrap_or(h)
 }
 
-/// A snapshot removed on drop unless committed.
-struct Snap<'a> {
-    images: &'a Images,
-    key: String,
-    mounts: Vec<Mount>,
-    live: bool,
-}
-
-impl<'a> Snap<'a> {
-    fn prepare(images: &'a Images, key: String, parent: Option<&str>, view: bool) -> Result<Self> {
-        let sn = images.snapshotter();
-        let mounts = if view {
-            sn.view(&key, parent)?
-        } else {
-            sn.prepare(&key, parent)?
-        };
-        Ok(Self {
-            images,
-            key,
-            mounts,
-            live: true,
-        })
-    }
-
-    /// Commit as `chain`, or drop ours when another build made it already.
-    fn commit(mut self, chain: &str) -> Result<()> {
-        let sn = self.images.snapshotter();
-        if sn.stat(chain).is_ok() {
-            return Ok(());
-        }
-        match sn.commit(chain, &self.key) {
-            Ok(()) => {
-                self.live = false;
-                Ok(())
-            }
-            // A concurrent build committed the same chain first: keep theirs.
-            Err(berth_snapshot::Error::Exists(_)) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-impl Drop for Snap<'_> {
-    fn drop(&mut self) {
-        if self.live {
-            let _ = self.images.snapshotter().remove(&self.key);
-        }
-    }
-}
-
-/// Files to read from: a directory, with the mount and view snapshot behind
-/// it (fields drop in order: unmount, then remove the view).
-struct SourceRoot<'a> {
-    path: PathBuf,
-    _mount: Option<Mounted>,
-    _view: Option<Snap<'a>>,
-}
-
-/// The sources of a RUN's bind mounts (overlays unmounted before their roots).
-struct BindSources<'a> {
-    overlays: Vec<Mounted>,
-    roots: Vec<SourceRoot<'a>>,
-    map: BTreeMap<usize, PathBuf>,
-}
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn next_chain(parent: Option<&str>, diff_id: &str) -> String {
     match parent {
         None => diff_id.to_string(),
@@ -637,106 +577,5 @@ impl<'a> Executor<'a> {
                 Ok(())
             }
         }
-    }
-
-    fn copy(
-        &mut self,
-        c: &CopyStep,
-        rootfs: &Path,
-        work: &Path,
-        done: &BTreeMap<usize, StageState>,
-    ) -> Result<()> {
-        if c.from == CopyFrom::Context {
-            return copy::copy(c, self.context, rootfs);
-        }
-        let src = self.source_root(&c.from, &work.join("from"), done)?;
-        let ctx = Context::new(&src.path, Ignore::new::<&str>(&[])?);
-        copy::copy(c, &ctx, rootfs)
-    }
-
-    /// The root of a stage's or image's files, mounted read-only on `dir`
-    /// (the context's directory for the context).
-    fn source_root(
-        &self,
-        from: &CopyFrom,
-        dir: &Path,
-        done: &BTreeMap<usize, StageState>,
-    ) -> Result<SourceRoot<'a>> {
-        let chain = match from {
-            CopyFrom::Context => {
-                return Ok(SourceRoot {
-                    path: self.context.root().to_path_buf(),
-                    _mount: None,
-                    _view: None,
-                })
-            }
-            CopyFrom::Stage(i) => done.get(i).and_then(|s| s.chain.clone()),
-            CopyFrom::Image(r) => base_image(self.images, r)?.chain,
-        };
-        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-        let Some(chain) = chain else {
-            return Ok(SourceRoot {
-                path: dir.to_path_buf(),
-                _mount: None,
-                _view: None,
-            });
-        };
-        let key = format!("berth-build-{}-view", &random_id()[..24]);
-        let view = Snap::prepare(self.images, key, Some(&chain), true)?;
-        let mount = Mounted::new(&view.mounts, dir)?;
-        Ok(SourceRoot {
-            path: dir.to_path_buf(),
-            _mount: Some(mount),
-            _view: Some(view),
-        })
-    }
-
-    /// Host directories for the RUN's bind mounts, by mount index: the
-    /// source inside the context, a stage or an image; `rw` binds get a
-    /// throw-away overlay so writes never reach the source.
-    fn bind_sources(
-        &self,
-        r: &RunStep,
-        work: &Path,
-        done: &BTreeMap<usize, StageState>,
-    ) -> Result<BindSources<'a>> {
-        let mut b = BindSources {
-            overlays: Vec::new(),
-            roots: Vec::new(),
-            map: BTreeMap::new(),
-        };
-        for (i, m) in r.mounts.iter().enumerate() {
-            if m.kind != crate::ast::MountType::Bind {
-                continue;
-            }
-            let root = self.source_root(&m.from, &work.join(format!("bind-{i}")), done)?;
-            let src = fsutil::secure_join(&root.path, m.source.as_deref().unwrap_or("/"), true)?;
-            b.roots.push(root);
-            if m.read_only {
-                b.map.insert(i, src);
-                continue;
-            }
-            let (up, wk, at) = (
-                work.join(format!("bind-{i}-upper")),
-                work.join(format!("bind-{i}-work")),
-                work.join(format!("bind-{i}-rw")),
-            );
-            for d in [&up, &wk] {
-                std::fs::create_dir_all(d).map_err(io_err("create", d))?;
-            }
-            let o = Mount {
-                kind: "overlay".into(),
-                source: "overlay".into(),
-                target: String::new(),
-                options: vec![
-                    format!("lowerdir={}", src.display()),
-                    format!("upperdir={}", up.display()),
-                    format!("workdir={}", wk.display()),
-                ],
-            };
-            b.overlays.push(Mounted::new(&[o], &at)?);
-            b.map.insert(i, at);
-        }
-        Ok(b)
     }
 }
