@@ -357,15 +357,16 @@ fn from_scratch_copy_of_a_static_busybox() {
         )],
     );
     std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("copy busybox");
-    let out = b.build(
-        &ctx,
-        &[
-            "-t",
-            "tiny:1",
-            "--iidfile",
-            b.path("iid").to_str().expect("utf-8"),
-        ],
-    );
+    // `image build` is the same command as `build`.
+    let out = b.run(&[
+        "image",
+        "build",
+        "-t",
+        "tiny:1",
+        "--iidfile",
+        b.path("iid").to_str().expect("utf-8"),
+        ctx.to_str().expect("utf-8"),
+    ]);
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -476,7 +477,8 @@ fn copy_flags_add_archive_heredoc_cache_mount_and_deletions() {
               COPY <<EOF /etc/motd\nwelcome\nEOF\n\
               RUN --mount=type=cache,target=/cache echo run >> /cache/log && cp /cache/log /runs\n\
               RUN rm /etc/group && mkdir -p /gone && rm -r /gone\n\
-              RUN <<EOT\nset -e\necho heredoc > /heredoc\nEOT\n";
+              RUN <<EOT\nset -e\necho heredoc > /heredoc\nEOT\n\
+              RUN <<EOT\n#!/bin/sh\necho shebang > /shebang\nEOT\n";
     let ctx = b.context(
         "ctx",
         &[
@@ -522,6 +524,10 @@ fn copy_flags_add_archive_heredoc_cache_mount_and_deletions() {
     assert_eq!(
         b.ok(&["run", "--rm", "flags:1", "cat", "/heredoc"]),
         "heredoc\n"
+    );
+    assert_eq!(
+        b.ok(&["run", "--rm", "flags:1", "cat", "/shebang"]),
+        "shebang\n"
     );
     assert_eq!(b.ok(&["run", "--rm", "flags:1", "cat", "/runs"]), "run\n");
     let gone = b.run(&["run", "--rm", "flags:1", "ls", "/etc/group"]);
