@@ -50,7 +50,7 @@ impl Mounted {
                         m.kind,
                         target.display()
                     ),
-                    source: e,
+                    error: e,
                 })?;
             me.mounted = true;
             if m.kind == "bind" && m.is_readonly() {
@@ -58,7 +58,7 @@ impl Mounted {
                 mount(None::<&str>, target, None::<&str>, fl, None::<&str>).map_err(|e| {
                     ExecError::Sys {
                         op: format!("remount {} read-only", target.display()),
-                        source: e,
+                        error: e,
                     }
                 })?;
             }
@@ -76,7 +76,7 @@ impl Mounted {
         self.mounted = false;
         umount2(&self.target, MntFlags::empty()).map_err(|e| ExecError::Sys {
             op: format!("unmount {}", self.target.display()),
-            source: e,
+            error: e,
         })
     }
 }

@@ -77,29 +77,29 @@ use layer::{write_layer, LayerDesc};
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// The Dockerfile or its evaluation is wrong.
-    #[error(transparent)]
-    Plan(#[from] crate::plan::PlanError),
+    #[error("{0}")]
+    Plan(crate::plan::PlanError),
     /// A cache input could not be computed (a COPY source is missing...).
-    #[error(transparent)]
-    Cache(#[from] crate::cache::CacheError),
+    #[error("{0}")]
+    Cache(crate::cache::CacheError),
     /// The context (or a stage's files) could not be read.
-    #[error(transparent)]
-    Context(#[from] crate::context::ContextError),
+    #[error("{0}")]
+    Context(crate::context::ContextError),
     /// Bad ignore patterns.
-    #[error(transparent)]
-    Ignore(#[from] crate::ignore::IgnoreError),
+    #[error("{0}")]
+    Ignore(crate::ignore::IgnoreError),
     /// From the image store.
-    #[error(transparent)]
-    Image(#[from] berth_image::Error),
+    #[error("{0}")]
+    Image(berth_image::Error),
     /// From the content store.
-    #[error(transparent)]
-    Content(#[from] berth_content::Error),
+    #[error("{0}")]
+    Content(berth_content::Error),
     /// From the snapshotter.
-    #[error(transparent)]
-    Snapshot(#[from] berth_snapshot::Error),
+    #[error("{0}")]
+    Snapshot(berth_snapshot::Error),
     /// From the runtime.
     #[error("RUN container: {0}")]
-    Runtime(#[from] berth_runtime::Error),
+    Runtime(berth_runtime::Error),
     /// A RUN exited non-zero (docker's message).
     #[error("The command '{command}' returned a non-zero code: {code}")]
     RunFailed {
@@ -121,24 +121,47 @@ pub enum ExecError {
     #[error("{0}")]
     Invalid(String),
     /// A system call failed.
-    #[error("cannot {op}: {source}")]
+    #[error("cannot {op}: {error}")]
     Sys {
         /// What was being done.
         op: String,
-        /// The error.
-        source: nix::Error,
+        /// The error (in the message, so not a `source`).
+        error: nix::Error,
     },
     /// A filesystem operation failed.
-    #[error("cannot {op} {path}: {source}")]
+    #[error("cannot {op} {path}: {error}")]
     Io {
         /// What was being done.
         op: &'static str,
         /// On which path.
         path: PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message, so not a `source`).
+        error: std::io::Error,
     },
 }
+
+// The wrapped errors' messages already carry their causes: they are kept out
+// of `source()` so that a cause chain prints each message once.
+macro_rules! wrap {
+    ($($variant:ident($ty:ty)),* $(,)?) => {$(
+        impl From<$ty> for ExecError {
+            fn from(e: $ty) -> Self {
+                ExecError::$variant(e)
+            }
+        }
+    )*};
+}
+
+wrap!(
+    Plan(crate::plan::PlanError),
+    Cache(crate::cache::CacheError),
+    Context(crate::context::ContextError),
+    Ignore(crate::ignore::IgnoreError),
+    Image(berth_image::Error),
+    Content(berth_content::Error),
+    Snapshot(berth_snapshot::Error),
+    Runtime(berth_runtime::Error),
+);
 
 /// Result alias of the executor.
 pub type Result<T> = std::result::Result<T, ExecError>;
@@ -147,10 +170,10 @@ pub(crate) fn io_err<'a>(
     op: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> ExecError + 'a {
-    move |source| ExecError::Io {
+    move |error| ExecError::Io {
         op,
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

@@ -101,7 +101,7 @@ pub fn run(env: &RunEnv<'_>, step: &Step, r: &RunStep, out: &mut dyn Write) -> R
 fn execute(env: &RunEnv<'_>, out: &mut dyn Write) -> Result<i32> {
     let sys = |op: &str| {
         let op = op.to_string();
-        move |source| ExecError::Sys { op, source }
+        move |error| ExecError::Sys { op, error }
     };
     let (rd, wr): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create a pipe"))?;
@@ -147,10 +147,10 @@ fn relay(env: &RunEnv<'_>, mut rd: std::fs::File, out: &mut dyn Write) -> Result
         ];
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::Error::EINTR) => continue,
-            Err(source) => {
+            Err(error) => {
                 return Err(ExecError::Sys {
                     op: "wait for the RUN output".into(),
-                    source,
+                    error,
                 })
             }
             Ok(_) => {}

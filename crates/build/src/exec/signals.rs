@@ -26,7 +26,7 @@ impl Interrupts {
         }
         let sys = |op: &str| {
             let op = op.to_string();
-            move |source| ExecError::Sys { op, source }
+            move |error| ExecError::Sys { op, error }
         };
         let old = set
             .thread_swap_mask(SigmaskHow::SIG_BLOCK)
