@@ -777,3 +777,41 @@ fn run_bind_mounts_from_context_stage_and_rw_leave_sources_alone() {
     );
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn a_killed_build_is_cleaned_up_by_the_next_one() {
+    use std::io::BufRead;
+    let b = Berth::new();
+    let df = "FROM base\nRUN echo started && sleep 1000\n";
+    let ctx = b.context("ctx", &[("Dockerfile", df)]);
+    let mut child = b
+        .command()
+        .args(["build", ctx.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn berth build");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for l in lines.by_ref() {
+        let l = l.expect("read");
+        if let Some(id) = l.strip_prefix(" ---> Running in ") {
+            b.runs.borrow_mut().push(id.to_string());
+        }
+        if l == "started" {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL the build");
+    child.wait().expect("reap");
+    assert!(
+        !b.leftovers().is_empty(),
+        "a killed build leaves its mounts"
+    );
+    let next = b.context("next", &[("Dockerfile", "FROM base\nRUN true\n")]);
+    let out = b.build(&next, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+    let snaps = std::fs::read_to_string(b.path("data/snapshots/overlayfs/metadata.json"))
+        .expect("snapshot metadata");
+    assert!(!snaps.contains("berth-build-"), "{snaps}");
+}

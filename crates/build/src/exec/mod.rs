@@ -53,6 +53,7 @@ mod run;
 mod signals;
 mod sources;
 mod store;
+mod sweep;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -298,6 +299,7 @@ pub fn build(
         cached: 0,
         executed: 0,
     };
+    sweep::sweep(images, &ex.runtime);
     let starts = |i: usize, done: &BTreeMap<usize, StageState>| match plan.base(i) {
         Base::Scratch => StageState::scratch(),
         Base::Stage(s) => done.get(s).cloned().unwrap_or_else(StageState::scratch),
@@ -527,6 +529,8 @@ impl<'a> Executor<'a> {
         let id = format!("berth-build-{}", &random_id()[..24]);
         let work = Scratch(self.images.root().join("tmp").join(&id));
         std::fs::create_dir_all(&work.0).map_err(io_err("create", &work.0))?;
+        let owner = work.0.join(sweep::OWNER);
+        std::fs::write(&owner, sweep::owner_stamp()).map_err(io_err("write", &owner))?;
         let snap = Snap::prepare(self.images, id.clone(), st.chain.as_deref(), false)?;
         let (upper, style) = Mount::writable_dir(&snap.mounts).ok_or_else(|| {
             ExecError::Invalid("the snapshotter gave a snapshot berth cannot write into".into())

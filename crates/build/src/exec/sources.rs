@@ -58,7 +58,14 @@ impl<'a> Executor<'a> {
                 _view: None,
             });
         };
-        let key = format!("berth-build-{}-view", &random_id()[..24]);
+        // Named after the step's scratch directory, for the sweep of dead builds.
+        let step = dir
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("berth-build-{}", &random_id()[..24]));
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        let key = format!("{step}-{}", name.unwrap_or_default());
         let view = Snap::prepare(self.images, key, Some(&chain), true)?;
         let mount = Mounted::new(&view.mounts, dir)?;
         Ok(SourceRoot {
