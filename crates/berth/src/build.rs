@@ -186,23 +186,32 @@ fn open_context(root: &Path, a: &BuildArgs) -> Result<(Context, String, TempCont
     Ok((ctx, df_text, TempContext(None)))
 }
 
-/// Pull the base images the build needs that the store lacks (all of them
-/// with `--pull`), before any RUN forks.
+/// Pull the images the build needs (bases and `--from` images) that the
+/// store lacks (all of them with `--pull`), before any RUN forks.
 fn pull_bases(root: &Path, req: &Request, always: bool, quiet: bool) -> Result<()> {
     let plan = Plan::new(&req.dockerfile, req.options.clone(), req.target.as_deref())?;
     let images = crate::image::open(root)?;
+    let mut wanted: Vec<String> = Vec::new();
     for i in plan.order() {
-        let Base::Image(img) = plan.base(i) else {
-            continue;
-        };
-        if !always && images.resolve(img).is_ok() {
+        if let Base::Image(img) = plan.base(i) {
+            wanted.push(img.clone());
+        }
+        for (line, r) in plan.refs.get(i).map_or(&[][..], |r| &r.from_refs[..]) {
+            if let Ok(None) = plan.stages.resolve_from(r, i, *line) {
+                wanted.push(r.clone());
+            }
+        }
+    }
+    wanted.dedup();
+    for img in wanted {
+        if !always && images.resolve(&img).is_ok() {
             continue;
         }
-        let r = berth_image::Reference::parse(img)?;
+        let r = berth_image::Reference::parse(&img)?;
         let progress = crate::progress::for_cli(quiet);
         berth_registry::Client::new(berth_registry::Options::default())
-            .pull(&images, img, progress.as_ref())
-            .with_context(|| format!("cannot pull the base image {}", r.familiar()))?;
+            .pull(&images, &img, progress.as_ref())
+            .with_context(|| format!("cannot pull the image {}", r.familiar()))?;
     }
     Ok(())
 }

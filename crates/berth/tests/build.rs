@@ -815,3 +815,34 @@ fn a_killed_build_is_cleaned_up_by_the_next_one() {
         .expect("snapshot metadata");
     assert!(!snaps.contains("berth-build-"), "{snaps}");
 }
+
+#[test]
+fn copy_from_an_image_and_a_missing_one_is_pulled() {
+    let b = Berth::new();
+    let ctx = b.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM scratch\nCOPY --from=base /bin/busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\n",
+        )],
+    );
+    let out = b.build(&ctx, &["-t", "fromimg:1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(b.ok(&["run", "--rm", "fromimg:1", "echo", "ok"]), "ok\n");
+    // An image the store lacks is pulled first (here from a registry that is not there).
+    let missing = b.context(
+        "missing",
+        &[(
+            "Dockerfile",
+            "FROM scratch\nCOPY --from=127.0.0.1:1/berth-test/none:1 /x /x\n",
+        )],
+    );
+    let out = b.build(&missing, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let se = text(&out.stderr);
+    assert!(
+        se.contains("cannot pull the image 127.0.0.1:1/berth-test/none:1"),
+        "{se}"
+    );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
