@@ -47,7 +47,7 @@ pub struct BuildArgs {
     /// Do not use cache when building the image
     #[arg(long)]
     no_cache: bool,
-    /// Always attempt to pull a newer version of the image (needs the image in the store for now)
+    /// Always pull the base and --from images (missing ones are pulled anyway)
     #[arg(long)]
     pull: bool,
     /// Suppress the build output and print the image ID on success
