@@ -846,3 +846,74 @@ fn copy_from_an_image_and_a_missing_one_is_pulled() {
     );
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }
+
+/// A loopback HTTP server answering every request with `body`.
+fn serve(body: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let mut req = Vec::new();
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(body.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn add_downloads_urls_with_checksums() {
+    let b = Berth::new();
+    let port = serve("downloaded\n");
+    // sha256 of "downloaded\n"
+    let sum = Command::new("sh")
+        .args(["-c", "printf 'downloaded\\n' | sha256sum | cut -d' ' -f1"])
+        .output()
+        .expect("sha256sum");
+    let sum = text(&sum.stdout).trim().to_string();
+    let df = format!(
+        "FROM base\nADD http://127.0.0.1:{port}/files/hello.txt /dl/\n\
+         ADD --checksum=sha256:{sum} http://127.0.0.1:{port}/x /checked.txt\n\
+         RUN cat /dl/hello.txt > /ran\n"
+    );
+    let ctx = b.context("ctx", &[("Dockerfile", df.as_str())]);
+    let out = b.build(&ctx, &["-t", "dl:1"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    assert_eq!(
+        b.ok(&["run", "--rm", "dl:1", "cat", "/dl/hello.txt"]),
+        "downloaded\n"
+    );
+    let st = b.ok(&["run", "--rm", "dl:1", "stat", "-c", "%a", "/checked.txt"]);
+    assert_eq!(st, "600\n");
+    assert_eq!(
+        b.ok(&["run", "--rm", "dl:1", "cat", "/ran"]),
+        "downloaded\n"
+    );
+    let bad = df.replace(&sum, &"0".repeat(64));
+    let ctx = b.context("bad", &[("Dockerfile", bad.as_str())]);
+    let out = b.build(&ctx, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("checksum mismatch"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}

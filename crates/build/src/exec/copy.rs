@@ -2,14 +2,14 @@
 //! (or a stage's or image's root, opened as a context without ignore rules),
 //! landing where docker puts them, owned by `--chown` (root by default) and
 //! with `--chmod` or the source's permission bits. ADD extracts local tar
-//! archives (plain or gzip); remote sources are refused.
+//! archives (plain or gzip) and downloads URLs (git sources are refused).
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::context::{archive_kind, copy_destinations, ArchiveKind, Context, CopyItem, EntryKind};
-use crate::eval::{is_url_or_git, CopyStep, InlineFile};
+use crate::eval::{is_url, is_url_or_git, CopyStep, InlineFile};
 
 use super::fsutil::{mkdir_all, resolve_user, secure_join};
 use super::{io_err, ExecError, Result};
@@ -22,11 +22,8 @@ struct Target<'a> {
 
 /// Execute a COPY/ADD reading from `src` into `rootfs`.
 pub fn copy(c: &CopyStep, src: &Context, rootfs: &Path) -> Result<()> {
-    if let Some(u) = c.sources.iter().find(|s| is_url_or_git(s)) {
-        return Err(ExecError::Unsupported(format!(
-            "ADD of remote source {u}: download it in a RUN step or into the context"
-        )));
-    }
+    let (remote, local): (Vec<String>, Vec<String>) =
+        c.sources.iter().cloned().partition(|s| is_url_or_git(s));
     let owner = match &c.chown {
         Some(spec) => resolve_user(rootfs, spec)?,
         None => (0, 0),
@@ -39,10 +36,13 @@ pub fn copy(c: &CopyStep, src: &Context, rootfs: &Path) -> Result<()> {
     for f in &c.inline {
         t.inline(f, &c.dest)?;
     }
-    if c.sources.is_empty() {
+    for url in &remote {
+        t.fetch(url, c)?;
+    }
+    if local.is_empty() {
         return Ok(());
     }
-    let sel = src.select(&c.sources, &c.excludes)?;
+    let sel = src.select(&local, &c.excludes)?;
     for item in copy_destinations(&sel, &c.dest, c.parents) {
         let real = src.root().join(&item.entry.path);
         if c.add && c.unpack != Some(false) && item.entry.kind == EntryKind::File {
@@ -54,6 +54,20 @@ pub fn copy(c: &CopyStep, src: &Context, rootfs: &Path) -> Result<()> {
         t.item(&item, &real)?;
     }
     Ok(())
+}
+
+/// Writes through to a file while hashing.
+struct HashWriter<'a>(&'a mut std::fs::File, sha2::Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(b)?;
+        sha2::Digest::update(&mut self.1, &b[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 fn local_archive(p: &Path) -> Result<Option<ArchiveKind>> {
@@ -144,6 +158,56 @@ impl Target<'_> {
         let host = self.place(&dest, false)?;
         std::fs::write(&host, &f.data).map_err(io_err("write", &host))?;
         self.own(&host, 0o644)
+    }
+
+    /// ADD of a URL: the file at `dest` (or `dest/<last path segment>`),
+    /// mode 0600 unless `--chmod`, checked against `--checksum`.
+    fn fetch(&self, url: &str, c: &CopyStep) -> Result<()> {
+        if !is_url(url) || url.contains(".git#") || url.ends_with(".git") {
+            return Err(ExecError::Unsupported(format!(
+                "ADD of the git repository {url}: clone it in a RUN step or into the context"
+            )));
+        }
+        let dest = if c.dest.ends_with('/') {
+            let path = url.split(['?', '#']).next().unwrap_or(url);
+            let name = path
+                .rsplit('/')
+                .next()
+                .filter(|n| !n.is_empty() && !path.ends_with("//"));
+            let Some(name) = name.filter(|_| path.matches('/').count() > 2) else {
+                return Err(ExecError::Invalid(format!(
+                    "ADD {url}: cannot determine a file name from the URL: give a destination file"
+                )));
+            };
+            format!("{}{name}", c.dest)
+        } else {
+            c.dest.clone()
+        };
+        let bad = |why: String| ExecError::Invalid(format!("ADD {url}: {why}"));
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(std::time::Duration::from_secs(30)))
+            .user_agent("berth/0.1")
+            .build();
+        let resp = ureq::Agent::new_with_config(config)
+            .get(url)
+            .call()
+            .map_err(|e| bad(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(bad(format!("the server answered {}", resp.status())));
+        }
+        let host = self.place(&dest, false)?;
+        let mut f = std::fs::File::create(&host).map_err(io_err("create", &host))?;
+        let mut hashed = HashWriter(&mut f, sha2::Sha256::default());
+        std::io::copy(&mut resp.into_body().into_reader(), &mut hashed)
+            .map_err(|e| bad(format!("download failed: {e}")))?;
+        let got = format!("sha256:{}", hex::encode(sha2::Digest::finalize(hashed.1)));
+        if let Some(want) = &c.checksum {
+            if *want != got {
+                return Err(bad(format!("checksum mismatch: want {want}, got {got}")));
+            }
+        }
+        self.own(&host, 0o600)
     }
 
     fn extract(&self, archive: &Path, kind: ArchiveKind, dest: &str) -> Result<()> {
