@@ -30,7 +30,7 @@
 //! SIGHUP are blocked during the build and turn into an error, so Ctrl-C
 //! cleans up too.
 //!
-//! Not yet: ADD of URLs and git repositories, SSH mounts, cache mounts
+//! Not yet: ADD of git repositories, SSH mounts, cache mounts
 //! seeded from a stage, building independent stages in parallel.
 //!
 //! ```no_run
