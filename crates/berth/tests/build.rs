@@ -917,3 +917,37 @@ fn add_downloads_urls_with_checksums() {
     );
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn dockerfile_on_stdin() {
+    let b = Berth::new();
+    let ctx = b.context("ctx", &[("f.txt", "from stdin build\n")]);
+    let mut child = b
+        .command()
+        .args([
+            "build",
+            "-q",
+            "-t",
+            "stdin:1",
+            "-f",
+            "-",
+            ctx.to_str().expect("utf-8"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::io::Write::write_all(
+        &mut child.stdin.take().expect("stdin"),
+        b"FROM base\nCOPY f.txt /f.txt\n",
+    )
+    .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        b.ok(&["run", "--rm", "stdin:1", "cat", "/f.txt"]),
+        "from stdin build\n"
+    );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
