@@ -14,6 +14,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The docker CLI drives berthd in the API tests. Take only the client out of Debian's
+# docker.io package: installing the package would start dockerd and change the host.
+if ! command -v docker >/dev/null 2>&1; then
+  echo "setup: extracting the docker client from Debian's docker.io package" >&2
+  d=$(mktemp -d)
+  (cd "$d" && apt-get download -qq docker.io >/dev/null && dpkg-deb -x docker.io_*.deb root)
+  install -m 0755 "$d/root/usr/bin/docker" /usr/local/bin/docker
+  rm -rf "$d"
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"

@@ -1,0 +1,240 @@
+//! A deliberately small HTTP/1.1 server side: one request per connection, bodies by
+//! Content-Length or chunked, responses with Content-Length and `Connection: close`.
+//! Enough for the Docker clients' request/response routes; streams are written raw.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+
+/// Largest body we accept (a container create is a few kB).
+pub const MAX_BODY: usize = 8 << 20;
+
+/// One parsed request.
+#[derive(Debug, Default)]
+pub struct Request {
+    /// GET, POST, ...
+    pub method: String,
+    /// the path without the query and without a `/vX.YY` prefix
+    pub path: String,
+    /// the API version from the prefix, if any
+    pub version: Option<String>,
+    /// query parameters (last one wins)
+    pub query: HashMap<String, String>,
+    /// body bytes
+    pub body: Vec<u8>,
+}
+
+/// Errors while reading a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// the peer sent something that is not HTTP/1.x
+    #[error("bad request: {0}")]
+    Bad(String),
+    /// the body is larger than [`MAX_BODY`]
+    #[error("request body too large (limit {MAX_BODY} bytes)")]
+    TooLarge,
+    /// the connection failed
+    #[error("read request: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Split `/v1.45/containers/json` into (Some("1.45"), "/containers/json").
+fn split_version(path: &str) -> (Option<String>, String) {
+    if let Some(rest) = path.strip_prefix("/v") {
+        if let Some((v, tail)) = rest.split_once('/') {
+            if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                return (Some(v.to_string()), format!("/{tail}"));
+            }
+        }
+    }
+    (None, path.to_string())
+}
+
+/// Read one request from `r`.
+pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, Error> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(Error::Bad("empty request".into()));
+    }
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(target), Some(proto)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Error::Bad(format!(
+            "malformed request line {:?}",
+            line.trim()
+        )));
+    };
+    if !proto.starts_with("HTTP/1.") {
+        return Err(Error::Bad(format!("unsupported protocol {proto}")));
+    }
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+        if headers.len() > 200 {
+            return Err(Error::Bad("too many headers".into()));
+        }
+    }
+    let (raw_path, raw_query) = target.split_once('?').unwrap_or((target, ""));
+    let (version, path) = split_version(&decode(raw_path));
+    let query = raw_query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect();
+    let body = read_body(r, &headers)?;
+    Ok(Request {
+        method: method.to_string(),
+        path,
+        version,
+        query,
+        body,
+    })
+}
+
+fn read_body<R: Read>(
+    r: &mut BufReader<R>,
+    headers: &HashMap<String, String>,
+) -> Result<Vec<u8>, Error> {
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| Error::Bad(format!("bad chunk size {:?}", size.trim())))?;
+            if body.len() + n > MAX_BODY {
+                return Err(Error::TooLarge);
+            }
+            let start = body.len();
+            body.resize(start + n, 0);
+            r.read_exact(&mut body[start..])?;
+            let mut crlf = String::new();
+            r.read_line(&mut crlf)?;
+            if n == 0 {
+                return Ok(body);
+            }
+        }
+    }
+    let len: usize = match headers.get("content-length") {
+        Some(l) => l
+            .parse()
+            .map_err(|_| Error::Bad(format!("bad Content-Length {l:?}")))?,
+        None => 0,
+    };
+    if len > MAX_BODY {
+        return Err(Error::TooLarge);
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    Ok(body)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        500 => "Internal Server Error",
+        _ => "Unknown",
+    }
+}
+
+/// Write a complete response.
+pub fn respond<W: Write>(
+    w: &mut W,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    write!(
+        w,
+        "HTTP/1.1 {status} {}\r\nApi-Version: {}\r\nDocker-Experimental: false\r\nOstype: linux\r\nServer: berth/{}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        reason(status),
+        crate::API_VERSION,
+        env!("CARGO_PKG_VERSION"),
+        body.len()
+    )?;
+    w.write_all(body)?;
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_versioned_path_query_and_body() {
+        let raw = b"POST /v1.41/containers/create?name=ax&x=a%20b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+        let r = read_request(&mut BufReader::new(&raw[..])).expect("parse");
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/containers/create");
+        assert_eq!(r.version.as_deref(), Some("1.41"));
+        assert_eq!(r.query["name"], "ax");
+        assert_eq!(r.query["x"], "a b");
+        assert_eq!(r.body, b"{}");
+    }
+
+    #[test]
+    fn chunked_body_and_unversioned_path() {
+        let raw =
+            b"POST /build HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let r = read_request(&mut BufReader::new(&raw[..])).expect("parse");
+        assert_eq!(r.path, "/build");
+        assert_eq!(r.version, None);
+        assert_eq!(r.body, b"abc");
+    }
+
+    #[test]
+    fn garbage_is_a_bad_request() {
+        assert!(read_request(&mut BufReader::new(&b"hello\r\n\r\n"[..])).is_err());
+        let huge = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        assert!(matches!(
+            read_request(&mut BufReader::new(huge.as_bytes())),
+            Err(Error::TooLarge)
+        ));
+    }
+}

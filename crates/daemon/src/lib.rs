@@ -1,0 +1,75 @@
+//! berthd: serves the Docker Engine API on a unix socket, over the engine library.
+//!
+//! A first slice: ping, version, info, container list/create/inspect/start/wait/stop/
+//! kill/remove/logs and image list, with and without the `/vX.YY` prefix, errors as
+//! docker's `{"message": …}`. One thread per connection; a malformed request gets a 400
+//! and never disturbs other clients.
+//!
+//! ```no_run
+//! let ctx = berth_daemon::routes::Ctx {
+//!     engine: berth_engine::Engine::new("/var/lib/berth", "/run/berth/runtime")?,
+//!     data_root: "/var/lib/berth".into(),
+//! };
+//! berth_daemon::serve(ctx, "/run/berth/berth.sock".as_ref())?;
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+pub mod http;
+pub mod routes;
+
+use std::io::BufReader;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The API version we advertise.
+pub const API_VERSION: &str = "1.45";
+
+/// Listen on `socket` (0660) and serve until the process ends.
+pub fn serve(ctx: routes::Ctx, socket: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if socket.exists() {
+        if UnixStream::connect(socket).is_ok() {
+            anyhow::bail!(
+                "{} is in use by a running daemon: stop it first or pass another --host",
+                socket.display()
+            );
+        }
+        std::fs::remove_file(socket)?;
+    }
+    let listener = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    let ctx = Arc::new(ctx);
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let ctx = ctx.clone();
+        std::thread::spawn(move || handle(&ctx, conn));
+    }
+    Ok(())
+}
+
+fn handle(ctx: &routes::Ctx, conn: UnixStream) {
+    let Ok(mut w) = conn.try_clone() else { return };
+    let mut r = BufReader::new(conn);
+    let reply = match http::read_request(&mut r) {
+        Ok(req) if routes::is_wait(&req) => {
+            // Clients send `wait` before `start` and block until its headers arrive:
+            // answer at once, then the status when the container exits (as dockerd).
+            let _ = routes::wait_streaming(ctx, &req, &mut w);
+            return;
+        }
+        Ok(req) => {
+            let mut reply = routes::route(ctx, &req);
+            if req.method == "HEAD" {
+                reply.body.clear();
+            }
+            reply
+        }
+        Err(http::Error::TooLarge) => routes::Reply::error(413, http::Error::TooLarge),
+        Err(e) => routes::Reply::error(400, e),
+    };
+    let _ = http::respond(&mut w, reply.status, reply.content_type, &reply.body);
+}

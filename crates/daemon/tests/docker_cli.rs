@@ -1,0 +1,237 @@
+//! The real docker CLI against berthd on a private socket, data root and runtime root.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+    berth: PathBuf,
+}
+
+impl Daemon {
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("berth.sock")
+    }
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    fn runtime(&self) -> PathBuf {
+        self.dir.path().join("runtime")
+    }
+    fn docker(&self, args: &[&str]) -> Output {
+        let out = Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .output()
+            .expect("run docker");
+        out
+    }
+    fn berth(&self, args: &[&str]) -> Output {
+        Command::new(&self.berth)
+            .arg("--data-root")
+            .arg(self.data())
+            .args(args)
+            .env("BERTH_RUNTIME_ROOT", self.runtime())
+            .output()
+            .expect("run berth")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let ps = self.berth(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ps.stdout).split_whitespace() {
+            let _ = self.berth(&["rm", "-f", id]);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Daemon {
+    assert!(
+        Command::new("docker").arg("--version").output().is_ok(),
+        "the docker CLI is needed: scripts/setup.sh installs the client from Debian's docker.io"
+    );
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_berthd"));
+    let berth = bin.with_file_name("berth");
+    assert!(
+        berth.exists(),
+        "build the berth binary first (cargo build -p berth): {}",
+        berth.display()
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("berth-test-daemon-")
+        .tempdir()
+        .expect("tempdir");
+    let sock = dir.path().join("berth.sock");
+    let child = Command::new(&bin)
+        .arg("--host")
+        .arg(format!("unix://{}", sock.display()))
+        .arg("--data-root")
+        .arg(dir.path().join("data"))
+        .env("BERTH_RUNTIME_ROOT", dir.path().join("runtime"))
+        .spawn()
+        .expect("start berthd");
+    let d = Daemon { child, dir, berth };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(d.socket()).is_err() {
+        assert!(Instant::now() < deadline, "berthd did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d
+}
+
+fn import_busybox(d: &Daemon, name: &str) {
+    let root = d.dir.path().join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is needed");
+    for a in ["sh", "echo", "sleep", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).expect("symlink");
+    }
+    let tar = d.dir.path().join("rootfs.tar");
+    let ok = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(ok.success());
+    let o = d.berth(&[
+        "image",
+        "import",
+        "--change",
+        "ENV PATH=/bin",
+        tar.to_str().expect("utf8"),
+        name,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn docker_cli_version_info_images_run_ps_logs_rm() {
+    let d = start();
+    let v = d.docker(&["version"]);
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(text(&v).contains("Server: berth"), "{}", text(&v));
+    let i = d.docker(&["info"]);
+    assert!(
+        i.status.success() && text(&i).contains("Server Version: 0.1.0"),
+        "{}",
+        text(&i)
+    );
+    import_busybox(&d, "someapp:1.0");
+    let im = d.docker(&["images"]);
+    assert!(
+        text(&im).contains("someapp") && text(&im).contains("1.0"),
+        "{}",
+        text(&im)
+    );
+    let run = d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "X",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo hello-from-X; sleep 100",
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    let id = String::from_utf8_lossy(&run.stdout).trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let ps = d.docker(&["ps"]);
+    assert!(
+        text(&ps)
+            .lines()
+            .any(|l| l.starts_with(&id[..12]) && l.trim_end().ends_with(" X")),
+        "{}",
+        text(&ps)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = d.docker(&["logs", "X"]);
+        if String::from_utf8_lossy(&logs.stdout).contains("hello-from-X") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log: {}", text(&logs));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let insp = d.docker(&["inspect", "-f", "{{.State.Running}} {{.Name}}", "X"]);
+    assert_eq!(
+        String::from_utf8_lossy(&insp.stdout).trim(),
+        "true /X",
+        "{}",
+        text(&insp)
+    );
+    let rm = d.docker(&["rm", "-f", "X"]);
+    assert!(rm.status.success(), "{}", text(&rm));
+    let ps = d.docker(&["ps", "-a"]);
+    assert!(!text(&ps).contains(&id[..12]), "{}", text(&ps));
+    let missing = d.docker(&["rm", "nosuch"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing).to_lowercase().contains("no such container"),
+        "{}",
+        text(&missing)
+    );
+    let noimg = d.docker(&["create", "no-such-image:1"]);
+    assert_ne!(noimg.status.code(), Some(0));
+}
+
+fn raw(sock: &Path, req: &str) -> String {
+    let mut s = UnixStream::connect(sock).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(req.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn malformed_requests_get_4xx_and_the_daemon_keeps_serving() {
+    let d = start();
+    let sock = d.socket();
+    let bad_json = "POST /v1.45/containers/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"Image\":";
+    let r = raw(&sock, bad_json);
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(r.contains("\"message\""), "{r}");
+    let wrong_type =
+        "POST /containers/create HTTP/1.1\r\nContent-Length: 13\r\n\r\n{\"Image\": 42}";
+    assert!(raw(&sock, wrong_type).starts_with("HTTP/1.1 400"));
+    let too_new = raw(&sock, "GET /v9.99/version HTTP/1.1\r\n\r\n");
+    assert!(
+        too_new.starts_with("HTTP/1.1 400") && too_new.contains("too new"),
+        "{too_new}"
+    );
+    let bad_name = "POST /containers/create?name=-bad HTTP/1.1\r\nContent-Length: 16\r\n\r\n{\"Image\": \"x:1\"}";
+    let r = raw(&sock, bad_name);
+    assert!(r.starts_with("HTTP/1.1 4"), "{r}");
+    let huge = format!(
+        "POST /containers/create HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        64 << 20
+    );
+    assert!(raw(&sock, &huge).starts_with("HTTP/1.1 413"));
+    assert!(raw(&sock, "garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let unknown = raw(&sock, "GET /nope HTTP/1.1\r\n\r\n");
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    // still serving, with and without a version prefix
+    assert!(raw(&sock, "GET /_ping HTTP/1.1\r\n\r\n").ends_with("OK"));
+    assert!(raw(&sock, "GET /v1.24/version HTTP/1.1\r\n\r\n").contains("\"ApiVersion\":\"1.45\""));
+}
