@@ -109,6 +109,24 @@ fn personality_linux32() {
 }
 
 #[test]
+fn parallel_runs_do_not_race_on_the_shared_parent_cgroup() {
+    // each delete may remove the empty "berth" parent while another create makes it
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for _ in 0..5 {
+                    let (code, _, err) = sh("true").run();
+                    assert_eq!(code, 0, "{err}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a parallel run failed");
+    }
+}
+
+#[test]
 fn exit_status_is_the_container_s() {
     let ct = sh("exit 42");
     assert_eq!(ct.run().0, 42);

@@ -77,6 +77,22 @@ impl Drop for CreateGuard<'_> {
     }
 }
 
+/// Create the cgroup, retrying when a concurrent delete removed the shared parent
+/// ("berth") between our mkdir of it and of our own directory.
+fn create_cgroup(cg: &dyn CgroupManager) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match cg.create() {
+            Err(berth_cgroups::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && tries < 20 =>
+            {
+                tries += 1;
+            }
+            r => return Ok(r?),
+        }
+    }
+}
+
 /// Remove the per-runtime parent cgroup ("berth") when the last container is gone.
 fn remove_empty_parents(cg: &dyn CgroupManager) {
     for (_, p) in cg.paths() {
@@ -202,7 +218,7 @@ impl Runtime {
         .map_err(|e| Error::sys("open exec fifo", e))?;
         let cg_path = cgroups_path(&bundle, id);
         let cg = self.cgroup(&cg_path)?;
-        cg.create()?;
+        create_cgroup(cg.as_ref())?;
         let cg_mode = cg.mode();
         let cg_paths = cg.paths();
         guard.cgroup = Some(cg);
