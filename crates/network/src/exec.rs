@@ -106,19 +106,6 @@ impl Op {
         Op::run("nsenter", v)
     }
 
-    /// `ip -batch -` with `lines` on stdin, inside the namespace at `netns`
-    /// when given; stops at the first failing line.
-    pub fn ip_batch(netns: Option<&Path>, lines: &[String]) -> Self {
-        let mut op = match netns {
-            Some(ns) => Op::ip_in(ns, ["-batch", "-"]),
-            None => Op::ip(["-batch", "-"]),
-        };
-        if let Op::Run { stdin, .. } = &mut op {
-            *stdin = Some(lines.iter().map(|l| format!("{l}\n")).collect());
-        }
-        op
-    }
-
     /// `nft -f -` with `script` on stdin (applied atomically by nft).
     pub fn nft_script(script: String) -> Self {
         Op::Run {

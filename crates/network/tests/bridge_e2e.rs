@@ -246,15 +246,21 @@ fn published_ports_answer_on_loopback_gateway_and_other_networks() {
 }
 
 #[test]
-fn thirty_parallel_connects_get_distinct_addresses() {
+fn thirty_parallel_connects_get_distinct_addresses_and_resolve_each_other() {
     if !can_run() {
         return;
     }
     let mut env = Env::new("par");
     let m = Manager::new(env.dir.path().join("state"), System, &env.table).unwrap();
     let b = env.bridge(0);
-    m.create_network(&net("p", &b, false), &pool("10.231.7.0/24"))
-        .unwrap();
+    let spec = NetworkSpec {
+        dns: true,
+        ..net("p", &b, false)
+    };
+    let gw = m
+        .create_network(&spec, &pool("10.231.7.0/24"))
+        .unwrap()
+        .gateway;
     let paths: Vec<_> = (0..30).map(|i| env.netns(&format!("n{i}"))).collect();
     let eps: Vec<_> = std::thread::scope(|s| {
         let hs: Vec<_> = paths
@@ -262,7 +268,12 @@ fn thirty_parallel_connects_get_distinct_addresses() {
             .enumerate()
             .map(|(i, p)| {
                 let m = &m;
-                s.spawn(move || m.connect("p", &format!("n{i}"), p, None).unwrap())
+                s.spawn(move || {
+                    let name = format!("n{i}");
+                    let ep = m.connect("p", &name, p, None).unwrap();
+                    m.set_names("p", &name, &[name.clone()]).unwrap();
+                    ep
+                })
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -282,6 +293,18 @@ fn thirty_parallel_connects_get_distinct_addresses() {
             &["busybox", "ping", "-c1", "-W2", &eps[i].ip.to_string()],
         );
         assert!(ok, "n0 cannot reach n{i}");
+    }
+    // and resolve each other by name through the embedded DNS
+    let gw = gw.to_string();
+    for (from, to) in [(0, 29), (29, 0), (14, 15)] {
+        let (_, out) = env.exec(
+            &format!("n{from}"),
+            &["busybox", "nslookup", &format!("n{to}"), &gw],
+        );
+        assert!(
+            out.contains(&eps[to].ip.to_string()),
+            "n{from} cannot resolve n{to}: {out}"
+        );
     }
     let disconnects: Vec<_> = (0..30)
         .map(|i| m.disconnect("p", &format!("n{i}")))
