@@ -271,7 +271,7 @@ fn thirty_parallel_connects_get_distinct_addresses_and_resolve_each_other() {
                 s.spawn(move || {
                     let name = format!("n{i}");
                     let ep = m.connect("p", &name, p, None).unwrap();
-                    m.set_names("p", &name, &[name.clone()]).unwrap();
+                    m.set_names("p", &name, std::slice::from_ref(&name)).unwrap();
                     ep
                 })
             })
