@@ -63,6 +63,25 @@ fn flag(req: &Request, k: &str) -> bool {
         .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
+/// Every (method, path template) we serve; `{id}` stands for a container. Kept in step
+/// with the dispatcher and with api/openapi.yaml by the tests below.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/_ping"),
+    ("HEAD", "/_ping"),
+    ("GET", "/version"),
+    ("GET", "/info"),
+    ("GET", "/containers/json"),
+    ("POST", "/containers/create"),
+    ("GET", "/containers/{id}/json"),
+    ("POST", "/containers/{id}/start"),
+    ("POST", "/containers/{id}/wait"),
+    ("POST", "/containers/{id}/stop"),
+    ("POST", "/containers/{id}/kill"),
+    ("DELETE", "/containers/{id}"),
+    ("GET", "/containers/{id}/logs"),
+    ("GET", "/images/json"),
+];
+
 /// Dispatch one request.
 pub fn route(ctx: &Ctx, req: &Request) -> Reply {
     if let Some(v) = &req.version {
@@ -296,14 +315,15 @@ fn create_options(body: &Value, name: Option<String>) -> Result<CreateOptions, S
     o.pids_limit = hc["PidsLimit"].as_i64().filter(|p| *p > 0);
     o.read_only = hc["ReadonlyRootfs"].as_bool().unwrap_or(false);
     o.auto_remove = hc["AutoRemove"].as_bool().unwrap_or(false);
-    o.network =
-        match hc["NetworkMode"].as_str().unwrap_or("default") {
-            "host" => NetworkMode::Host,
-            "none" | "default" | "" | "bridge" => NetworkMode::None,
-            other => return Err(format!(
+    o.network = match hc["NetworkMode"].as_str().unwrap_or("default") {
+        "host" => NetworkMode::Host,
+        "none" | "default" | "" | "bridge" => NetworkMode::None,
+        other => {
+            return Err(format!(
                 "HostConfig.NetworkMode: network {other:?} is not supported yet: use none or host"
-            )),
-        };
+            ))
+        }
+    };
     Ok(o)
 }
 
@@ -431,4 +451,79 @@ fn images(ctx: &Ctx) -> Reply {
         }))
         .collect();
     Reply::json(200, &Value::Array(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = include_str!("../api/openapi.yaml");
+
+    /// (method, path) pairs listed under `paths:` in the OpenAPI file.
+    fn spec_routes() -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut path = None;
+        for line in SPEC.lines() {
+            let t = line.trim_end();
+            if let Some(p) = t.strip_prefix("  /").and_then(|p| p.strip_suffix(':')) {
+                path = Some(format!("/{p}"));
+            } else if let (Some(p), Some(m)) = (
+                &path,
+                t.strip_prefix("    ").and_then(|m| m.strip_suffix(':')),
+            ) {
+                if !m.starts_with(' ') {
+                    out.push((m.to_ascii_uppercase(), p.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_served_route_is_in_the_openapi_contract() {
+        let spec = spec_routes();
+        for (m, p) in ROUTES {
+            assert!(
+                spec.iter().any(|(sm, sp)| sm == m && sp == p),
+                "{m} {p} is served but missing from api/openapi.yaml"
+            );
+        }
+        for (m, p) in &spec {
+            assert!(
+                ROUTES.iter().any(|(rm, rp)| rm == m && rp == p),
+                "{m} {p} is in api/openapi.yaml but not served"
+            );
+        }
+    }
+
+    #[test]
+    fn the_dispatcher_answers_every_listed_route() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = Ctx {
+            engine: Engine::new(dir.path().join("data"), dir.path().join("rt")).expect("engine"),
+            data_root: dir.path().join("data"),
+        };
+        for (m, p) in ROUTES {
+            let req = Request {
+                method: m.to_string(),
+                path: p.replace("{id}", "nosuch"),
+                ..Default::default()
+            };
+            if is_wait(&req) {
+                continue; // answered by wait_streaming
+            }
+            let r = route(&ctx, &req);
+            let body = String::from_utf8_lossy(&r.body);
+            assert!(
+                !body.contains("page not found"),
+                "{m} {p} is listed but the dispatcher does not serve it"
+            );
+        }
+        let unknown = Request {
+            method: "GET".into(),
+            path: "/nope".into(),
+            ..Default::default()
+        };
+        assert_eq!(route(&ctx, &unknown).status, 404);
+    }
 }
