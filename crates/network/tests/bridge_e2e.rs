@@ -271,7 +271,8 @@ fn thirty_parallel_connects_get_distinct_addresses_and_resolve_each_other() {
                 s.spawn(move || {
                     let name = format!("n{i}");
                     let ep = m.connect("p", &name, p, None).unwrap();
-                    m.set_names("p", &name, std::slice::from_ref(&name)).unwrap();
+                    m.set_names("p", &name, std::slice::from_ref(&name))
+                        .unwrap();
                     ep
                 })
             })
@@ -387,9 +388,11 @@ fn embedded_dns_resolves_names_aliases_and_forwards() {
     let (ok, out) = env.exec("x", &["busybox", "nslookup", "web", &gw]);
     assert!(!ok || !out.contains(&ips[0].to_string()), "{out}");
 
+    // container exit: the namespace goes, the kernel removes the veth
     for (n, network) in [("web", "d"), ("cli", "d"), ("x", "e")] {
-        m.disconnect(network, n).unwrap();
+        m.release(network, n).unwrap();
     }
+    env.stop_containers();
     m.remove_network("d").unwrap();
     m.remove_network("e").unwrap();
     env.assert_no_leaks();

@@ -248,14 +248,32 @@ impl Env {
     /// Asserts that no link, namespace or table of this test remains.
     pub fn assert_no_leaks(&mut self) {
         self.stop_containers();
-        let (_, links) = sh("ip", &["-o", "link", "show"]);
         let mine = format!("berthtest{}", self.tag);
-        for l in links.lines() {
-            let name = l.split(':').nth(1).unwrap_or("").trim();
-            let name = name.split('@').next().unwrap_or("");
-            assert!(!name.starts_with(&mine), "link {name} leaked");
-            assert!(!self.veths.iter().any(|v| v == name), "veth {name} leaked");
+        let leaked = |links: &str| -> Option<String> {
+            links
+                .lines()
+                .map(|l| {
+                    l.split(':')
+                        .nth(1)
+                        .unwrap_or("")
+                        .trim()
+                        .split('@')
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .find(|name| name.starts_with(&mine) || self.veths.contains(name))
+        };
+        // the kernel removes a dead namespace's veths asynchronously
+        let mut left = None;
+        for _ in 0..20 {
+            left = leaked(&sh("ip", &["-o", "link", "show"]).1);
+            if left.is_none() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
         }
+        assert!(left.is_none(), "link {left:?} leaked");
         let (_, ns) = sh("ip", &["netns", "list"]);
         let prefix = format!("berthtest-{}-", self.tag);
         assert!(!ns.contains(&prefix), "netns leaked: {ns}");
