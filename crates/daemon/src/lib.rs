@@ -6,10 +6,10 @@
 //! and never disturbs other clients.
 //!
 //! ```no_run
-//! let ctx = berth_daemon::routes::Ctx {
-//!     engine: berth_engine::Engine::new("/var/lib/berth", "/run/berth/runtime")?,
-//!     data_root: "/var/lib/berth".into(),
-//! };
+//! let ctx = berth_daemon::routes::Ctx::new(
+//!     berth_engine::Engine::new("/var/lib/berth", "/run/berth/runtime")?,
+//!     "/var/lib/berth".into(),
+//! );
 //! berth_daemon::serve(ctx, "/run/berth/berth.sock".as_ref())?;
 //! # Ok::<(), anyhow::Error>(())
 //! ```
@@ -27,7 +27,7 @@ use std::sync::Arc;
 pub const API_VERSION: &str = "1.45";
 
 /// Listen on `socket` (0660) and serve until the process ends.
-pub fn serve(ctx: routes::Ctx, socket: &Path) -> anyhow::Result<()> {
+pub fn serve(ctx: Arc<routes::Ctx>, socket: &Path) -> anyhow::Result<()> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -42,7 +42,6 @@ pub fn serve(ctx: routes::Ctx, socket: &Path) -> anyhow::Result<()> {
     }
     let listener = UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
-    let ctx = Arc::new(ctx);
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let ctx = ctx.clone();
@@ -51,10 +50,14 @@ pub fn serve(ctx: routes::Ctx, socket: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn handle(ctx: &routes::Ctx, conn: UnixStream) {
+fn handle(ctx: &Arc<routes::Ctx>, conn: UnixStream) {
     let Ok(mut w) = conn.try_clone() else { return };
     let mut r = BufReader::new(conn);
     let reply = match http::read_request(&mut r) {
+        Ok(req) if routes::is_attach(&req) => {
+            let _ = routes::attach_streaming(ctx, &req, &mut w);
+            return;
+        }
         Ok(req) if routes::is_wait(&req) => {
             // Clients send `wait` before `start` and block until its headers arrive:
             // answer at once, then the status when the container exits (as dockerd).

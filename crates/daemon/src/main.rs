@@ -66,10 +66,7 @@ fn run() -> anyhow::Result<()> {
         engine.data_root().into(),
         "container-shim".into(),
     ];
-    let ctx = berth_daemon::routes::Ctx {
-        engine: engine.with_shim(shim),
-        data_root,
-    };
+    let ctx = berth_daemon::routes::Ctx::new(engine.with_shim(shim), data_root);
     eprintln!(
         "berthd: serving the Docker Engine API on {}",
         socket.display()

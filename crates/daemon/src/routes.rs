@@ -4,7 +4,9 @@
 use crate::http::Request;
 use berth_engine::{CreateOptions, Engine, NetworkMode, State, Summary};
 use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 /// A reply: status, content type and body.
 pub struct Reply {
@@ -43,6 +45,23 @@ pub struct Ctx {
     pub engine: Engine,
     /// the data root (for the image store)
     pub data_root: PathBuf,
+    /// containers created with AutoRemove: the daemon removes them after their exit
+    /// (as dockerd does), so it can still report their exit status
+    auto_remove: Mutex<HashSet<String>>,
+    /// exit codes of auto-removed containers, for `wait?condition=removed`
+    exited: Mutex<HashMap<String, i32>>,
+}
+
+impl Ctx {
+    /// Routes over `engine`, with images under `data_root`.
+    pub fn new(engine: Engine, data_root: PathBuf) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            engine,
+            data_root,
+            auto_remove: Mutex::default(),
+            exited: Mutex::default(),
+        })
+    }
 }
 
 fn engine_error(e: berth_engine::Error) -> Reply {
@@ -75,6 +94,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/containers/{id}/json"),
     ("POST", "/containers/{id}/start"),
     ("POST", "/containers/{id}/wait"),
+    ("POST", "/containers/{id}/attach"),
     ("POST", "/containers/{id}/stop"),
     ("POST", "/containers/{id}/kill"),
     ("DELETE", "/containers/{id}"),
@@ -83,7 +103,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 /// Dispatch one request.
-pub fn route(ctx: &Ctx, req: &Request) -> Reply {
+pub fn route(ctx: &Arc<Ctx>, req: &Request) -> Reply {
     if let Some(v) = &req.version {
         let ok = v.split('.').nth(1).and_then(|m| m.parse::<u32>().ok());
         match ok {
@@ -336,12 +356,18 @@ fn create(ctx: &Ctx, req: &Request) -> Reply {
         return Reply::error(400, "invalid JSON body: expected an object");
     }
     let name = req.query.get("name").filter(|n| !n.is_empty()).cloned();
-    let opts = match create_options(&body, name) {
+    let mut opts = match create_options(&body, name) {
         Ok(o) => o,
         Err(m) => return Reply::error(400, m),
     };
+    let auto_remove = std::mem::take(&mut opts.auto_remove);
     match ctx.engine.create(&opts) {
-        Ok(id) => Reply::json(201, &json!({"Id": id, "Warnings": []})),
+        Ok(id) => {
+            if auto_remove {
+                lock(&ctx.auto_remove).insert(id.clone());
+            }
+            Reply::json(201, &json!({"Id": id, "Warnings": []}))
+        }
         Err(berth_engine::Error::Image(berth_image::Error::NotFound(_))) => {
             Reply::error(404, format!("No such image: {}", opts.image))
         }
@@ -349,16 +375,29 @@ fn create(ctx: &Ctx, req: &Request) -> Reply {
     }
 }
 
-fn start(ctx: &Ctx, id: &str) -> Reply {
-    match ctx.engine.inspect(id) {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn start(ctx: &Arc<Ctx>, id: &str) -> Reply {
+    let full = match ctx.engine.inspect(id) {
         Ok(s) if s.state == State::Running => return Reply::empty(304),
-        Ok(_) => {}
+        Ok(s) => s.record.id,
         Err(e) => return engine_error(e),
+    };
+    if let Err(e) = ctx.engine.start_existing(&full, false) {
+        return engine_error(e);
     }
-    match ctx.engine.start_existing(id, false) {
-        Ok(_) => Reply::empty(204),
-        Err(e) => engine_error(e),
+    if lock(&ctx.auto_remove).remove(&full) {
+        let ctx = ctx.clone();
+        std::thread::spawn(move || {
+            if let Ok(code) = ctx.engine.wait(&full) {
+                lock(&ctx.exited).insert(full.clone(), code);
+            }
+            let _ = ctx.engine.remove(&full, true, true);
+        });
     }
+    Reply::empty(204)
 }
 
 /// `POST /containers/{id}/wait`, answered by [`wait_streaming`].
@@ -389,12 +428,119 @@ pub fn wait_streaming(
         crate::API_VERSION
     )?;
     w.flush()?;
-    let body = match ctx.engine.wait(id) {
+    let removed = req.query.get("condition").is_some_and(|c| c == "removed");
+    let body = match wait_exit(ctx, id, removed) {
         Ok(code) => json!({"StatusCode": code, "Error": null}),
         Err(e) => json!({"StatusCode": -1, "Error": {"Message": e.to_string()}}),
     };
     w.write_all(body.to_string().as_bytes())?;
     w.flush()
+}
+
+/// Poll until the container has exited (and, for `removed`, is gone). Polling here
+/// rather than engine.wait keeps the exit code of an --rm container that its
+/// supervisor removes right after the exit.
+fn wait_exit(ctx: &Ctx, id: &str, removed: bool) -> berth_engine::Result<i32> {
+    let id = ctx.engine.resolve(id)?;
+    let mut code = None;
+    loop {
+        match ctx.engine.inspect(&id) {
+            Ok(s) => match s.state {
+                State::Exited(c) if !removed => return Ok(c),
+                State::Exited(c) => code = Some(c),
+                State::Dead => {
+                    return Err(berth_engine::Error::Conflict(format!(
+                        "container {} is dead: its exit status is unknown",
+                        &id[..12.min(id.len())]
+                    )))
+                }
+                State::Running | State::Created => {}
+            },
+            Err(berth_engine::Error::NotFound(_)) => {
+                let known = code.or_else(|| lock(&ctx.exited).get(&id).copied());
+                return known.ok_or_else(|| {
+                    berth_engine::Error::Conflict(
+                        "container was removed before its exit status was seen".into(),
+                    )
+                });
+            }
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `POST /containers/{id}/attach`: upgrade the connection and stream the container's
+/// output (multiplexed frames without a TTY, raw with one) until it exits. It follows
+/// the container's json log, which its supervisor writes. Stdin is not forwarded yet.
+pub fn is_attach(req: &Request) -> bool {
+    let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    req.method == "POST" && matches!(parts.as_slice(), ["containers", _, "attach"])
+}
+
+/// Serve an attach on the hijacked connection.
+pub fn attach_streaming(
+    ctx: &Ctx,
+    req: &Request,
+    w: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    let id = req
+        .path
+        .trim_start_matches('/')
+        .split('/')
+        .nth(1)
+        .unwrap_or_default();
+    let s = match ctx.engine.inspect(id) {
+        Ok(s) => s,
+        Err(e) => {
+            let r = engine_error(e);
+            return crate::http::respond(w, r.status, r.content_type, &r.body);
+        }
+    };
+    let tty = s.record.options.tty;
+    let ct = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    write!(w, "HTTP/1.1 101 UPGRADED\r\nContent-Type: {ct}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nApi-Version: {}\r\n\r\n", crate::API_VERSION)?;
+    w.flush()?;
+    let (want_out, want_err) = (flag(req, "stdout"), flag(req, "stderr"));
+    let log = ctx.engine.log_path(&s.record.id);
+    let mut sent = 0;
+    loop {
+        let running = ctx
+            .engine
+            .inspect(id)
+            .is_ok_and(|s| matches!(s.state, State::Running | State::Created));
+        let entries = berth_engine::logs::read(&log).unwrap_or_default();
+        for e in entries.iter().skip(sent) {
+            let is_err = e.stream == "stderr";
+            if (is_err && want_err) || (!is_err && want_out) {
+                w.write_all(&frame(tty, is_err, e.log.as_bytes()))?;
+            }
+        }
+        sent = sent.max(entries.len());
+        w.flush()?;
+        if !running {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// One frame of docker's stream: raw with a TTY, else an 8-byte header
+/// `[stream, 0, 0, 0, len (u32 big endian)]` and the payload.
+fn frame(tty: bool, is_err: bool, data: &[u8]) -> Vec<u8> {
+    if tty {
+        return data.to_vec();
+    }
+    let mut f = Vec::with_capacity(8 + data.len());
+    f.push(if is_err { 2 } else { 1 });
+    f.extend_from_slice(&[0, 0, 0]);
+    f.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    f.extend_from_slice(data);
+    f
 }
 
 /// Logs as docker's multiplexed stream (8-byte frame headers) for non-tty containers.
@@ -416,14 +562,7 @@ fn logs(ctx: &Ctx, id: &str, req: &Request) -> Reply {
         if (is_err && !want_err) || (!is_err && !want_out) {
             continue;
         }
-        if s.record.options.tty {
-            body.extend_from_slice(e.log.as_bytes());
-        } else {
-            body.push(if is_err { 2 } else { 1 });
-            body.extend_from_slice(&[0, 0, 0]);
-            body.extend_from_slice(&(e.log.len() as u32).to_be_bytes());
-            body.extend_from_slice(e.log.as_bytes());
-        }
+        body.extend_from_slice(&frame(s.record.options.tty, is_err, e.log.as_bytes()));
     }
     let ct = if s.record.options.tty {
         "application/vnd.docker.raw-stream"
@@ -499,18 +638,18 @@ mod tests {
     #[test]
     fn the_dispatcher_answers_every_listed_route() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ctx = Ctx {
-            engine: Engine::new(dir.path().join("data"), dir.path().join("rt")).expect("engine"),
-            data_root: dir.path().join("data"),
-        };
+        let ctx = Ctx::new(
+            Engine::new(dir.path().join("data"), dir.path().join("rt")).expect("engine"),
+            dir.path().join("data"),
+        );
         for (m, p) in ROUTES {
             let req = Request {
                 method: m.to_string(),
                 path: p.replace("{id}", "nosuch"),
                 ..Default::default()
             };
-            if is_wait(&req) {
-                continue; // answered by wait_streaming
+            if is_wait(&req) || is_attach(&req) {
+                continue; // answered on the connection itself
             }
             let r = route(&ctx, &req);
             let body = String::from_utf8_lossy(&r.body);

@@ -190,6 +190,28 @@ fn docker_cli_version_info_images_run_ps_logs_rm() {
         "{}",
         text(&missing)
     );
+    // foreground run: attach before start, output demultiplexed, exit code passed on
+    let fg = d.docker(&[
+        "run",
+        "--rm",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(fg.status.code(), Some(7), "{}", text(&fg));
+    assert_eq!(String::from_utf8_lossy(&fg.stdout), "out\n");
+    assert!(
+        String::from_utf8_lossy(&fg.stderr).contains("err"),
+        "{}",
+        text(&fg)
+    );
+    let ps = d.docker(&["ps", "-aq"]);
+    assert!(
+        String::from_utf8_lossy(&ps.stdout).trim().is_empty(),
+        "--rm left {}",
+        text(&ps)
+    );
     let noimg = d.docker(&["create", "no-such-image:1"]);
     assert_ne!(noimg.status.code(), Some(0));
 }
