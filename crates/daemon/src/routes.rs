@@ -400,10 +400,19 @@ fn start(ctx: &Arc<Ctx>, id: &str) -> Reply {
     Reply::empty(204)
 }
 
+/// The container id of `POST /containers/{id}/{verb}`, for the routes that answer on
+/// the connection itself.
+fn streamed_container<'a>(req: &'a Request, verb: &str) -> Option<&'a str> {
+    let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["containers", id, v] if req.method == "POST" && *v == verb => Some(id),
+        _ => None,
+    }
+}
+
 /// `POST /containers/{id}/wait`, answered by [`wait_streaming`].
 pub fn is_wait(req: &Request) -> bool {
-    let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
-    req.method == "POST" && matches!(parts.as_slice(), ["containers", _, "wait"])
+    streamed_container(req, "wait").is_some()
 }
 
 /// Headers now, `{"StatusCode": …}` once the container has exited.
@@ -412,12 +421,7 @@ pub fn wait_streaming(
     req: &Request,
     w: &mut impl std::io::Write,
 ) -> std::io::Result<()> {
-    let id = req
-        .path
-        .trim_start_matches('/')
-        .split('/')
-        .nth(1)
-        .unwrap_or_default();
+    let id = streamed_container(req, "wait").unwrap_or_default();
     if let Err(e) = ctx.engine.inspect(id) {
         let r = engine_error(e);
         return crate::http::respond(w, r.status, r.content_type, &r.body);
@@ -474,8 +478,7 @@ fn wait_exit(ctx: &Ctx, id: &str, removed: bool) -> berth_engine::Result<i32> {
 /// output (multiplexed frames without a TTY, raw with one) until it exits. It follows
 /// the container's json log, which its supervisor writes. Stdin is not forwarded yet.
 pub fn is_attach(req: &Request) -> bool {
-    let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
-    req.method == "POST" && matches!(parts.as_slice(), ["containers", _, "attach"])
+    streamed_container(req, "attach").is_some()
 }
 
 /// Serve an attach on the hijacked connection.
@@ -484,12 +487,7 @@ pub fn attach_streaming(
     req: &Request,
     w: &mut impl std::io::Write,
 ) -> std::io::Result<()> {
-    let id = req
-        .path
-        .trim_start_matches('/')
-        .split('/')
-        .nth(1)
-        .unwrap_or_default();
+    let id = streamed_container(req, "attach").unwrap_or_default();
     let s = match ctx.engine.inspect(id) {
         Ok(s) => s,
         Err(e) => {
