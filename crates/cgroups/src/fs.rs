@@ -286,8 +286,9 @@ pub(crate) fn child_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Remove `dir` and every cgroup below it, deepest first. Retries briefly on EBUSY
-/// (the kernel keeps a cgroup busy for a moment after its last task exits).
+/// Remove `dir` and every cgroup below it, deepest first. Retries on EBUSY for up to
+/// about 5 s (the kernel keeps a cgroup busy for a moment after its last task exits,
+/// longer on a loaded machine).
 /// A missing directory is not an error.
 pub(crate) fn rmdir_tree(fs: &dyn CgroupFs, dir: &Path) -> Result<()> {
     for child in child_dirs(dir)? {
@@ -299,7 +300,7 @@ pub(crate) fn rmdir_tree(fs: &dyn CgroupFs, dir: &Path) -> Result<()> {
         match fs.rmdir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 10 => {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 30 => {
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_millis(200));
                 attempt += 1;

@@ -279,13 +279,16 @@ impl CgroupManager for V1Manager {
     }
 
     fn destroy(&self) -> Result<()> {
-        if let Some((_, dir)) = &self.unified {
-            cfs::rmdir_tree(self.fs(), dir)?;
+        // Try every hierarchy even when one fails, so a failure leaves as little as
+        // possible behind; report the first error.
+        let mut first = None;
+        let dirs = self.unified.iter().map(|(_, d)| d.as_path());
+        for dir in dirs.chain(self.hierarchies().into_iter().map(|(_, d)| d)) {
+            if let Err(e) = cfs::rmdir_tree(self.fs(), dir) {
+                first.get_or_insert(e);
+            }
         }
-        for (_, dir) in self.hierarchies() {
-            cfs::rmdir_tree(self.fs(), dir)?;
-        }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     fn paths(&self) -> Vec<(String, PathBuf)> {

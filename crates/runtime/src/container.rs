@@ -534,7 +534,9 @@ impl Runtime {
             ));
         }
         let cg = self.cgroup(&st.cgroup_path)?;
-        if status != Status::Stopped {
+        // a stopped init may leave processes behind (no pid namespace, or exec'd ones
+        // still exiting): the cgroup cannot go while they are there
+        if status != Status::Stopped || !cg.pids().unwrap_or_default().is_empty() {
             self.kill_everything(&st, cg.as_ref());
         }
         let json = serde_json::to_vec(&oci_state(&st, Status::Stopped)).unwrap_or_default();
