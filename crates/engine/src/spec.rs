@@ -19,22 +19,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// docker's default capabilities.
-pub const DEFAULT_CAPS: [Capability; 14] = [
-    Capability::Chown,
-    Capability::DacOverride,
-    Capability::Fsetid,
-    Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
-    Capability::Setgid,
-    Capability::Setuid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::NetBindService,
-    Capability::SysChroot,
-    Capability::Kill,
-    Capability::AuditWrite,
-];
+pub use berth_runtime::features::DOCKER_DEFAULT_CAPS as DEFAULT_CAPS;
 
 /// Paths docker masks beyond runc's defaults.
 const EXTRA_MASKED: [&str; 2] = ["/proc/interrupts", "/sys/devices/virtual/powercap"];

@@ -36,6 +36,28 @@ pub fn features() -> serde_json::Value {
     })
 }
 
+/// docker's default capabilities for a container process (what `docker run` grants
+/// without --cap-add/--cap-drop); the engine and the builder's RUN steps both use it.
+pub const DOCKER_DEFAULT_CAPS: [oci_spec::runtime::Capability; 14] = {
+    use oci_spec::runtime::Capability;
+    [
+        Capability::Chown,
+        Capability::DacOverride,
+        Capability::Fsetid,
+        Capability::Fowner,
+        Capability::Mknod,
+        Capability::NetRaw,
+        Capability::Setgid,
+        Capability::Setuid,
+        Capability::Setfcap,
+        Capability::Setpcap,
+        Capability::NetBindService,
+        Capability::SysChroot,
+        Capability::Kill,
+        Capability::AuditWrite,
+    ]
+};
+
 /// A default spec (runc's defaults: `sh` with a terminal, the usual mounts, masked and
 /// read-only paths, pid/net/ipc/uts/mount/cgroup namespaces).
 pub fn default_spec() -> Spec {

@@ -22,23 +22,8 @@ use crate::eval::{CopyFrom, RunMount, RunStep, Step};
 use super::fsutil::{mkdir_all, resolve_user};
 use super::{io_err, ExecError, Result};
 
-/// docker's default capabilities.
-const CAPS: [Capability; 14] = [
-    Capability::Chown,
-    Capability::DacOverride,
-    Capability::Fsetid,
-    Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
-    Capability::Setgid,
-    Capability::Setuid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::NetBindService,
-    Capability::SysChroot,
-    Capability::Kill,
-    Capability::AuditWrite,
-];
+/// docker's default capabilities (one list for the engine and the builder).
+use berth_runtime::features::DOCKER_DEFAULT_CAPS as CAPS;
 
 /// Where a RUN executes.
 pub struct RunEnv<'a> {
