@@ -1172,24 +1172,7 @@ fn inspect(e: &Engine, a: &InspectArgs) -> Result<i32, berth_engine::Error> {
             }
         }
     }
-    match &a.format {
-        Some(f) => {
-            for d in &docs {
-                match crate::format::render(f, d) {
-                    Ok(s) => println!("{s}"),
-                    Err(err) => {
-                        eprintln!("template: {err:#}");
-                        return Ok(1);
-                    }
-                }
-            }
-        }
-        None => println!(
-            "{}",
-            serde_json::to_string_pretty(&docs).unwrap_or_else(|_| "[]".into())
-        ),
-    }
-    Ok(code)
+    Ok(crate::format::print_docs(&docs, a.format.as_deref(), code))
 }
 
 /// docker's `container inspect` shape (the fields berth knows so far).

@@ -89,6 +89,29 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Print `inspect` documents: each through `--format` when given, else all as one
+/// pretty JSON array (docker's output). Returns 1 on a template error, else `code`.
+pub fn print_docs(docs: &[Value], format: Option<&str>, code: i32) -> i32 {
+    match format {
+        Some(f) => {
+            for d in docs {
+                match render(f, d) {
+                    Ok(s) => println!("{s}"),
+                    Err(err) => {
+                        eprintln!("template: {err:#}");
+                        return 1;
+                    }
+                }
+            }
+        }
+        None => println!(
+            "{}",
+            serde_json::to_string_pretty(docs).unwrap_or_else(|_| "[]".into())
+        ),
+    }
+    code
+}
+
 /// Renders a Go-template subset against `v`: `{{.A.B}}`, `{{json .A}}`, `{{json .}}`,
 /// `\t` and `\n` escapes. Values print the way Go's templates print them.
 pub fn render(template: &str, v: &Value) -> anyhow::Result<String> {
