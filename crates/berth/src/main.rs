@@ -3,6 +3,7 @@
 
 mod build;
 mod container;
+mod daemon;
 mod format;
 mod image;
 mod progress;
@@ -117,6 +118,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: volume::VolumeCmd,
     },
+    /// Show the berth version information (client and daemon)
+    Version,
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
@@ -175,9 +178,22 @@ fn main() {
         Cmd::Cp(a) => container::run(&cli.data_root, container::ContainerCmd::Cp(a)),
         Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
+        Cmd::Version => version(&cli.data_root),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `berth version`: the client's, then the daemon's (over the API), as docker prints.
+fn version(data_root: &std::path::Path) -> anyhow::Result<()> {
+    println!("Client:\n Version:           {}\n API version:       {}\n OS/Arch:           linux/amd64\n", env!("CARGO_PKG_VERSION"), berth_client::API_VERSION);
+    let v = daemon::client(data_root)?.get_json("/version")?;
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    println!(
+        "Server: berth\n Engine:\n  Version:          {}\n  API version:      {} (minimum version {})\n  OS/Arch:          {}/{}\n  Kernel:           {}",
+        s("Version"), s("ApiVersion"), s("MinAPIVersion"), s("Os"), s("Arch"), s("KernelVersion")
+    );
+    Ok(())
 }

@@ -19,7 +19,9 @@ pub struct Request {
     pub version: Option<String>,
     /// query parameters (last one wins)
     pub query: HashMap<String, String>,
-    /// body bytes
+    /// headers, names lowercased (last one wins)
+    pub headers: HashMap<String, String>,
+    /// body bytes (empty for routes that stream their body: see [`BodyReader`])
     pub body: Vec<u8>,
 }
 
@@ -73,8 +75,16 @@ fn split_version(path: &str) -> (Option<String>, String) {
     (None, path.to_string())
 }
 
-/// Read one request from `r`.
+/// Read one request from `r`, body included (up to [`MAX_BODY`]).
 pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, Error> {
+    let mut req = read_head(r)?;
+    req.body = read_body(r, &req.headers)?;
+    Ok(req)
+}
+
+/// Read the request line and headers; the body is left on `r` for [`read_body`] or a
+/// [`BodyReader`] (routes that take an upload of any size: load, build, archive).
+pub fn read_head<R: Read>(r: &mut BufReader<R>) -> Result<Request, Error> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
         return Err(Error::Bad("empty request".into()));
@@ -113,17 +123,18 @@ pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, Error> {
             (decode(k), decode(v))
         })
         .collect();
-    let body = read_body(r, &headers)?;
     Ok(Request {
         method: method.to_string(),
         path,
         version,
         query,
-        body,
+        headers,
+        body: Vec::new(),
     })
 }
 
-fn read_body<R: Read>(
+/// Read a whole body (Content-Length or chunked), at most [`MAX_BODY`] bytes.
+pub fn read_body<R: Read>(
     r: &mut BufReader<R>,
     headers: &HashMap<String, String>,
 ) -> Result<Vec<u8>, Error> {
@@ -162,6 +173,81 @@ fn read_body<R: Read>(
     let mut body = vec![0; len];
     r.read_exact(&mut body)?;
     Ok(body)
+}
+
+/// A request body of any size as a reader: Content-Length bytes, or chunked decoding
+/// until the last chunk, or nothing.
+pub struct BodyReader<'a, R: Read> {
+    r: &'a mut BufReader<R>,
+    chunked: bool,
+    /// bytes left in the current chunk (or in the whole body)
+    left: u64,
+    done: bool,
+}
+
+impl<'a, R: Read> BodyReader<'a, R> {
+    /// The body of the request whose `headers` were just read from `r`.
+    pub fn new(r: &'a mut BufReader<R>, headers: &HashMap<String, String>) -> Result<Self, Error> {
+        let chunked = headers
+            .get("transfer-encoding")
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+        let left = match headers.get("content-length") {
+            Some(l) if !chunked => l
+                .parse()
+                .map_err(|_| Error::Bad(format!("bad Content-Length {l:?}")))?,
+            _ => 0,
+        };
+        Ok(BodyReader {
+            r,
+            chunked,
+            left,
+            done: !chunked && left == 0,
+        })
+    }
+}
+
+impl<R: Read> Read for BodyReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.chunked && self.left == 0 {
+            let mut size = String::new();
+            self.r.read_line(&mut size)?;
+            let n = u64::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16).map_err(
+                |_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("bad chunk size {:?}", size.trim()),
+                    )
+                },
+            )?;
+            if n == 0 {
+                let mut crlf = String::new();
+                self.r.read_line(&mut crlf)?;
+                self.done = true;
+                return Ok(0);
+            }
+            self.left = n;
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let got = self.r.read(&mut buf[..want])?;
+        if got == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.left -= got as u64;
+        if self.left == 0 {
+            if self.chunked {
+                let mut crlf = String::new();
+                self.r.read_line(&mut crlf)?;
+            } else {
+                self.done = true;
+            }
+        }
+        Ok(got)
+    }
 }
 
 fn reason(status: u16) -> &'static str {
@@ -236,5 +322,31 @@ mod tests {
             read_request(&mut BufReader::new(huge.as_bytes())),
             Err(Error::TooLarge)
         ));
+    }
+
+    #[test]
+    fn body_reader_streams_chunked_and_sized_bodies() {
+        let raw = b"POST /build HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nNEXT";
+        let mut r = BufReader::new(&raw[..]);
+        let head = read_head(&mut r).expect("head");
+        let mut body = Vec::new();
+        BodyReader::new(&mut r, &head.headers)
+            .expect("reader")
+            .read_to_end(&mut body)
+            .expect("read");
+        assert_eq!(body, b"abcde");
+        let mut rest = String::new();
+        r.read_to_string(&mut rest).expect("rest");
+        assert_eq!(rest, "NEXT", "the reader stops at the end of the body");
+
+        let raw = b"PUT /x HTTP/1.1\r\nContent-Length: 4\r\n\r\nwxyzNEXT";
+        let mut r = BufReader::new(&raw[..]);
+        let head = read_head(&mut r).expect("head");
+        let mut body = Vec::new();
+        BodyReader::new(&mut r, &head.headers)
+            .expect("reader")
+            .read_to_end(&mut body)
+            .expect("read");
+        assert_eq!(body, b"wxyz");
     }
 }

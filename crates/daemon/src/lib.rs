@@ -53,23 +53,31 @@ pub fn serve(ctx: Arc<routes::Ctx>, socket: &Path) -> anyhow::Result<()> {
 fn handle(ctx: &Arc<routes::Ctx>, conn: UnixStream) {
     let Ok(mut w) = conn.try_clone() else { return };
     let mut r = BufReader::new(conn);
-    let reply = match http::read_request(&mut r) {
-        Ok(req) if routes::is_attach(&req) => {
-            let _ = routes::attach_streaming(ctx, &req, &mut w);
-            return;
-        }
-        Ok(req) if routes::is_wait(&req) => {
-            // Clients send `wait` before `start` and block until its headers arrive:
-            // answer at once, then the status when the container exits (as dockerd).
-            let _ = routes::wait_streaming(ctx, &req, &mut w);
-            return;
-        }
-        Ok(req) => {
-            let mut reply = routes::route(ctx, &req);
-            if req.method == "HEAD" {
-                reply.body.clear();
+    let reply = match http::read_head(&mut r) {
+        Ok(mut req) => {
+            let body = if routes::streams_body(&req) {
+                Ok(Vec::new())
+            } else {
+                http::read_body(&mut r, &req.headers)
+            };
+            match body {
+                Ok(b) => {
+                    req.body = b;
+                    let mut conn = routes::Conn {
+                        reader: &mut r,
+                        writer: &mut w,
+                    };
+                    let Some(mut reply) = routes::route(ctx, &req, &mut conn) else {
+                        return; // answered on the connection itself
+                    };
+                    if req.method == "HEAD" {
+                        reply.body.clear();
+                    }
+                    reply
+                }
+                Err(http::Error::TooLarge) => routes::Reply::error(413, http::Error::TooLarge),
+                Err(e) => routes::Reply::error(400, e),
             }
-            reply
         }
         Err(http::Error::TooLarge) => routes::Reply::error(413, http::Error::TooLarge),
         Err(e) => routes::Reply::error(400, e),

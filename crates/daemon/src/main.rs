@@ -12,18 +12,19 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
-    let mut host =
-        std::env::var("BERTH_HOST").unwrap_or_else(|_| "unix:///run/berth/berth.sock".into());
+    let mut host = std::env::var("BERTH_HOST").ok();
     let mut data_root = PathBuf::from(
-        std::env::var_os("BERTH_DATA_ROOT").unwrap_or_else(|| "/var/lib/berth".into()),
+        std::env::var_os("BERTH_DATA_ROOT")
+            .unwrap_or_else(|| berth_client::DEFAULT_DATA_ROOT.into()),
     );
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--host" | "-H" => {
-                host = args
-                    .next()
-                    .context("--host needs a value like unix:///run/berth/berth.sock")?
+                host = Some(
+                    args.next()
+                        .context("--host needs a value like unix:///run/berth/berth.sock")?,
+                )
             }
             "--data-root" => {
                 data_root = args.next().context("--data-root needs a directory")?.into()
@@ -37,10 +38,33 @@ fn run() -> anyhow::Result<()> {
             }
         }
     }
-    let socket = PathBuf::from(
-        host.strip_prefix("unix://")
-            .context("--host: only unix:// sockets are supported")?,
-    );
+    let socket = match host {
+        Some(h) => PathBuf::from(h.strip_prefix("unix://").context(
+            "--host: only unix:// sockets are supported, e.g. unix:///run/berth/berth.sock",
+        )?),
+        None => berth_client::default_socket(&data_root),
+    };
+    // One daemon per data root: the lock is held for the life of the process.
+    std::fs::create_dir_all(&data_root)
+        .with_context(|| format!("create the data root {}", data_root.display()))?;
+    let lock_path = data_root.join("berthd.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("open {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "another berthd already serves the data root {} (see {}): stop it first or pass another --data-root",
+            data_root.display(),
+            data_root.join("berthd.pid").display()
+        );
+    }
+    std::fs::write(
+        data_root.join("berthd.pid"),
+        format!("{}\n", std::process::id()),
+    )?;
     let runtime_root =
         std::env::var_os("BERTH_RUNTIME_ROOT").unwrap_or_else(|| "/run/berth/runtime".into());
     // Containers are supervised by `berth container-shim`, from the berth binary installed

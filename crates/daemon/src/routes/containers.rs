@@ -1,94 +1,13 @@
-//! Routes of the Docker Engine API that berth serves: each turns a request into an
-//! engine call and its result into docker's JSON (STYLE habit 6: no HTTP in the engine).
+//! Container routes: list, create, inspect, start, wait, attach, stop, kill, remove, logs.
 
+use super::{engine_error, flag, lock, unix, Conn, Ctx, Reply};
 use crate::http::Request;
-use berth_engine::{CreateOptions, Engine, NetworkMode, State, Summary};
+use berth_engine::{CreateOptions, NetworkMode, State, Summary};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-/// A reply: status, content type and body.
-pub struct Reply {
-    /// HTTP status
-    pub status: u16,
-    /// Content-Type
-    pub content_type: &'static str,
-    /// body
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(status: u16, v: &Value) -> Reply {
-        Reply {
-            status,
-            content_type: "application/json",
-            body: v.to_string().into_bytes(),
-        }
-    }
-    fn empty(status: u16) -> Reply {
-        Reply {
-            status,
-            content_type: "text/plain",
-            body: Vec::new(),
-        }
-    }
-    /// docker's error shape: `{"message": …}`
-    pub fn error(status: u16, msg: impl std::fmt::Display) -> Reply {
-        Reply::json(status, &json!({ "message": msg.to_string() }))
-    }
-}
-
-/// What the routes need.
-pub struct Ctx {
-    /// the engine
-    pub engine: Engine,
-    /// the data root (for the image store)
-    pub data_root: PathBuf,
-    /// containers created with AutoRemove: the daemon removes them after their exit
-    /// (as dockerd does), so it can still report their exit status
-    auto_remove: Mutex<HashSet<String>>,
-    /// exit codes of auto-removed containers, for `wait?condition=removed`
-    exited: Mutex<HashMap<String, i32>>,
-}
-
-impl Ctx {
-    /// Routes over `engine`, with images under `data_root`.
-    pub fn new(engine: Engine, data_root: PathBuf) -> Arc<Ctx> {
-        Arc::new(Ctx {
-            engine,
-            data_root,
-            auto_remove: Mutex::default(),
-            exited: Mutex::default(),
-        })
-    }
-}
-
-fn engine_error(e: berth_engine::Error) -> Reply {
-    use berth_engine::Error as E;
-    let status = match &e {
-        E::NotFound(_) => 404,
-        E::Image(berth_image::Error::NotFound(_)) => 404,
-        E::NameInUse { .. } | E::Conflict(_) => 409,
-        E::Invalid(_) | E::Ambiguous(_) => 400,
-        _ => 500,
-    };
-    Reply::error(status, e)
-}
-
-fn flag(req: &Request, k: &str) -> bool {
-    req.query
-        .get(k)
-        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
-
-/// Every (method, path template) we serve; `{id}` stands for a container. Kept in step
-/// with the dispatcher and with api/openapi.yaml by the tests below.
+/// What this module serves; `{id}` stands for a container.
 pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/_ping"),
-    ("HEAD", "/_ping"),
-    ("GET", "/version"),
-    ("GET", "/info"),
     ("GET", "/containers/json"),
     ("POST", "/containers/create"),
     ("GET", "/containers/{id}/json"),
@@ -99,38 +18,31 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/containers/{id}/kill"),
     ("DELETE", "/containers/{id}"),
     ("GET", "/containers/{id}/logs"),
-    ("GET", "/images/json"),
 ];
 
-/// Dispatch one request.
-pub fn route(ctx: &Arc<Ctx>, req: &Request) -> Reply {
-    if let Some(v) = &req.version {
-        let ok = v.split('.').nth(1).and_then(|m| m.parse::<u32>().ok());
-        match ok {
-            Some(minor) if minor > 45 => {
-                return Reply::error(400, format!("client version {v} is too new. Maximum supported API version is {}", crate::API_VERSION))
-            }
-            Some(minor) if minor < 24 => {
-                return Reply::error(400, format!("client version {v} is too old. Minimum supported API version is 1.24, please upgrade your client to a newer version"))
-            }
-            Some(_) => {}
-            None => return Reply::error(400, format!("invalid API version {v:?}")),
-        }
-    }
-    let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
-    let m = req.method.as_str();
-    match (m, parts.as_slice()) {
-        ("GET" | "HEAD", ["_ping"]) => Reply {
-            status: 200,
-            content_type: "text/plain",
-            body: b"OK".to_vec(),
-        },
-        ("GET", ["version"]) => Reply::json(200, &version()),
-        ("GET", ["info"]) => info(ctx),
+/// Dispatch within this module; `None` when the route is not ours. Streamed routes
+/// (wait, attach) answer on `conn` and return `Some(None)`.
+pub fn route(
+    ctx: &Arc<Ctx>,
+    req: &Request,
+    parts: &[&str],
+    conn: &mut Conn,
+) -> Option<Option<Reply>> {
+    let reply = match (req.method.as_str(), parts) {
         ("GET", ["containers", "json"]) => list(ctx, flag(req, "all")),
         ("POST", ["containers", "create"]) => create(ctx, req),
         ("GET", ["containers", id, "json"]) => inspect(ctx, id),
         ("POST", ["containers", id, "start"]) => start(ctx, id),
+        ("POST", ["containers", id, "wait"]) => {
+            // Clients send `wait` before `start` and block until its headers arrive:
+            // answer at once, then the status when the container exits (as dockerd).
+            let _ = wait_streaming(ctx, req, id, conn.writer);
+            return Some(None);
+        }
+        ("POST", ["containers", id, "attach"]) => {
+            let _ = attach_streaming(ctx, req, id, conn.writer);
+            return Some(None);
+        }
         ("POST", ["containers", id, "stop"]) => {
             let t = req
                 .query
@@ -151,9 +63,9 @@ pub fn route(ctx: &Arc<Ctx>, req: &Request) -> Reply {
             done(ctx.engine.remove(id, flag(req, "force"), flag(req, "v")))
         }
         ("GET", ["containers", id, "logs"]) => logs(ctx, id, req),
-        ("GET", ["images", "json"]) => images(ctx),
-        _ => Reply::error(404, format!("page not found: {} {}", req.method, req.path)),
-    }
+        _ => return None,
+    };
+    Some(Some(reply))
 }
 
 fn done(r: berth_engine::Result<()>) -> Reply {
@@ -161,61 +73,6 @@ fn done(r: berth_engine::Result<()>) -> Reply {
         Ok(()) => Reply::empty(204),
         Err(e) => engine_error(e),
     }
-}
-
-fn version() -> Value {
-    let uts = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    json!({
-        "Platform": {"Name": "berth"},
-        "Components": [{"Name": "Engine", "Version": env!("CARGO_PKG_VERSION"), "Details": {"ApiVersion": crate::API_VERSION, "MinAPIVersion": "1.24", "Os": "linux", "Arch": "amd64", "KernelVersion": uts.trim()}}],
-        "Version": env!("CARGO_PKG_VERSION"),
-        "ApiVersion": crate::API_VERSION,
-        "MinAPIVersion": "1.24",
-        "GitCommit": "berth",
-        "GoVersion": "none (Rust)",
-        "Os": "linux",
-        "Arch": "amd64",
-        "KernelVersion": uts.trim(),
-        "BuildTime": ""
-    })
-}
-
-fn info(ctx: &Ctx) -> Reply {
-    let all = ctx.engine.list(true).unwrap_or_default();
-    let running = all
-        .iter()
-        .filter(|s| s.state == State::Running && !s.paused)
-        .count();
-    let paused = all.iter().filter(|s| s.paused).count();
-    let images = berth_image::Images::open(&ctx.data_root)
-        .and_then(|i| i.list())
-        .map(|l| l.len())
-        .unwrap_or(0);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    Reply::json(
-        200,
-        &json!({
-            "ID": "berth", "Containers": all.len(), "ContainersRunning": running,
-            "ContainersPaused": paused, "ContainersStopped": all.len() - running - paused,
-            "Images": images, "Driver": "overlayfs", "DriverStatus": [],
-            "DockerRootDir": ctx.data_root, "Name": host.trim(), "ServerVersion": env!("CARGO_PKG_VERSION"),
-            "OperatingSystem": "linux", "OSType": "linux", "Architecture": "x86_64",
-            "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            "MemTotal": 0, "KernelVersion": kernel.trim(), "CgroupDriver": "cgroupfs",
-            "CgroupVersion": if v2 { "2" } else { "1" }, "LoggingDriver": "json-file",
-            "Runtimes": {"berth": {"path": "berth-runtime"}}, "DefaultRuntime": "berth",
-            "SecurityOptions": ["name=seccomp,profile=berth"], "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Log": ["json-file"]},
-            "Labels": [], "ExperimentalBuild": false, "Swarm": {"LocalNodeState": "inactive"}, "Warnings": []
-        }),
-    )
-}
-
-fn unix(rfc3339: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| t.timestamp())
-        .unwrap_or(0)
 }
 
 fn status_text(s: &Summary) -> (&'static str, String) {
@@ -375,10 +232,6 @@ fn create(ctx: &Ctx, req: &Request) -> Reply {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn start(ctx: &Arc<Ctx>, id: &str) -> Reply {
     let full = match ctx.engine.inspect(id) {
         Ok(s) if s.state == State::Running => return Reply::empty(304),
@@ -400,28 +253,13 @@ fn start(ctx: &Arc<Ctx>, id: &str) -> Reply {
     Reply::empty(204)
 }
 
-/// The container id of `POST /containers/{id}/{verb}`, for the routes that answer on
-/// the connection itself.
-fn streamed_container<'a>(req: &'a Request, verb: &str) -> Option<&'a str> {
-    let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
-    match parts.as_slice() {
-        ["containers", id, v] if req.method == "POST" && *v == verb => Some(id),
-        _ => None,
-    }
-}
-
-/// `POST /containers/{id}/wait`, answered by [`wait_streaming`].
-pub fn is_wait(req: &Request) -> bool {
-    streamed_container(req, "wait").is_some()
-}
-
 /// Headers now, `{"StatusCode": …}` once the container has exited.
-pub fn wait_streaming(
+fn wait_streaming(
     ctx: &Ctx,
     req: &Request,
+    id: &str,
     w: &mut impl std::io::Write,
 ) -> std::io::Result<()> {
-    let id = streamed_container(req, "wait").unwrap_or_default();
     if let Err(e) = ctx.engine.inspect(id) {
         let r = engine_error(e);
         return crate::http::respond(w, r.status, r.content_type, &r.body);
@@ -477,17 +315,12 @@ fn wait_exit(ctx: &Ctx, id: &str, removed: bool) -> berth_engine::Result<i32> {
 /// `POST /containers/{id}/attach`: upgrade the connection and stream the container's
 /// output (multiplexed frames without a TTY, raw with one) until it exits. It follows
 /// the container's json log, which its supervisor writes. Stdin is not forwarded yet.
-pub fn is_attach(req: &Request) -> bool {
-    streamed_container(req, "attach").is_some()
-}
-
-/// Serve an attach on the hijacked connection.
-pub fn attach_streaming(
+fn attach_streaming(
     ctx: &Ctx,
     req: &Request,
+    id: &str,
     w: &mut impl std::io::Write,
 ) -> std::io::Result<()> {
-    let id = streamed_container(req, "attach").unwrap_or_default();
     let s = match ctx.engine.inspect(id) {
         Ok(s) => s,
         Err(e) => {
@@ -571,96 +404,5 @@ fn logs(ctx: &Ctx, id: &str, req: &Request) -> Reply {
         status: 200,
         content_type: ct,
         body,
-    }
-}
-
-fn images(ctx: &Ctx) -> Reply {
-    let list = match berth_image::Images::open(&ctx.data_root).and_then(|i| i.list()) {
-        Ok(l) => l,
-        Err(e) => return Reply::error(500, e),
-    };
-    let rows: Vec<Value> = list
-        .iter()
-        .map(|i| json!({
-            "Id": i.id, "ParentId": "", "RepoTags": i.tags, "RepoDigests": i.repo_digests,
-            "Created": i.created.as_deref().map(unix).unwrap_or(0), "Size": i.size, "VirtualSize": i.size,
-            "SharedSize": -1, "Labels": {}, "Containers": i.containers
-        }))
-        .collect();
-    Reply::json(200, &Value::Array(rows))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SPEC: &str = include_str!("../api/openapi.yaml");
-
-    /// (method, path) pairs listed under `paths:` in the OpenAPI file.
-    fn spec_routes() -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let mut path = None;
-        for line in SPEC.lines() {
-            let t = line.trim_end();
-            if let Some(p) = t.strip_prefix("  /").and_then(|p| p.strip_suffix(':')) {
-                path = Some(format!("/{p}"));
-            } else if let (Some(p), Some(m)) = (
-                &path,
-                t.strip_prefix("    ").and_then(|m| m.strip_suffix(':')),
-            ) {
-                if !m.starts_with(' ') {
-                    out.push((m.to_ascii_uppercase(), p.clone()));
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn every_served_route_is_in_the_openapi_contract() {
-        let spec = spec_routes();
-        for (m, p) in ROUTES {
-            assert!(
-                spec.iter().any(|(sm, sp)| sm == m && sp == p),
-                "{m} {p} is served but missing from api/openapi.yaml"
-            );
-        }
-        for (m, p) in &spec {
-            assert!(
-                ROUTES.iter().any(|(rm, rp)| rm == m && rp == p),
-                "{m} {p} is in api/openapi.yaml but not served"
-            );
-        }
-    }
-
-    #[test]
-    fn the_dispatcher_answers_every_listed_route() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ctx = Ctx::new(
-            Engine::new(dir.path().join("data"), dir.path().join("rt")).expect("engine"),
-            dir.path().join("data"),
-        );
-        for (m, p) in ROUTES {
-            let req = Request {
-                method: m.to_string(),
-                path: p.replace("{id}", "nosuch"),
-                ..Default::default()
-            };
-            if is_wait(&req) || is_attach(&req) {
-                continue; // answered on the connection itself
-            }
-            let r = route(&ctx, &req);
-            let body = String::from_utf8_lossy(&r.body);
-            assert!(
-                !body.contains("page not found"),
-                "{m} {p} is listed but the dispatcher does not serve it"
-            );
-        }
-        let unknown = Request {
-            method: "GET".into(),
-            path: "/nope".into(),
-            ..Default::default()
-        };
-        assert_eq!(route(&ctx, &unknown).status, 404);
     }
 }
