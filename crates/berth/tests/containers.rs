@@ -3,194 +3,24 @@
 //! logs, exec, stop, rm, exit codes. Needs root (mounts, namespaces, cgroups) and
 //! Debian's busybox-static; the -ti test needs `script` (bsdutils).
 
+use berth_testkit::{cgroups_of, eventually, processes_with, stderr, stdout};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-/// A temporary data root and runtime root with someapp:1.0 imported. Dropping it
-/// force-removes every container and unmounts whatever is left under it.
-struct Berth {
-    root: tempfile::TempDir,
-}
+type Berth = berth_testkit::Berth;
 
-impl Berth {
-    fn new() -> Self {
-        assert!(
-            is_root(),
-            "the container tests mount, clone namespaces and create cgroups: run them as root"
-        );
-        let root = tempfile::Builder::new()
-            .prefix("berth-test-containers-")
-            .tempdir()
-            .expect("tempdir");
-        let b = Berth { root };
-        let tar = rootfs_tar(b.root.path());
-        b.ok(&[
-            "image",
-            "import",
-            "-c",
-            "CMD [\"sh\"]",
-            tar.to_str().expect("utf-8 path"),
-            "someapp:1.0",
-        ]);
-        b
-    }
-
-    fn data_root(&self) -> PathBuf {
-        self.root.path().join("data")
-    }
-
-    fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-        c.arg("--data-root")
-            .arg(self.data_root())
-            .env("BERTH_RUNTIME_ROOT", self.root.path().join("runtime"))
-            .env_remove("BERTH_DATA_ROOT");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().expect("run berth")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "berth {args:?} failed ({:?}): {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Mounts whose path lies under our temporary root.
-    fn mounts(&self) -> Vec<String> {
-        let root = self.root.path().to_string_lossy().into_owned();
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .expect("mountinfo")
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(String::from))
-            .filter(|m| m.starts_with(&root))
-            .collect()
-    }
-}
-
-impl Drop for Berth {
-    fn drop(&mut self) {
-        if let Ok(out) = self.command().args(["ps", "-aq", "--no-trunc"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = self.command().args(["rm", "--force", id]).output();
-            }
-        }
-        for m in self.mounts().into_iter().rev() {
-            let _ = Command::new("umount").arg("-l").arg(&m).status();
-        }
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A busybox-static rootfs (every applet linked, passwd and group) as a tar.
-fn rootfs_tar(dir: &Path) -> PathBuf {
-    let bb = Path::new("/bin/busybox");
-    assert!(
-        bb.exists(),
-        "the container tests need busybox-static: apt-get install -y busybox-static"
-    );
-    let fs = dir.join("rootfs");
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
-        std::fs::create_dir_all(fs.join(d)).expect("mkdir");
-    }
-    std::fs::copy(bb, fs.join("bin/busybox")).expect("copy busybox");
-    let list = Command::new(bb)
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
-    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
-        if applet != "busybox" {
-            let _ = std::os::unix::fs::symlink("busybox", fs.join("bin").join(applet));
-        }
-    }
-    std::fs::write(
-        fs.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+/// A berth with someapp:1.0 (busybox) imported.
+fn berth() -> Berth {
+    Berth::with_busybox(
+        env!("CARGO_BIN_EXE_berth"),
+        "berth-test-containers-",
+        "someapp:1.0",
     )
-    .expect("passwd");
-    std::fs::write(fs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("group");
-    let tar = dir.join("rootfs.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&fs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .expect("tar");
-    assert!(st.success(), "tar failed");
-    tar
-}
-
-/// Polls `f` until it holds; panics with `what` after a generous deadline (this
-/// is a liveness bound, not a timing assertion).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
-            let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            if c.contains(needle) {
-                out.push(format!("{}: {c}", e.file_name().to_string_lossy()));
-            }
-        }
-    }
-    out
-}
-
-/// Cgroup directories named after container `id`.
-fn cgroups_of(id: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut bases = vec![PathBuf::from("/sys/fs/cgroup/berth")];
-    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-        bases.extend(rd.flatten().map(|e| e.path().join("berth")));
-    }
-    for b in bases {
-        let p = b.join(id);
-        if p.exists() {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
 fn run_rm_echo_prints_and_leaves_nothing() {
-    let b = Berth::new();
+    let b = berth();
     let out = b.run(&["run", "--rm", "someapp:1.0", "echo", "hi"]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     assert_eq!(stdout(&out), "hi\n");
@@ -200,7 +30,7 @@ fn run_rm_echo_prints_and_leaves_nothing() {
 
 #[test]
 fn detached_named_container_ps_logs_exec_rm_force() {
-    let b = Berth::new();
+    let b = berth();
     let id = b
         .ok(&[
             "container",
@@ -293,7 +123,7 @@ fn detached_named_container_ps_logs_exec_rm_force() {
 
 #[test]
 fn exit_status_passes_through() {
-    let b = Berth::new();
+    let b = berth();
     let o = b.run(&["run", "--rm", "someapp:1.0", "sh", "-c", "exit 7"]);
     assert_eq!(o.status.code(), Some(7));
     let o = b.run(&["run", "--name", "kept", "someapp:1.0", "sh", "-c", "exit 3"]);
@@ -328,7 +158,7 @@ fn exit_status_passes_through() {
 
 #[test]
 fn missing_command_is_127_and_not_executable_is_126() {
-    let b = Berth::new();
+    let b = berth();
     let o = b.run(&["run", "--rm", "someapp:1.0", "no-such-command"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
     assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
@@ -343,7 +173,7 @@ fn missing_command_is_127_and_not_executable_is_126() {
 
 #[test]
 fn one_letter_name_and_bad_names() {
-    let b = Berth::new();
+    let b = berth();
     b.ok(&["run", "-d", "--name", "a", "someapp:1.0", "sleep", "100202"]);
     assert!(b.ok(&["ps"]).contains(" a\n"));
     let o = b.run(&["run", "--name", "_bad", "someapp:1.0", "true"]);
@@ -353,7 +183,7 @@ fn one_letter_name_and_bad_names() {
 
 #[test]
 fn stop_sends_sigterm_then_sigkill() {
-    let b = Berth::new();
+    let b = berth();
     // pid 1 ignores SIGTERM without a handler: stop falls back to SIGKILL
     b.ok(&["run", "-d", "--name", "s", "someapp:1.0", "sleep", "100203"]);
     assert_eq!(b.ok(&["stop", "-t", "1", "s"]).trim(), "s");
@@ -379,7 +209,7 @@ fn stop_sends_sigterm_then_sigkill() {
 
 #[test]
 fn run_ti_sees_a_terminal() {
-    let b = Berth::new();
+    let b = berth();
     if Command::new("script").arg("--version").output().is_err() {
         panic!("the -ti test needs script(1): apt-get install -y bsdutils");
     }
@@ -438,7 +268,7 @@ fn run_ti_sees_a_terminal() {
 
 #[test]
 fn flags_reach_the_container() {
-    let b = Berth::new();
+    let b = berth();
     let host = b.root.path().join("shared");
     std::fs::create_dir(&host).expect("mkdir");
     std::fs::write(host.join("f"), "from-host").expect("write");
@@ -472,7 +302,7 @@ fn flags_reach_the_container() {
 
 #[test]
 fn limits_land_in_the_cgroup() {
-    let b = Berth::new();
+    let b = berth();
     let id = b
         .ok(&[
             "run",
@@ -510,7 +340,7 @@ fn limits_land_in_the_cgroup() {
 #[test]
 fn foreground_run_proxies_signals_to_the_container() {
     use std::io::BufRead;
-    let b = Berth::new();
+    let b = berth();
     let mut child = b
         .command()
         .args([
@@ -543,7 +373,7 @@ fn foreground_run_proxies_signals_to_the_container() {
 
 #[test]
 fn fifty_concurrent_runs_and_removals_leave_nothing() {
-    let b = Berth::new();
+    let b = berth();
     let snapshots = || {
         std::fs::read_dir(b.data_root().join("snapshots/overlayfs/snapshots"))
             .map(|rd| rd.count())
@@ -608,7 +438,7 @@ fn fifty_concurrent_runs_and_removals_leave_nothing() {
 
 #[test]
 fn logs_rotate_with_log_opt() {
-    let b = Berth::new();
+    let b = berth();
     let id = b
         .ok(&[
             "run",
@@ -652,7 +482,7 @@ fn logs_rotate_with_log_opt() {
 #[test]
 fn run_i_passes_stdin_and_without_i_the_container_gets_none() {
     use std::io::Write;
-    let b = Berth::new();
+    let b = berth();
     let feed = |args: &[&str]| {
         let mut c = b
             .command()
@@ -674,7 +504,7 @@ fn run_i_passes_stdin_and_without_i_the_container_gets_none() {
 
 #[test]
 fn create_start_wait_restart_inspect() {
-    let b = Berth::new();
+    let b = berth();
     let id = b
         .ok(&[
             "create",
@@ -733,7 +563,7 @@ fn create_start_wait_restart_inspect() {
 
 #[test]
 fn default_seccomp_profile_refuses_new_namespaces() {
-    let b = Berth::new();
+    let b = berth();
     let script = "unshare -U true 2>/dev/null; echo $?";
     let o = b.ok(&["run", "--rm", "someapp:1.0", "sh", "-c", script]);
     assert_eq!(o, "1\n", "unshare -U must fail under the default profile");
@@ -761,7 +591,7 @@ fn default_seccomp_profile_refuses_new_namespaces() {
 
 #[test]
 fn caps_tmpfs_ulimits_env_file_labels_cpu_and_stop_timeout() {
-    let b = Berth::new();
+    let b = berth();
     let envf = b.root.path().join("env.list");
     std::fs::write(&envf, "A=1\n# comment\nB=two words\n").expect("env file");
     let out = b.ok(&[
@@ -831,7 +661,7 @@ fn caps_tmpfs_ulimits_env_file_labels_cpu_and_stop_timeout() {
 
 #[test]
 fn pause_unpause_rename_top_update_prune() {
-    let b = Berth::new();
+    let b = berth();
     let id = b
         .ok(&["run", "-d", "--name", "p", "someapp:1.0", "sleep", "100210"])
         .trim()
@@ -891,7 +721,7 @@ fn pause_unpause_rename_top_update_prune() {
 
 #[test]
 fn stats_no_stream_shows_limits_and_pids() {
-    let b = Berth::new();
+    let b = berth();
     b.ok(&[
         "run",
         "-d",
@@ -919,7 +749,7 @@ fn stats_no_stream_shows_limits_and_pids() {
 
 #[test]
 fn logs_follow_since_until_and_kill_signal() {
-    let b = Berth::new();
+    let b = berth();
     // the container waits for a file we create, so -f sees output arrive
     b.ok(&[
         "run",
@@ -968,7 +798,7 @@ fn logs_follow_since_until_and_kill_signal() {
 
 #[test]
 fn named_and_anonymous_volumes() {
-    let b = Berth::new();
+    let b = berth();
     assert_eq!(b.ok(&["volume", "create", "v1"]).trim(), "v1");
     b.ok(&[
         "run",
@@ -1052,7 +882,7 @@ fn named_and_anonymous_volumes() {
 
 #[test]
 fn diff_lists_added_changed_and_deleted_paths() {
-    let b = Berth::new();
+    let b = berth();
     b.ok(&[
         "run",
         "--name",
@@ -1072,7 +902,7 @@ fn diff_lists_added_changed_and_deleted_paths() {
 
 #[test]
 fn export_writes_the_filesystem_as_tar() {
-    let b = Berth::new();
+    let b = berth();
     b.ok(&[
         "run",
         "--name",
@@ -1102,7 +932,7 @@ fn export_writes_the_filesystem_as_tar() {
 
 #[test]
 fn cp_both_ways_stays_inside_the_container() {
-    let b = Berth::new();
+    let b = berth();
     b.ok(&[
         "run",
         "-d",
