@@ -176,6 +176,7 @@ impl Engine {
         let (rec, io) = self.launch(&dir)?;
         let mut log = Writer::new(RotatingFile::open(&dir.log_path(), rec.options.log)?);
         report("started".into());
+        let _health = self.spawn_health_monitor(&rec);
         pump(&io, &mut log, attach == Attach::Attached);
         let code = reap(io.pid);
         drop(io);
