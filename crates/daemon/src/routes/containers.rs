@@ -96,13 +96,15 @@ fn list(ctx: &Ctx, all: bool) -> Reply {
             let r = &s.record;
             let (state, status) = status_text(s);
             let cmd = std::iter::once(r.path.clone()).chain(r.args.iter().cloned()).collect::<Vec<_>>().join(" ");
-            json!({
+            let mut row = json!({
                 "Id": r.id, "Names": [format!("/{}", r.name)], "Image": r.options.image, "ImageID": "",
                 "Command": cmd, "Created": unix(&r.created), "State": state, "Status": status,
                 "Ports": [], "Labels": r.options.labels, "Mounts": [],
                 "HostConfig": {"NetworkMode": if r.options.network == NetworkMode::Host { "host" } else { "none" }},
                 "NetworkSettings": {"Networks": {}}
-            })
+            });
+            crate::lifecycle::list_row(&ctx.engine, s, &mut row);
+            row
         })
         .collect();
     Reply::json(200, &Value::Array(rows))
@@ -119,9 +121,7 @@ fn inspect(ctx: &Ctx, id: &str) -> Reply {
         State::Exited(c) => c,
         _ => 0,
     };
-    Reply::json(
-        200,
-        &json!({
+    let mut doc = json!({
             "Id": r.id, "Name": format!("/{}", r.name), "Created": r.created, "Path": r.path, "Args": r.args,
             "State": {"Status": state, "Running": s.state == State::Running, "Paused": s.paused,
                 "Restarting": false, "OOMKilled": false, "Dead": s.state == State::Dead,
@@ -136,8 +136,9 @@ fn inspect(ctx: &Ctx, id: &str) -> Reply {
                 "PidsLimit": r.options.pids_limit, "NetworkMode": if r.options.network == NetworkMode::Host { "host" } else { "none" },
                 "ReadonlyRootfs": r.options.read_only},
             "Mounts": [], "NetworkSettings": {"Networks": {}}
-        }),
-    )
+    });
+    crate::lifecycle::inspect(&ctx.engine, &s, &mut doc);
+    Reply::json(200, &doc)
 }
 
 /// The docker create body → engine options. Unknown fields are ignored, as docker does.
@@ -201,6 +202,7 @@ fn create_options(body: &Value, name: Option<String>) -> Result<CreateOptions, S
             ))
         }
     };
+    crate::lifecycle::create_options(body, &mut o)?;
     Ok(o)
 }
 
