@@ -255,6 +255,8 @@ pub struct RunArgs {
     /// Bind mount a volume (/host:/container[:ro])
     #[arg(short, long = "volume")]
     volume: Vec<String>,
+    #[command(flatten)]
+    lifecycle: crate::lifecycle::LifecycleArgs,
     /// The image to run
     image: String,
     /// The command and its arguments
@@ -849,6 +851,7 @@ fn create_options(a: RunArgs) -> Result<CreateOptions, berth_engine::Error> {
     for m in &a.mount {
         parse_mount(m, &mut opts)?;
     }
+    a.lifecycle.apply(&mut opts)?;
     Ok(opts)
 }
 

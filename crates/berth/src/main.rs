@@ -6,6 +6,7 @@ mod container;
 mod daemon;
 mod format;
 mod image;
+mod lifecycle;
 mod progress;
 mod registry;
 mod volume;
@@ -123,6 +124,9 @@ enum Cmd {
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
+    /// A container's health monitor (internal)
+    #[command(hide = true)]
+    HealthMonitor { id: String },
 }
 
 #[derive(Subcommand)]
@@ -178,6 +182,7 @@ fn main() {
         Cmd::Cp(a) => container::run(&cli.data_root, container::ContainerCmd::Cp(a)),
         Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
+        Cmd::HealthMonitor { id } => lifecycle::health_monitor(&cli.data_root, &id),
         Cmd::Version => version(&cli.data_root),
     };
     if let Err(e) = result {
