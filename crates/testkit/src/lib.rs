@@ -218,6 +218,33 @@ impl Berth {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The real docker CLI against this berth's daemon (which must run: any berth
+    /// command that talks to it, e.g. `version`, starts it).
+    pub fn docker(&self, args: &[&str]) -> Output {
+        assert!(
+            Command::new("docker").arg("--version").output().is_ok(),
+            "the docker CLI is needed: scripts/setup.sh installs the client from Debian's docker.io"
+        );
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
+            .env("DOCKER_CONFIG", self.root.path().join("docker-config"))
+            .output()
+            .expect("run docker")
+    }
+
+    /// [`Berth::docker`], asserting success; its stdout.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Mounts under our temporary root.
     pub fn mounts(&self) -> Vec<String> {
         mounts_under(self.root.path())
