@@ -111,12 +111,33 @@ impl LifecycleArgs {
     }
 }
 
+/// The hidden `container-shim-finish` command: `berth-shim` hands a container's exit
+/// back with it.
+#[derive(Args)]
+pub struct FinishArgs {
+    /// Descriptor on which to report the exit
+    #[arg(long)]
+    status_fd: Option<i32>,
+    id: String,
+    code: i32,
+}
+
+/// Records the exit of a container the slim supervisor ran and exits.
+pub fn finish(data_root: &Path, a: &FinishArgs) -> anyhow::Result<()> {
+    let code = engine(data_root)?.finish_handed_back(&a.id, a.code, a.status_fd);
+    std::process::exit(code)
+}
+
+fn engine(data_root: &Path) -> anyhow::Result<Engine> {
+    let runtime_root =
+        std::env::var_os("BERTH_RUNTIME_ROOT").unwrap_or_else(|| "/run/berth/runtime".into());
+    Ok(Engine::new(data_root, runtime_root)?)
+}
+
 /// The hidden `health-monitor` command: runs container `id`'s healthcheck until it
 /// stops (started by the container's supervisor).
 pub fn health_monitor(data_root: &Path, id: &str) -> anyhow::Result<()> {
-    let runtime_root =
-        std::env::var_os("BERTH_RUNTIME_ROOT").unwrap_or_else(|| "/run/berth/runtime".into());
-    Engine::new(data_root, runtime_root)?.health_monitor(id)?;
+    engine(data_root)?.health_monitor(id)?;
     Ok(())
 }
 

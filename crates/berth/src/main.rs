@@ -124,6 +124,9 @@ enum Cmd {
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
+    /// The end of a container the slim supervisor ran (internal)
+    #[command(hide = true)]
+    ContainerShimFinish(lifecycle::FinishArgs),
     /// A container's health monitor (internal)
     #[command(hide = true)]
     HealthMonitor { id: String },
@@ -182,6 +185,7 @@ fn main() {
         Cmd::Cp(a) => container::run(&cli.data_root, container::ContainerCmd::Cp(a)),
         Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
+        Cmd::ContainerShimFinish(a) => lifecycle::finish(&cli.data_root, &a),
         Cmd::HealthMonitor { id } => lifecycle::health_monitor(&cli.data_root, &id),
         Cmd::Version => version(&cli.data_root),
     };

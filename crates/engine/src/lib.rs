@@ -50,6 +50,7 @@ pub mod rootfs;
 pub mod sealed;
 pub mod seccomp;
 mod shim;
+mod slim;
 pub mod spec;
 mod start;
 pub mod stats;

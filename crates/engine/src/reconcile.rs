@@ -62,18 +62,18 @@ impl Engine {
     }
 
     /// The pid of the supervisor of `rec` if it still runs: alive, and its command
-    /// line names this container (a recycled pid does not count).
+    /// line names this container (a recycled pid does not count). An empty command
+    /// line counts as ours: it reads empty while the supervisor execs into its slim
+    /// form, and a recycled pid running something else has one.
     pub fn live_supervisor(&self, rec: &Record) -> Option<i32> {
         let pid = rec.shim_pid?;
         if !alive(pid) {
             return None;
         }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let needle = rec.id.as_bytes();
-        cmdline
-            .windows(needle.len())
-            .any(|w| w == needle)
-            .then_some(pid)
+        let ours = cmdline.is_empty() || cmdline.windows(needle.len()).any(|w| w == needle);
+        (ours && alive(pid)).then_some(pid)
     }
 
     /// The supervisor of `id` is gone. If it recorded no exit (it was killed, or the
@@ -100,16 +100,18 @@ impl Engine {
         } else {
             255
         };
+        // recorded first: while what is left is killed and torn down, a container
+        // without a live supervisor and without an exit would read as dead
+        dir.save_exit(&ExitStatus {
+            code,
+            finished_at: crate::record::now(),
+        })?;
         self.thaw(id);
         let _ = self.runtime.kill(id, Signal::SIGKILL, true);
         match self.runtime.delete(id, true) {
             Ok(()) | Err(berth_runtime::Error::NotFound(_)) => {}
             Err(e) => tracing::warn!(container = %id, error = %e, "runtime delete failed"),
         }
-        dir.save_exit(&ExitStatus {
-            code,
-            finished_at: crate::record::now(),
-        })?;
         let _ = rootfs::unmount_rootfs(&dir.rootfs());
         drop(lock);
         tracing::warn!(container = %id, code, "its supervisor died: recorded as exited");
