@@ -3,7 +3,7 @@
 //! with it down. Containers run with the `berth` CLI; their state is read through the
 //! daemon with the real docker CLI. Needs root and Debian's busybox-static.
 
-use berth_testkit::{cgroups_of, eventually, stdout, Berth};
+use berth_testkit::{cgroups_of, eventually, process_gone, stdout, Berth};
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 
@@ -30,19 +30,6 @@ fn sigkill(pid: i32) {
     assert!(st.success(), "kill -KILL {pid}");
 }
 
-/// Whether process `pid` has ended (gone, or a zombie nobody reaped yet: a process
-/// whose supervisor died is reparented to an init that may reap late).
-fn gone(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                .is_some_and(|st| st == "Z" || st == "X")
-        })
-        .unwrap_or(true)
-}
-
 /// A child process killed and reaped on drop (a `logs -f` follower).
 struct Reaped(Child);
 
@@ -63,11 +50,11 @@ fn supervisor_of(b: &Berth, id: &str) -> i32 {
         .join("config.json");
     let rec: Value = serde_json::from_slice(&std::fs::read(rec).expect("record")).expect("JSON");
     let pid = rec["shim_pid"].as_i64().expect("a supervisor pid") as i32;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("supervisor runs");
-    assert!(
-        String::from_utf8_lossy(&cmdline).contains(id),
-        "pid {pid} supervises {id}"
-    );
+    // (its command line reads empty for a moment while it execs into its slim form)
+    eventually("the supervisor's command line", || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(id))
+    });
     pid
 }
 
@@ -129,12 +116,10 @@ fn daemon_killed_while_a_container_runs_and_logs_follow() {
         c["State"]["ExitCode"], 137,
         "sh as pid 1 ignores SIGTERM: killed"
     );
-    assert!(gone(pid));
-    assert!(
-        b.mounts().iter().all(|m| !m.contains(&id)),
-        "{:?}",
-        b.mounts()
-    );
+    assert!(process_gone(pid));
+    eventually("no mount left", || {
+        b.mounts().iter().all(|m| !m.contains(&id))
+    });
 }
 
 #[test]
@@ -158,6 +143,7 @@ fn killed_supervisor_is_recorded_as_exited() {
             .env("DOCKER_HOST", format!("unix://{}", b.socket().display()))
             .env("DOCKER_CONFIG", b.root.path().join("docker-config"))
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("docker wait"),
     );
@@ -173,18 +159,21 @@ fn killed_supervisor_is_recorded_as_exited() {
         ),
         (137.into(), false.into())
     );
-    assert!(gone(pid), "the container's process is gone");
+    eventually("the end of the container's process", || process_gone(pid));
     let mut waiter = waiter;
     let out = std::mem::replace(&mut waiter.0, Command::new("true").spawn().expect("true"))
         .wait_with_output()
         .expect("docker wait");
-    assert_eq!(stdout(&out).trim(), "137");
-    assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
-    assert!(
-        b.mounts().iter().all(|m| !m.contains(&id)),
-        "{:?}",
-        b.mounts()
+    assert_eq!(
+        stdout(&out).trim(),
+        "137",
+        "{}",
+        berth_testkit::stderr(&out)
     );
+    eventually("no cgroup left", || cgroups_of(&id).is_empty());
+    eventually("no mount left", || {
+        b.mounts().iter().all(|m| !m.contains(&id))
+    });
     // and it can run again
     b.ok(&["start", "orphan"]);
     assert_eq!(inspect(&b, "orphan")["State"]["Status"], "running");
@@ -211,11 +200,9 @@ fn supervisor_killed_while_the_daemon_is_down_is_recorded_at_its_start() {
     let c = inspect(&b, "lost");
     assert_eq!(c["State"]["Status"], "exited", "{c}");
     assert_eq!(c["State"]["ExitCode"], 137);
-    assert!(gone(pid));
-    assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
-    assert!(
-        b.mounts().iter().all(|m| !m.contains(&id)),
-        "{:?}",
-        b.mounts()
-    );
+    assert!(process_gone(pid));
+    eventually("no cgroup left", || cgroups_of(&id).is_empty());
+    eventually("no mount left", || {
+        b.mounts().iter().all(|m| !m.contains(&id))
+    });
 }

@@ -313,3 +313,58 @@ fn kill(pid: i64) {
         .expect("kill");
     assert!(st.success(), "kill {pid}");
 }
+
+#[test]
+fn detached_containers_run_under_the_slim_supervisor() {
+    let b = berth();
+    let shim = std::path::Path::new(env!("CARGO_BIN_EXE_berth")).with_file_name("berth-shim");
+    assert!(
+        shim.exists(),
+        "{} is missing: build it with `cargo build -p berth-shim` (cargo test --workspace does)",
+        shim.display()
+    );
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slim",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exec sleep 1000",
+    ]);
+    let id = id.trim();
+    let rec = b
+        .data_root()
+        .join("containers")
+        .join(id)
+        .join("config.json");
+    let rec: Value = serde_json::from_slice(&std::fs::read(rec).expect("record")).expect("JSON");
+    let pid = rec["shim_pid"].as_i64().expect("supervisor pid");
+    // it hands over right after reporting the start
+    let prefix = format!("{}\0", shim.display());
+    eventually("the hand-over to berth-shim", || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with(&prefix))
+    });
+    eventually("both streams logged", || {
+        let o = b.run(&["logs", "slim"]);
+        berth_testkit::stdout(&o) == "out\n" && berth_testkit::stderr(&o) == "err\n"
+    });
+    // the container is still its child: the exit is reaped and recorded on stop
+    b.ok(&["stop", "-t", "1", "slim"]);
+    let c = inspect(&b, "slim");
+    assert_eq!(
+        (c["State"]["Status"].clone(), c["State"]["ExitCode"].clone()),
+        ("exited".into(), 137.into())
+    );
+    eventually("the supervisor's end", || berth_testkit::process_gone(pid));
+    eventually("no mount left", || {
+        b.mounts().iter().all(|m| !m.contains(id))
+    });
+    // and restarts (again under a slim supervisor) with its log kept
+    b.ok(&["start", "slim"]);
+    eventually("the second run logged", || {
+        berth_testkit::stdout(&b.run(&["logs", "slim"])) == "out\nout\n"
+    });
+}

@@ -94,6 +94,19 @@ pub fn processes_with(needle: &str) -> Vec<String> {
     out
 }
 
+/// Whether process `pid` has ended: gone, or a zombie nobody reaped yet (a process
+/// whose parent died is reparented to an init that may reap it late).
+pub fn process_gone(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                .is_some_and(|st| st == "Z" || st == "X")
+        })
+        .unwrap_or(true)
+}
+
 /// Cgroup directories named after container `id` (v1 hierarchies and the unified one).
 pub fn cgroups_of(id: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
