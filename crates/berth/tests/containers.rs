@@ -77,7 +77,8 @@ fn detached_named_container_ps_logs_exec_rm_force() {
     let o = b.run(&["exec", "-e", "V=42", "X", "sh", "-c", "echo $V; exit 9"]);
     assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(9), "42\n"));
 
-    // exec runs from a sealed copy of the binary (CVE-2019-5736)
+    // the exec's helper (the process that joins the container) runs from a sealed
+    // copy of the binary (CVE-2019-5736)
     let mut child = b
         .command()
         .args(["exec", "X", "sleep", "100205"])
@@ -89,7 +90,13 @@ fn detached_named_container_ps_logs_exec_rm_force() {
                 .is_some_and(|(_, c)| c.starts_with("sleep"))
         })
     });
-    let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).expect("exe link");
+    let helpers: Vec<String> = processes_with("container-exec")
+        .into_iter()
+        .filter(|p| p.contains(&id))
+        .collect();
+    assert_eq!(helpers.len(), 1, "{helpers:?}");
+    let pid = helpers[0].split(':').next().expect("pid");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe link");
     assert!(
         exe.to_string_lossy().starts_with("/memfd:berth-sealed"),
         "{}",
