@@ -43,6 +43,8 @@ pub struct Shared {
     pending: Mutex<HashMap<String, Vec<(UnixStream, AttachOptions)>>>,
     /// per container: how many exits we have seen and the last code
     exits: Mutex<HashMap<String, (u64, i32)>>,
+    /// containers whose shim we watch: their exit is still to be reported
+    watched: Mutex<std::collections::HashSet<String>>,
     exited: Condvar,
 }
 
@@ -66,14 +68,24 @@ impl Shared {
         }
         let e = m.entry(id.to_string()).or_insert((0, 0));
         *e = (e.0 + 1, code);
+        lock(&self.watched).remove(id);
         drop(m);
         self.exited.notify_all();
     }
 
+    /// Whether a shim we watch has yet to report its container's exit.
+    fn exit_pending(&self, id: &str) -> bool {
+        lock(&self.watched).contains(id)
+    }
+
     /// Waits for a change of the exits (or `timeout`, for containers whose shim we
     /// do not hold: started before this daemon).
-    fn wait_change(&self, timeout: Duration) {
+    /// `seen` is the count the caller last saw; no wait when it has changed since.
+    fn wait_change(&self, id: &str, seen: Option<u64>, timeout: Duration) {
         let g = lock(&self.exits);
+        if g.get(id).map(|e| e.0) != seen {
+            return;
+        }
         let _ = self.exited.wait_timeout(g, timeout);
     }
 }
@@ -626,12 +638,20 @@ pub(crate) fn start_container(ctx: &Arc<Ctx>, id: &str) -> berth_engine::Result<
             );
         }
     };
-    match ctx.engine.start_existing(&full, &mut hand_over)? {
-        Some(shim) => {
+    // watched from before the start: a waiter must not take a quick exit and
+    // removal (--rm) for a lost status
+    let was_watched = !lock(&ctx.containers.watched).insert(full.clone());
+    match ctx.engine.start_existing(&full, &mut hand_over) {
+        Ok(Some(shim)) => {
             watch(ctx, full, shim);
             Ok(true)
         }
-        None => Ok(false),
+        other => {
+            if !was_watched {
+                lock(&ctx.containers.watched).remove(&full);
+            }
+            other.map(|_| false)
+        }
     }
 }
 
@@ -712,6 +732,9 @@ fn wait_exit(ctx: &Ctx, id: &str, condition: &str, seen: u64) -> berth_engine::R
                 }
                 _ => {}
             },
+            // removed (--rm) before its shim's report reached us: wait for it
+            Err(berth_engine::Error::NotFound(_))
+                if fresh.is_none() && ctx.containers.exit_pending(id) => {}
             Err(berth_engine::Error::NotFound(_)) => {
                 return reported.map(|e| e.1).ok_or_else(|| {
                     berth_engine::Error::Conflict(
@@ -721,7 +744,8 @@ fn wait_exit(ctx: &Ctx, id: &str, condition: &str, seen: u64) -> berth_engine::R
             }
             Err(e) => return Err(e),
         }
-        ctx.containers.wait_change(Duration::from_millis(250));
+        ctx.containers
+            .wait_change(id, reported.map(|e| e.0), Duration::from_millis(250));
     }
 }
 
