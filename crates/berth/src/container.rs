@@ -349,6 +349,15 @@ pub struct PsArgs {
     /// Show all containers (default shows just running)
     #[arg(short, long)]
     all: bool,
+    /// Display total file sizes
+    #[arg(short, long)]
+    size: bool,
+    /// Show n last created containers (includes all states)
+    #[arg(short = 'n', long)]
+    last: Option<i64>,
+    /// Show the latest created container (includes all states)
+    #[arg(short, long)]
+    latest: bool,
     /// Only display container IDs
     #[arg(short, long)]
     quiet: bool,
@@ -1087,11 +1096,16 @@ fn ps(c: &Client, a: &PsArgs) -> anyhow::Result<i32> {
             l.push(json!(v));
         }
     }
-    let q = format!(
-        "/containers/json?all={}&filters={}",
-        a.all as u8,
+    let limit = if a.latest { Some(1) } else { a.last };
+    let mut q = format!(
+        "/containers/json?all={}&size={}&filters={}",
+        (a.all || limit.is_some()) as u8,
+        a.size as u8,
         enc(&Value::Object(filters).to_string())
     );
+    if let Some(n) = limit {
+        q.push_str(&format!("&limit={n}"));
+    }
     let list = c.get_json(&q)?;
     let list = list.as_array().cloned().unwrap_or_default();
     if a.quiet {
@@ -1104,7 +1118,16 @@ fn ps(c: &Client, a: &PsArgs) -> anyhow::Result<i32> {
     if let Some(f) = &a.format {
         return ps_format(&rows, f);
     }
-    let mut out = vec![[
+    let mut cols = vec![
+        "ID",
+        "Image",
+        "Command",
+        "RunningFor",
+        "Status",
+        "Ports",
+        "Names",
+    ];
+    let mut head = vec![
         "CONTAINER ID",
         "IMAGE",
         "COMMAND",
@@ -1112,23 +1135,17 @@ fn ps(c: &Client, a: &PsArgs) -> anyhow::Result<i32> {
         "STATUS",
         "PORTS",
         "NAMES",
-    ]
-    .map(String::from)
-    .to_vec()];
+    ];
+    if a.size {
+        cols.push("Size");
+        head.push("SIZE");
+    }
+    let mut out = vec![head.into_iter().map(String::from).collect::<Vec<_>>()];
     for r in &rows {
         out.push(
-            [
-                "ID",
-                "Image",
-                "Command",
-                "RunningFor",
-                "Status",
-                "Ports",
-                "Names",
-            ]
-            .iter()
-            .map(|k| r[*k].as_str().unwrap_or("").to_string())
-            .collect(),
+            cols.iter()
+                .map(|k| r[*k].as_str().unwrap_or("").to_string())
+                .collect(),
         );
     }
     print!("{}", table(&out));
@@ -1176,6 +1193,9 @@ fn ps_row(x: &Value, no_trunc: bool) -> Value {
         "CreatedAt": created, "RunningFor": human_since(Some(&created)),
         "Status": x["Status"], "State": x["State"], "Ports": ports.join(", "),
         "Names": names.join(","), "Labels": x["Labels"],
+        "Size": format!("{} (virtual {})",
+            crate::format::human_size(x["SizeRw"].as_u64().unwrap_or(0)),
+            crate::format::human_size(x["SizeRootFs"].as_u64().unwrap_or(0))),
     })
 }
 

@@ -904,6 +904,13 @@ fn diff_lists_added_changed_and_deleted_paths() {
         out,
         "C /etc\nD /etc/group\nC /etc/passwd\nA /new\nA /new/f\n"
     );
+    // ps -s: what the container wrote, and its whole filesystem
+    let sized = b.ok(&["ps", "-a", "-s", "--format", "{{.Names}} {{.Size}}"]);
+    assert!(
+        sized.starts_with("d ") && !sized.starts_with("d 0B"),
+        "{sized}"
+    );
+    assert!(!sized.contains("virtual 0B"), "{sized}");
     b.ok(&["rm", "d"]);
 }
 

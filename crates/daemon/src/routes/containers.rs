@@ -288,7 +288,19 @@ fn list(ctx: &Ctx, req: &Request) -> Reply {
             l.truncate(n as usize);
         }
     }
-    let rows: Vec<Value> = l.iter().map(summary_json).collect();
+    let size = flag(req, "size");
+    let rows: Vec<Value> = l
+        .iter()
+        .map(|s| {
+            let mut v = summary_json(s);
+            if size {
+                let (rw, root) = ctx.engine.sizes(&s.record.id).unwrap_or((0, 0));
+                v["SizeRw"] = json!(rw);
+                v["SizeRootFs"] = json!(root);
+            }
+            v
+        })
+        .collect();
     Reply::json(200, &Value::Array(rows))
 }
 
