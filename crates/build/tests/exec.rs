@@ -79,7 +79,7 @@ impl Env {
         let img = self.images.resolve(name).unwrap();
         let mut out = BTreeMap::new();
         for l in img.manifest.layers() {
-            let d = berth_content::Digest::parse(&l.digest().to_string()).unwrap();
+            let d = berth_content::Digest::parse(l.digest().as_ref()).unwrap();
             let data = self.images.content().read(&d).unwrap();
             let reader: Box<dyn Read> = if data.starts_with(&[0x1f, 0x8b]) {
                 Box::new(flate2::read::GzDecoder::new(&data[..]))
@@ -344,18 +344,28 @@ fn rebuilds_are_cache_hits_and_marked_cached() {
 }
 
 fn same_inputs_give_the_same_digest_in_two_clean_data_roots() {
-    let df = "FROM base:1 AS gen\nRUN echo generated > /g && mkdir -p /d && touch /d/x\n\
-              FROM base:1\nCOPY f.txt /f.txt\nCOPY --from=gen /g /d /out/\nLABEL a=b\n";
+    // The base comes from the context (an imported image's history records
+    // when it was imported, which differs between the data roots).
+    let df = "FROM scratch AS base\nADD rootfs.tar /\n\
+              FROM base AS gen\nRUN echo generated > /g && mkdir -p /d && touch /d/x\n\
+              FROM base\nCOPY f.txt /f.txt\nCOPY --from=gen /g /d /out/\nLABEL a=b\n";
     let ids: Vec<String> = (0..2)
-        .map(|_| {
+        .map(|n| {
             let env = Env::new();
             let ctx = env.context("ctx", &[("Dockerfile", df), ("f.txt", "same\n")]);
+            std::fs::rename(env.dir.path().join("rootfs.tar"), ctx.join("rootfs.tar")).unwrap();
+            if n == 1 {
+                // Later files (other mtimes) give the same image.
+                std::thread::sleep(std::time::Duration::from_millis(1100));
+                std::fs::write(ctx.join("f.txt"), "same\n").unwrap();
+            }
             let mut req = Request::new(df.into(), vec!["repro:1".into()]);
             req.options.created = Some(1_700_000_000);
             let (r, ev) = env.build_req(&ctx, &req);
             let id = r.unwrap_or_else(|e| panic!("{e}\n{}", output(&ev))).id;
             let img = env.images.resolve("repro:1").unwrap();
             assert_eq!(img.raw_config["created"], "2023-11-14T22:13:20Z");
+            assert_eq!(env.files("repro:1")["/out/g"].text, "generated\n");
             id
         })
         .collect();
