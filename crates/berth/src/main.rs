@@ -120,6 +120,9 @@ enum Cmd {
     },
     /// Show the berth version information (client and daemon)
     Version,
+    /// One build for the daemon (internal)
+    #[command(hide = true)]
+    BuildWorker(build::WorkerArgs),
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
@@ -178,6 +181,7 @@ fn main() {
         Cmd::Cp(a) => container::run(&cli.data_root, container::ContainerCmd::Cp(a)),
         Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
+        Cmd::BuildWorker(a) => build::worker(&cli.data_root, &a),
         Cmd::Version => version(&cli.data_root),
     };
     if let Err(e) = result {

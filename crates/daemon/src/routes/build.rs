@@ -311,7 +311,7 @@ mod tests {
             ("buildargs", r#"{"V":"2","U":null}"#),
             ("nocache", "1"),
         ]))
-        .unwrap();
+        .expect("test input");
         assert_eq!(r["tags"], json!(["a:1", "b"]));
         assert_eq!(r["build_args"], json!({"V": "2"}));
         assert_eq!(r["dockerfile"], "Dockerfile");

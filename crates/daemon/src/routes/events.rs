@@ -279,7 +279,9 @@ mod tests {
             attributes: [("name".to_string(), "app:1".to_string())].into(),
             time_nano: 1,
         };
-        let f = |s: &str| -> BTreeMap<String, Vec<String>> { serde_json::from_str(s).unwrap() };
+        let f = |s: &str| -> BTreeMap<String, Vec<String>> {
+            serde_json::from_str(s).expect("test input")
+        };
         assert!(matches(&e, &f(r#"{"type":["image"],"event":["tag"]}"#)));
         assert!(!matches(&e, &f(r#"{"type":["container"]}"#)));
         assert!(matches(&e, &f(r#"{"image":["app:1"]}"#)));

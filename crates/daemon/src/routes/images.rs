@@ -187,8 +187,20 @@ fn list(ctx: &Ctx, req: &Request) -> Reply {
         if !keep {
             continue;
         }
+        // With a reference filter, only the names that match (as dockerd).
+        let tags: Vec<&String> = match filters.get("reference") {
+            Some(ps) => i
+                .tags
+                .iter()
+                .filter(|t| {
+                    ps.iter()
+                        .any(|p| reference_matches(p, std::slice::from_ref(t)))
+                })
+                .collect(),
+            None => i.tags.iter().collect(),
+        };
         rows.push(json!({
-            "Id": i.id, "ParentId": "", "RepoTags": i.tags, "RepoDigests": i.repo_digests,
+            "Id": i.id, "ParentId": "", "RepoTags": tags, "RepoDigests": i.repo_digests,
             "Created": i.created.as_deref().map(unix).unwrap_or(0), "Size": i.size,
             "VirtualSize": i.size, "SharedSize": -1, "Labels": labels, "Containers": i.containers
         }));

@@ -16,12 +16,14 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+/// Per item: (bytes so far, total, bytes at the last message).
+type Bars = HashMap<String, (u64, Option<u64>, u64)>;
+
 /// A JSON-lines reply written as it happens: the headers go out with the first
 /// message, so an error before any progress still gets its own status code.
 pub(crate) struct JsonStream {
     w: Mutex<(UnixStream, bool)>,
-    /// per item: (bytes so far, total, bytes at the last message)
-    bars: Mutex<HashMap<String, (u64, Option<u64>, u64)>>,
+    bars: Mutex<Bars>,
     /// the status of a running transfer ("Downloading", "Pushing", "Loading layer")
     verb: &'static str,
 }
@@ -383,6 +385,10 @@ pub fn load(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         images.load_reader(body, &out)
     };
     match loaded {
+        Ok(list) if list.is_empty() => out.fail(
+            400,
+            "the archive holds no image: give a tar made by docker save or an OCI layout",
+        ),
         Ok(list) => {
             for l in list {
                 if l.names.is_empty() {
@@ -464,15 +470,21 @@ mod tests {
 
     #[test]
     fn registry_auth_header_forms() {
-        assert_eq!(decode_auth("e30=").unwrap(), None);
-        assert_eq!(decode_auth("").unwrap(), None);
+        assert_eq!(decode_auth("e30=").expect("test input"), None);
+        assert_eq!(decode_auth("").expect("test input"), None);
         let b = base64::engine::general_purpose::URL_SAFE
             .encode(r#"{"username":"u","password":"p?>"}"#);
-        assert_eq!(decode_auth(&b).unwrap(), Some(("u".into(), "p?>".into())));
+        assert_eq!(
+            decode_auth(&b).expect("test input"),
+            Some(("u".into(), "p?>".into()))
+        );
         let inner = base64::engine::general_purpose::STANDARD.encode("a:b:c");
         let b =
             base64::engine::general_purpose::STANDARD.encode(format!(r#"{{"auth":"{inner}"}}"#));
-        assert_eq!(decode_auth(&b).unwrap(), Some(("a".into(), "b:c".into())));
+        assert_eq!(
+            decode_auth(&b).expect("test input"),
+            Some(("a".into(), "b:c".into()))
+        );
         assert!(decode_auth("!!!").is_err());
         assert!(decode_auth("bm90IGpzb24=").is_err());
     }
