@@ -113,12 +113,16 @@ fn always_restarts_after_exit_and_after_a_daemon_restart() {
     let first = inspect(&b, "svc")["State"]["Pid"].as_i64().expect("pid");
     // the program dies on its own (not through stop): the policy brings it back
     kill(first);
+    // (the record names the new process once it runs)
     eventually("a restart after the exit", || {
         let c = inspect(&b, "svc");
-        restarted(&c) == 1 && c["State"]["Running"] == true
+        restarted(&c) == 1
+            && c["State"]["Running"] == true
+            && c["State"]["Pid"]
+                .as_i64()
+                .is_some_and(|p| p != first && p > 0)
     });
     let second = inspect(&b, "svc")["State"]["Pid"].as_i64().expect("pid");
-    assert_ne!(first, second);
     // it exits while no daemon runs; the next daemon brings it back
     let id_before = inspect(&b, "svc")["Id"].as_str().expect("id").to_string();
     b.stop_daemon();
@@ -265,17 +269,6 @@ fn healthcheck_starts_as_starting_and_can_be_disabled() {
         c["Config"]["Healthcheck"]["Test"],
         serde_json::json!(["NONE"])
     );
-    let bad = b.run(&[
-        "run",
-        "-d",
-        "--no-healthcheck",
-        "--health-retries",
-        "1",
-        "someapp:1.0",
-        "true",
-    ]);
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("conflicts"));
 }
 
 #[test]

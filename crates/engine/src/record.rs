@@ -178,6 +178,13 @@ pub struct CreateOptions {
     /// with the image's
     #[serde(default)]
     pub healthcheck: Option<crate::health::HealthConfig>,
+    /// the terminal's size (rows, columns) at creation, for a `-t` container's pty
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
+    /// close the container's stdin when the attached client closes its own
+    /// (docker's `StdinOnce`, set by `run -i`)
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 impl CreateOptions {

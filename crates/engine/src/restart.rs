@@ -239,7 +239,7 @@ impl Engine {
             s.restarting = false;
         })?;
         self.prepare_restart(id)?;
-        self.start(id, false)?;
+        drop(self.start(id, &mut |_| {})?);
         tracing::info!(container = %id, count = st.count + 1, "restarted by its policy");
         Ok(true)
     }

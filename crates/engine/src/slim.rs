@@ -10,15 +10,18 @@
 //! `berth container-shim-finish … <id> <code>` ([`Engine::finish_handed_back`]), which
 //! records the exit and tears down exactly as the full supervisor does.
 //!
-//! Containers with `-t` or `-i`, attached runs, and set-ups without `berth-shim` next
-//! to berth (or in `BERTH_SHIM_BIN`) stay with the full supervisor;
-//! `BERTH_SLIM_SHIM=0` turns the hand-over off.
+//! `berth-shim` keeps serving the attach socket ([`crate::attach`]) for the output:
+//! clients attached before the start are handed over with it, later ones attach to
+//! it. Containers with `-t` or `-i` (a terminal or stdin to relay, resizes) and set-ups
+//! without `berth-shim` next to berth (or in `BERTH_SHIM_BIN`) stay with the full
+//! supervisor; `BERTH_SLIM_SHIM=0` turns the hand-over off.
 
 use crate::record::Record;
 use crate::Engine;
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
 /// The slim supervisor's program, if it is installed.
@@ -40,7 +43,7 @@ fn status_fd() -> Option<RawFd> {
     args.get(i + 1)?.parse().ok()
 }
 
-fn keep_open(fd: &OwnedFd) -> bool {
+fn keep_open(fd: BorrowedFd) -> bool {
     nix::fcntl::fcntl(
         fd,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
@@ -48,41 +51,51 @@ fn keep_open(fd: &OwnedFd) -> bool {
     .is_ok()
 }
 
-/// Replaces this process with the slim supervisor for container `rec` (init `pid`,
-/// output on `out`/`err`) when it can (see the module doc). Returns only when it did
-/// not: the caller supervises on.
-pub(crate) fn hand_over(
-    engine: &Engine,
-    rec: &Record,
-    pid: i32,
-    out: Option<&OwnedFd>,
-    err: Option<&OwnedFd>,
-) {
+/// What the full supervisor hands over: the container's output ends, the attach
+/// socket's listener (see [`crate::attach`]), and the clients attached so far with
+/// the streams each wants (stdout, stderr).
+pub(crate) struct Parts<'a> {
+    pub(crate) out: &'a OwnedFd,
+    pub(crate) err: &'a OwnedFd,
+    pub(crate) listener: Option<&'a UnixListener>,
+    pub(crate) clients: Vec<(&'a UnixStream, bool, bool)>,
+}
+
+/// Replaces this process with the slim supervisor for container `rec` (init `pid`)
+/// when it can (see the module doc). Returns only when it did not: the caller
+/// supervises on.
+pub(crate) fn hand_over(engine: &Engine, rec: &Record, pid: i32, parts: Parts) {
     if rec.options.tty || rec.options.interactive {
         return;
     }
-    let (Some(prog), Some(out), Some(err)) = (program(), out, err) else {
+    let (Some(prog), Ok(me)) = (program(), std::env::current_exe()) else {
         return;
     };
-    let Ok(me) = std::env::current_exe() else {
-        return;
-    };
-    if !keep_open(out) || !keep_open(err) {
+    let mut fds: Vec<BorrowedFd> = vec![parts.out.as_fd(), parts.err.as_fd()];
+    fds.extend(parts.listener.map(|l| l.as_fd()));
+    fds.extend(parts.clients.iter().map(|(c, _, _)| c.as_fd()));
+    if !fds.into_iter().all(keep_open) {
         return;
     }
     let dir = engine.dir(&rec.id);
     let mut argv: Vec<OsString> = vec![prog.clone().into()];
-    for (k, v) in [
-        ("--id", OsString::from(&rec.id)),
-        ("--pid", pid.to_string().into()),
-        ("--out", out.as_raw_fd().to_string().into()),
-        ("--err", err.as_raw_fd().to_string().into()),
-        ("--log", dir.log_path().into()),
-        ("--max-size", rec.options.log.max_size.to_string().into()),
-        ("--max-files", rec.options.log.max_files.to_string().into()),
-    ] {
+    let mut arg = |k: &str, v: OsString| {
         argv.push(k.into());
         argv.push(v);
+    };
+    arg("--id", rec.id.clone().into());
+    arg("--pid", pid.to_string().into());
+    arg("--out", parts.out.as_raw_fd().to_string().into());
+    arg("--err", parts.err.as_raw_fd().to_string().into());
+    arg("--log", dir.log_path().into());
+    arg("--max-size", rec.options.log.max_size.to_string().into());
+    arg("--max-files", rec.options.log.max_files.to_string().into());
+    if let Some(l) = parts.listener {
+        arg("--listen", l.as_raw_fd().to_string().into());
+    }
+    for (c, out, err) in &parts.clients {
+        let v = format!("{}:{}:{}", c.as_raw_fd(), u8::from(*out), u8::from(*err));
+        arg("--client", v.into());
     }
     argv.push("--".into());
     argv.push(me.into());
@@ -118,6 +131,7 @@ impl Engine {
             .map(|fd| std::fs::File::from(berth_sys::proc::own_fd(fd)));
         let dir = self.dir(id);
         let r = dir.load().and_then(|rec| self.finish(&dir, &rec, code));
+        let _ = std::fs::remove_file(dir.dir.join(crate::attach::SOCKET));
         let line = match &r {
             Ok(code) => format!("exit {code}\n"),
             Err(e) => format!(

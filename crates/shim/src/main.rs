@@ -17,6 +17,10 @@ struct Args {
     log: OsString,
     max_size: u64,
     max_files: u32,
+    /// the attach socket's listener
+    listen: Option<RawFd>,
+    /// attached clients: descriptor, wants stdout, wants stderr
+    clients: Vec<(RawFd, bool, bool)>,
     finish: Vec<OsString>,
 }
 
@@ -28,6 +32,8 @@ fn parse() -> Option<Args> {
         log: OsString::new(),
         max_size: 20 << 20,
         max_files: 5,
+        listen: None,
+        clients: Vec::new(),
         finish: Vec::new(),
     };
     let mut it = std::env::args_os().skip(1);
@@ -46,6 +52,13 @@ fn parse() -> Option<Args> {
             "--log" => a.log = v,
             "--max-size" => a.max_size = n()? as u64,
             "--max-files" => a.max_files = n()? as u32,
+            "--listen" => a.listen = Some(n()? as RawFd),
+            "--client" => {
+                let v = v.to_str()?;
+                let mut f = v.split(':');
+                let fd = f.next()?.parse().ok()?;
+                a.clients.push((fd, f.next()? == "1", f.next()? == "1"));
+            }
             _ => return None,
         }
     }
@@ -106,42 +119,139 @@ impl Log {
     }
 }
 
-/// Copies both streams into the log until both end.
-fn pump(out: OwnedFd, err: OwnedFd, log: &mut Log) {
-    let fds = [out, err];
+/// A client attached to the output (a connection already upgraded to docker's raw
+/// stream): it gets docker's frames of the streams it asked for.
+struct Client {
+    sock: std::os::unix::net::UnixStream,
+    wants: [bool; 2],
+}
+
+/// The output side of the attach protocol (see berth's engine, `attach`): one request
+/// line per connection with the client's descriptor; resize and start need nothing
+/// here (no terminal, already started).
+fn accept(listener: &std::os::unix::net::UnixListener, clients: &mut Vec<Client>) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let Ok((s, _)) = listener.accept() else {
+        return;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let mut buf = [0u8; 512];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let Ok(msg) = recvmsg::<()>(
+        std::os::fd::AsRawFd::as_raw_fd(&s),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    ) else {
+        return;
+    };
+    let mut fd = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for f in fds {
+                    // recvmsg just installed it; nothing else owns it
+                    let owned = own(f);
+                    fd = fd.or(Some(owned));
+                }
+            }
+        }
+    }
+    let n = msg.bytes;
+    let line = String::from_utf8_lossy(&buf[..n]);
+    let mut words = line.split_whitespace();
+    if words.next() != Some("attach") {
+        return;
+    }
+    let mut wants = [true, true];
+    for kv in words {
+        match kv.split_once('=') {
+            Some(("stdout", v)) => wants[0] = v == "1",
+            Some(("stderr", v)) => wants[1] = v == "1",
+            _ => {}
+        }
+    }
+    if let Some(fd) = fd {
+        let sock = std::os::unix::net::UnixStream::from(fd);
+        let _ = sock.set_nonblocking(false);
+        clients.push(Client { sock, wants });
+    }
+}
+
+/// Sends `data` of stream `i` to the clients that want it, as one docker frame
+/// (`[stream, 0, 0, 0, len BE]` + data); drops the clients that are gone.
+fn fan_out(clients: &mut Vec<Client>, i: usize, data: &[u8]) {
+    let mut head = [0u8; 8];
+    head[0] = i as u8 + 1;
+    head[4..].copy_from_slice(&(data.len() as u32).to_be_bytes());
+    clients.retain_mut(|c| {
+        !c.wants[i] || (c.sock.write_all(&head).is_ok() && c.sock.write_all(data).is_ok())
+    });
+}
+
+/// Copies both streams into the log and to the attached clients until both end.
+fn pump(
+    fds: [OwnedFd; 2],
+    listener: Option<std::os::unix::net::UnixListener>,
+    clients: &mut Vec<Client>,
+    log: &mut Log,
+) {
     let mut open = [true, true];
     let mut lines = Lines::default();
     let mut buf = [0u8; 8192];
     const NAMES: [&str; 2] = ["stdout", "stderr"];
     while open[0] || open[1] {
-        let idx: [usize; 2] = if open[0] { [0, 1] } else { [1, 0] };
-        let count = open.iter().filter(|o| **o).count();
-        let mut pfds = [
-            PollFd::new(fds[idx[0]].as_fd(), PollFlags::POLLIN),
-            PollFd::new(fds[idx[1]].as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut pfds[..count], PollTimeout::NONE) {
+        // slots: the open streams, then the listener
+        let mut which = [0usize; 3];
+        let mut pfds: [Option<PollFd>; 3] = [None, None, None];
+        let mut n = 0;
+        for i in 0..2 {
+            if open[i] {
+                which[n] = i;
+                pfds[n] = Some(PollFd::new(fds[i].as_fd(), PollFlags::POLLIN));
+                n += 1;
+            }
+        }
+        if let Some(l) = &listener {
+            which[n] = 2;
+            pfds[n] = Some(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            n += 1;
+        }
+        let mut polled: Vec<PollFd> = pfds.iter().take(n).flatten().cloned().collect();
+        match poll(&mut polled, PollTimeout::NONE) {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(_) => return,
         }
-        let ready: [bool; 2] = [
-            pfds[0].revents().is_some_and(|r| !r.is_empty()),
-            count > 1 && pfds[1].revents().is_some_and(|r| !r.is_empty()),
-        ];
-        for (k, i) in idx.iter().take(count).enumerate() {
-            if !ready[k] {
+        let ready: Vec<bool> = polled
+            .iter()
+            .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(polled);
+        for (k, r) in ready.iter().enumerate() {
+            if !r {
                 continue;
             }
-            match nix::unistd::read(fds[*i].as_fd(), &mut buf) {
-                Ok(0) | Err(nix::Error::EIO) => {
-                    lines.finish(*i, |l| log.entry(l, NAMES[*i]));
-                    open[*i] = false;
+            let i = which[k];
+            if i == 2 {
+                if let Some(l) = &listener {
+                    accept(l, clients);
                 }
-                Ok(n) => lines.push(*i, &buf[..n], |l| log.entry(l, NAMES[*i])),
+                continue;
+            }
+            match nix::unistd::read(fds[i].as_fd(), &mut buf) {
+                Ok(0) | Err(nix::Error::EIO) => {
+                    lines.finish(i, |l| log.entry(l, NAMES[i]));
+                    open[i] = false;
+                }
+                Ok(got) => {
+                    lines.push(i, &buf[..got], |l| log.entry(l, NAMES[i]));
+                    fan_out(clients, i, &buf[..got]);
+                }
                 Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
                 Err(_) => {
-                    lines.finish(*i, |l| log.entry(l, NAMES[*i]));
-                    open[*i] = false;
+                    lines.finish(i, |l| log.entry(l, NAMES[i]));
+                    open[i] = false;
                 }
             }
         }
@@ -179,10 +289,23 @@ fn main() {
         max_files: a.max_files,
         line: Vec::new(),
     };
-    let out = own(a.out);
-    let err = own(a.err);
-    pump(out, err, &mut log);
+    let fds = [own(a.out), own(a.err)];
+    let listener = a
+        .listen
+        .map(|fd| std::os::unix::net::UnixListener::from(own(fd)));
+    let mut clients: Vec<Client> = a
+        .clients
+        .iter()
+        .map(|(fd, o, e)| Client {
+            sock: std::os::unix::net::UnixStream::from(own(*fd)),
+            wants: [*o, *e],
+        })
+        .collect();
+    pump(fds, listener, &mut clients, &mut log);
     drop(log);
+    // the clients' streams end here (the finisher records the exit); a client that
+    // waits for the exit code asks the daemon's `wait`
+    drop(clients);
     let code = reap(a.pid);
     // hand the exit back to berth, which records it and tears the container down
     let mut argv: Vec<CString> = a
