@@ -361,3 +361,61 @@ fn detached_containers_run_under_the_slim_supervisor() {
         berth_testkit::stdout(&b.run(&["logs", "slim"])) == "out\nout\n"
     });
 }
+
+#[test]
+fn image_healthcheck_applies_and_merges_with_the_flags() {
+    let b = berth();
+    let ctx = b.root.path().join("hc-context");
+    std::fs::create_dir_all(&ctx).expect("context");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM someapp:1.0\nHEALTHCHECK --interval=200ms --retries=1 CMD test -f /etc/passwd\n",
+    )
+    .expect("Dockerfile");
+    b.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "checked:1",
+        ctx.to_str().expect("utf-8"),
+    ]);
+    b.ok(&["run", "-d", "--name", "img", "checked:1", "sleep", "1000"]);
+    let c = inspect(&b, "img");
+    assert_eq!(
+        c["Config"]["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "test -f /etc/passwd"]),
+        "the shell form, as docker stores it"
+    );
+    eventually("healthy from the image's check", || {
+        inspect(&b, "img")["State"]["Health"]["Status"] == "healthy"
+    });
+    // a command of our own keeps the image's interval and retries
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "own",
+        "--health-cmd",
+        "false",
+        "checked:1",
+        "sleep",
+        "1000",
+    ]);
+    let c = inspect(&b, "own");
+    assert_eq!(c["Config"]["Healthcheck"]["Interval"], 200_000_000);
+    assert_eq!(c["Config"]["Healthcheck"]["Retries"], 1);
+    eventually("unhealthy from our check", || {
+        inspect(&b, "own")["State"]["Health"]["Status"] == "unhealthy"
+    });
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "none",
+        "--no-healthcheck",
+        "checked:1",
+        "sleep",
+        "1000",
+    ]);
+    assert!(inspect(&b, "none")["State"]["Health"].is_null());
+}

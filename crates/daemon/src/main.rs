@@ -5,6 +5,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 fn main() {
+    // a thread per connection (and per waiting client): one shared heap, not one each
+    berth_sys::proc::limit_malloc_arenas(2);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
