@@ -1,9 +1,10 @@
 //! berthd: serves the Docker Engine API on a unix socket, over the engine library.
 //!
-//! A first slice: ping, version, info, container list/create/inspect/start/wait/stop/
-//! kill/remove/logs and image list, with and without the `/vX.YY` prefix, errors as
-//! docker's `{"message": …}`. One thread per connection; a malformed request gets a 400
-//! and never disturbs other clients.
+//! Every route is served with and without the `/vX.YY` prefix, errors as docker's
+//! `{"message": …}`; `api/openapi.yaml` lists them. One thread per connection; a
+//! malformed request gets a 400 and never disturbs other clients. Hijacked streams
+//! (attach, exec start) are handed to the process that holds the container's stdio
+//! (its shim, or an exec helper), so the daemon is not in the data path.
 //!
 //! ```no_run
 //! let ctx = berth_daemon::routes::Ctx::new(
