@@ -21,7 +21,7 @@ cleanup() {
 }
 command -v dockerd >/dev/null || { echo "dockerd is needed for the comparison: apt-get install -y docker.io" >&2; exit 1; }
 echo "building berth (release)..." >&2
-(cd "$HERE" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -j2 -p berth)
+(cd "$HERE" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -j2 -p berth -p berthd)
 BERTH=$TARGET/release/berth
 trap cleanup EXIT
 
