@@ -70,6 +70,8 @@ pub enum ContainerCmd {
     Attach(AttachArgs),
     /// List port mappings or a specific mapping for the container
     Port(PortArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
     /// Export a container's filesystem as a tar archive
     Export(ExportArgs),
     /// Copy files/folders between a container and the local filesystem
@@ -143,6 +145,25 @@ pub struct AttachArgs {
     #[arg(long)]
     detach_keys: Option<String>,
     container: String,
+}
+
+#[derive(Args)]
+pub struct CommitArgs {
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short, long)]
+    author: Option<String>,
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short, long)]
+    change: Vec<String>,
+    /// Commit message
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Pause container during commit
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pause: bool,
+    container: String,
+    /// REPOSITORY[:TAG]
+    reference: Option<String>,
 }
 
 #[derive(Args)]
@@ -720,6 +741,7 @@ fn dispatch(c: &Client, cmd: ContainerCmd) -> anyhow::Result<i32> {
         ContainerCmd::Export(a) => export(c, &a),
         ContainerCmd::Cp(a) => io::cp(c, &a.src, &a.dest).map(|_| 0),
         ContainerCmd::Port(a) => port(c, &a),
+        ContainerCmd::Commit(a) => commit(c, &a),
     }
 }
 
@@ -1463,6 +1485,29 @@ fn export(c: &Client, a: &ExportArgs) -> anyhow::Result<i32> {
         .reader();
     std::io::copy(&mut r, &mut out)?;
     out.flush()?;
+    Ok(0)
+}
+
+/// `commit`: the container's changes as a new image; prints its id.
+fn commit(c: &Client, a: &CommitArgs) -> anyhow::Result<i32> {
+    let mut q = format!(
+        "/commit?container={}&pause={}&comment={}&author={}&changes={}",
+        enc(&a.container),
+        a.pause as u8,
+        enc(a.message.as_deref().unwrap_or("")),
+        enc(a.author.as_deref().unwrap_or("")),
+        enc(&a.change.join("\n"))
+    );
+    if let Some(r) = &a.reference {
+        // the tag is after the last colon that is not part of a registry host:port
+        let (repo, tag) = match r.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+            _ => (r.as_str(), ""),
+        };
+        q.push_str(&format!("&repo={}&tag={}", enc(repo), enc(tag)));
+    }
+    let v = c.post_json(&q, None)?;
+    println!("{}", v["Id"].as_str().unwrap_or(""));
     Ok(0)
 }
 

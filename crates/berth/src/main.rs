@@ -114,6 +114,8 @@ enum Cmd {
     Attach(container::AttachArgs),
     /// List port mappings or a specific mapping for the container
     Port(container::PortArgs),
+    /// Create a new image from a container's changes
+    Commit(container::CommitArgs),
 
     /// Export a container's filesystem as a tar archive
     Export(container::ExportArgs),
@@ -194,6 +196,7 @@ fn main() {
         Cmd::ContainerArchive(a) => container::archive_helper(&cli.data_root, a),
         Cmd::Attach(a) => container::run(&cli.data_root, container::ContainerCmd::Attach(a)),
         Cmd::Port(a) => container::run(&cli.data_root, container::ContainerCmd::Port(a)),
+        Cmd::Commit(a) => container::run(&cli.data_root, container::ContainerCmd::Commit(a)),
         Cmd::Version => version(&cli.data_root),
     };
     if let Err(e) = result {

@@ -1158,3 +1158,46 @@ fn archive_uploads_cannot_write_outside_the_container() {
     );
     b.ok(&["rm", "-f", "a"]);
 }
+
+#[test]
+fn commit_makes_an_image_of_the_changes() {
+    let b = berth();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "src",
+        "-e",
+        "FROM_RUN=1",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo data > /new && rm /etc/group && exec sleep 100223",
+    ]);
+    eventually("the changes", || b.ok(&["diff", "src"]).contains("A /new"));
+    let id = b.ok(&[
+        "commit",
+        "-c",
+        "CMD [\"cat\", \"/new\"]",
+        "-m",
+        "snapshot",
+        "src",
+        "committed:1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    // the container runs on (commit paused it only while reading its layer)
+    assert!(b.ok(&["ps"]).contains(" src\n"));
+    assert_eq!(b.ok(&["run", "--rm", "committed:1"]), "data\n");
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            "committed:1",
+            "sh",
+            "-c",
+            "test ! -e /etc/group && echo $FROM_RUN"
+        ]),
+        "1\n"
+    );
+    b.ok(&["rm", "-f", "src"]);
+}

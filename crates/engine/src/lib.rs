@@ -31,6 +31,7 @@
 //! ```
 
 pub mod attach;
+mod commit;
 mod cp;
 mod create;
 pub mod diff;
@@ -54,6 +55,7 @@ pub mod stats;
 pub mod user;
 pub mod volumes;
 
+pub use commit::CommitOptions;
 pub use error::{Error, Result};
 pub use exec::{ExecHandle, ExecOptions};
 pub use list::{State, Summary};

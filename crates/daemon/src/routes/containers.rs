@@ -32,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/containers/{id}/top"),
     ("GET", "/containers/{id}/changes"),
     ("DELETE", "/containers/{id}"),
+    ("POST", "/commit"),
 ];
 
 /// The daemon's memory of its containers: clients attached before the start, and
@@ -138,6 +139,7 @@ pub fn route(
         }
         ("GET", ["containers", id, "top"]) => top(ctx, id, q("ps_args").unwrap_or("-ef")),
         ("GET", ["containers", id, "changes"]) => changes(ctx, id),
+        ("POST", ["commit"]) => commit(ctx, req),
         ("DELETE", ["containers", id]) => {
             let r = ctx.engine.remove(id, flag(req, "force"), flag(req, "v"));
             if r.is_ok() {
@@ -758,6 +760,40 @@ fn wait_exit(ctx: &Ctx, id: &str, condition: &str, seen: u64) -> berth_engine::R
         }
         ctx.containers
             .wait_change(id, reported.map(|e| e.0), Duration::from_millis(250));
+    }
+}
+
+/// `POST /commit?container=&repo=&tag=&comment=&author=&pause=&changes=`.
+fn commit(ctx: &Ctx, req: &Request) -> Reply {
+    let q = |k: &str| req.query.get(k).cloned().unwrap_or_default();
+    let container = q("container");
+    if container.is_empty() {
+        return Reply::error(400, "commit: container is required (?container=)");
+    }
+    let (repo, tag) = (q("repo"), q("tag"));
+    let reference = match (repo.is_empty(), tag.is_empty()) {
+        (true, _) => None,
+        (false, true) => Some(repo),
+        (false, false) => Some(format!("{repo}:{tag}")),
+    };
+    let o = berth_engine::CommitOptions {
+        reference,
+        changes: q("changes")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        comment: q("comment"),
+        author: q("author"),
+        pause: req
+            .query
+            .get("pause")
+            .is_none_or(|p| p != "0" && p != "false"),
+    };
+    match ctx.engine.commit(&container, &o) {
+        Ok(id) => Reply::json(201, &json!({"Id": id})),
+        Err(e) => engine_error(e),
     }
 }
 
