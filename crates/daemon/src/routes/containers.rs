@@ -99,6 +99,20 @@ pub fn route(
     conn: &mut Conn,
 ) -> Option<Option<Reply>> {
     let q = |k: &str| req.query.get(k).map(String::as_str);
+    // the container as it was, for the event of an action that succeeds
+    let acted = match (req.method.as_str(), parts) {
+        ("POST", ["containers", id, a]) => {
+            let action = match *a {
+                "stop" | "restart" | "kill" | "pause" | "unpause" | "rename" | "update" => *a,
+                _ => "",
+            };
+            (!action.is_empty())
+                .then(|| ctx.engine.inspect(id).ok().map(|s| (action, s)))
+                .flatten()
+        }
+        ("DELETE", ["containers", id]) => ctx.engine.inspect(id).ok().map(|s| ("destroy", s)),
+        _ => None,
+    };
     let reply = match (req.method.as_str(), parts) {
         ("GET", ["containers", "json"]) => list(ctx, req),
         ("POST", ["containers", "create"]) => create(ctx, req),
@@ -149,7 +163,56 @@ pub fn route(
         }
         _ => return None,
     };
+    if let (Some((action, s)), true) = (acted, reply.status < 300) {
+        let mut extra = Vec::new();
+        match action {
+            "kill" => extra.push(("signal", q("signal").unwrap_or("KILL").to_string())),
+            "rename" => extra.push(("oldName", format!("/{}", s.record.name))),
+            _ => {}
+        }
+        let name = match action {
+            "rename" => q("name").unwrap_or("").to_string(),
+            _ => s.record.name.clone(),
+        };
+        publish(
+            ctx,
+            action,
+            &s.record.id,
+            &name,
+            &s.record.options.image,
+            extra,
+        );
+    }
     Some(Some(reply))
+}
+
+/// A container event: docker's attributes (name, image) and `extra`.
+pub(crate) fn publish(
+    ctx: &Ctx,
+    action: &str,
+    id: &str,
+    name: &str,
+    image: &str,
+    extra: Vec<(&str, String)>,
+) {
+    let attrs = [("name", name.to_string()), ("image", image.to_string())]
+        .into_iter()
+        .chain(extra);
+    ctx.events.publish("container", action, id, attrs);
+}
+
+/// The event of `action` on container `id` as it is now.
+pub(crate) fn publish_now(ctx: &Ctx, action: &str, id: &str, extra: Vec<(&str, String)>) {
+    if let Ok(s) = ctx.engine.inspect(id) {
+        publish(
+            ctx,
+            action,
+            &s.record.id,
+            &s.record.name,
+            &s.record.options.image,
+            extra,
+        );
+    }
 }
 
 fn seconds(v: Option<&str>) -> Option<Duration> {
@@ -616,7 +679,10 @@ fn create(ctx: &Ctx, req: &Request) -> Reply {
         Err(m) => return Reply::error(400, m),
     };
     match ctx.engine.create(&opts) {
-        Ok(id) => Reply::json(201, &json!({"Id": id, "Warnings": []})),
+        Ok(id) => {
+            publish_now(ctx, "create", &id, Vec::new());
+            Reply::json(201, &json!({"Id": id, "Warnings": []}))
+        }
         Err(berth_engine::Error::Image(berth_image::Error::NotFound(_))) => {
             Reply::error(404, format!("No such image: {}", opts.image))
         }
@@ -630,8 +696,27 @@ fn create(ctx: &Ctx, req: &Request) -> Reply {
 /// Watches a shim until its container exits, for `wait`.
 fn watch(ctx: &Arc<Ctx>, id: String, shim: Shim) {
     let ctx = ctx.clone();
+    let (name, image) = ctx
+        .engine
+        .inspect(&id)
+        .map(|s| (s.record.name, s.record.options.image))
+        .unwrap_or_default();
     std::thread::spawn(move || {
         let code = shim.wait_exit().unwrap_or(-1);
+        let now = ctx.engine.inspect(&id);
+        // its name now (renamed meanwhile), or as it was (an --rm container is gone)
+        let name = now.as_ref().map_or(name, |s| s.record.name.clone());
+        publish(
+            &ctx,
+            "die",
+            &id,
+            &name,
+            &image,
+            vec![("exitCode", code.to_string())],
+        );
+        if matches!(now, Err(berth_engine::Error::NotFound(_))) {
+            publish(&ctx, "destroy", &id, &name, &image, Vec::new());
+        }
         ctx.containers.record_exit(&id, code);
     });
 }
@@ -657,6 +742,7 @@ pub(crate) fn start_container(ctx: &Arc<Ctx>, id: &str) -> berth_engine::Result<
     let was_watched = !lock(&ctx.containers.watched).insert(full.clone());
     match ctx.engine.start_existing(&full, &mut hand_over) {
         Ok(Some(shim)) => {
+            publish_now(ctx, "start", &full, Vec::new());
             watch(ctx, full, shim);
             Ok(true)
         }
@@ -792,7 +878,10 @@ fn commit(ctx: &Ctx, req: &Request) -> Reply {
             .is_none_or(|p| p != "0" && p != "false"),
     };
     match ctx.engine.commit(&container, &o) {
-        Ok(id) => Reply::json(201, &json!({"Id": id})),
+        Ok(id) => {
+            publish_now(ctx, "commit", &container, Vec::new());
+            Reply::json(201, &json!({"Id": id}))
+        }
         Err(e) => engine_error(e),
     }
 }
