@@ -1201,3 +1201,39 @@ fn commit_makes_an_image_of_the_changes() {
     );
     b.ok(&["rm", "-f", "src"]);
 }
+
+#[test]
+fn init_runs_as_pid_1_and_forwards_signals() {
+    let b = berth();
+    let ps = b.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "someapp:1.0",
+        "ps",
+        "-o",
+        "pid,args",
+    ]);
+    assert!(ps.contains("1 /sbin/docker-init -- ps"), "{ps}");
+    assert_eq!(
+        b.run(&["run", "--rm", "--init", "someapp:1.0", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    // without an init, sleep as pid 1 ignores SIGTERM; under one it dies of it
+    b.ok(&[
+        "run",
+        "-d",
+        "--init",
+        "--name",
+        "i",
+        "someapp:1.0",
+        "sleep",
+        "100224",
+    ]);
+    b.ok(&["stop", "-t", "30", "i"]);
+    let ps = b.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (143)"), "{ps}");
+    b.ok(&["rm", "i"]);
+}

@@ -453,7 +453,7 @@ fn host_config_json(r: &berth_engine::Record) -> Value {
             "max-size": o.log.max_size.to_string(), "max-file": o.log.max_files.to_string()}},
         "NetworkMode": network_mode(o),
         "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-        "AutoRemove": o.auto_remove, "Privileged": false,
+        "AutoRemove": o.auto_remove, "Privileged": false, "Init": o.init,
         "Memory": o.memory.unwrap_or(0), "MemorySwap": o.memory_swap.unwrap_or(0),
         "PidsLimit": o.pids_limit, "ReadonlyRootfs": o.read_only,
         "CapAdd": o.cap_add, "CapDrop": o.cap_drop,
@@ -555,11 +555,7 @@ fn host_config(hc: &Value, o: &mut CreateOptions) -> Result<(), String> {
         o.cap_add.push("ALL".into());
         o.seccomp_unconfined = true;
     }
-    if hc["Init"].as_bool().unwrap_or(false) {
-        return Err(
-            "HostConfig.Init: --init is not supported yet: run a reaper as the entrypoint".into(),
-        );
-    }
+    o.init = hc["Init"].as_bool().unwrap_or(false);
     for s in strings(&hc["SecurityOpt"]) {
         o.security_opt(&s).map_err(|e| e.to_string())?;
     }
