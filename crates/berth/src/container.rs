@@ -324,6 +324,9 @@ pub struct RunArgs {
     /// Bind mount a volume (/host:/container[:ro])
     #[arg(short, long = "volume")]
     volume: Vec<String>,
+    /// Mount volumes from the specified container(s) (CONTAINER[:ro|:rw])
+    #[arg(long)]
+    volumes_from: Vec<String>,
     /// Give extended privileges to this container (every capability, no seccomp)
     #[arg(long)]
     privileged: bool,
@@ -890,7 +893,7 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
     let attached = !a.detach;
     let console = if a.tty { io::terminal_size() } else { None };
     let mut host = json!({
-        "Binds": a.volume, "Mounts": a.mount.iter().map(|m| parse_mount(m)).collect::<anyhow::Result<Vec<_>>>()?,
+        "Binds": a.volume, "VolumesFrom": a.volumes_from, "Mounts": a.mount.iter().map(|m| parse_mount(m)).collect::<anyhow::Result<Vec<_>>>()?,
         "Tmpfs": tmpfs,
         "Memory": a.memory.as_deref().map(parse_memory).transpose()?.unwrap_or(0),
         "MemorySwap": a.memory_swap.as_deref().map(parse_swap).transpose()?.unwrap_or(0),

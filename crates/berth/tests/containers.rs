@@ -1237,3 +1237,56 @@ fn init_runs_as_pid_1_and_forwards_signals() {
     assert!(ps.contains("Exited (143)"), "{ps}");
     b.ok(&["rm", "i"]);
 }
+
+#[test]
+fn volumes_from_shares_another_containers_volumes() {
+    let b = berth();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "owner",
+        "-v",
+        "shared:/data",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo from-owner > /data/f && exec sleep 100225",
+    ]);
+    eventually("the owner's file", || {
+        b.run(&["exec", "owner", "cat", "/data/f"]).stdout == b"from-owner\n"
+    });
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            "--volumes-from",
+            "owner",
+            "someapp:1.0",
+            "cat",
+            "/data/f"
+        ]),
+        "from-owner\n"
+    );
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "owner:ro",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo x > /data/g",
+    ]);
+    assert_ne!(o.status.code(), Some(0), "a :ro volume was writable");
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "nosuch",
+        "someapp:1.0",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    b.ok(&["rm", "-f", "owner"]);
+}

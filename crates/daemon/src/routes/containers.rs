@@ -443,6 +443,7 @@ pub fn inspect_json(ctx: &Ctx, s: &Summary) -> Value {
 fn host_config_json(r: &berth_engine::Record) -> Value {
     let o = &r.options;
     json!({
+        "VolumesFrom": null,
         "Binds": o.binds.iter().map(|b| format!(
             "{}:{}{}",
             b.volume.clone().unwrap_or_else(|| b.source.display().to_string()),
@@ -599,12 +600,6 @@ fn host_config(hc: &Value, o: &mut CreateOptions) -> Result<(), String> {
             o.console_size = Some((h.min(u16::MAX as u64) as u16, w.min(u16::MAX as u64) as u16));
         }
     }
-    if !strings(&hc["VolumesFrom"]).is_empty() {
-        return Err(
-            "HostConfig.VolumesFrom: --volumes-from is not supported yet: name the volumes with -v"
-                .into(),
-        );
-    }
     o.network = match hc["NetworkMode"].as_str().unwrap_or("default") {
         "host" => NetworkMode::Host,
         "none" | "default" | "" | "bridge" => NetworkMode::None,
@@ -670,10 +665,15 @@ fn create(ctx: &Ctx, req: &Request) -> Reply {
         return Reply::error(400, "invalid JSON body: expected an object");
     }
     let name = req.query.get("name").filter(|n| !n.is_empty()).cloned();
-    let opts = match create_options(&body, name) {
+    let mut opts = match create_options(&body, name) {
         Ok(o) => o,
         Err(m) => return Reply::error(400, m),
     };
+    for vf in strings(&body["HostConfig"]["VolumesFrom"]) {
+        if let Err(r) = volumes_from(ctx, &vf, &mut opts) {
+            return r;
+        }
+    }
     match ctx.engine.create(&opts) {
         Ok(id) => {
             publish_now(ctx, "create", &id, Vec::new());
@@ -687,6 +687,27 @@ fn create(ctx: &Ctx, req: &Request) -> Reply {
         }
         Err(e) => engine_error(e),
     }
+}
+
+/// `--volumes-from CONTAINER[:ro|:rw]`: that container's volumes and bind mounts,
+/// unless a mount of ours has the same target.
+fn volumes_from(ctx: &Ctx, spec: &str, o: &mut CreateOptions) -> Result<(), Reply> {
+    let (src, mode) = match spec.rsplit_once(':') {
+        Some((c, m)) if m == "ro" || m == "rw" => (c, Some(m == "ro")),
+        _ => (spec, None),
+    };
+    let s = ctx.engine.inspect(src).map_err(engine_error)?;
+    for b in &s.record.options.binds {
+        if o.binds.iter().any(|x| x.target == b.target) {
+            continue;
+        }
+        let mut b = b.clone();
+        if let Some(ro) = mode {
+            b.readonly = ro;
+        }
+        o.binds.push(b);
+    }
+    Ok(())
 }
 
 /// Watches a shim until its container exits, for `wait`.
