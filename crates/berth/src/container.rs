@@ -978,7 +978,7 @@ fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<i32> {
         detach_keys: keys,
         sig_proxy: a.sig_proxy && !tty,
     };
-    let session = io::attach_container(c, &id, &streams, false)?;
+    let session = io::attach_container(c, &id, &streams)?;
     let condition = if a.rm { "removed" } else { "next-exit" };
     let wait = c
         .request(
@@ -1019,7 +1019,7 @@ fn start(c: &Client, a: StartArgs) -> anyhow::Result<i32> {
         detach_keys: a.detach_keys,
         sig_proxy: true,
     };
-    let session = io::attach_container(c, &id, &streams, false)?;
+    let session = io::attach_container(c, &id, &streams)?;
     let wait = c
         .request(
             "POST",
@@ -1048,7 +1048,7 @@ fn attach(c: &Client, a: AttachArgs) -> anyhow::Result<i32> {
         detach_keys: a.detach_keys,
         sig_proxy: a.sig_proxy && !tty,
     };
-    let session = io::attach_container(c, &id, &streams, true)?;
+    let session = io::attach_container(c, &id, &streams)?;
     let wait = c
         .request("POST", &format!("/containers/{id}/wait"), Body::Empty)?
         .ok()?;
