@@ -576,10 +576,8 @@ pub fn archive_helper(data_root: &Path, a: ArchiveArgs) -> anyhow::Result<()> {
 
 /// Runs a container command and exits with docker's status for it.
 pub fn run(data_root: &Path, cmd: ContainerCmd) -> anyhow::Result<()> {
-    let engine_cmd = matches!(
-        cmd,
-        ContainerCmd::Run(_) | ContainerCmd::Create(_) | ContainerCmd::Start(_)
-    );
+    // docker's run and create fail with 125; start and the others with 1
+    let engine_cmd = matches!(cmd, ContainerCmd::Run(_) | ContainerCmd::Create(_));
     let code = match crate::daemon::client(data_root).and_then(|c| dispatch(&c, cmd)) {
         Ok(code) => code,
         Err(e) => {
@@ -597,9 +595,12 @@ pub fn run(data_root: &Path, cmd: ContainerCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// docker's exit codes for a failed command: 126/127 when the container's command
-/// cannot be run or found, 125 for other failures of run/create/start, else 1.
+/// docker's exit codes for a failed command: for run/create 126/127 when the
+/// container's command cannot be run or found, else 125; 1 for the other commands.
 fn failure_code(e: &anyhow::Error, engine_cmd: bool) -> i32 {
+    if !engine_cmd {
+        return 1;
+    }
     let msg = format!("{e:#}");
     if let Some(berth_client::Error::Api { .. }) = e.downcast_ref::<berth_client::Error>() {
         if msg.contains("executable file not found")
@@ -612,11 +613,7 @@ fn failure_code(e: &anyhow::Error, engine_cmd: bool) -> i32 {
             return 126;
         }
     }
-    if engine_cmd {
-        125
-    } else {
-        1
-    }
+    125
 }
 
 fn dispatch(c: &Client, cmd: ContainerCmd) -> anyhow::Result<i32> {
@@ -1696,6 +1693,23 @@ mod tests {
         assert!(parse_mount("type=bind,source=rel,target=/b").is_err());
         assert!(parse_mount("type=npipe,target=/b").is_err());
         assert!(parse_mount("type=bind,source=/a").is_err());
+    }
+
+    #[test]
+    fn failures_exit_like_docker() {
+        let api = |m: &str| {
+            anyhow::Error::from(berth_client::Error::Api {
+                status: 400,
+                message: m.into(),
+            })
+        };
+        let nf = "failed to create container abc: exec: \"x\": executable file not found in $PATH";
+        assert_eq!(failure_code(&api(nf), true), 127);
+        assert_eq!(failure_code(&api(nf), false), 1);
+        let denied = "failed to create container abc: exec: \"/etc\": permission denied";
+        assert_eq!(failure_code(&api(denied), true), 126);
+        assert_eq!(failure_code(&api("No such image: x"), true), 125);
+        assert_eq!(failure_code(&anyhow::anyhow!("bad flag"), true), 125);
     }
 
     #[test]
