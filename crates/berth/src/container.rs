@@ -1049,9 +1049,6 @@ fn attach(c: &Client, a: AttachArgs) -> anyhow::Result<i32> {
     let wait = c
         .request("POST", &format!("/containers/{id}/wait"), Body::Empty)?
         .ok()?;
-    if tty {
-        io::resize(c, &format!("/containers/{id}/resize"));
-    }
     match session.relay(c, &id, &streams)? {
         io::Ended::Detached => Ok(0),
         io::Ended::Exited => Ok(wait.json()?["StatusCode"].as_i64().unwrap_or(125) as i32),
