@@ -7,6 +7,7 @@ mod container;
 mod daemon;
 mod format;
 mod image;
+mod lifecycle;
 mod progress;
 mod registry;
 mod volume;
@@ -134,6 +135,12 @@ enum Cmd {
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
+    /// The end of a container the slim supervisor ran (internal)
+    #[command(hide = true)]
+    ContainerShimFinish(lifecycle::FinishArgs),
+    /// A container's health monitor (internal)
+    #[command(hide = true)]
+    HealthMonitor { id: String },
     /// The helper that runs one exec (internal)
     #[command(hide = true)]
     ContainerExec(container::ExecHelperArgs),
@@ -195,6 +202,8 @@ fn main() {
         Cmd::Cp(a) => container::run(&cli.data_root, container::ContainerCmd::Cp(a)),
         Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
+        Cmd::ContainerShimFinish(a) => lifecycle::finish(&cli.data_root, &a),
+        Cmd::HealthMonitor { id } => lifecycle::health_monitor(&cli.data_root, &id),
         Cmd::ContainerExec(a) => container::exec_helper(&cli.data_root, a),
         Cmd::ContainerArchive(a) => container::archive_helper(&cli.data_root, a),
         Cmd::Attach(a) => container::run(&cli.data_root, container::ContainerCmd::Attach(a)),

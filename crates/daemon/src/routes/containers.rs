@@ -363,6 +363,7 @@ fn list(ctx: &Ctx, req: &Request) -> Reply {
                 v["SizeRw"] = json!(rw);
                 v["SizeRootFs"] = json!(root);
             }
+            crate::lifecycle::list_row(&ctx.engine, s, &mut v);
             v
         })
         .collect();
@@ -409,7 +410,7 @@ pub fn inspect_json(ctx: &Ctx, s: &Summary) -> Value {
     let dir = ctx.engine.container_dir(&r.id);
     let zero = "0001-01-01T00:00:00Z";
     let running = s.state == State::Running;
-    json!({
+    let mut doc = json!({
         "Id": r.id, "Created": r.created, "Path": r.path, "Args": r.args,
         "State": {
             "Status": state_name(s), "Running": running, "Paused": s.paused, "Restarting": false,
@@ -437,7 +438,9 @@ pub fn inspect_json(ctx: &Ctx, s: &Summary) -> Value {
             "Labels": o.labels, "StopSignal": r.stop_signal, "StopTimeout": o.stop_timeout,
         },
         "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {}, "Networks": {}},
-    })
+    });
+    crate::lifecycle::inspect(&ctx.engine, s, &mut doc);
+    doc
 }
 
 fn host_config_json(r: &berth_engine::Record) -> Value {
@@ -534,6 +537,7 @@ pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOption
             .collect();
     }
     host_config(hc, &mut o)?;
+    crate::lifecycle::create_options(body, &mut o)?;
     Ok(o)
 }
 
