@@ -75,3 +75,93 @@ pub fn for_cli(quiet: bool) -> Box<dyn Progress> {
         Box::new(Lines)
     }
 }
+
+/// Shows the daemon's JSON progress stream (pull, push, load, import, build) as docker
+/// does: bars on a terminal; on a pipe the status lines only (`id: Pull complete`),
+/// without byte counts; nothing with `quiet`. `{"stream"}` text goes to stdout as it
+/// is. Returns the `aux` objects (build id, push digest) and the status lines; an
+/// `{"error"}` message becomes the error.
+pub fn show_json_stream(
+    r: impl std::io::Read,
+    quiet: bool,
+) -> anyhow::Result<(Vec<serde_json::Value>, Vec<String>)> {
+    use std::io::{BufRead, Write};
+    let bars = if quiet || !std::io::stderr().is_terminal() {
+        None
+    } else {
+        Some(Bars {
+            multi: MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr()),
+            bars: Mutex::new(HashMap::new()),
+        })
+    };
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let (mut aux, mut statuses) = (Vec::new(), Vec::new());
+    let mut out = std::io::stdout().lock();
+    for line in std::io::BufReader::new(r).lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+            anyhow::anyhow!("the daemon sent an invalid progress line {line:?}: {e}")
+        })?;
+        if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+            anyhow::bail!("{e}");
+        }
+        if let Some(a) = v.get("aux") {
+            aux.push(a.clone());
+            continue;
+        }
+        if let Some(s) = v.get("stream").and_then(|s| s.as_str()) {
+            if !quiet {
+                match &bars {
+                    Some(b) => {
+                        let _ = b.multi.println(s.trim_end_matches('\n'));
+                    }
+                    None => {
+                        out.write_all(s.as_bytes())?;
+                        out.flush()?;
+                    }
+                }
+            }
+            continue;
+        }
+        let Some(status) = v.get("status").and_then(|s| s.as_str()) else {
+            continue;
+        };
+        let id = v.get("id").and_then(|i| i.as_str());
+        let detail = &v["progressDetail"];
+        let current = detail.get("current").and_then(|c| c.as_u64());
+        if let (Some(id), Some(cur)) = (id, current) {
+            // a byte count: bars only
+            if let Some(b) = &bars {
+                let prev = match seen.get(id) {
+                    Some(p) => *p,
+                    None => {
+                        b.start(id, detail.get("total").and_then(|t| t.as_u64()));
+                        0
+                    }
+                };
+                b.advance(id, cur.saturating_sub(prev));
+                seen.insert(id.to_string(), cur);
+            }
+            continue;
+        }
+        let text = match id {
+            Some(id) if !id.is_empty() => format!("{id}: {status}"),
+            _ => status.to_string(),
+        };
+        statuses.push(status.to_string());
+        if quiet {
+            continue;
+        }
+        match (&bars, id) {
+            (Some(b), Some(id)) if seen.remove(id).is_some() => b.finish(id, status),
+            (Some(b), _) => {
+                let _ = b.multi.println(text);
+            }
+            (None, _) => writeln!(out, "{text}")?,
+        }
+    }
+    Ok((aux, statuses))
+}

@@ -144,6 +144,43 @@ fn write_registry_config(req: &Request, dir: &std::path::Path) -> Result<(), Str
     Ok(())
 }
 
+/// `X-Berth-Build-Secrets` (berth's own header: base64 JSON `{"id": base64(value)}`,
+/// for `RUN --mount=type=secret`) as files, mode 0600, that the worker reads.
+fn write_secrets(req: &Request, dir: &std::path::Path) -> Result<(), String> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(h) = req
+        .headers
+        .get("x-berth-build-secrets")
+        .filter(|h| !h.trim().is_empty())
+    else {
+        return Ok(());
+    };
+    let bad = |e: &dyn std::fmt::Display| {
+        format!("X-Berth-Build-Secrets: {e}: send base64 of {{\"id\": base64(value)}}")
+    };
+    let raw = STANDARD.decode(h.trim()).map_err(|e| bad(&e))?;
+    let v: Map<String, Value> = serde_json::from_slice(&raw).map_err(|e| bad(&e))?;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    for (id, val) in v {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(format!("secret id {id:?} is not a plain name"));
+        }
+        let data = STANDARD
+            .decode(val.as_str().unwrap_or_default())
+            .map_err(|e| bad(&e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(&id))
+            .map_err(|e| e.to_string())?;
+        std::io::Write::write_all(&mut f, &data).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 struct TmpDir(PathBuf);
 
 impl Drop for TmpDir {
@@ -169,14 +206,15 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         .and_then(|()| {
             std::fs::write(dir.join("request.json"), wreq.to_string()).map_err(|e| e.to_string())
         })
-        .and_then(|()| write_registry_config(req, &dir.join("config")));
+        .and_then(|()| write_registry_config(req, &dir.join("config")))
+        .and_then(|()| write_secrets(req, &dir.join("secrets")));
     if let Err(e) = setup {
         return Some(Reply::error(400, e));
     }
-    let body = match BodyReader::new(conn.reader, &req.headers) {
-        Ok(b) => b,
-        Err(e) => return Some(Reply::error(400, e)),
-    };
+    let reader = &mut *conn.reader;
+    if let Err(e) = BodyReader::new(&mut *reader, &req.headers) {
+        return Some(Reply::error(400, e));
+    }
     let bin = berth_bin();
     let child = Command::new(&bin)
         .arg("--data-root")
@@ -210,12 +248,24 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let pid = child.id();
     let gone = Mutex::new(false);
+    let done = Mutex::new(false);
     let err_text = std::thread::scope(|s| {
-        // the context, into the worker
+        // The context, into the worker; then watch the client: when it goes away (or
+        // half-closes, as berth does on Ctrl-C) the build is interrupted, as docker's.
+        let (done, gone) = (&done, &gone);
         s.spawn(move || {
-            if let Some(mut i) = stdin {
-                let mut body = body;
+            if let (Some(mut i), Ok(mut body)) =
+                (stdin, BodyReader::new(&mut *reader, &req.headers))
+            {
                 let _ = std::io::copy(&mut body, &mut i);
+            }
+            while !*lock(done) {
+                if http::peer_closed(reader) {
+                    *lock(gone) = true;
+                    interrupt(pid);
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
         });
         let err = s.spawn(move || {
@@ -229,28 +279,28 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         if let Some(o) = stdout {
             for line in BufReader::new(o).lines() {
                 let Ok(line) = line else { break };
-                if quiet || *lock(&gone) {
+                if quiet || *lock(gone) {
                     continue;
                 }
                 let msg = json!({ "stream": format!("{line}\n") });
                 if http::write_chunk(w, format!("{msg}\n").as_bytes()).is_err() {
-                    // The client left: stop the build (the worker cleans up on SIGTERM).
-                    *lock(&gone) = true;
-                    let _ = Command::new("kill")
-                        .arg("-TERM")
-                        .arg(pid.to_string())
-                        .status();
+                    *lock(gone) = true;
+                    interrupt(pid);
                 }
             }
         }
-        err.join().unwrap_or_default()
+        let t = err.join().unwrap_or_default();
+        *lock(done) = true;
+        t
     });
     let status = child.wait();
+    let id = std::fs::read_to_string(dir.join("iid")).unwrap_or_default();
+    // Gone before the last message, so a client that reads it finds nothing left over.
+    drop(tmp);
     if *lock(&gone) {
         return None;
     }
     let ok = status.is_ok_and(|s| s.success());
-    let id = std::fs::read_to_string(dir.join("iid")).unwrap_or_default();
     let mut send = |v: Value| http::write_chunk(w, format!("{v}\n").as_bytes());
     if ok && !id.trim().is_empty() {
         let id = id.trim();
@@ -281,8 +331,17 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         let _ = send(json!({"errorDetail": {"message": msg}, "error": msg}));
     }
     let _ = http::end_chunked(w);
-    drop(tmp);
     None
+}
+
+/// Interrupt a build worker as Ctrl-C would: it fails the build and cleans up.
+fn interrupt(pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 #[cfg(test)]
