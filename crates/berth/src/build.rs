@@ -217,8 +217,14 @@ pub fn worker(root: &Path, a: &WorkerArgs) -> Result<()> {
         ..BuildOptions::default()
     };
     opts.build_args.extend(map("build_args"));
+    // SOURCE_DATE_EPOCH comes as a build arg (as BuildKit takes it): it sets the
+    // image's timestamps and is not an ARG of the Dockerfile.
+    if let Some(epoch) = opts.build_args.remove("SOURCE_DATE_EPOCH") {
+        opts.created = epoch.trim().parse().ok();
+    }
     opts.labels.extend(map("labels"));
     let df_name = v["dockerfile"].as_str().unwrap_or("Dockerfile").to_string();
+    sweep_contexts(root);
     let dir = root
         .join("tmp")
         .join(format!("build-context-{}", std::process::id()));
@@ -246,6 +252,22 @@ pub fn worker(root: &Path, a: &WorkerArgs) -> Result<()> {
     Ok(())
 }
 
+/// Removes the unpacked contexts of workers that died without cleaning up (killed).
+fn sweep_contexts(root: &Path) {
+    let Ok(rd) = std::fs::read_dir(root.join("tmp")) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("build-context-") else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// The secrets the daemon wrote next to the request (`secrets/<id>`).
 fn worker_secrets(a: &WorkerArgs) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
     let mut out = std::collections::BTreeMap::new();
@@ -262,7 +284,12 @@ fn worker_secrets(a: &WorkerArgs) -> Result<std::collections::BTreeMap<String, V
 
 /// The build's query string (docker's `POST /build` parameters).
 fn build_query(a: &BuildArgs, dockerfile: &str, quiet: bool) -> Result<String> {
-    let opts = options(a)?;
+    let mut opts = options(a)?;
+    if let Some(epoch) = BuildOptions::source_date_epoch() {
+        opts.build_args
+            .entry("SOURCE_DATE_EPOCH".into())
+            .or_insert(epoch.to_string());
+    }
     let mut q = vec![format!("dockerfile={}", enc(dockerfile))];
     for t in &a.tags {
         q.push(format!("t={}", enc(t)));

@@ -14,7 +14,8 @@ struct Berth {
     /// shared `berth` parent cgroup (a runtime issue), so the tests here run one
     /// at a time. Declared first: released after the cleanup in `drop`.
     _turn: std::sync::MutexGuard<'static, ()>,
-    root: tempfile::TempDir,
+    /// The data and runtime roots and the daemon the CLI starts for them.
+    kit: berth_testkit::Berth,
     /// Short ids of the RUN containers our builds reported.
     runs: std::cell::RefCell<Vec<String>>,
     /// `BERTH_SNAPSHOTTER` for the data root (None: berth's choice).
@@ -33,17 +34,13 @@ impl Berth {
             is_root(),
             "the build tests mount, clone namespaces and create cgroups: run them as root"
         );
-        let root = tempfile::Builder::new()
-            .prefix("berth-test-build-")
-            .tempdir()
-            .expect("tempdir");
         let b = Berth {
             _turn: turn,
-            root,
+            kit: berth_testkit::Berth::empty(env!("CARGO_BIN_EXE_berth"), "berth-test-build-"),
             runs: Default::default(),
             snapshotter,
         };
-        let tar = rootfs_tar(b.root.path());
+        let tar = rootfs_tar(b.kit.root.path());
         b.ok(&[
             "image",
             "import",
@@ -54,7 +51,7 @@ impl Berth {
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.root.path().join(rel)
+        self.kit.root.path().join(rel)
     }
 
     fn command(&self) -> Command {
@@ -113,7 +110,7 @@ impl Berth {
 
     /// Mounts whose path lies under our temporary root.
     fn mounts(&self) -> Vec<String> {
-        let root = self.root.path().to_string_lossy().into_owned();
+        let root = self.kit.root.path().to_string_lossy().into_owned();
         std::fs::read_to_string("/proc/self/mountinfo")
             .expect("mountinfo")
             .lines()
@@ -149,6 +146,7 @@ impl Drop for Berth {
                 let _ = self.command().args(["rm", "--force", id]).output();
             }
         }
+        self.kit.stop_daemon();
         for m in self.mounts().into_iter().rev() {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
@@ -801,8 +799,25 @@ fn a_killed_build_is_cleaned_up_by_the_next_one() {
             break;
         }
     }
-    child.kill().expect("SIGKILL the build");
-    child.wait().expect("reap");
+    // The build runs in the daemon's worker: SIGKILL that, as a crash would.
+    let data = b.path("data").display().to_string();
+    let workers: Vec<String> = berth_testkit::processes_with("build-worker")
+        .into_iter()
+        .filter(|p| p.contains(&data))
+        .collect();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    let pid = workers[0].split(':').next().expect("pid").to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let out = child.wait_with_output().expect("reap");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the client reports the failed build"
+    );
     assert!(
         !b.leftovers().is_empty(),
         "a killed build leaves its mounts"

@@ -261,7 +261,6 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
             }
             while !*lock(done) {
                 if http::peer_closed(reader) {
-                    *lock(gone) = true;
                     interrupt(pid);
                     return;
                 }
@@ -280,6 +279,7 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
             for line in BufReader::new(o).lines() {
                 let Ok(line) = line else { break };
                 if quiet || *lock(gone) {
+                    // after a failed write: the client is gone, drain the rest
                     continue;
                 }
                 let msg = json!({ "stream": format!("{line}\n") });
@@ -298,7 +298,7 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
     // Gone before the last message, so a client that reads it finds nothing left over.
     drop(tmp);
     if *lock(&gone) {
-        return None;
+        return None; // nobody to tell; a client that only half-closed gets the end
     }
     let ok = status.is_ok_and(|s| s.success());
     let mut send = |v: Value| http::write_chunk(w, format!("{v}\n").as_bytes());
