@@ -20,7 +20,13 @@ fn docker_sdk_for_python_drives_berthd() {
     let reg = Registry::start(false);
     let tar = rootfs_tar(b.root.path());
     let name = format!("{}/sdk/app:1", reg.host);
-    b.ok(&["import", "-c", "CMD [\"sh\"]", tar.to_str().expect("utf-8"), &name]);
+    b.ok(&[
+        "import",
+        "-c",
+        "CMD [\"sh\"]",
+        tar.to_str().expect("utf-8"),
+        &name,
+    ]);
     b.ok(&["push", "-q", &name]);
     b.ok(&["rmi", &name]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sdk_check.py");
