@@ -5,12 +5,12 @@
 use anyhow::{bail, Context as _, Result};
 use berth_build::context::Context;
 use berth_build::eval::{BuildOptions, Platform};
-use berth_build::exec::{build as exec_build, Request};
+use berth_build::exec::Request;
 use berth_build::plan::Plan;
 use berth_build::stages::Base;
 use berth_client::{enc, Body};
 use clap::{Args, Subcommand};
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// `berth image …`: build, plus the image commands.
@@ -244,9 +244,15 @@ pub fn worker(root: &Path, a: &WorkerArgs) -> Result<()> {
     };
     pull_bases(root, &req, v["pull"].as_bool().unwrap_or(false), true)?;
     let images = crate::image::open(root)?;
-    let mut out = std::io::stdout();
-    let built = exec_build(&images, &runtime_root(), &ctx, &req, &mut out)?;
-    out.flush()?;
+    let mode = v["progress"].as_str().unwrap_or("classic");
+    let width = v["width"].as_u64().unwrap_or(80) as usize;
+    let mut progress =
+        berth_build::exec::progress::for_mode(mode, std::io::stdout(), mode == "tty", width)
+            .with_context(|| format!("unknown progress mode {mode:?}"))?;
+    let built =
+        berth_build::exec::build_with(&images, &runtime_root(), &ctx, &req, progress.as_mut())?;
+    drop(progress);
+    std::io::stdout().flush()?;
     std::fs::write(&a.iidfile, &built.id)
         .with_context(|| format!("cannot write {}", a.iidfile.display()))?;
     Ok(())
@@ -307,6 +313,20 @@ fn build_query(a: &BuildArgs, dockerfile: &str, quiet: bool) -> Result<String> {
     }
     if let Some(p) = &a.platform {
         q.push(format!("platform={}", enc(p)));
+    }
+    // BuildKit's displays where asked for (or on a terminal); docker's classic text
+    // otherwise, which scripts and logs know.
+    let tty = std::io::stdout().is_terminal();
+    let mode = match a.progress.as_str() {
+        "tty" => "tty",
+        "plain" => "plain",
+        "auto" if tty => "tty",
+        _ => "classic",
+    };
+    q.push(format!("progress={mode}"));
+    if mode == "tty" {
+        let width = crate::attach::terminal_size().map_or(80, |(_, w)| w);
+        q.push(format!("width={width}"));
     }
     for (k, on) in [("nocache", a.no_cache), ("pull", a.pull), ("q", quiet)] {
         if on {

@@ -114,15 +114,9 @@ pub fn show_json_stream(
         }
         if let Some(s) = v.get("stream").and_then(|s| s.as_str()) {
             if !quiet {
-                match &bars {
-                    Some(b) => {
-                        let _ = b.multi.println(s.trim_end_matches('\n'));
-                    }
-                    None => {
-                        out.write_all(s.as_bytes())?;
-                        out.flush()?;
-                    }
-                }
+                // as it comes: a build's terminal display redraws in place
+                out.write_all(s.as_bytes())?;
+                out.flush()?;
             }
             continue;
         }

@@ -801,12 +801,23 @@ fn a_killed_build_is_cleaned_up_by_the_next_one() {
     }
     // The build runs in the daemon's worker: SIGKILL that, as a crash would.
     let data = b.path("data").display().to_string();
-    let workers: Vec<String> = berth_testkit::processes_with("build-worker")
+    let procs: Vec<String> = berth_testkit::processes_with("build-worker")
         .into_iter()
         .filter(|p| p.contains(&data))
+        .map(|p| p.split(':').next().expect("pid").to_string())
         .collect();
-    assert_eq!(workers.len(), 1, "{workers:?}");
-    let pid = workers[0].split(':').next().expect("pid").to_string();
+    // the worker, not the RUN spawner it forked (same command line)
+    let ppid = |pid: &str| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_default();
+        after.split_whitespace().nth(1).unwrap_or("").to_string()
+    };
+    let workers: Vec<&String> = procs.iter().filter(|p| !procs.contains(&ppid(p))).collect();
+    assert_eq!(workers.len(), 1, "{procs:?}");
+    let pid = workers[0].clone();
     assert!(Command::new("kill")
         .args(["-KILL", &pid])
         .status()
@@ -964,5 +975,39 @@ fn dockerfile_on_stdin() {
         b.ok(&["run", "--rm", "stdin:1", "cat", "/f.txt"]),
         "from stdin build\n"
     );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn progress_modes_come_through_the_daemon() {
+    let b = Berth::new();
+    let ctx = b.context(
+        "ctx",
+        &[("Dockerfile", "FROM base\nRUN echo berth-test-out\n")],
+    );
+    let plain = b.build(&ctx, &["--progress", "plain", "--no-cache"]);
+    let out = text(&plain.stdout);
+    assert!(plain.status.success(), "{}", text(&plain.stderr));
+    assert!(
+        out.contains("] RUN echo berth-test-out") && out.contains("berth-test-out\n"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Step 1/2"),
+        "plain is BuildKit's display, not the classic one: {out}"
+    );
+    let tty = b.build(&ctx, &["--progress", "tty", "--no-cache"]);
+    let out = text(&tty.stdout);
+    assert!(tty.status.success(), "{}", text(&tty.stderr));
+    assert!(
+        out.contains("[+] Building") && out.contains("\u{1b}["),
+        "{out:?}"
+    );
+    let classic = b.build(&ctx, &["--no-cache"]);
+    let out = text(&classic.stdout);
+    assert!(out.contains("Step 2/2 : RUN echo berth-test-out"), "{out}");
+    assert_eq!(out.matches("Successfully built").count(), 1, "{out}");
+    let q = b.build(&ctx, &["-q"]);
+    assert!(text(&q.stdout).trim().starts_with("sha256:") && text(&q.stdout).lines().count() == 1);
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }

@@ -310,6 +310,7 @@ fn legacy_builder_build_through_the_docker_cli() {
         ctx.to_str().expect("utf-8"),
     ]);
     assert!(out.contains("Step 1/6 : FROM base:1"), "{out}");
+    assert_eq!(out.matches("Successfully built").count(), 1, "{out}");
     assert!(
         out.contains("Successfully built") && out.contains("Successfully tagged built:2"),
         "{out}"
@@ -333,7 +334,13 @@ fn legacy_builder_build_through_the_docker_cli() {
     );
     std::fs::write(ctx.join("Dockerfile"), "FROM base:1\nRUN exit 3\n").expect("write");
     let o = e.docker(&["build", ctx.to_str().expect("utf-8")]);
-    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "the RUN's status, as with dockerd: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     assert!(
         stderr(&o).contains("returned a non-zero code: 3"),
         "{}",

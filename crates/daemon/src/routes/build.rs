@@ -10,7 +10,7 @@
 use super::{flag, lock, Conn, Ctx, Reply};
 use crate::http::{self, BodyReader, Request};
 use serde_json::{json, Map, Value};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -110,7 +110,20 @@ fn worker_request(req: &Request) -> Result<Value, String> {
         "target": req.query.get("target").filter(|t| !t.is_empty()),
         "no_cache": flag(req, "nocache"),
         "pull": flag(req, "pull"),
+        // berth's own: its CLI asks for BuildKit's displays on a terminal
+        "progress": progress_mode(req)?,
+        "width": req.query.get("width").and_then(|w| w.parse::<u16>().ok()).unwrap_or(80),
     }))
+}
+
+/// `progress` (berth's extension; docker clients get the classic output): classic,
+/// plain or tty.
+fn progress_mode(req: &Request) -> Result<String, String> {
+    match req.query.get("progress").map(String::as_str) {
+        None | Some("") | Some("classic") => Ok("classic".into()),
+        Some(m @ ("plain" | "tty")) => Ok(m.into()),
+        Some(m) => Err(format!("progress {m:?}: use classic, plain or tty")),
+    }
 }
 
 /// Registry credentials of `X-Registry-Config` (base64 JSON `{"host": {"username",
@@ -274,15 +287,25 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
             }
             t
         });
-        // its output, to the client, line by line
-        if let Some(o) = stdout {
-            for line in BufReader::new(o).lines() {
-                let Ok(line) = line else { break };
+        // its output, to the client, as it comes (a terminal display redraws
+        // without newlines), whole UTF-8 characters per message
+        if let Some(mut o) = stdout {
+            let mut buf = vec![0u8; 16 << 10];
+            let mut pending: Vec<u8> = Vec::new();
+            loop {
+                let n = match o.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
                 if quiet || *lock(gone) {
-                    // after a failed write: the client is gone, drain the rest
+                    continue; // after a failed write: the client is gone, drain the rest
+                }
+                pending.extend_from_slice(&buf[..n]);
+                let text = utf8_prefix(&mut pending);
+                if text.is_empty() {
                     continue;
                 }
-                let msg = json!({ "stream": format!("{line}\n") });
+                let msg = json!({ "stream": text });
                 if http::write_chunk(w, format!("{msg}\n").as_bytes()).is_err() {
                     *lock(gone) = true;
                     interrupt(pid);
@@ -305,16 +328,9 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
     if ok && !id.trim().is_empty() {
         let id = id.trim();
         let _ = send(json!({"aux": {"ID": id}}));
+        // (the worker's renderer printed "Successfully built/tagged" already)
         if quiet {
             let _ = send(json!({ "stream": format!("{id}\n") }));
-        } else {
-            let short: String = id.trim_start_matches("sha256:").chars().take(12).collect();
-            let _ = send(json!({ "stream": format!("Successfully built {short}\n") }));
-            for t in wreq["tags"].as_array().into_iter().flatten() {
-                let _ = send(
-                    json!({ "stream": format!("Successfully tagged {}\n", t.as_str().unwrap_or("")) }),
-                );
-            }
         }
         for t in wreq["tags"].as_array().into_iter().flatten() {
             ctx.events
@@ -328,10 +344,32 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
             .unwrap_or("the build failed")
             .trim_start_matches("Error: ")
             .to_string();
-        let _ = send(json!({"errorDetail": {"message": msg}, "error": msg}));
+        // As dockerd: a failed RUN carries its exit code, which the docker CLI exits with.
+        let code = msg
+            .rsplit_once("returned a non-zero code: ")
+            .and_then(|(_, c)| c.trim().parse::<i64>().ok());
+        let mut detail = json!({ "message": msg });
+        if let Some(c) = code {
+            detail["code"] = json!(c);
+        }
+        let _ = send(json!({"errorDetail": detail, "error": msg}));
     }
     let _ = http::end_chunked(w);
     None
+}
+
+/// Takes the longest prefix of `b` that is whole UTF-8 (invalid bytes replaced),
+/// leaving an incomplete trailing character for the next read.
+fn utf8_prefix(b: &mut Vec<u8>) -> String {
+    let keep = match std::str::from_utf8(b) {
+        Ok(_) => 0,
+        Err(e) if e.error_len().is_none() => b.len() - e.valid_up_to(),
+        Err(_) => 0,
+    };
+    let rest = b.split_off(b.len() - keep);
+    let text = String::from_utf8_lossy(b).into_owned();
+    *b = rest;
+    text
 }
 
 /// Interrupt a build worker as Ctrl-C would: it fails the build and cleans up.
@@ -378,6 +416,17 @@ mod tests {
     }
 
     #[test]
+    fn output_is_cut_at_whole_characters() {
+        let mut b = "aé".as_bytes().to_vec();
+        b.pop();
+        assert_eq!(utf8_prefix(&mut b), "a");
+        assert_eq!(b, [0xc3]);
+        b.push(0xa9);
+        assert_eq!(utf8_prefix(&mut b), "é");
+        assert!(b.is_empty());
+    }
+
+    #[test]
     fn bad_build_queries_are_refused() {
         for q in [
             [("buildargs", "[1]")],
@@ -386,6 +435,7 @@ mod tests {
             [("dockerfile", "../etc/passwd")],
             [("remote", "https://example.invalid/x.git")],
             [("platform", "windows/arm64")],
+            [("progress", "rainbow")],
         ] {
             assert!(worker_request(&req(&q)).is_err(), "{q:?}");
         }
