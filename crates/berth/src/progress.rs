@@ -133,6 +133,9 @@ pub fn show_json_stream(
                     Some(p) => *p,
                     None => {
                         b.start(id, detail.get("total").and_then(|t| t.as_u64()));
+                        if let Some(pb) = b.bars.lock().ok().and_then(|m| m.get(id).cloned()) {
+                            pb.set_message(status.to_string()); // Downloading, Pushing
+                        }
                         0
                     }
                 };
