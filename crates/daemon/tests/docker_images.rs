@@ -223,6 +223,13 @@ fn save_load_and_prune_through_the_docker_cli() {
         e.ok(&["images", "-q", "--no-trunc"]).lines().next(),
         Some(id.as_str())
     );
+    // until=1h keeps what was made within the hour; a label nobody has keeps all
+    e.ok(&["image", "prune", "-a", "-f", "--filter", "until=1h"]);
+    e.ok(&["image", "prune", "-a", "-f", "--filter", "label=nobody=has"]);
+    assert_eq!(
+        e.ok(&["images", "-q", "--no-trunc"]).lines().next(),
+        Some(id.as_str())
+    );
     let pruned = e.ok(&["image", "prune", "-a", "-f"]);
     assert!(pruned.contains(&format!("deleted: {id}")), "{pruned}");
     assert_eq!(e.ok(&["images", "-q"]).trim(), "");
