@@ -11,8 +11,9 @@ use super::{flag, lock, Conn, Ctx, Reply};
 use crate::http::{self, BodyReader, Request};
 use serde_json::{json, Map, Value};
 use std::io::Read;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
 /// What this module serves.
@@ -202,11 +203,9 @@ impl Drop for TmpDir {
     }
 }
 
-fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
-    let wreq = match worker_request(req) {
-        Ok(w) => w,
-        Err(e) => return Some(Reply::error(400, e)),
-    };
+/// The build's scratch directory (`<data-root>/tmp/build-PID-N`): the request, the
+/// registry credentials and secrets for the worker, and the id it writes.
+fn prepare(ctx: &Ctx, req: &Request, wreq: &Value) -> Result<TmpDir, String> {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = ctx
@@ -214,22 +213,16 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         .join("tmp")
         .join(format!("build-{}-{n}", std::process::id()));
     let tmp = TmpDir(dir.clone());
-    let setup = std::fs::create_dir_all(dir.join("config"))
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            std::fs::write(dir.join("request.json"), wreq.to_string()).map_err(|e| e.to_string())
-        })
-        .and_then(|()| write_registry_config(req, &dir.join("config")))
-        .and_then(|()| write_secrets(req, &dir.join("secrets")));
-    if let Err(e) = setup {
-        return Some(Reply::error(400, e));
-    }
-    let reader = &mut *conn.reader;
-    if let Err(e) = BodyReader::new(&mut *reader, &req.headers) {
-        return Some(Reply::error(400, e));
-    }
+    std::fs::create_dir_all(dir.join("config")).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("request.json"), wreq.to_string()).map_err(|e| e.to_string())?;
+    write_registry_config(req, &dir.join("config"))?;
+    write_secrets(req, &dir.join("secrets"))?;
+    Ok(tmp)
+}
+
+fn spawn_worker(ctx: &Ctx, dir: &std::path::Path) -> Result<Child, Reply> {
     let bin = berth_bin();
-    let child = Command::new(&bin)
+    Command::new(&bin)
         .arg("--data-root")
         .arg(&ctx.data_root)
         .arg("build-worker")
@@ -241,15 +234,78 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            return Some(Reply::error(
+        .spawn()
+        .map_err(|e| {
+            Reply::error(
                 500,
                 format!("cannot start the build worker {}: {e}", bin.display()),
-            ))
+            )
+        })
+}
+
+/// The worker's output to the client as it comes (a terminal display redraws without
+/// newlines), whole UTF-8 characters per `{"stream"}` message. A failed write means
+/// the client left: the build is interrupted and the rest drained.
+fn relay_output(mut o: impl Read, w: &mut UnixStream, quiet: bool, gone: &Mutex<bool>, pid: u32) {
+    let mut buf = vec![0u8; 16 << 10];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match o.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if quiet || *lock(gone) {
+            continue;
         }
+        pending.extend_from_slice(&buf[..n]);
+        let text = utf8_prefix(&mut pending);
+        if text.is_empty() {
+            continue;
+        }
+        let msg = json!({ "stream": text });
+        if http::write_chunk(w, format!("{msg}\n").as_bytes()).is_err() {
+            *lock(gone) = true;
+            interrupt(pid);
+        }
+    }
+}
+
+/// docker's error message for a failed build: the worker's last line; a failed RUN
+/// carries its exit code, which the docker CLI exits with (as with dockerd).
+fn error_message(stderr: &str) -> Value {
+    let msg = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("the build failed")
+        .trim_start_matches("Error: ")
+        .to_string();
+    let code = msg
+        .rsplit_once("returned a non-zero code: ")
+        .and_then(|(_, c)| c.trim().parse::<i64>().ok());
+    let mut detail = json!({ "message": msg });
+    if let Some(c) = code {
+        detail["code"] = json!(c);
+    }
+    json!({"errorDetail": detail, "error": msg})
+}
+
+fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
+    let wreq = match worker_request(req) {
+        Ok(w) => w,
+        Err(e) => return Some(Reply::error(400, e)),
+    };
+    let tmp = match prepare(ctx, req, &wreq) {
+        Ok(t) => t,
+        Err(e) => return Some(Reply::error(400, e)),
+    };
+    let reader = &mut *conn.reader;
+    if let Err(e) = BodyReader::new(&mut *reader, &req.headers) {
+        return Some(Reply::error(400, e));
+    }
+    let mut child = match spawn_worker(ctx, &tmp.0) {
+        Ok(c) => c,
+        Err(r) => return Some(r),
     };
     let quiet = flag(req, "q");
     let w = &mut *conn.writer;
@@ -260,8 +316,7 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
     }
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let pid = child.id();
-    let gone = Mutex::new(false);
-    let done = Mutex::new(false);
+    let (gone, done) = (Mutex::new(false), Mutex::new(false));
     let err_text = std::thread::scope(|s| {
         // The context, into the worker; then watch the client: when it goes away (or
         // half-closes, as berth does on Ctrl-C) the build is interrupted, as docker's.
@@ -287,46 +342,23 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
             }
             t
         });
-        // its output, to the client, as it comes (a terminal display redraws
-        // without newlines), whole UTF-8 characters per message
-        if let Some(mut o) = stdout {
-            let mut buf = vec![0u8; 16 << 10];
-            let mut pending: Vec<u8> = Vec::new();
-            loop {
-                let n = match o.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                if quiet || *lock(gone) {
-                    continue; // after a failed write: the client is gone, drain the rest
-                }
-                pending.extend_from_slice(&buf[..n]);
-                let text = utf8_prefix(&mut pending);
-                if text.is_empty() {
-                    continue;
-                }
-                let msg = json!({ "stream": text });
-                if http::write_chunk(w, format!("{msg}\n").as_bytes()).is_err() {
-                    *lock(gone) = true;
-                    interrupt(pid);
-                }
-            }
+        if let Some(o) = stdout {
+            relay_output(o, w, quiet, gone, pid);
         }
         let t = err.join().unwrap_or_default();
         *lock(done) = true;
         t
     });
     let status = child.wait();
-    let id = std::fs::read_to_string(dir.join("iid")).unwrap_or_default();
+    let id = std::fs::read_to_string(tmp.0.join("iid")).unwrap_or_default();
     // Gone before the last message, so a client that reads it finds nothing left over.
     drop(tmp);
     if *lock(&gone) {
         return None; // nobody to tell; a client that only half-closed gets the end
     }
-    let ok = status.is_ok_and(|s| s.success());
     let mut send = |v: Value| http::write_chunk(w, format!("{v}\n").as_bytes());
-    if ok && !id.trim().is_empty() {
-        let id = id.trim();
+    let id = id.trim();
+    if status.is_ok_and(|s| s.success()) && !id.is_empty() {
         let _ = send(json!({"aux": {"ID": id}}));
         // (the worker's renderer printed "Successfully built/tagged" already)
         if quiet {
@@ -337,22 +369,7 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
                 .publish("image", "tag", id, [("name", t.as_str().unwrap_or(""))]);
         }
     } else {
-        let msg = err_text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("the build failed")
-            .trim_start_matches("Error: ")
-            .to_string();
-        // As dockerd: a failed RUN carries its exit code, which the docker CLI exits with.
-        let code = msg
-            .rsplit_once("returned a non-zero code: ")
-            .and_then(|(_, c)| c.trim().parse::<i64>().ok());
-        let mut detail = json!({ "message": msg });
-        if let Some(c) = code {
-            detail["code"] = json!(c);
-        }
-        let _ = send(json!({"errorDetail": detail, "error": msg}));
+        let _ = send(error_message(&err_text));
     }
     let _ = http::end_chunked(w);
     None
@@ -413,6 +430,22 @@ mod tests {
         assert_eq!(r["build_args"], json!({"V": "2"}));
         assert_eq!(r["dockerfile"], "Dockerfile");
         assert_eq!(r["no_cache"], true);
+    }
+
+    #[test]
+    fn build_errors_carry_the_run_status() {
+        let e = error_message(
+            "step 2\nError: The command '/bin/sh -c exit 3' returned a non-zero code: 3\n",
+        );
+        assert_eq!(e["errorDetail"]["code"], 3);
+        assert_eq!(
+            e["error"],
+            "The command '/bin/sh -c exit 3' returned a non-zero code: 3"
+        );
+        assert_eq!(error_message("")["error"], "the build failed");
+        assert!(error_message("Error: bad Dockerfile")["errorDetail"]
+            .get("code")
+            .is_none());
     }
 
     #[test]
