@@ -350,7 +350,7 @@ fn rm(c: &Client, a: &RmArgs) -> Result<()> {
                 }
             }
             Err(e) => {
-                eprintln!("Error: {e}");
+                eprintln!("{e}");
                 failed = true;
             }
         }

@@ -1,6 +1,7 @@
 //! The Docker SDK for Python (PyPI `docker`, in the venv scripts/setup.sh makes under
 //! /opt/berth-ci/sdk) against berthd: tests/python/sdk_check.py pulls from a loopback
-//! registry, tags, runs containers, reads logs, waits, execs and manages volumes.
+//! registry, tags, builds, saves and loads, runs containers, reads logs, waits, execs,
+//! manages volumes and reads events and disk usage.
 //! Networks are not covered yet: the network routes are not served.
 
 use berth_testkit::{rootfs_tar, stderr, stdout, Berth, Registry};
