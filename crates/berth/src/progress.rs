@@ -53,6 +53,32 @@ impl Progress for Bars {
     }
 }
 
+impl Bars {
+    /// A transfer's byte count from the daemon (`current` so far of `total`), with its
+    /// status as the bar's label; `seen` keeps the last count of each bar.
+    fn update(
+        &self,
+        seen: &mut HashMap<String, u64>,
+        id: &str,
+        status: &str,
+        current: u64,
+        total: Option<u64>,
+    ) {
+        let prev = match seen.get(id) {
+            Some(p) => *p,
+            None => {
+                self.start(id, total);
+                if let Some(pb) = self.bars.lock().ok().and_then(|m| m.get(id).cloned()) {
+                    pb.set_message(status.to_string()); // Downloading, Pushing
+                }
+                0
+            }
+        };
+        self.advance(id, current.saturating_sub(prev));
+        seen.insert(id.to_string(), current);
+    }
+}
+
 impl Progress for Lines {
     fn start(&self, _: &str, _: Option<u64>) {}
     fn advance(&self, _: &str, _: u64) {}
@@ -129,18 +155,8 @@ pub fn show_json_stream(
         if let (Some(id), Some(cur)) = (id, current) {
             // a byte count: bars only
             if let Some(b) = &bars {
-                let prev = match seen.get(id) {
-                    Some(p) => *p,
-                    None => {
-                        b.start(id, detail.get("total").and_then(|t| t.as_u64()));
-                        if let Some(pb) = b.bars.lock().ok().and_then(|m| m.get(id).cloned()) {
-                            pb.set_message(status.to_string()); // Downloading, Pushing
-                        }
-                        0
-                    }
-                };
-                b.advance(id, cur.saturating_sub(prev));
-                seen.insert(id.to_string(), cur);
+                let total = detail.get("total").and_then(|t| t.as_u64());
+                b.update(&mut seen, id, status, cur, total);
             }
             continue;
         }
@@ -161,4 +177,27 @@ pub fn show_json_stream(
         }
     }
     Ok((aux, statuses))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_stream_collects_aux_and_statuses_and_fails_on_error() {
+        let ok = concat!(
+            "{\"status\":\"Pulling from x\",\"id\":\"1\"}\n",
+            "{\"status\":\"Downloading\",\"progressDetail\":{\"current\":5,\"total\":9},\"id\":\"ab\"}\n",
+            "{\"status\":\"Pull complete\",\"progressDetail\":{},\"id\":\"ab\"}\n",
+            "{\"aux\":{\"ID\":\"sha256:1\"}}\n",
+            "\n",
+        );
+        let (aux, st) = show_json_stream(ok.as_bytes(), true).expect("stream");
+        assert_eq!(aux, [serde_json::json!({"ID": "sha256:1"})]);
+        assert_eq!(st, ["Pulling from x", "Pull complete"], "byte counts are not statuses");
+        let bad = "{\"stream\":\"Step 1/2\\n\"}\n{\"error\":\"no such image\",\"errorDetail\":{}}\n";
+        let e = show_json_stream(bad.as_bytes(), true).expect_err("error line");
+        assert_eq!(e.to_string(), "no such image");
+        assert!(show_json_stream("not json\n".as_bytes(), true).is_err());
+    }
 }
