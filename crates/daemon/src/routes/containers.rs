@@ -337,15 +337,19 @@ fn list(ctx: &Ctx, req: &Request) -> Reply {
         Ok(l) => l,
         Err(e) => return engine_error(e),
     };
-    // values of one filter name are alternatives; different names must all match
+    // values of one filter name are alternatives, except labels, which must all match
+    // (as dockerd: compose asks for project=P and oneoff=False at once); different
+    // names must all match
     let mut names: Vec<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
     names.dedup();
     l.retain(|s| {
         names.iter().all(|n| {
-            filters
-                .iter()
-                .filter(|(k, _)| k == n)
-                .any(|(k, v)| matches(s, k, v))
+            let mut vals = filters.iter().filter(|(k, _)| k == n);
+            if *n == "label" {
+                vals.all(|(k, v)| matches(s, k, v))
+            } else {
+                vals.any(|(k, v)| matches(s, k, v))
+            }
         })
     });
     if let Some(n) = req.query.get("limit").and_then(|n| n.parse::<i64>().ok()) {
