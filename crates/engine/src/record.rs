@@ -171,6 +171,13 @@ pub struct CreateOptions {
     /// `-l key=value`
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// the terminal's size (rows, columns) at creation, for a `-t` container's pty
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
+    /// close the container's stdin when the attached client closes its own
+    /// (docker's `StdinOnce`, set by `run -i`)
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 impl CreateOptions {

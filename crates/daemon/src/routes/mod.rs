@@ -6,13 +6,14 @@
 //! stream (wait, attach, logs -f, pull progress, uploads) get the connection ([`Conn`]).
 
 pub mod containers;
+pub mod exec;
 pub mod images;
+pub mod streams;
 pub mod system;
 
 use crate::http::Request;
 use berth_engine::Engine;
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -55,11 +56,10 @@ pub struct Ctx {
     pub engine: Engine,
     /// the data root (for the image store)
     pub data_root: PathBuf,
-    /// containers created with AutoRemove: the daemon removes them after their exit
-    /// (as dockerd does), so it can still report their exit status
-    pub(crate) auto_remove: Mutex<HashSet<String>>,
-    /// exit codes of auto-removed containers, for `wait?condition=removed`
-    pub(crate) exited: Mutex<HashMap<String, i32>>,
+    /// attach clients waiting for a start, and the exits the shims reported
+    pub(crate) containers: containers::Shared,
+    /// execs by id
+    pub(crate) execs: exec::Execs,
 }
 
 impl Ctx {
@@ -68,8 +68,8 @@ impl Ctx {
         Arc::new(Ctx {
             engine,
             data_root,
-            auto_remove: Mutex::default(),
-            exited: Mutex::default(),
+            containers: containers::Shared::default(),
+            execs: exec::Execs::default(),
         })
     }
 }
@@ -81,6 +81,7 @@ pub(crate) fn engine_error(e: berth_engine::Error) -> Reply {
         E::Image(berth_image::Error::NotFound(_)) => 404,
         E::NameInUse { .. } | E::Conflict(_) => 409,
         E::Invalid(_) | E::Ambiguous(_) => 400,
+        E::CommandNotFound(_) | E::CommandNotExecutable(_) => 400,
         _ => 500,
     };
     Reply::error(status, e)
@@ -117,13 +118,15 @@ pub fn all_routes() -> impl Iterator<Item = &'static (&'static str, &'static str
     system::ROUTES
         .iter()
         .chain(containers::ROUTES)
+        .chain(streams::ROUTES)
+        .chain(exec::ROUTES)
         .chain(images::ROUTES)
 }
 
 /// Whether `req` uploads a body of any size that its route reads from [`Conn::reader`]
 /// itself; every other body is read (up to [`crate::http::MAX_BODY`]) before routing.
-pub fn streams_body(_req: &Request) -> bool {
-    false
+pub fn streams_body(req: &Request) -> bool {
+    streams::streams_body(req)
 }
 
 fn check_version(req: &Request) -> Option<Reply> {
@@ -148,6 +151,12 @@ pub fn route(ctx: &Arc<Ctx>, req: &Request, conn: &mut Conn) -> Option<Reply> {
         return Some(r);
     }
     if let Some(r) = containers::route(ctx, req, parts, conn) {
+        return r;
+    }
+    if let Some(r) = streams::route(ctx, req, parts, conn) {
+        return r;
+    }
+    if let Some(r) = exec::route(ctx, req, parts, conn) {
         return r;
     }
     if let Some(r) = images::route(ctx, req, parts) {
