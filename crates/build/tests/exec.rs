@@ -14,7 +14,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use berth_build::context::Context;
-use berth_build::exec::progress::{Collect, Event, StepKind};
+use berth_build::exec::progress::{self, Collect, Event, StepKind};
 use berth_build::exec::{build_with, Built, ExecError, Request};
 use berth_image::Images;
 
@@ -271,9 +271,21 @@ fn a_failing_stage_cancels_the_others_and_cleans_up() {
               RUN --mount=type=cache,id=sync,target=/sync sh -c 'while [ ! -e /sync/slow-started ]; do sleep 0.1; done; exit 4'\n\n\
               FROM base:1\nCOPY --from=slow /etc/passwd /a\nCOPY --from=bad /etc/passwd /b\n";
     let ctx = env.context("ctx", &[("Dockerfile", df)]);
-    let (r, _) = env.build(&ctx, "cancel:1");
+    let (r, ev) = env.build(&ctx, "cancel:1");
     let e = r.unwrap_err();
     assert!(e.to_string().contains("returned a non-zero code: 4"), "{e}");
+    let failed: Vec<&str> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Failed { message, .. } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed.contains(&progress::CANCELLED),
+        "the slow step is marked cancelled: {failed:?}"
+    );
     let sync = std::fs::read_dir(env.dir.path().join("data/build-cache/mounts"))
         .unwrap()
         .flatten()

@@ -713,12 +713,10 @@ impl<'a> Executor<'a> {
                     let made = match self.step(&mut st, step, done, id) {
                         Ok(m) => m,
                         Err(e) => {
-                            if !matches!(e, ExecError::Cancelled) {
-                                self.send(Event::Failed {
-                                    id,
-                                    message: e.to_string(),
-                                });
-                            }
+                            self.send(Event::Failed {
+                                id,
+                                message: e.to_string(),
+                            });
                             return Err(e);
                         }
                     };
