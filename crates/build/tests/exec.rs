@@ -476,6 +476,102 @@ fn copy_from_an_image() {
     assert_eq!(f["/bin/busybox"].mode & 0o111, 0o111);
 }
 
+/// Upper-directory copies of image file `path` in the overlay snapshots, with
+/// their link counts.
+fn snapshot_copies(env: &Env, path: &str) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = env.dir.path().join("data/snapshots/overlayfs/snapshots");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::symlink_metadata(e.path().join("fs").join(path)).ok())
+        .map(|m| m.nlink())
+        .collect()
+}
+
+fn unchanged_files_of_a_copy_are_linked_not_copied() {
+    let env = Env::new();
+    if env.images.snapshotter().name() != "overlayfs" {
+        println!("(not overlayfs: nothing is shared) ");
+        return;
+    }
+    let df = "FROM base:1\nCOPY src/ /app/\nRUN cat /app/a /app/b /app/c > /all\n";
+    let files = [
+        ("Dockerfile", df),
+        ("src/a", "a1\n"),
+        ("src/b", "b1\n"),
+        ("src/c", "c1\n"),
+    ];
+    let ctx = env.context("ctx", &files);
+    env.ok(&ctx, "share:1");
+    std::fs::write(ctx.join("src/b"), "b2\n").unwrap();
+    // Directories get the build's time: clamp it to compare layers below.
+    let clamped = |tag: &str| {
+        let mut req = Request::new(df.into(), vec![tag.into()]);
+        req.options.created = Some(1_700_000_000);
+        req
+    };
+    let (r, ev) = env.build_req(&ctx, &clamped("share:2"));
+    r.unwrap();
+    assert_eq!(
+        executed(&ev),
+        ["COPY src/ /app/", "RUN cat /app/a /app/b /app/c > /all"]
+    );
+    let f = env.files("share:2");
+    assert_eq!(f["/all"].text, "a1\nb2\nc1\n");
+    assert_eq!(
+        snapshot_copies(&env, "app/a"),
+        [2, 2],
+        "a is one inode in both COPY results"
+    );
+    let mut b = snapshot_copies(&env, "app/b");
+    b.sort();
+    assert_eq!(b, [1, 1], "b changed: copied");
+    // The layers are what a clean data root makes from the same context.
+    let clean = Env::new();
+    let cctx = clean.context("ctx", &files);
+    std::fs::write(cctx.join("src/b"), "b2\n").unwrap();
+    for n in ["a", "c"] {
+        let t = std::fs::metadata(ctx.join("src").join(n))
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(cctx.join("src").join(n))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+    let t = std::fs::metadata(ctx.join("src/b"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(cctx.join("src/b"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    clean.build_req(&cctx, &clamped("share:2")).0.unwrap();
+    let layers = |e: &Env| -> Vec<String> {
+        let img = e.images.resolve("share:2").unwrap();
+        img.manifest
+            .layers()
+            .iter()
+            .map(|l| l.digest().to_string())
+            .collect()
+    };
+    assert_eq!(layers(&env)[1], layers(&clean)[1], "the COPY layer");
+    // A --no-cache rebuild shares every file.
+    let mut req = Request::new(df.into(), vec!["share:3".into()]);
+    req.no_cache = true;
+    let (r, _) = env.build_req(&ctx, &req);
+    r.unwrap();
+    assert_eq!(env.files("share:3")["/all"].text, "a1\nb2\nc1\n");
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}
+
 type Test = (&'static str, fn());
 
 const TESTS: &[Test] = &[
@@ -508,6 +604,10 @@ const TESTS: &[Test] = &[
         cache_mounts_persist_and_secrets_stay_out_of_layers,
     ),
     ("copy_from_an_image", copy_from_an_image),
+    (
+        "unchanged_files_of_a_copy_are_linked_not_copied",
+        unchanged_files_of_a_copy_are_linked_not_copied,
+    ),
 ];
 
 fn main() {

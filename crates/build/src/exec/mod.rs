@@ -59,6 +59,7 @@ mod guards;
 pub mod layer;
 pub mod progress;
 mod run;
+mod share;
 mod signals;
 mod sources;
 pub mod spawner;
@@ -797,8 +798,26 @@ impl<'a> Executor<'a> {
             ExecError::Invalid("the snapshotter gave a snapshot berth cannot write into".into())
         })?;
         let rootfs = Mounted::new(&snap.mounts, &work.0.join("rootfs"))?;
-        self.apply(step, &rootfs, &work.0, &id, done, vertex)?;
+        let share = match (&step.kind, &style) {
+            (StepKind::Copy(_), WhiteoutStyle::Overlay) => Some(share::Share::open(
+                self.images.root(),
+                &format!("{}\n{}", self.stage, step.original),
+                &upper,
+                rootfs.path(),
+            )),
+            _ => None,
+        };
+        let at = StepAt {
+            work: &work.0,
+            id: &id,
+            vertex,
+            share: share.as_ref(),
+        };
+        self.apply(step, &rootfs, &at, done)?;
         rootfs.unmount()?;
+        if let Some(s) = &share {
+            s.apply()?;
+        }
         // A full copy (native snapshotter) is compared with its parent.
         let parent = match (style, &st.chain) {
             (WhiteoutStyle::Delete, Some(c)) => Some(Snap::prepare(
@@ -824,7 +843,11 @@ impl<'a> Executor<'a> {
             None => st.chain.clone(),
             Some(l) => {
                 let c = next_chain(st.chain.as_deref(), &l.diff_id);
-                snap.commit(&c)?;
+                if snap.commit(&c)? {
+                    if let Some(s) = &share {
+                        s.save();
+                    }
+                }
                 Some(c)
             }
         };
@@ -835,13 +858,12 @@ impl<'a> Executor<'a> {
         &mut self,
         step: &Step,
         rootfs: &Mounted,
-        work: &Path,
-        id: &str,
+        at: &StepAt<'_>,
         done: &BTreeMap<usize, StageState>,
-        vertex: usize,
     ) -> Result<()> {
+        let (work, id, vertex) = (at.work, at.id, at.vertex);
         match &step.kind {
-            StepKind::Copy(c) => self.copy(c, rootfs.path(), work, done),
+            StepKind::Copy(c) => self.copy(c, rootfs.path(), work, done, at.share),
             StepKind::Workdir(d) => {
                 let owner = resolve_user(rootfs.path(), &step.user)?;
                 mkdir_all(rootfs.path(), d, Some(owner)).map(|_| ())
@@ -875,6 +897,15 @@ impl<'a> Executor<'a> {
             }
         }
     }
+}
+
+/// Where a step executes: its scratch directory, container id, vertex and
+/// the files it may share with the previous run (COPY).
+struct StepAt<'b> {
+    work: &'b Path,
+    id: &'b str,
+    vertex: usize,
+    share: Option<&'b share::Share>,
 }
 
 /// A RUN's output as [`Event::Output`]s.
