@@ -126,6 +126,9 @@ enum Cmd {
     },
     /// Show the berth version information (client and daemon)
     Version,
+    /// One build for the daemon (internal)
+    #[command(hide = true)]
+    BuildWorker(build::WorkerArgs),
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
@@ -194,6 +197,7 @@ fn main() {
         Cmd::ContainerArchive(a) => container::archive_helper(&cli.data_root, a),
         Cmd::Attach(a) => container::run(&cli.data_root, container::ContainerCmd::Attach(a)),
         Cmd::Port(a) => container::run(&cli.data_root, container::ContainerCmd::Port(a)),
+        Cmd::BuildWorker(a) => build::worker(&cli.data_root, &a),
         Cmd::Version => version(&cli.data_root),
     };
     if let Err(e) = result {

@@ -5,11 +5,15 @@
 //! `route` function that returns `None` for a request that is not its own. Routes that
 //! stream (wait, attach, logs -f, pull progress, uploads) get the connection ([`Conn`]).
 
+pub mod build;
 pub mod containers;
 pub mod exec;
+pub mod events;
 pub mod images;
 pub mod streams;
 pub mod system;
+pub mod transfer;
+pub mod volumes;
 
 use crate::http::Request;
 use berth_engine::Engine;
@@ -60,6 +64,8 @@ pub struct Ctx {
     pub(crate) containers: containers::Shared,
     /// execs by id
     pub(crate) execs: exec::Execs,
+    /// what happened, for `GET /events`: `ctx.events.publish(kind, action, id, attrs)`
+    pub events: events::Events,
 }
 
 impl Ctx {
@@ -70,6 +76,7 @@ impl Ctx {
             data_root,
             containers: containers::Shared::default(),
             execs: exec::Execs::default(),
+            events: events::Events::default(),
         })
     }
 }
@@ -121,12 +128,15 @@ pub fn all_routes() -> impl Iterator<Item = &'static (&'static str, &'static str
         .chain(streams::ROUTES)
         .chain(exec::ROUTES)
         .chain(images::ROUTES)
+        .chain(volumes::ROUTES)
+        .chain(events::ROUTES)
+        .chain(build::ROUTES)
 }
 
 /// Whether `req` uploads a body of any size that its route reads from [`Conn::reader`]
 /// itself; every other body is read (up to [`crate::http::MAX_BODY`]) before routing.
 pub fn streams_body(req: &Request) -> bool {
-    streams::streams_body(req)
+    streams::streams_body(req) || images::streams_body(req) || build::streams_body(req)
 }
 
 fn check_version(req: &Request) -> Option<Reply> {
@@ -159,8 +169,17 @@ pub fn route(ctx: &Arc<Ctx>, req: &Request, conn: &mut Conn) -> Option<Reply> {
     if let Some(r) = exec::route(ctx, req, parts, conn) {
         return r;
     }
-    if let Some(r) = images::route(ctx, req, parts) {
+    if let Some(r) = images::route(ctx, req, parts, conn) {
+        return r;
+    }
+    if let Some(r) = volumes::route(ctx, req, parts) {
         return Some(r);
+    }
+    if let Some(r) = events::route(ctx, req, parts, conn) {
+        return r;
+    }
+    if let Some(r) = build::route(ctx, req, parts, conn) {
+        return r;
     }
     Some(Reply::error(
         404,
@@ -219,11 +238,15 @@ mod tests {
             dir.path().join("data"),
         );
         for (m, p) in all_routes() {
-            let req = Request {
+            let mut req = Request {
                 method: m.to_string(),
                 path: p.replace("{id}", "nosuch"),
                 ..Default::default()
             };
+            if *p == "/events" {
+                // a bounded stream (it would follow new events forever)
+                req.query.insert("until".into(), "1".into());
+            }
             let (a, mut b) = UnixStream::pair().expect("socketpair");
             let mut reader = BufReader::new(a);
             let mut conn = Conn {
