@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use berth_build::context::Context;
 use berth_build::exec::progress::{self, Collect, Event, StepKind};
-use berth_build::exec::{build_with, Built, ExecError, Request};
+use berth_build::exec::spawner::{self, Spawner};
+use berth_build::exec::{build_using, build_with, Built, ExecError, Request};
 use berth_image::Images;
 
 /// A data root with `base:1` (busybox-static) imported; everything under a
@@ -572,6 +573,35 @@ fn unchanged_files_of_a_copy_are_linked_not_copied() {
     assert_eq!(env.leftovers(), Vec::<String>::new());
 }
 
+fn a_threaded_caller_runs_the_helper_as_a_program() {
+    let env = Env::new();
+    let df =
+        "FROM base:1 AS a\nRUN echo from-a > /a\nFROM base:1\nCOPY --from=a /a /a\nRUN cat /a\n";
+    let ctx = env.context("ctx", &[("Dockerfile", df)]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Another thread busy allocating: this process must not fork.
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::black_box(vec![0u8; 4096]);
+            }
+        });
+        let c = Context::open(&ctx, Some(&ctx.join("Dockerfile"))).unwrap();
+        let req = Request::new(df.into(), vec!["threaded:1".into()]);
+        let mut events = Collect::default();
+        let root = env.runtime_root();
+        let r = build_using(&env.images, &root, &c, &req, &mut events, || {
+            let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+            cmd.arg("--serve-spawner");
+            Spawner::spawn(&root, cmd)
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        r.unwrap_or_else(|e| panic!("{e}\n{}", output(&events.0)));
+        assert!(output(&events.0).contains("from-a"));
+    });
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}
+
 type Test = (&'static str, fn());
 
 const TESTS: &[Test] = &[
@@ -608,9 +638,17 @@ const TESTS: &[Test] = &[
         "unchanged_files_of_a_copy_are_linked_not_copied",
         unchanged_files_of_a_copy_are_linked_not_copied,
     ),
+    (
+        "a_threaded_caller_runs_the_helper_as_a_program",
+        a_threaded_caller_runs_the_helper_as_a_program,
+    ),
 ];
 
 fn main() {
+    // The RUN helper of `a_threaded_caller_runs_the_helper_as_a_program`.
+    if std::env::args().any(|a| a == "--serve-spawner") {
+        std::process::exit(spawner::serve_stdin());
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

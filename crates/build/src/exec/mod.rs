@@ -364,14 +364,30 @@ pub fn build(
 }
 
 /// Build `req` with `context`, RUN containers kept under `runtime_root`,
-/// reporting to `progress` (on this thread). Call from a single-threaded
-/// process (see the module doc).
+/// reporting to `progress` (on this thread). Forks the RUN helper: call from
+/// a single-threaded process, or use [`build_using`].
 pub fn build_with(
     images: &Images,
     runtime_root: &Path,
     context: &Context,
     req: &Request,
     progress: &mut dyn Progress,
+) -> Result<Built> {
+    build_using(images, runtime_root, context, req, progress, || {
+        Spawner::start(runtime_root)
+    })
+}
+
+/// [`build_with`] with the RUN helper from `spawner` (called once the plan
+/// is ready), e.g. `|| Spawner::spawn(root, Command::new("/proc/self/exe"))`
+/// in a process with other threads.
+pub fn build_using(
+    images: &Images,
+    runtime_root: &Path,
+    context: &Context,
+    req: &Request,
+    progress: &mut dyn Progress,
+    spawner: impl FnOnce() -> Result<Spawner>,
 ) -> Result<Built> {
     let mut opts = req.options.clone();
     let epoch = opts.created.unwrap_or(0);
@@ -400,7 +416,7 @@ pub fn build_with(
         clamp: req.options.created,
         cancel: Cancel::new()?,
         secrets: &req.secrets,
-        spawner: Spawner::start(runtime_root)?,
+        spawner: spawner()?,
         locks: KeyLocks::default(),
         next_id: AtomicUsize::new(1),
         cached: AtomicUsize::new(0),
