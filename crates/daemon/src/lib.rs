@@ -1,9 +1,15 @@
 //! berthd: serves the Docker Engine API on a unix socket, over the engine library.
 //!
-//! A first slice: ping, version, info, container list/create/inspect/start/wait/stop/
-//! kill/remove/logs and image list, with and without the `/vX.YY` prefix, errors as
-//! docker's `{"message": …}`. One thread per connection; a malformed request gets a 400
-//! and never disturbs other clients.
+//! The routes ([`routes::all_routes`], listed in `api/openapi.yaml`): system (ping,
+//! version, info, df, auth, events), containers and exec, images (list, inspect,
+//! history, tag, remove, prune, pull and import, push, load, save), volumes and the
+//! legacy builder's `POST /build` (run in a `berth build-worker` child, since RUN
+//! forks), with and without the `/vX.YY` prefix, errors as docker's `{"message": …}`.
+//! One thread per connection; a malformed request gets a 4xx and never disturbs other
+//! clients. Route modules publish what happens on the event bus (`ctx.events`).
+//!
+//! Hijacked streams (attach, exec start) are handed to the process that holds the
+//! container's stdio (its shim, or an exec helper), so the daemon is not in the data path.
 //!
 //! ```no_run
 //! let ctx = berth_daemon::routes::Ctx::new(

@@ -163,7 +163,12 @@ fn short_path(dir: &Path, name: &str) -> Result<(OwnedFd, String)> {
 pub fn listen(dir: &Path, name: &str) -> Result<UnixListener> {
     let _ = std::fs::remove_file(dir.join(name));
     let (_fd, p) = short_path(dir, name)?;
-    UnixListener::bind(&p).map_err(|e| Error::io("listen on", dir.join(name), e))
+    let l = UnixListener::bind(&p).map_err(|e| Error::io("listen on", dir.join(name), e))?;
+    // the socket hands out the container's stdin: its owner (root) only
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("restrict", dir.join(name), e))?;
+    Ok(l)
 }
 
 /// Sends `req` (with `fd` for an attach) to the supervisor listening on `dir/name`.

@@ -73,6 +73,11 @@ impl Engine {
             })?;
         berth_runtime::signal::parse(opts.stop_signal.as_deref().unwrap_or("SIGTERM"))
             .map_err(|e| Error::Invalid(format!("--stop-signal: {e}")))?;
+        let mounts = if opts.auto_remove {
+            rootfs::volatile(mounts)
+        } else {
+            mounts
+        };
         rootfs::mount_rootfs(&mounts, &dir.rootfs())?;
         let cfg = image.config().as_ref();
         let user_spec = opts

@@ -31,6 +31,7 @@
 //! ```
 
 pub mod attach;
+mod commit;
 mod cp;
 mod create;
 pub mod diff;
@@ -58,6 +59,7 @@ pub mod stats;
 pub mod user;
 pub mod volumes;
 
+pub use commit::CommitOptions;
 pub use error::{Error, Result};
 pub use exec::{ExecHandle, ExecOptions};
 pub use health::{Health, HealthConfig};

@@ -185,6 +185,9 @@ pub struct CreateOptions {
     /// (docker's `StdinOnce`, set by `run -i`)
     #[serde(default)]
     pub stdin_once: bool,
+    /// `--init`: a small init (tini) runs as pid 1, forwards signals and reaps
+    #[serde(default)]
+    pub init: bool,
 }
 
 impl CreateOptions {
