@@ -323,6 +323,26 @@ impl Session {
         }
     }
 
+    /// What the slim supervisor takes over (see [`crate::slim`]): the output ends,
+    /// the listener and the clients; `None` when the session relays a terminal or
+    /// stdin, which only the full supervisor does.
+    pub(crate) fn slim_parts(&self) -> Option<crate::slim::Parts<'_>> {
+        if self.tty || self.stdin.is_some() {
+            return None;
+        }
+        Some(crate::slim::Parts {
+            out: self.out.as_ref()?,
+            err: self.err.as_ref()?,
+            listener: self.listener.as_ref(),
+            clients: self
+                .clients
+                .iter()
+                .filter(|c| !c.gone)
+                .map(|c| (&c.sock, c.opts.stdout, c.opts.stderr))
+                .collect(),
+        })
+    }
+
     /// Adds a client connection.
     pub(crate) fn add_client(&mut self, sock: UnixStream, opts: AttachOptions) {
         let reading = opts.stdin && self.stdin.is_some();

@@ -120,7 +120,10 @@ impl Engine {
             created: crate::record::now(),
             path: args[0].clone(),
             args: args[1..].to_vec(),
-            options: opts.clone(),
+            options: CreateOptions {
+                healthcheck: crate::health::for_container(&images, opts),
+                ..opts.clone()
+            },
             stop_signal,
             shim_pid: None,
             pid: None,

@@ -94,6 +94,19 @@ pub fn processes_with(needle: &str) -> Vec<String> {
     out
 }
 
+/// Whether process `pid` has ended: gone, or a zombie nobody reaped yet (a process
+/// whose parent died is reparented to an init that may reap it late).
+pub fn process_gone(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                .is_some_and(|st| st == "Z" || st == "X")
+        })
+        .unwrap_or(true)
+}
+
 /// Cgroup directories named after container `id` (v1 hierarchies and the unified one).
 pub fn cgroups_of(id: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -242,6 +255,33 @@ impl Berth {
         assert!(
             out.status.success(),
             "berth {args:?} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The real docker CLI against this berth's daemon (which must run: any berth
+    /// command that talks to it, e.g. `version`, starts it).
+    pub fn docker(&self, args: &[&str]) -> Output {
+        assert!(
+            Command::new("docker").arg("--version").output().is_ok(),
+            "the docker CLI is needed: scripts/setup.sh installs the client from Debian's docker.io"
+        );
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
+            .env("DOCKER_CONFIG", self.root.path().join("docker-config"))
+            .output()
+            .expect("run docker")
+    }
+
+    /// [`Berth::docker`], asserting success; its stdout.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({:?}): {}",
             out.status.code(),
             String::from_utf8_lossy(&out.stderr)
         );

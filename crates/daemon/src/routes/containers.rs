@@ -350,15 +350,19 @@ fn list(ctx: &Ctx, req: &Request) -> Reply {
         Ok(l) => l,
         Err(e) => return engine_error(e),
     };
-    // values of one filter name are alternatives; different names must all match
+    // values of one filter name are alternatives, except labels, which must all match
+    // (as dockerd: compose asks for project=P and oneoff=False at once); different
+    // names must all match
     let mut names: Vec<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
     names.dedup();
     l.retain(|s| {
         names.iter().all(|n| {
-            filters
-                .iter()
-                .filter(|(k, _)| k == n)
-                .any(|(k, v)| matches(s, k, v))
+            let mut vals = filters.iter().filter(|(k, _)| k == n);
+            if *n == "label" {
+                vals.all(|(k, v)| matches(s, k, v))
+            } else {
+                vals.any(|(k, v)| matches(s, k, v))
+            }
         })
     });
     if let Some(n) = req.query.get("limit").and_then(|n| n.parse::<i64>().ok()) {
@@ -376,6 +380,7 @@ fn list(ctx: &Ctx, req: &Request) -> Reply {
                 v["SizeRw"] = json!(rw);
                 v["SizeRootFs"] = json!(root);
             }
+            crate::lifecycle::list_row(&ctx.engine, s, &mut v);
             v
         })
         .collect();
@@ -422,7 +427,7 @@ pub fn inspect_json(ctx: &Ctx, s: &Summary) -> Value {
     let dir = ctx.engine.container_dir(&r.id);
     let zero = "0001-01-01T00:00:00Z";
     let running = s.state == State::Running;
-    json!({
+    let mut doc = json!({
         "Id": r.id, "Created": r.created, "Path": r.path, "Args": r.args,
         "State": {
             "Status": state_name(s), "Running": running, "Paused": s.paused, "Restarting": false,
@@ -450,7 +455,9 @@ pub fn inspect_json(ctx: &Ctx, s: &Summary) -> Value {
             "Labels": o.labels, "StopSignal": r.stop_signal, "StopTimeout": o.stop_timeout,
         },
         "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {}, "Networks": {}},
-    })
+    });
+    crate::lifecycle::inspect(&ctx.engine, s, &mut doc);
+    doc
 }
 
 fn host_config_json(r: &berth_engine::Record) -> Value {
@@ -547,6 +554,7 @@ pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOption
             .collect();
     }
     host_config(hc, &mut o)?;
+    crate::lifecycle::create_options(body, &mut o)?;
     Ok(o)
 }
 
