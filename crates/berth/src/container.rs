@@ -200,10 +200,8 @@ pub struct RunArgs {
     /// Tune container pids limit (-1 for unlimited)
     #[arg(long, allow_hyphen_values = true)]
     pids_limit: Option<i64>,
-    /// Connect a container to a network: none (a private loopback, the default
-    /// until bridge networking exists) or host
-    #[arg(long, alias = "net", default_value = "none")]
-    network: String,
+    #[command(flatten)]
+    pub net: crate::network::NetArgs,
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     read_only: bool,
@@ -812,7 +810,6 @@ fn create_options(a: RunArgs) -> Result<CreateOptions, berth_engine::Error> {
         hostname: a.hostname,
         memory: a.memory.as_deref().map(parse_memory).transpose()?,
         pids_limit: a.pids_limit,
-        network: a.network.parse()?,
         read_only: a.read_only,
         binds: a
             .volume
@@ -843,6 +840,9 @@ fn create_options(a: RunArgs) -> Result<CreateOptions, berth_engine::Error> {
             .collect(),
         ..Default::default()
     };
+    a.net
+        .apply(&mut opts)
+        .map_err(|e| berth_engine::Error::Invalid(format!("{e:#}")))?;
     for o in &a.security_opt {
         opts.security_opt(o)?;
     }
@@ -1231,10 +1231,7 @@ fn inspect_json(e: &Engine, s: &Summary) -> Result<serde_json::Value, berth_engi
                 "max-size": o.log.max_size.to_string(),
                 "max-file": o.log.max_files.to_string(),
             }},
-            "NetworkMode": match o.network {
-                berth_engine::NetworkMode::Host => "host",
-                berth_engine::NetworkMode::None => "none",
-            },
+            "NetworkMode": berth_engine::network::mode_name(&o.network, &o.endpoints),
             "AutoRemove": o.auto_remove,
             "Memory": o.memory.unwrap_or(0),
             "PidsLimit": o.pids_limit,

@@ -6,6 +6,7 @@ mod container;
 mod daemon;
 mod format;
 mod image;
+mod network;
 mod progress;
 mod registry;
 mod volume;
@@ -118,6 +119,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: volume::VolumeCmd,
     },
+    /// Manage networks
+    Network {
+        #[command(subcommand)]
+        cmd: network::NetworkCmd,
+    },
+    /// List port mappings or a specific mapping for the container
+    Port(network::PortArgs),
     /// Show the berth version information (client and daemon)
     Version,
     /// The per-container supervisor (internal)
@@ -179,10 +187,19 @@ fn main() {
         Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
         Cmd::Version => version(&cli.data_root),
+        Cmd::Network { cmd } => network::run(&cli.data_root, cmd).map(exit_on_failure),
+        Cmd::Port(a) => network::port(&cli.data_root, &a).map(exit_on_failure),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Leaves with `code` when a command failed part-way (docker's status 1).
+fn exit_on_failure(code: i32) {
+    if code != 0 {
+        std::process::exit(code);
     }
 }
 

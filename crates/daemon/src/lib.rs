@@ -26,6 +26,29 @@ use std::sync::Arc;
 /// The API version we advertise.
 pub const API_VERSION: &str = "1.45";
 
+/// On SIGTERM or SIGINT: take networking down when no container runs (bridges, rules
+/// and DNS responders come back with the next start), then exit. Call before any
+/// other thread starts: the signals are blocked in the calling thread and so in every
+/// thread it spawns later (child processes get a clean mask from `Command`).
+pub fn stop_on_signals(ctx: Arc<routes::Ctx>) -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block()?;
+    std::thread::Builder::new()
+        .name("berthd-signals".into())
+        .spawn(move || {
+            let _ = set.wait();
+            if let Some(n) = ctx.engine.networking() {
+                let running = ctx.engine.list(false).map_or(true, |l| !l.is_empty());
+                n.shutdown(running);
+            }
+            std::process::exit(0);
+        })?;
+    Ok(())
+}
+
 /// Listen on `socket` (0660) and serve until the process ends.
 pub fn serve(ctx: Arc<routes::Ctx>, socket: &Path) -> anyhow::Result<()> {
     if let Some(dir) = socket.parent() {

@@ -90,7 +90,16 @@ fn run() -> anyhow::Result<()> {
         engine.data_root().into(),
         "container-shim".into(),
     ];
-    let ctx = berth_daemon::routes::Ctx::new(engine.with_shim(shim), data_root);
+    // bridges, rules and DNS responders back; what a crash left behind reconciled
+    let engine = engine
+        .with_shim(shim)
+        .with_networking()
+        .context("set up networking")?;
+    engine
+        .reconcile_network()
+        .context("reconcile networking after the last stop")?;
+    let ctx = berth_daemon::routes::Ctx::new(engine, data_root);
+    berth_daemon::stop_on_signals(ctx.clone())?;
     eprintln!(
         "berthd: serving the Docker Engine API on {}",
         socket.display()

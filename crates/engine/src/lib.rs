@@ -41,6 +41,7 @@ pub mod logs;
 mod manage;
 pub mod names;
 pub mod netns;
+pub mod network;
 pub mod record;
 mod remove;
 pub mod rootfs;
@@ -57,6 +58,7 @@ pub use error::{Error, Result};
 pub use exec::ExecOptions;
 pub use list::{State, Summary};
 pub use manage::Update;
+pub use network::{EndpointConfig, NetworkInfo, Networking};
 pub use record::{Bind, CreateOptions, ExitStatus, LogOptions, NetworkMode, Record};
 pub use shim::Attach;
 pub use volumes::Volume;
@@ -73,6 +75,7 @@ pub struct Engine {
     containers: PathBuf,
     runtime: Runtime,
     shim: Vec<OsString>,
+    network: Option<std::sync::Arc<network::Networking>>,
 }
 
 impl Engine {
@@ -89,6 +92,7 @@ impl Engine {
             containers,
             runtime: Runtime::new(abs(runtime_root.into())),
             shim: Vec::new(),
+            network: None,
         })
     }
 

@@ -38,6 +38,14 @@ impl Engine {
     /// with `-i`); returns the container's exit code.
     pub fn start(&self, id: &str, attached: bool) -> Result<i32> {
         let rec = self.dir(id).load()?;
+        let net = self.net_prepare(&rec)?;
+        let result = self.start_prepared(&rec, attached);
+        self.net_started(id, net, result.is_ok());
+        result
+    }
+
+    fn start_prepared(&self, rec: &Record, attached: bool) -> Result<i32> {
+        let id = rec.id.as_str();
         let (prog, lead) = self
             .shim
             .split_first()
@@ -210,10 +218,11 @@ impl Engine {
     }
 
     /// Creates the container in the runtime with pipes or a pty as its stdio, and
-    /// brings up the loopback of its own network namespace.
+    /// brings up the loopback of its own network namespace (already up in one the
+    /// daemon prepared; once more costs one netlink message).
     fn create_in_runtime(&self, dir: &ContainerDir, rec: &Record) -> Result<Io> {
         let io = self.create_with_stdio(dir, rec)?;
-        if rec.options.network == crate::record::NetworkMode::None {
+        if rec.options.network.own_namespace() {
             if let Err(e) = crate::netns::loopback_up(io.pid) {
                 let _ = self.runtime.delete(&rec.id, true);
                 return Err(e);

@@ -164,6 +164,18 @@ pub fn own_fd(fd: std::os::fd::RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// pidfd_open(2): a descriptor that polls readable once process `pid` has exited, for
+/// watching a process that is not our child. ESRCH when it is already gone.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and passes no memory; it returns a new
+    // descriptor or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(own_fd(r as i32))
+}
+
 /// dup2(2) on raw descriptor numbers (stdio plumbing in a forked child).
 pub fn dup2_raw(old: std::os::fd::RawFd, new: std::os::fd::RawFd) -> io::Result<()> {
     // SAFETY: dup2 only manipulates this process's descriptor table; an invalid `old`

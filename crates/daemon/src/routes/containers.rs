@@ -2,7 +2,7 @@
 
 use super::{engine_error, flag, lock, unix, Conn, Ctx, Reply};
 use crate::http::Request;
-use berth_engine::{CreateOptions, NetworkMode, State, Summary};
+use berth_engine::{CreateOptions, State, Summary};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -99,9 +99,9 @@ fn list(ctx: &Ctx, all: bool) -> Reply {
             json!({
                 "Id": r.id, "Names": [format!("/{}", r.name)], "Image": r.options.image, "ImageID": "",
                 "Command": cmd, "Created": unix(&r.created), "State": state, "Status": status,
-                "Ports": [], "Labels": r.options.labels, "Mounts": [],
-                "HostConfig": {"NetworkMode": if r.options.network == NetworkMode::Host { "host" } else { "none" }},
-                "NetworkSettings": {"Networks": {}}
+                "Ports": super::networks::port_list(ctx, r), "Labels": r.options.labels, "Mounts": [],
+                "HostConfig": {"NetworkMode": super::networks::network_mode(r)},
+                "NetworkSettings": {"Networks": super::networks::settings(ctx, r)["Networks"]}
             })
         })
         .collect();
@@ -133,9 +133,12 @@ fn inspect(ctx: &Ctx, id: &str) -> Reply {
                 "Env": r.options.env, "Tty": r.options.tty, "OpenStdin": r.options.interactive,
                 "Labels": r.options.labels, "WorkingDir": r.options.workdir.clone().unwrap_or_default(), "User": r.options.user.clone().unwrap_or_default()},
             "HostConfig": {"AutoRemove": r.options.auto_remove, "Memory": r.options.memory.unwrap_or(0),
-                "PidsLimit": r.options.pids_limit, "NetworkMode": if r.options.network == NetworkMode::Host { "host" } else { "none" },
+                "PidsLimit": r.options.pids_limit, "NetworkMode": super::networks::network_mode(r),
+                "PortBindings": super::networks::host_config(r)["PortBindings"],
+                "PublishAllPorts": r.options.publish_all, "Dns": r.options.dns,
+                "DnsSearch": r.options.dns_search, "ExtraHosts": r.options.extra_hosts,
                 "ReadonlyRootfs": r.options.read_only},
-            "Mounts": [], "NetworkSettings": {"Networks": {}}
+            "Mounts": [], "NetworkSettings": super::networks::settings(ctx, r)
         }),
     )
 }
@@ -192,15 +195,7 @@ fn create_options(body: &Value, name: Option<String>) -> Result<CreateOptions, S
     o.pids_limit = hc["PidsLimit"].as_i64().filter(|p| *p > 0);
     o.read_only = hc["ReadonlyRootfs"].as_bool().unwrap_or(false);
     o.auto_remove = hc["AutoRemove"].as_bool().unwrap_or(false);
-    o.network = match hc["NetworkMode"].as_str().unwrap_or("default") {
-        "host" => NetworkMode::Host,
-        "none" | "default" | "" | "bridge" => NetworkMode::None,
-        other => {
-            return Err(format!(
-                "HostConfig.NetworkMode: network {other:?} is not supported yet: use none or host"
-            ))
-        }
-    };
+    super::networks::apply_create_body(body, &mut o)?;
     Ok(o)
 }
 

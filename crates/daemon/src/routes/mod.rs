@@ -7,6 +7,7 @@
 
 pub mod containers;
 pub mod images;
+pub mod networks;
 pub mod system;
 
 use crate::http::Request;
@@ -118,6 +119,7 @@ pub fn all_routes() -> impl Iterator<Item = &'static (&'static str, &'static str
         .iter()
         .chain(containers::ROUTES)
         .chain(images::ROUTES)
+        .chain(networks::ROUTES)
 }
 
 /// Whether `req` uploads a body of any size that its route reads from [`Conn::reader`]
@@ -151,6 +153,9 @@ pub fn route(ctx: &Arc<Ctx>, req: &Request, conn: &mut Conn) -> Option<Reply> {
         return r;
     }
     if let Some(r) = images::route(ctx, req, parts) {
+        return Some(r);
+    }
+    if let Some(r) = networks::route(ctx, req, parts) {
         return Some(r);
     }
     Some(Reply::error(
