@@ -251,24 +251,16 @@ impl Response {
     }
 
     /// The body as a reader (Content-Length, chunked, or until the daemon closes).
-    pub fn reader(self) -> BodyReader {
+    pub fn reader(self) -> BodyReader<BufReader<UnixStream>> {
         let chunked = self
             .headers
             .get("transfer-encoding")
             .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-        let left = if chunked {
-            Some(0)
-        } else {
-            self.headers
-                .get("content-length")
-                .and_then(|l| l.parse().ok())
-        };
-        BodyReader {
-            conn: self.conn,
-            chunked,
-            left,
-            done: false,
-        }
+        let length = self
+            .headers
+            .get("content-length")
+            .and_then(|l| l.parse().ok());
+        BodyReader::new(self.conn, chunked, length)
     }
 
     /// The whole body.
@@ -299,16 +291,30 @@ fn bad(m: String) -> Error {
     Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, m))
 }
 
-/// A reply body as a reader.
-pub struct BodyReader {
-    conn: BufReader<UnixStream>,
+/// An HTTP/1.1 message body as a reader: chunked (until the last chunk), a
+/// Content-Length, or — with neither — until the peer closes. The same decoder serves
+/// the daemon's side (request bodies) and ours (replies).
+pub struct BodyReader<R: BufRead> {
+    conn: R,
     chunked: bool,
     /// bytes left in this chunk / the body; None: until EOF
     left: Option<u64>,
     done: bool,
 }
 
-impl Read for BodyReader {
+impl<R: BufRead> BodyReader<R> {
+    /// The body that follows the headers just read from `conn`.
+    pub fn new(conn: R, chunked: bool, length: Option<u64>) -> Self {
+        BodyReader {
+            conn,
+            chunked,
+            left: if chunked { Some(0) } else { length },
+            done: !chunked && length == Some(0),
+        }
+    }
+}
+
+impl<R: BufRead> Read for BodyReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.done || buf.is_empty() {
             return Ok(0);
@@ -325,6 +331,9 @@ impl Read for BodyReader {
                 },
             )?;
             if n == 0 {
+                // the empty line after the last chunk (no trailers)
+                let mut crlf = String::new();
+                self.conn.read_line(&mut crlf)?;
                 self.done = true;
                 return Ok(0);
             }
@@ -348,9 +357,13 @@ impl Read for BodyReader {
         }
         if let Some(l) = &mut self.left {
             *l -= got as u64;
-            if *l == 0 && self.chunked {
-                let mut crlf = String::new();
-                self.conn.read_line(&mut crlf)?;
+            if *l == 0 {
+                if self.chunked {
+                    let mut crlf = String::new();
+                    self.conn.read_line(&mut crlf)?;
+                } else {
+                    self.done = true;
+                }
             }
         }
         Ok(got)

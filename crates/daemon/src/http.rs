@@ -139,51 +139,30 @@ pub fn read_body<R: Read>(
     headers: &HashMap<String, String>,
 ) -> Result<Vec<u8>, Error> {
     if headers
-        .get("transfer-encoding")
-        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+        .get("content-length")
+        .and_then(|l| l.parse::<u64>().ok())
+        .is_some_and(|l| l > MAX_BODY as u64)
     {
-        let mut body = Vec::new();
-        loop {
-            let mut size = String::new();
-            r.read_line(&mut size)?;
-            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| Error::Bad(format!("bad chunk size {:?}", size.trim())))?;
-            if body.len() + n > MAX_BODY {
-                return Err(Error::TooLarge);
-            }
-            let start = body.len();
-            body.resize(start + n, 0);
-            r.read_exact(&mut body[start..])?;
-            let mut crlf = String::new();
-            r.read_line(&mut crlf)?;
-            if n == 0 {
-                return Ok(body);
-            }
-        }
-    }
-    let len: usize = match headers.get("content-length") {
-        Some(l) => l
-            .parse()
-            .map_err(|_| Error::Bad(format!("bad Content-Length {l:?}")))?,
-        None => 0,
-    };
-    if len > MAX_BODY {
         return Err(Error::TooLarge);
     }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body)?;
+    let mut body = Vec::new();
+    BodyReader::new(r, headers)?
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => Error::Bad(e.to_string()),
+            _ => Error::Io(e),
+        })?;
+    if body.len() > MAX_BODY {
+        return Err(Error::TooLarge);
+    }
     Ok(body)
 }
 
 /// A request body of any size as a reader: Content-Length bytes, or chunked decoding
-/// until the last chunk, or nothing.
-pub struct BodyReader<'a, R: Read> {
-    r: &'a mut BufReader<R>,
-    chunked: bool,
-    /// bytes left in the current chunk (or in the whole body)
-    left: u64,
-    done: bool,
-}
+/// until the last chunk, or nothing (the decoder is berth_client's, shared with the
+/// client side).
+pub struct BodyReader<'a, R: Read>(berth_client::BodyReader<&'a mut BufReader<R>>);
 
 impl<'a, R: Read> BodyReader<'a, R> {
     /// The body of the request whose `headers` were just read from `r`.
@@ -191,62 +170,27 @@ impl<'a, R: Read> BodyReader<'a, R> {
         let chunked = headers
             .get("transfer-encoding")
             .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-        let left = match headers.get("content-length") {
+        let length = match headers.get("content-length") {
             Some(l) if !chunked => l
                 .parse()
                 .map_err(|_| Error::Bad(format!("bad Content-Length {l:?}")))?,
             _ => 0,
         };
-        Ok(BodyReader {
+        if !chunked && length > MAX_BODY as u64 * 1024 {
+            // far beyond anything a client streams to us in one request
+            return Err(Error::TooLarge);
+        }
+        Ok(BodyReader(berth_client::BodyReader::new(
             r,
             chunked,
-            left,
-            done: !chunked && left == 0,
-        })
+            Some(length),
+        )))
     }
 }
 
 impl<R: Read> Read for BodyReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.done || buf.is_empty() {
-            return Ok(0);
-        }
-        if self.chunked && self.left == 0 {
-            let mut size = String::new();
-            self.r.read_line(&mut size)?;
-            let n = u64::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16).map_err(
-                |_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("bad chunk size {:?}", size.trim()),
-                    )
-                },
-            )?;
-            if n == 0 {
-                let mut crlf = String::new();
-                self.r.read_line(&mut crlf)?;
-                self.done = true;
-                return Ok(0);
-            }
-            self.left = n;
-        }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let got = self.r.read(&mut buf[..want])?;
-        if got == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        self.left -= got as u64;
-        if self.left == 0 {
-            if self.chunked {
-                let mut crlf = String::new();
-                self.r.read_line(&mut crlf)?;
-            } else {
-                self.done = true;
-            }
-        }
-        Ok(got)
+        self.0.read(buf)
     }
 }
 

@@ -85,7 +85,16 @@ impl Engine {
     pub fn inspect(&self, what: &str) -> Result<Summary> {
         let id = self.resolve(what)?;
         let dir = self.dir(&id);
-        let record = dir.load()?;
+        let record = match dir.load() {
+            Ok(r) => r,
+            // removed between resolving its name and reading its record
+            Err(crate::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(crate::Error::NotFound(what.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
         let (state, exit) = self.state_of(&dir, &record);
         let paused = state == State::Running && self.is_paused(&id);
         Ok(Summary {

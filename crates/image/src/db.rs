@@ -1,11 +1,8 @@
 //! The image metadata store: `<data-root>/image/db.json`, changed under a file lock
 //! and written atomically (temp file, fsync, rename).
 
-use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Errors from the metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -72,59 +69,35 @@ impl Db {
 /// Handle on the metadata file.
 #[derive(Debug, Clone)]
 pub struct MetaStore {
-    dir: PathBuf,
+    file: berth_statefile::LockedJson,
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
+impl From<berth_statefile::Error> for Error {
+    fn from(e: berth_statefile::Error) -> Self {
+        match e {
+            berth_statefile::Error::Io { op, path, source } => Error::Io { op, path, source },
+            berth_statefile::Error::Corrupt { path, source } => Error::Corrupt { path, source },
+        }
     }
 }
 
 impl MetaStore {
     /// Opens (creating the directory if needed).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
-        let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
-        Ok(Self { dir })
-    }
-
-    fn lock(&self) -> Result<Flock<File>> {
-        let p = self.dir.join("lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(io_err("open lock", &p))?;
-        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::Io {
-            op: "lock",
-            path: p,
-            source: e.into(),
+        let dir: PathBuf = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            op: "create directory",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self {
+            file: berth_statefile::LockedJson::new(dir.join("db.json"), dir.join("lock")),
         })
-    }
-
-    fn load(&self) -> Result<Db> {
-        let p = self.dir.join("db.json");
-        match fs::read(&p) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|source| Error::Corrupt { path: p, source })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Db::default()),
-            Err(e) => Err(Error::Io {
-                op: "read",
-                path: p,
-                source: e,
-            }),
-        }
     }
 
     /// A consistent snapshot of the store.
     pub fn read(&self) -> Result<Db> {
-        let _l = self.lock()?;
-        self.load()
+        Ok(self.file.read()?)
     }
 
     /// Changes the store; saved only if `f` succeeds.
@@ -132,20 +105,17 @@ impl MetaStore {
         &self,
         f: impl FnOnce(&mut Db) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let _l = self.lock()?;
-        let mut db = self.load()?;
-        let out = f(&mut db)?;
-        let p = self.dir.join("db.json");
-        let tmp = self.dir.join("db.json.tmp");
-        let body = serde_json::to_vec_pretty(&db).map_err(|source| Error::Corrupt {
-            path: p.clone(),
-            source,
-        })?;
-        let mut file = File::create(&tmp).map_err(io_err("write", &tmp))?;
-        file.write_all(&body)
-            .and_then(|_| file.sync_all())
-            .map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, &p).map_err(io_err("rename", &p))?;
-        Ok(out)
+        self.file
+            .update(|db: &mut Db| f(db).map_err(UpdateError))
+            .map_err(|e| e.0)
+    }
+}
+
+/// Carries the caller's error through [`berth_statefile::LockedJson::update`].
+struct UpdateError<E>(E);
+
+impl<E: From<Error>> From<berth_statefile::Error> for UpdateError<E> {
+    fn from(e: berth_statefile::Error) -> Self {
+        UpdateError(E::from(Error::from(e)))
     }
 }

@@ -2,10 +2,8 @@
 //! updated under a file lock with write-to-temp and rename.
 
 use crate::{Error, Info, Kind, Result};
-use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -64,6 +62,7 @@ impl Db {
 #[derive(Debug, Clone)]
 pub(crate) struct Meta {
     root: PathBuf,
+    file: berth_statefile::LockedJson,
 }
 
 pub(crate) fn io_err<'a>(
@@ -77,12 +76,22 @@ pub(crate) fn io_err<'a>(
     }
 }
 
+impl From<berth_statefile::Error> for Error {
+    fn from(e: berth_statefile::Error) -> Self {
+        match e {
+            berth_statefile::Error::Io { op, path, source } => Error::Io { op, path, source },
+            berth_statefile::Error::Corrupt { path, source } => Error::Metadata { path, source },
+        }
+    }
+}
+
 impl Meta {
     pub fn open(root: &Path) -> Result<Self> {
         let snaps = root.join("snapshots");
         fs::create_dir_all(&snaps).map_err(io_err("create directory", &snaps))?;
         Ok(Self {
             root: root.to_path_buf(),
+            file: berth_statefile::LockedJson::new(root.join("metadata.json"), root.join("lock")),
         })
     }
 
@@ -90,62 +99,13 @@ impl Meta {
         self.root.join("snapshots").join(id.to_string())
     }
 
-    fn lock(&self) -> Result<Flock<File>> {
-        let p = self.root.join("lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(io_err("open lock", &p))?;
-        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::Io {
-            op: "lock",
-            path: p,
-            source: e.into(),
-        })
-    }
-
-    fn load(&self) -> Result<Db> {
-        let p = self.root.join("metadata.json");
-        match fs::read(&p) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|source| Error::Metadata { path: p, source })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Db::default()),
-            Err(e) => Err(Error::Io {
-                op: "read",
-                path: p,
-                source: e,
-            }),
-        }
-    }
-
-    fn save(&self, db: &Db) -> Result<()> {
-        let p = self.root.join("metadata.json");
-        let tmp = self.root.join("metadata.json.tmp");
-        let body = serde_json::to_vec_pretty(db).map_err(|source| Error::Metadata {
-            path: p.clone(),
-            source,
-        })?;
-        let mut f = File::create(&tmp).map_err(io_err("write", &tmp))?;
-        f.write_all(&body)
-            .and_then(|_| f.sync_all())
-            .map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, &p).map_err(io_err("rename", &p))
-    }
-
     /// Reads the metadata under the lock.
     pub fn read<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
-        let _l = self.lock()?;
-        f(&self.load()?)
+        f(&self.file.read()?)
     }
 
     /// Changes the metadata under the lock; saved only when `f` succeeds.
     pub fn update<T>(&self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
-        let _l = self.lock()?;
-        let mut db = self.load()?;
-        let out = f(&mut db)?;
-        self.save(&db)?;
-        Ok(out)
+        self.file.update(f)
     }
 }
