@@ -656,7 +656,14 @@ impl Engine {
         }
         if let Some(n) = &self.network {
             for ep in &o.endpoints {
-                let info = n.find(&ep.network)?;
+                let info = n.find(&ep.network).map_err(|e| match e {
+                    // a 404 would make docker's CLI try to pull the image
+                    Error::NotFound(what) => Error::Invalid(format!(
+                        "{what} not found: create it with `berth network create {}`",
+                        ep.network
+                    )),
+                    e => e,
+                })?;
                 if let Some(ip) = ep.ip {
                     if info.is_default() {
                         return Err(Error::Invalid(
