@@ -17,6 +17,7 @@ HERE=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$HERE/target}
 T=$(mktemp -d /tmp/berth-test-bench-net.XXXXXX)
 DROOT=$T/berth
+DSOCK=unix://$T/docker.sock
 DPID=
 BR=btbench0
 cleanup() {
@@ -28,7 +29,7 @@ cleanup() {
         [ -f "$DROOT/berthd.pid" ] && kill "$(cat "$DROOT/berthd.pid")" 2>/dev/null && sleep 1
     fi
     if [ -n "$DPID" ]; then
-        docker rm -f $(docker ps -aq) >/dev/null 2>&1
+        DOCKER_HOST=$DSOCK docker rm -f $(DOCKER_HOST=$DSOCK docker ps -aq) >/dev/null 2>&1
         kill "$DPID"; wait "$DPID" 2>/dev/null
     fi
     ip link del "$BR" 2>/dev/null
@@ -58,9 +59,8 @@ dockerd --data-root "$T/docker" --exec-root "$T/docker-exec" -H "unix://$T/docke
     --pidfile "$T/docker.pid" --iptables=false --ip6tables=false --bridge="$BR" \
     >"$T/dockerd.log" 2>&1 &
 DPID=$!
-DSOCK=unix://$T/docker.sock
 for _ in $(seq 1 300); do DOCKER_HOST=$DSOCK docker version >/dev/null 2>&1 && break; sleep 0.1; done
-DOCKER_HOST=$DSOCK docker import -q "$T/rootfs.tar" bench/busybox:1 >/dev/null
+DOCKER_HOST=$DSOCK docker import "$T/rootfs.tar" bench/busybox:1 >/dev/null
 
 ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 )); }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -748,3 +748,64 @@ fn bad_input_says_what_to_do() {
     assert!(!o.status.success(), "{}", stderr(&o));
     b.ok(&["network", "rm", "one"]);
 }
+
+#[test]
+fn connect_and_disconnect_a_running_container() {
+    let b = berth("net-conn-");
+    b.ok(&["network", "create", "--subnet", "10.233.44.0/24", "left"]);
+    b.ok(&["network", "create", "--subnet", "10.233.45.0/24", "right"]);
+    let w = web(&b, &["--name", "multi", "--network", "left"]);
+    let host = hostname_of(&b, &w);
+    // already on left: refused; connect to right with an alias instead
+    let o = b.run(&["network", "connect", "left", "multi"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("already exists"),
+        "{}",
+        stderr(&o)
+    );
+    b.ok(&[
+        "network",
+        "connect",
+        "--alias",
+        "svc",
+        "--ip",
+        "10.233.45.200",
+        "right",
+        "multi",
+    ]);
+    let ip = inspect(&b, "multi", "{{.NetworkSettings.Networks.right.IPAddress}}");
+    assert_eq!(ip, "10.233.45.200");
+    let (code, out) = run_fg(
+        &b,
+        &[
+            "--network",
+            "right",
+            IMAGE,
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5; do wget -qO- http://svc/hostname && break; sleep 0.3; done",
+        ],
+    );
+    assert_eq!((code, out), (0, format!("{host}\n")));
+    b.ok(&["network", "disconnect", "right", "multi"]);
+    let (_, out) = run_fg(
+        &b,
+        &[
+            "--network",
+            "right",
+            IMAGE,
+            "sh",
+            "-c",
+            "nslookup svc >/dev/null 2>&1 || echo gone",
+        ],
+    );
+    assert_eq!(out, "gone\n");
+    let o = b.run(&["network", "disconnect", "right", "multi"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("not connected"),
+        "{}",
+        stderr(&o)
+    );
+    docker_ok(&b, &["rm", "-f", "multi"]);
+    b.ok(&["network", "rm", "left", "right"]);
+}
