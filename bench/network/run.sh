@@ -3,6 +3,7 @@
 #  1. start time networking adds: `run --rm IMG true` on the default bridge versus
 #     `--network none`, through berthd (driven by the docker CLI, the API path berth's
 #     containers take), alternating, medians; the same for dockerd;
+#     and the latency of the start request alone (precise: no exit polling);
 #  2. loopback throughput through a published port: a sink in the container
 #     (`nc -ll -e dd of=/dev/null`), a sender on the host (python, 1 MiB writes), to
 #     127.0.0.1 (berth: its userland proxy; docker: docker-proxy) and to the bridge's
@@ -76,6 +77,44 @@ done
 bn=$(median "${BN[@]}"); bb=$(median "${BB[@]}"); dn=$(median "${DN[@]}"); db=$(median "${DB[@]}")
 echo "berth:  none ${bn} us  bridge ${bb} us  added $((bb - bn)) us"
 echo "docker: none ${dn} us  bridge ${db} us  added $((db - dn)) us"
+
+echo "== start latency: POST /containers/{id}/start (until the program runs), bridge vs none, $RUNS runs each"
+python3 - "$DROOT/berthd.sock" "${T}/docker.sock" "$RUNS" <<'PY'
+import http.client, json, socket, statistics, sys, time
+class Unix(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost")
+        self.path = path
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(self.path)
+def call(sock, method, url, body=None):
+    c = Unix(sock)
+    c.request(method, url, body=json.dumps(body) if body is not None else None,
+              headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+def start_us(sock, mode):
+    st, data = call(sock, "POST", "/v1.41/containers/create",
+                    {"Image": "bench/busybox:1", "Cmd": ["sleep", "5"], "HostConfig": {"NetworkMode": mode}})
+    cid = json.loads(data)["Id"]
+    t = time.perf_counter()
+    st, _ = call(sock, "POST", f"/v1.41/containers/{cid}/start")
+    us = (time.perf_counter() - t) * 1e6
+    call(sock, "DELETE", f"/v1.41/containers/{cid}?force=1")
+    assert st in (204, 304), st
+    return us
+runs = int(sys.argv[3])
+for name, sock in (("berth", sys.argv[1]), ("docker", sys.argv[2])):
+    start_us(sock, "none"); start_us(sock, "bridge")
+    none, bridge = [], []
+    for _ in range(runs):
+        none.append(start_us(sock, "none")); bridge.append(start_us(sock, "bridge"))
+    n, b = statistics.median(none), statistics.median(bridge)
+    print(f"{name}: start none {n/1000:.1f} ms  bridge {b/1000:.1f} ms  added {(b-n)/1000:.1f} ms")
+PY
 
 echo "== published-port throughput, $MIB MiB per transfer, median of 5"
 send() { # host port -> MB/s
