@@ -216,6 +216,73 @@ fn pull_bases(root: &Path, req: &Request, always: bool, quiet: bool) -> Result<(
     Ok(())
 }
 
+/// What berthd asks of `berth build-worker` (it writes this JSON from the query of
+/// `POST /build`); the context tar comes on stdin.
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// The request: {dockerfile, tags, build_args, labels, target, no_cache, pull}
+    #[arg(long)]
+    request: PathBuf,
+    /// Where to write the image id
+    #[arg(long)]
+    iidfile: PathBuf,
+}
+
+/// `berth build-worker` (internal): one build for the daemon, in its own process
+/// because RUN steps fork (the daemon is multi-threaded). Prints docker's classic
+/// build output on stdout and the error on stderr.
+pub fn worker(root: &Path, a: &WorkerArgs) -> Result<()> {
+    let raw = std::fs::read(&a.request)
+        .with_context(|| format!("cannot read the build request {}", a.request.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).context("invalid build request")?;
+    let strs = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect()
+    };
+    let map = |k: &str| -> Vec<(String, String)> {
+        v[k].as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, x)| Some((k.clone(), x.as_str()?.to_string())))
+            .collect()
+    };
+    let mut opts = BuildOptions {
+        created: BuildOptions::source_date_epoch(),
+        ..BuildOptions::default()
+    };
+    opts.build_args.extend(map("build_args"));
+    opts.labels.extend(map("labels"));
+    let df_name = v["dockerfile"].as_str().unwrap_or("Dockerfile").to_string();
+    let dir = root
+        .join("tmp")
+        .join(format!("build-context-{}", std::process::id()));
+    let _guard = TempContext(Some(dir.clone()));
+    let ctx = Context::from_tar(std::io::stdin().lock(), &dir, Some(&df_name))
+        .context("cannot read the build context")?;
+    let dockerfile = std::fs::read_to_string(dir.join(&df_name)).with_context(|| {
+        format!("Cannot locate specified Dockerfile: {df_name} (it is not in the build context)")
+    })?;
+    let req = Request {
+        dockerfile,
+        options: opts,
+        target: v["target"].as_str().map(String::from),
+        tags: strs("tags"),
+        no_cache: v["no_cache"].as_bool().unwrap_or(false),
+        secrets: Default::default(),
+    };
+    pull_bases(root, &req, v["pull"].as_bool().unwrap_or(false), true)?;
+    let images = crate::image::open(root)?;
+    let mut out = std::io::stdout();
+    let built = exec_build(&images, &runtime_root(), &ctx, &req, &mut out)?;
+    out.flush()?;
+    std::fs::write(&a.iidfile, &built.id)
+        .with_context(|| format!("cannot write {}", a.iidfile.display()))?;
+    Ok(())
+}
+
 /// `berth build`.
 pub fn build(root: &Path, a: &BuildArgs) -> Result<()> {
     let quiet = a.quiet || a.progress == "quiet";

@@ -1,12 +1,21 @@
-//! `berth container …` and the short forms (`run`, `ps`, `rm`, `logs`, `exec`,
-//! `stop`, `kill`), calling the engine library directly until the daemon exists.
-//! Exit codes follow docker: the container's own status for `run`/`exec`, 125 when
-//! the engine fails, 126/127 when the command cannot be run or found, 1 for the
-//! other commands' failures.
+//! `berth container …` and the short forms (`run`, `ps`, `rm`, `logs`, `exec`, …): each
+//! command goes through berthd's Docker Engine API (started on demand, see
+//! [`crate::daemon`]). Streams (run, start -a, attach, exec) are in
+//! [`crate::attach`]. Exit codes follow docker: the container's own status for
+//! `run`/`start -a`/`exec`, 125 when the engine fails, 126/127 when the command cannot
+//! be run or found, 1 for the other commands' failures.
+//!
+//! The hidden `container-shim`, `container-exec` and `container-archive` commands are
+//! the engine's helper processes; they call the engine library directly.
 
+use crate::attach::{self as io, Streams};
 use crate::format::{human_since, table};
-use berth_engine::{Attach, CreateOptions, Engine, ExecOptions, State, Summary};
+use anyhow::{anyhow, bail, Context};
+use berth_client::{enc, Body, Client};
+use berth_engine::Engine;
 use clap::{Args, Subcommand};
+use serde_json::{json, Map, Value};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -56,7 +65,11 @@ pub enum ContainerCmd {
     /// Display a live stream of container resource usage statistics
     Stats(StatsArgs),
     /// Inspect changes to files or directories on a container's filesystem
-    Diff(TopArgs),
+    Diff(DiffArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(AttachArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(PortArgs),
     /// Export a container's filesystem as a tar archive
     Export(ExportArgs),
     /// Copy files/folders between a container and the local filesystem
@@ -108,6 +121,35 @@ pub struct RenameArgs {
 #[derive(Args)]
 pub struct TopArgs {
     container: String,
+    /// ps options (default -ef)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    ps_args: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    container: String,
+}
+
+#[derive(Args)]
+pub struct AttachArgs {
+    /// Do not attach STDIN
+    #[arg(long)]
+    no_stdin: bool,
+    /// Proxy all received signals to the process
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    sig_proxy: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long)]
+    detach_keys: Option<String>,
+    container: String,
+}
+
+#[derive(Args)]
+pub struct PortArgs {
+    container: String,
+    /// PRIVATE_PORT[/PROTO]
+    port: Option<String>,
 }
 
 #[derive(Args)]
@@ -143,6 +185,12 @@ pub struct StartArgs {
     /// Attach STDOUT/STDERR and forward signals
     #[arg(short, long)]
     attach: bool,
+    /// Attach container's STDIN
+    #[arg(short, long)]
+    interactive: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long)]
+    detach_keys: Option<String>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -201,7 +249,7 @@ pub struct RunArgs {
     #[arg(long, allow_hyphen_values = true)]
     pids_limit: Option<i64>,
     #[command(flatten)]
-    pub net: crate::network::NetArgs,
+    net: crate::network::NetArgs,
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     read_only: bool,
@@ -253,6 +301,40 @@ pub struct RunArgs {
     /// Bind mount a volume (/host:/container[:ro])
     #[arg(short, long = "volume")]
     volume: Vec<String>,
+    /// Give extended privileges to this container (every capability, no seccomp)
+    #[arg(long)]
+    privileged: bool,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    init: bool,
+    /// Restart policy to apply when a container exits (no, always, on-failure[:N],
+    /// unless-stopped)
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// Command to run to check health
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h)
+    #[arg(long)]
+    health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h)
+    #[arg(long)]
+    health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long)]
+    health_retries: Option<u32>,
+    /// Start period for the container to initialize before counting retries (ms|s|m|h)
+    #[arg(long)]
+    health_start_period: Option<String>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long)]
+    no_healthcheck: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long)]
+    detach_keys: Option<String>,
+    /// Proxy received signals to the process
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    sig_proxy: bool,
     /// The image to run
     image: String,
     /// The command and its arguments
@@ -265,6 +347,15 @@ pub struct PsArgs {
     /// Show all containers (default shows just running)
     #[arg(short, long)]
     all: bool,
+    /// Display total file sizes
+    #[arg(short, long)]
+    size: bool,
+    /// Show n last created containers (includes all states)
+    #[arg(short = 'n', long)]
+    last: Option<i64>,
+    /// Show the latest created container (includes all states)
+    #[arg(short, long)]
+    latest: bool,
     /// Only display container IDs
     #[arg(short, long)]
     quiet: bool,
@@ -314,6 +405,12 @@ pub struct LogsArgs {
 
 #[derive(Args)]
 pub struct ExecArgs {
+    /// Detached mode: run command in the background
+    #[arg(short, long)]
+    detach: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long)]
+    detach_keys: Option<String>,
     /// Allocate a pseudo-TTY
     #[arg(short, long)]
     tty: bool,
@@ -359,10 +456,31 @@ pub struct ShimArgs {
     /// Descriptor on which to report start and exit
     #[arg(long)]
     status_fd: Option<i32>,
-    /// Copy the output to our stdout/stderr too
-    #[arg(long)]
-    attach: bool,
     id: String,
+}
+
+/// The hidden `container-exec` command: the helper that runs one exec.
+#[derive(Args)]
+pub struct ExecHelperArgs {
+    /// Descriptor on which to report start and exit
+    #[arg(long)]
+    status_fd: i32,
+    /// The client's upgraded connection
+    #[arg(long)]
+    client_fd: Option<i32>,
+    id: String,
+    exec_id: String,
+    /// The exec's description (JSON)
+    json: String,
+}
+
+/// The hidden `container-archive` command: copies in and out of a container.
+#[derive(Args)]
+pub struct ArchiveArgs {
+    /// stat, get or put
+    op: String,
+    id: String,
+    path: String,
 }
 
 fn runtime_root() -> PathBuf {
@@ -371,6 +489,7 @@ fn runtime_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNTIME_ROOT))
 }
 
+/// The engine, for the hidden helper commands.
 fn engine(data_root: &Path) -> Result<Engine, berth_engine::Error> {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     let e = Engine::new(data_root, runtime_root())?;
@@ -383,18 +502,67 @@ fn engine(data_root: &Path) -> Result<Engine, berth_engine::Error> {
     Ok(e.with_shim(argv))
 }
 
+/// The hidden shim command.
+pub fn shim(data_root: &Path, a: ShimArgs) -> anyhow::Result<()> {
+    let code = engine(data_root)?.shim(&a.id, a.status_fd);
+    std::process::exit(code)
+}
+
+/// The hidden exec helper command.
+pub fn exec_helper(data_root: &Path, a: ExecHelperArgs) -> anyhow::Result<()> {
+    // a process that joins the container's pid namespace must not expose our binary
+    // through /proc/<pid>/exe (CVE-2019-5736)
+    if let Err(err) = berth_engine::sealed::reexec_sealed() {
+        eprintln!("berth: warning: cannot run from a sealed copy of the binary: {err}");
+    }
+    let e = engine(data_root)?;
+    let code = e.exec_helper(&a.id, &a.exec_id, &a.json, a.status_fd, a.client_fd);
+    std::process::exit(code)
+}
+
+/// The hidden archive helper command: `stat` prints the path's metadata as JSON,
+/// `get` writes a tar to stdout, `put` extracts a tar from stdin.
+pub fn archive_helper(data_root: &Path, a: ArchiveArgs) -> anyhow::Result<()> {
+    use std::os::fd::AsFd;
+    let e = engine(data_root)?;
+    let r = match a.op.as_str() {
+        "stat" => e.archive_stat(&a.id, &a.path).map(|st| {
+            println!("{}", serde_json::to_string(&st).unwrap_or_default());
+        }),
+        "get" => std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|err| berth_engine::Error::Invalid(err.to_string()))
+            .and_then(|fd| e.archive_get(&a.id, &a.path, fd)),
+        "put" => std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|err| berth_engine::Error::Invalid(err.to_string()))
+            .and_then(|fd| e.archive_put(&a.id, &a.path, fd)),
+        op => bail!("unknown archive operation {op:?}: use stat, get or put"),
+    };
+    if let Err(err) = r {
+        eprintln!("berth: {err}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 /// Runs a container command and exits with docker's status for it.
 pub fn run(data_root: &Path, cmd: ContainerCmd) -> anyhow::Result<()> {
-    let is_run = matches!(cmd, ContainerCmd::Run(_) | ContainerCmd::Create(_));
-    let code = match engine(data_root).and_then(|e| dispatch(&e, cmd)) {
+    let engine_cmd = matches!(
+        cmd,
+        ContainerCmd::Run(_) | ContainerCmd::Create(_) | ContainerCmd::Start(_)
+    );
+    let code = match crate::daemon::client(data_root).and_then(|c| dispatch(&c, cmd)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("berth: {e}");
-            if is_run || matches!(e.exit_code(), 126 | 127) {
-                e.exit_code()
-            } else {
-                1
+            let code = failure_code(&e, engine_cmd);
+            match e.downcast_ref::<berth_client::Error>() {
+                Some(api @ berth_client::Error::Api { .. }) => eprintln!("{api}"),
+                _ => eprintln!("berth: {e:#}"),
             }
+            code
         }
     };
     if code != 0 {
@@ -403,142 +571,935 @@ pub fn run(data_root: &Path, cmd: ContainerCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The hidden shim command.
-pub fn shim(data_root: &Path, a: ShimArgs) -> anyhow::Result<()> {
-    let attach = if a.attach {
-        Attach::Attached
+/// docker's exit codes for a failed command: 126/127 when the container's command
+/// cannot be run or found, 125 for other failures of run/create/start, else 1.
+fn failure_code(e: &anyhow::Error, engine_cmd: bool) -> i32 {
+    let msg = format!("{e:#}");
+    if let Some(berth_client::Error::Api { .. }) = e.downcast_ref::<berth_client::Error>() {
+        if msg.contains("executable file not found")
+            || msg.contains("no such file or directory")
+                && msg.contains("failed to create container")
+        {
+            return 127;
+        }
+        if msg.contains("permission denied") && msg.contains("failed to create container") {
+            return 126;
+        }
+    }
+    if engine_cmd {
+        125
     } else {
-        Attach::Detached
-    };
-    let code = engine(data_root)?.shim(&a.id, a.status_fd, attach);
-    std::process::exit(code)
+        1
+    }
 }
 
-fn dispatch(e: &Engine, cmd: ContainerCmd) -> Result<i32, berth_engine::Error> {
+fn dispatch(c: &Client, cmd: ContainerCmd) -> anyhow::Result<i32> {
     match cmd {
-        ContainerCmd::Run(a) => run_container(e, a),
-        ContainerCmd::Ls(a) => ps(e, &a),
-        ContainerCmd::Rm(a) => each(&a.containers, |c| e.remove(c, a.force, a.volumes)),
-        ContainerCmd::Logs(a) => logs(e, &a),
-        ContainerCmd::Exec(a) => {
-            // a process that joins the container's pid namespace must not expose
-            // our binary through /proc/<pid>/exe (CVE-2019-5736)
-            if let Err(err) = berth_engine::sealed::reexec_sealed() {
-                eprintln!("berth: warning: cannot run from a sealed copy of the binary: {err}");
-            }
-            exec(e, a)
-        }
-        ContainerCmd::Stop(a) => each(&a.containers, |c| {
-            e.stop(c, a.time.map(Duration::from_secs)).map(|_| ())
-        }),
-        ContainerCmd::Kill(a) => each(&a.containers, |c| e.kill(c, &a.signal).map(|_| ())),
+        ContainerCmd::Run(a) => run_container(c, a),
         ContainerCmd::Create(a) => {
-            let id = e.create(&create_options(a)?)?;
+            let (id, _) = create(c, &a)?;
             println!("{id}");
             Ok(0)
         }
-        ContainerCmd::Start(a) if a.attach => {
-            if a.containers.len() > 1 {
-                return Err(berth_engine::Error::Invalid(
-                    "you cannot start and attach multiple containers at once".into(),
-                ));
-            }
-            e.start_existing(&a.containers[0], true)
-        }
-        ContainerCmd::Start(a) => each(&a.containers, |c| e.start_existing(c, false).map(|_| ())),
-        ContainerCmd::Restart(a) => each(&a.containers, |c| {
-            e.restart(c, a.time.map(Duration::from_secs)).map(|_| ())
+        ContainerCmd::Ls(a) => ps(c, &a),
+        ContainerCmd::Rm(a) => each(&a.containers, |x| {
+            c.delete(&format!(
+                "/containers/{}?force={}&v={}",
+                enc(x),
+                a.force as u8,
+                a.volumes as u8
+            ))
+            .map(|_| ())
         }),
+        ContainerCmd::Logs(a) => logs(c, &a),
+        ContainerCmd::Exec(a) => exec(c, a),
+        ContainerCmd::Stop(a) => each(&a.containers, |x| {
+            c.post(&format!(
+                "/containers/{}/stop{}",
+                enc(x),
+                time_query(a.time)
+            ))
+        }),
+        ContainerCmd::Restart(a) => each(&a.containers, |x| {
+            c.post(&format!(
+                "/containers/{}/restart{}",
+                enc(x),
+                time_query(a.time)
+            ))
+        }),
+        ContainerCmd::Kill(a) => each(&a.containers, |x| {
+            c.post(&format!(
+                "/containers/{}/kill?signal={}",
+                enc(x),
+                enc(&a.signal)
+            ))
+        }),
+        ContainerCmd::Start(a) => start(c, a),
+        ContainerCmd::Attach(a) => attach(c, a),
         ContainerCmd::Wait(a) => {
             let mut code = 0;
-            for c in &a.containers {
-                match e.wait(c) {
-                    Ok(status) => println!("{status}"),
+            for x in &a.containers {
+                match c.post_json(&format!("/containers/{}/wait", enc(x)), None) {
+                    Ok(v) => println!("{}", v["StatusCode"]),
                     Err(err) => {
-                        eprintln!("Error response from daemon: {err}");
+                        eprintln!("{err}");
                         code = 1;
                     }
                 }
             }
             Ok(code)
         }
-        ContainerCmd::Inspect(a) => inspect(e, &a),
-        ContainerCmd::Pause(a) => each(&a.containers, |c| e.pause(c).map(|_| ())),
-        ContainerCmd::Unpause(a) => each(&a.containers, |c| e.unpause(c).map(|_| ())),
-        ContainerCmd::Rename(a) => e.rename(&a.container, &a.new_name).map(|_| 0),
-        ContainerCmd::Top(a) => top(e, &a),
-        ContainerCmd::Update(a) => {
-            let u = berth_engine::Update {
-                memory: a.memory.as_deref().map(parse_memory).transpose()?,
-                memory_swap: a.memory_swap.as_deref().map(parse_swap).transpose()?,
-                cpus: a.cpus,
-                cpu_shares: a.cpu_shares,
-                pids_limit: a.pids_limit,
-            };
-            each(&a.containers, |c| e.update(c, &u).map(|_| ()))
-        }
-        ContainerCmd::Prune(a) => prune(e, &a),
-        ContainerCmd::Stats(a) => stats(e, &a),
-        ContainerCmd::Export(a) => {
-            let out = match &a.output {
-                Some(p) => std::process::Stdio::from(std::fs::File::create(p).map_err(|err| {
-                    berth_engine::Error::Invalid(format!("cannot create {}: {err}", p.display()))
-                })?),
-                None => {
-                    use std::io::IsTerminal;
-                    if std::io::stdout().is_terminal() {
-                        return Err(berth_engine::Error::Invalid(
-                            "cowardly refusing to save to a terminal: use the -o flag or redirect"
-                                .into(),
-                        ));
+        ContainerCmd::Inspect(a) => {
+            let mut docs = Vec::new();
+            let mut code = 0;
+            for x in &a.containers {
+                match c.get_json(&format!("/containers/{}/json", enc(x))) {
+                    Ok(v) => docs.push(v),
+                    Err(err) => {
+                        eprintln!("{err}");
+                        code = 1;
                     }
-                    std::process::Stdio::inherit()
                 }
-            };
-            e.export(&a.container, out).map(|_| 0)
-        }
-        ContainerCmd::Cp(a) => {
-            // CONTAINER:PATH; a local path with a colon starts with / or .
-            let split = |s: &str| -> Option<(String, String)> {
-                if s.starts_with('/') || s.starts_with('.') {
-                    return None;
-                }
-                s.split_once(':')
-                    .map(|(c, p)| (c.to_string(), p.to_string()))
-            };
-            match (split(&a.src), split(&a.dest)) {
-                (Some((c, p)), None) => e.copy_from(&c, &p, Path::new(&a.dest)).map(|_| 0),
-                (None, Some((c, p))) => e.copy_to(&c, Path::new(&a.src), &p).map(|_| 0),
-                _ => Err(berth_engine::Error::Invalid(
-                    "copying between containers or between local paths is not supported: one side must be CONTAINER:PATH".into(),
-                )),
             }
+            Ok(crate::format::print_docs(&docs, a.format.as_deref(), code))
         }
+        ContainerCmd::Pause(a) => each(&a.containers, |x| {
+            c.post(&format!("/containers/{}/pause", enc(x)))
+        }),
+        ContainerCmd::Unpause(a) => each(&a.containers, |x| {
+            c.post(&format!("/containers/{}/unpause", enc(x)))
+        }),
+        ContainerCmd::Rename(a) => {
+            c.post(&format!(
+                "/containers/{}/rename?name={}",
+                enc(&a.container),
+                enc(&a.new_name)
+            ))?;
+            Ok(0)
+        }
+        ContainerCmd::Top(a) => top(c, &a),
+        ContainerCmd::Update(a) => {
+            let mut b = Map::new();
+            if let Some(m) = &a.memory {
+                b.insert("Memory".into(), json!(parse_memory(m)?));
+            }
+            if let Some(m) = &a.memory_swap {
+                b.insert("MemorySwap".into(), json!(parse_swap(m)?));
+            }
+            if let Some(n) = a.cpus {
+                b.insert("NanoCpus".into(), json!((n * 1e9) as i64));
+            }
+            if let Some(n) = a.cpu_shares {
+                b.insert("CpuShares".into(), json!(n));
+            }
+            if let Some(n) = a.pids_limit {
+                b.insert("PidsLimit".into(), json!(n));
+            }
+            let body = Value::Object(b);
+            each(&a.containers, |x| {
+                c.post_json(&format!("/containers/{}/update", enc(x)), Some(&body))
+                    .map(|_| ())
+            })
+        }
+        ContainerCmd::Prune(a) => prune(c, &a),
+        ContainerCmd::Stats(a) => stats(c, &a),
         ContainerCmd::Diff(a) => {
-            for (c, p) in e.diff(&a.container)? {
-                println!("{} {p}", c.letter());
+            let v = c.get_json(&format!("/containers/{}/changes", enc(&a.container)))?;
+            for ch in v.as_array().into_iter().flatten() {
+                let k = match ch["Kind"].as_i64() {
+                    Some(1) => 'A',
+                    Some(2) => 'D',
+                    _ => 'C',
+                };
+                println!("{k} {}", ch["Path"].as_str().unwrap_or(""));
             }
             Ok(0)
         }
+        ContainerCmd::Export(a) => export(c, &a),
+        ContainerCmd::Cp(a) => io::cp(c, &a.src, &a.dest).map(|_| 0),
+        ContainerCmd::Port(a) => port(c, &a),
     }
 }
 
+fn time_query(t: Option<u64>) -> String {
+    t.map(|t| format!("?t={t}")).unwrap_or_default()
+}
+
 /// Applies `f` to every container, printing each as typed; 1 if any failed.
-fn each(
-    what: &[String],
-    f: impl Fn(&str) -> Result<(), berth_engine::Error>,
-) -> Result<i32, berth_engine::Error> {
+fn each(what: &[String], f: impl Fn(&str) -> berth_client::Result<()>) -> anyhow::Result<i32> {
     let mut code = 0;
     for c in what {
         match f(c) {
             Ok(()) => println!("{c}"),
             Err(err) => {
-                eprintln!("Error response from daemon: {err}");
+                eprintln!("{err}");
                 code = 1;
             }
         }
     }
     Ok(code)
+}
+
+/// `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly][,tmpfs-size=…]` as
+/// docker's HostConfig.Mounts entry.
+fn parse_mount(spec: &str) -> anyhow::Result<Value> {
+    let bad = |why: &str| anyhow!("--mount {spec:?}: {why}");
+    let (mut typ, mut src, mut dst, mut ro, mut size) = ("volume", None, None, false, None);
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k {
+            "type" => typ = v,
+            "source" | "src" => src = Some(v),
+            "target" | "destination" | "dst" => dst = Some(v),
+            "readonly" | "ro" => ro = v.is_empty() || v == "true" || v == "1",
+            "tmpfs-size" => size = Some(berth_engine::record::parse_size(v)?),
+            _ => return Err(bad(&format!("unknown field {k:?}"))),
+        }
+    }
+    let dst = dst.ok_or_else(|| bad("target= is required"))?;
+    match typ {
+        "tmpfs" => Ok(json!({"Type": "tmpfs", "Target": dst, "TmpfsOptions": {"SizeBytes": size}})),
+        "bind" if !src.is_some_and(|s| s.starts_with('/')) => {
+            Err(bad("a bind mount needs an absolute source="))
+        }
+        "bind" | "volume" => {
+            Ok(json!({"Type": typ, "Source": src.unwrap_or(""), "Target": dst, "ReadOnly": ro}))
+        }
+        t => Err(bad(&format!(
+            "type {t:?} is not supported: use bind, volume or tmpfs"
+        ))),
+    }
+}
+
+/// docker's durations for the health flags (`30s`, `1m30s`, `500ms`) in nanoseconds.
+fn duration_ns(flag: &str, v: &str) -> anyhow::Result<i64> {
+    let bad = || anyhow!("{flag} {v:?}: use a duration like 30s, 1m30s or 500ms");
+    let (mut total, mut num) = (0f64, String::new());
+    let mut chars = v.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                1e6
+            }
+            'h' => 3.6e12,
+            'm' => 6e10,
+            's' => 1e9,
+            _ => return Err(bad()),
+        };
+        total += num.parse::<f64>().map_err(|_| bad())? * unit;
+        num.clear();
+    }
+    if !num.is_empty() {
+        return Err(bad());
+    }
+    Ok(total as i64)
+}
+
+/// `--restart`: docker's RestartPolicy.
+fn restart_policy(v: &str) -> anyhow::Result<Value> {
+    let (name, n) = v.split_once(':').unwrap_or((v, ""));
+    match name {
+        "no" | "always" | "unless-stopped" if n.is_empty() => {
+            Ok(json!({"Name": name, "MaximumRetryCount": 0}))
+        }
+        "on-failure" => {
+            let count: i64 = if n.is_empty() {
+                0
+            } else {
+                n.parse()
+                    .map_err(|_| anyhow!("--restart {v:?}: the retry count must be a number"))?
+            };
+            Ok(json!({"Name": name, "MaximumRetryCount": count}))
+        }
+        _ => bail!("--restart {v:?}: use no, always, unless-stopped or on-failure[:max-retries]"),
+    }
+}
+
+/// `--ulimit name=soft[:hard]` as docker's Ulimits entry.
+fn ulimit(v: &str) -> anyhow::Result<Value> {
+    let bad = || anyhow!("--ulimit {v:?}: use name=soft[:hard], e.g. nofile=1024:2048");
+    let (name, lim) = v.split_once('=').ok_or_else(bad)?;
+    let (soft, hard) = lim.split_once(':').unwrap_or((lim, lim));
+    let n = |x: &str| x.parse::<i64>().map_err(|_| bad());
+    Ok(json!({"Name": name, "Soft": n(soft)?, "Hard": n(hard)?}))
+}
+
+/// The create request for `run`/`create` flags.
+fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
+    let env: Vec<String> = env_files(&a.env_file)?
+        .into_iter()
+        .chain(a.env.iter().filter_map(|v| env_value(v)))
+        .collect();
+    let labels: Map<String, Value> = a
+        .label
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            (k.to_string(), json!(v))
+        })
+        .collect();
+    let mut log = Map::new();
+    for o in &a.log_opt {
+        berth_engine::LogOptions::default().set(o)?;
+        let (k, v) = o.split_once('=').unwrap_or((o, ""));
+        log.insert(k.into(), json!(v));
+    }
+    let tmpfs: Map<String, Value> = a
+        .tmpfs
+        .iter()
+        .map(|t| {
+            let (p, o) = t.split_once(':').unwrap_or((t.as_str(), ""));
+            (p.to_string(), json!(o))
+        })
+        .collect();
+    for v in &a.volume {
+        v.parse::<berth_engine::Bind>()?;
+    }
+    for s in &a.security_opt {
+        berth_engine::CreateOptions::default().security_opt(s)?;
+    }
+    let attached = !a.detach;
+    let console = if a.tty { io::terminal_size() } else { None };
+    let mut host = json!({
+        "Binds": a.volume, "Mounts": a.mount.iter().map(|m| parse_mount(m)).collect::<anyhow::Result<Vec<_>>>()?,
+        "Tmpfs": tmpfs,
+        "Memory": a.memory.as_deref().map(parse_memory).transpose()?.unwrap_or(0),
+        "MemorySwap": a.memory_swap.as_deref().map(parse_swap).transpose()?.unwrap_or(0),
+        "NanoCpus": a.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+        "CpuShares": a.cpu_shares.unwrap_or(0), "CpusetCpus": a.cpuset_cpus.clone().unwrap_or_default(),
+        "PidsLimit": a.pids_limit, "ReadonlyRootfs": a.read_only,
+        "CapAdd": a.cap_add, "CapDrop": a.cap_drop, "Privileged": a.privileged,
+        "SecurityOpt": a.security_opt,
+        "Ulimits": a.ulimit.iter().map(|u| ulimit(u)).collect::<anyhow::Result<Vec<_>>>()?,
+        "Init": a.init, "AutoRemove": a.rm,
+        "RestartPolicy": restart_policy(&a.restart)?,
+        "LogConfig": {"Type": "json-file", "Config": log},
+    });
+    if let Some((h, w)) = console {
+        host["ConsoleSize"] = json!([h, w]);
+    }
+    let mut body = json!({
+        "Image": a.image, "Cmd": if a.command.is_empty() { Value::Null } else { json!(a.command) },
+        "Entrypoint": a.entrypoint.as_ref().map(|e| vec![e.clone()]),
+        "Env": env, "WorkingDir": a.workdir.clone().unwrap_or_default(),
+        "User": a.user.clone().unwrap_or_default(), "Hostname": a.hostname.clone().unwrap_or_default(),
+        "Tty": a.tty, "OpenStdin": a.interactive, "StdinOnce": a.interactive && attached,
+        "AttachStdin": a.interactive && attached, "AttachStdout": attached, "AttachStderr": attached,
+        "Labels": labels, "StopSignal": a.stop_signal, "StopTimeout": a.stop_timeout,
+        "HostConfig": host,
+    });
+    a.net.to_body(&mut body)?;
+    if a.no_healthcheck {
+        body["Healthcheck"] = json!({"Test": ["NONE"]});
+    } else if let Some(cmd) = &a.health_cmd {
+        let d = |f: &str, v: &Option<String>| v.as_deref().map(|v| duration_ns(f, v)).transpose();
+        body["Healthcheck"] = json!({
+            "Test": ["CMD-SHELL", cmd],
+            "Interval": d("--health-interval", &a.health_interval)?.unwrap_or(0),
+            "Timeout": d("--health-timeout", &a.health_timeout)?.unwrap_or(0),
+            "StartPeriod": d("--health-start-period", &a.health_start_period)?.unwrap_or(0),
+            "Retries": a.health_retries.unwrap_or(0),
+        });
+    }
+    Ok(body)
+}
+
+/// Creates the container; its id and whether it has a terminal.
+fn create(c: &Client, a: &RunArgs) -> anyhow::Result<(String, bool)> {
+    let body = create_body(a)?;
+    let q = a
+        .name
+        .as_deref()
+        .map(|n| format!("?name={}", enc(n)))
+        .unwrap_or_default();
+    let r = c.request("POST", &format!("/containers/create{q}"), Body::Json(&body))?;
+    if r.status == 404 {
+        bail!(
+            "Unable to find image '{}' locally: pull it first with `berth pull {}` (or import it)",
+            a.image,
+            a.image
+        );
+    }
+    let v = r.ok()?.json()?;
+    let id = v["Id"]
+        .as_str()
+        .context("the daemon's create reply has no Id")?
+        .to_string();
+    for w in v["Warnings"].as_array().into_iter().flatten() {
+        eprintln!("WARNING: {}", w.as_str().unwrap_or(""));
+    }
+    Ok((id, a.tty))
+}
+
+/// `run`: create, then detached: start and print the id; else attach, start, relay,
+/// and exit with the container's status.
+fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<i32> {
+    let (id, tty) = create(c, &a)?;
+    if a.detach {
+        c.post(&format!("/containers/{id}/start"))?;
+        println!("{id}");
+        return Ok(0);
+    }
+    let keys = a.detach_keys.clone();
+    let streams = Streams {
+        stdin: a.interactive,
+        tty,
+        detach_keys: keys,
+        sig_proxy: a.sig_proxy && !tty,
+    };
+    let session = io::attach_container(c, &id, &streams, false)?;
+    let condition = if a.rm { "removed" } else { "next-exit" };
+    let wait = c
+        .request(
+            "POST",
+            &format!("/containers/{id}/wait?condition={condition}"),
+            Body::Empty,
+        )?
+        .ok()?;
+    c.post(&format!("/containers/{id}/start"))?;
+    match session.relay(c, &id, &streams)? {
+        io::Ended::Detached => Ok(0),
+        io::Ended::Exited => {
+            let v = wait.json()?;
+            if let Some(m) = v["Error"]["Message"].as_str() {
+                bail!("{m}");
+            }
+            Ok(v["StatusCode"].as_i64().unwrap_or(125) as i32)
+        }
+    }
+}
+
+/// `start`: each container; with `-a`, attached to the one given.
+fn start(c: &Client, a: StartArgs) -> anyhow::Result<i32> {
+    if !a.attach && !a.interactive {
+        return each(&a.containers, |x| {
+            c.post(&format!("/containers/{}/start", enc(x)))
+        });
+    }
+    if a.containers.len() > 1 {
+        bail!("you cannot start and attach multiple containers at once");
+    }
+    let what = &a.containers[0];
+    let v = c.get_json(&format!("/containers/{}/json", enc(what)))?;
+    let id = v["Id"].as_str().unwrap_or(what).to_string();
+    let streams = Streams {
+        stdin: a.interactive && v["Config"]["OpenStdin"].as_bool().unwrap_or(false),
+        tty: v["Config"]["Tty"].as_bool().unwrap_or(false),
+        detach_keys: a.detach_keys,
+        sig_proxy: true,
+    };
+    let session = io::attach_container(c, &id, &streams, false)?;
+    let wait = c
+        .request(
+            "POST",
+            &format!("/containers/{id}/wait?condition=next-exit"),
+            Body::Empty,
+        )?
+        .ok()?;
+    c.post(&format!("/containers/{id}/start"))?;
+    match session.relay(c, &id, &streams)? {
+        io::Ended::Detached => Ok(0),
+        io::Ended::Exited => Ok(wait.json()?["StatusCode"].as_i64().unwrap_or(125) as i32),
+    }
+}
+
+/// `attach`: to a running container, until it exits or the detach keys.
+fn attach(c: &Client, a: AttachArgs) -> anyhow::Result<i32> {
+    let v = c.get_json(&format!("/containers/{}/json", enc(&a.container)))?;
+    let id = v["Id"].as_str().unwrap_or(&a.container).to_string();
+    if !v["State"]["Running"].as_bool().unwrap_or(false) {
+        bail!("You cannot attach to a stopped container, start it first");
+    }
+    let tty = v["Config"]["Tty"].as_bool().unwrap_or(false);
+    let streams = Streams {
+        stdin: !a.no_stdin && v["Config"]["OpenStdin"].as_bool().unwrap_or(false),
+        tty,
+        detach_keys: a.detach_keys,
+        sig_proxy: a.sig_proxy && !tty,
+    };
+    let session = io::attach_container(c, &id, &streams, true)?;
+    let wait = c
+        .request("POST", &format!("/containers/{id}/wait"), Body::Empty)?
+        .ok()?;
+    if tty {
+        io::resize(c, &format!("/containers/{id}/resize"));
+    }
+    match session.relay(c, &id, &streams)? {
+        io::Ended::Detached => Ok(0),
+        io::Ended::Exited => Ok(wait.json()?["StatusCode"].as_i64().unwrap_or(125) as i32),
+    }
+}
+
+/// `exec`: create the exec, then run it detached or attached; its exit code.
+fn exec(c: &Client, a: ExecArgs) -> anyhow::Result<i32> {
+    let attached = !a.detach;
+    let mut body = json!({
+        "Cmd": a.command, "Tty": a.tty, "AttachStdin": a.interactive && attached,
+        "AttachStdout": attached, "AttachStderr": attached,
+        "Env": a.env.iter().filter_map(|v| env_value(v)).collect::<Vec<_>>(),
+        "User": a.user.clone().unwrap_or_default(), "WorkingDir": a.workdir.clone().unwrap_or_default(),
+        "DetachKeys": a.detach_keys.clone().unwrap_or_default(),
+    });
+    if a.tty {
+        if let Some((h, w)) = io::terminal_size() {
+            body["ConsoleSize"] = json!([h, w]);
+        }
+    }
+    let v = c.post_json(
+        &format!("/containers/{}/exec", enc(&a.container)),
+        Some(&body),
+    )?;
+    let exec_id = v["Id"]
+        .as_str()
+        .context("the daemon's exec reply has no Id")?
+        .to_string();
+    if a.detach {
+        c.post_json(
+            &format!("/exec/{exec_id}/start"),
+            Some(&json!({"Detach": true, "Tty": a.tty})),
+        )?;
+        return Ok(0);
+    }
+    let streams = Streams {
+        stdin: a.interactive,
+        tty: a.tty,
+        detach_keys: a.detach_keys,
+        sig_proxy: false,
+    };
+    let session = io::start_exec(c, &exec_id, &streams)?;
+    match session.relay_exec(c, &exec_id, &streams)? {
+        io::Ended::Detached => Ok(0),
+        io::Ended::Exited => {
+            let v = c.get_json(&format!("/exec/{exec_id}/json"))?;
+            Ok(v["ExitCode"].as_i64().unwrap_or(126) as i32)
+        }
+    }
+}
+
+fn ps(c: &Client, a: &PsArgs) -> anyhow::Result<i32> {
+    let mut filters: Map<String, Value> = Map::new();
+    for f in &a.filter {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow!("bad format of filter {f:?} (expected name=value)"))?;
+        if let Some(l) = filters
+            .entry(k.to_string())
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+        {
+            l.push(json!(v));
+        }
+    }
+    let limit = if a.latest { Some(1) } else { a.last };
+    let mut q = format!(
+        "/containers/json?all={}&size={}&filters={}",
+        (a.all || limit.is_some()) as u8,
+        a.size as u8,
+        enc(&Value::Object(filters).to_string())
+    );
+    if let Some(n) = limit {
+        q.push_str(&format!("&limit={n}"));
+    }
+    let list = c.get_json(&q)?;
+    let list = list.as_array().cloned().unwrap_or_default();
+    if a.quiet {
+        for x in &list {
+            println!("{}", short_id(x["Id"].as_str().unwrap_or(""), a.no_trunc));
+        }
+        return Ok(0);
+    }
+    let rows: Vec<Value> = list.iter().map(|x| ps_row(x, a.no_trunc)).collect();
+    if let Some(f) = &a.format {
+        return ps_format(&rows, f);
+    }
+    let mut cols = vec![
+        "ID",
+        "Image",
+        "Command",
+        "RunningFor",
+        "Status",
+        "Ports",
+        "Names",
+    ];
+    let mut head = vec![
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ];
+    if a.size {
+        cols.push("Size");
+        head.push("SIZE");
+    }
+    let mut out = vec![head.into_iter().map(String::from).collect::<Vec<_>>()];
+    for r in &rows {
+        out.push(
+            cols.iter()
+                .map(|k| r[*k].as_str().unwrap_or("").to_string())
+                .collect(),
+        );
+    }
+    print!("{}", table(&out));
+    Ok(0)
+}
+
+/// One `ps` row with docker's field names for `--format`.
+fn ps_row(x: &Value, no_trunc: bool) -> Value {
+    let created = chrono::DateTime::from_timestamp(x["Created"].as_i64().unwrap_or(0), 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    let mut cmd = x["Command"].as_str().unwrap_or("").to_string();
+    if !no_trunc && cmd.chars().count() > 20 {
+        cmd = cmd.chars().take(19).collect::<String>() + "…";
+    }
+    let names: Vec<&str> = x["Names"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+        .map(|n| n.trim_start_matches('/'))
+        .collect();
+    let ports: Vec<String> = x["Ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| match p["PublicPort"].as_u64() {
+            Some(pp) => format!(
+                "{}:{}->{}/{}",
+                p["IP"].as_str().unwrap_or("0.0.0.0"),
+                pp,
+                p["PrivatePort"],
+                p["Type"].as_str().unwrap_or("tcp")
+            ),
+            None => format!(
+                "{}/{}",
+                p["PrivatePort"],
+                p["Type"].as_str().unwrap_or("tcp")
+            ),
+        })
+        .collect();
+    json!({
+        "ID": short_id(x["Id"].as_str().unwrap_or(""), no_trunc),
+        "Image": x["Image"], "Command": format!("{cmd:?}"),
+        "CreatedAt": created, "RunningFor": human_since(Some(&created)),
+        "Status": x["Status"], "State": x["State"], "Ports": ports.join(", "),
+        "Names": names.join(","), "Labels": x["Labels"],
+        "Size": format!("{} (virtual {})",
+            crate::format::human_size(x["SizeRw"].as_u64().unwrap_or(0)),
+            crate::format::human_size(x["SizeRootFs"].as_u64().unwrap_or(0))),
+    })
+}
+
+/// `ps --format`: docker's fields; a `table ` prefix prints aligned columns under
+/// docker's headers.
+fn ps_format(rows: &[Value], f: &str) -> anyhow::Result<i32> {
+    let (is_table, tpl) = match f.strip_prefix("table") {
+        Some(rest) => (true, rest.trim_start()),
+        None => (false, f),
+    };
+    let render = |v: &Value| crate::format::render(tpl, v).map_err(|e| anyhow!("template: {e:#}"));
+    let mut lines = Vec::new();
+    if is_table {
+        lines.push(render(&json!({
+            "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
+            "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Status": "STATUS",
+            "State": "STATE", "Ports": "PORTS", "Names": "NAMES", "Labels": "LABELS",
+        }))?);
+    }
+    for r in rows {
+        lines.push(render(r)?);
+    }
+    if is_table {
+        let rows: Vec<Vec<String>> = lines
+            .iter()
+            .map(|l| l.split('\t').map(String::from).collect())
+            .collect();
+        print!("{}", table(&rows));
+    } else {
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    Ok(0)
+}
+
+fn short_id(id: &str, no_trunc: bool) -> String {
+    if no_trunc {
+        id.to_string()
+    } else {
+        id.chars().take(12).collect()
+    }
+}
+
+/// RFC 3339 → docker's `since`/`until` query value (unix seconds with nanoseconds).
+fn unix_query(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| format!("{}.{:09}", t.timestamp(), t.timestamp_subsec_nanos()))
+        .unwrap_or_default()
+}
+
+fn logs(c: &Client, a: &LogsArgs) -> anyhow::Result<i32> {
+    let v = c.get_json(&format!("/containers/{}/json", enc(&a.container)))?;
+    let id = v["Id"].as_str().unwrap_or(&a.container).to_string();
+    let tty = v["Config"]["Tty"].as_bool().unwrap_or(false);
+    let tail = match a.tail.as_str() {
+        "all" | "-1" => "all".to_string(),
+        n => n
+            .parse::<u64>()
+            .map_err(|_| anyhow!("--tail {n:?}: use a number of lines or \"all\""))?
+            .to_string(),
+    };
+    let mut q = format!(
+        "/containers/{id}/logs?stdout=1&stderr=1&tail={tail}&follow={}&timestamps={}",
+        a.follow as u8, a.timestamps as u8
+    );
+    if let Some(s) = &a.since {
+        q.push_str(&format!("&since={}", unix_query(&log_time("--since", s)?)));
+    }
+    if let Some(u) = &a.until {
+        q.push_str(&format!("&until={}", unix_query(&log_time("--until", u)?)));
+    }
+    let mut r = c.request("GET", &q, Body::Empty)?.ok()?.reader();
+    if tty {
+        let mut out = std::io::stdout();
+        let mut buf = [0u8; 16384];
+        loop {
+            let n = std::io::Read::read(&mut r, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])?;
+            out.flush()?;
+        }
+    } else {
+        berth_client::demux(&mut r, &mut std::io::stdout(), &mut std::io::stderr())?;
+    }
+    Ok(0)
+}
+
+/// `top`: docker's table from the daemon's Titles and Processes.
+fn top(c: &Client, a: &TopArgs) -> anyhow::Result<i32> {
+    let mut q = format!("/containers/{}/top", enc(&a.container));
+    if !a.ps_args.is_empty() {
+        q.push_str(&format!("?ps_args={}", enc(&a.ps_args.join(" "))));
+    }
+    let v = c.get_json(&q)?;
+    let mut rows: Vec<Vec<String>> = vec![v["Titles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t.as_str().unwrap_or("").to_string())
+        .collect()];
+    for p in v["Processes"].as_array().into_iter().flatten() {
+        rows.push(
+            p.as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| x.as_str().unwrap_or("").to_string())
+                .collect(),
+        );
+    }
+    print!("{}", table(&rows));
+    Ok(0)
+}
+
+fn prune(c: &Client, a: &PruneArgs) -> anyhow::Result<i32> {
+    if !a.force {
+        eprint!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let v = c.post_json("/containers/prune", None)?;
+    let removed = v["ContainersDeleted"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !removed.is_empty() {
+        println!("Deleted Containers:");
+        for id in &removed {
+            println!("{}", id.as_str().unwrap_or(""));
+        }
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        crate::format::human_size(v["SpaceReclaimed"].as_u64().unwrap_or(0))
+    );
+    Ok(0)
+}
+
+/// One `stats` row from docker's stats document.
+fn stats_row(name: &str, v: &Value, no_trunc: bool) -> Vec<String> {
+    let n = |x: &Value| x.as_u64().unwrap_or(0);
+    let cpu_delta = n(&v["cpu_stats"]["cpu_usage"]["total_usage"])
+        .saturating_sub(n(&v["precpu_stats"]["cpu_usage"]["total_usage"]))
+        as f64;
+    let sys_delta = n(&v["cpu_stats"]["system_cpu_usage"])
+        .saturating_sub(n(&v["precpu_stats"]["system_cpu_usage"])) as f64;
+    let cpus = n(&v["cpu_stats"]["online_cpus"]).max(1) as f64;
+    let cpu = if sys_delta > 0.0 {
+        cpu_delta / sys_delta * cpus * 100.0
+    } else {
+        0.0
+    };
+    let usage = n(&v["memory_stats"]["usage"]);
+    let limit = n(&v["memory_stats"]["limit"]);
+    let mem_pct = if limit > 0 {
+        usage as f64 / limit as f64 * 100.0
+    } else {
+        0.0
+    };
+    let blk = |op: &str| {
+        v["blkio_stats"]["io_service_bytes_recursive"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["op"].as_str().is_some_and(|o| o.eq_ignore_ascii_case(op)))
+            .map(|e| n(&e["value"]))
+            .sum::<u64>()
+    };
+    vec![
+        short_id(v["id"].as_str().unwrap_or(""), no_trunc),
+        name.to_string(),
+        format!("{cpu:.2}%"),
+        format!("{} / {}", bytes_size(usage), bytes_size(limit)),
+        format!("{mem_pct:.2}%"),
+        "0B / 0B".into(),
+        format!(
+            "{} / {}",
+            crate::format::human_size(blk("read")),
+            crate::format::human_size(blk("write"))
+        ),
+        n(&v["pids_stats"]["current"]).to_string(),
+    ]
+}
+
+fn stats(c: &Client, a: &StatsArgs) -> anyhow::Result<i32> {
+    let targets: Vec<String> = if a.containers.is_empty() {
+        c.get_json(&format!("/containers/json?all={}", a.all as u8))?
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x["Id"].as_str().map(String::from))
+            .collect()
+    } else {
+        a.containers.clone()
+    };
+    loop {
+        let docs: Vec<(String, Value)> = std::thread::scope(|s| {
+            let hs: Vec<_> = targets
+                .iter()
+                .map(|t| {
+                    s.spawn(move || {
+                        c.get_json(&format!("/containers/{}/stats?stream=0", enc(t)))
+                            .map(|v| (t.clone(), v))
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .filter_map(|h| h.join().ok())
+                .collect::<berth_client::Result<Vec<_>>>()
+        })?;
+        let mut rows = vec![[
+            "CONTAINER ID",
+            "NAME",
+            "CPU %",
+            "MEM USAGE / LIMIT",
+            "MEM %",
+            "NET I/O",
+            "BLOCK I/O",
+            "PIDS",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for (_, v) in &docs {
+            let name = v["name"].as_str().unwrap_or("").trim_start_matches('/');
+            rows.push(stats_row(name, v, a.no_trunc));
+        }
+        if !a.no_stream {
+            print!("\x1b[2J\x1b[H");
+        }
+        print!("{}", table(&rows));
+        std::io::stdout().flush()?;
+        if a.no_stream {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn export(c: &Client, a: &ExportArgs) -> anyhow::Result<i32> {
+    let mut out: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        ),
+        None => {
+            use std::io::IsTerminal;
+            if std::io::stdout().is_terminal() {
+                bail!("cowardly refusing to save to a terminal: use the -o flag or redirect");
+            }
+            Box::new(std::io::stdout())
+        }
+    };
+    let mut r = c
+        .request(
+            "GET",
+            &format!("/containers/{}/export", enc(&a.container)),
+            Body::Empty,
+        )?
+        .ok()?
+        .reader();
+    std::io::copy(&mut r, &mut out)?;
+    out.flush()?;
+    Ok(0)
+}
+
+/// `port`: the published ports from the container's NetworkSettings.
+fn port(c: &Client, a: &PortArgs) -> anyhow::Result<i32> {
+    let v = c.get_json(&format!("/containers/{}/json", enc(&a.container)))?;
+    let want = a.port.as_deref().map(|p| {
+        if p.contains('/') {
+            p.to_string()
+        } else {
+            format!("{p}/tcp")
+        }
+    });
+    let mut found = false;
+    if let Some(ports) = v["NetworkSettings"]["Ports"].as_object() {
+        for (k, binds) in ports {
+            if want.as_ref().is_some_and(|w| w != k) {
+                continue;
+            }
+            for b in binds.as_array().into_iter().flatten() {
+                found = true;
+                let ip = b["HostIp"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("0.0.0.0");
+                let hp = b["HostPort"].as_str().unwrap_or("");
+                if want.is_some() {
+                    println!("{ip}:{hp}");
+                } else {
+                    println!("{k} -> {ip}:{hp}");
+                }
+            }
+        }
+    }
+    if let (Some(w), false) = (&want, found) {
+        bail!("no public port '{w}' published for {}", a.container);
+    }
+    Ok(0)
 }
 
 /// `-e KEY=VALUE` as is; `-e KEY` takes our value, or is dropped when unset.
@@ -549,54 +1510,12 @@ fn env_value(v: &str) -> Option<String> {
     std::env::var(v).ok().map(|val| format!("{v}={val}"))
 }
 
-/// `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly][,tmpfs-size=…]`.
-fn parse_mount(spec: &str, opts: &mut CreateOptions) -> Result<(), berth_engine::Error> {
-    let bad = |why: &str| berth_engine::Error::Invalid(format!("--mount {spec:?}: {why}"));
-    let (mut typ, mut src, mut dst, mut ro, mut size) = ("volume", None, None, false, None);
-    for field in spec.split(',') {
-        let (k, v) = field.split_once('=').unwrap_or((field, ""));
-        match k {
-            "type" => typ = v,
-            "source" | "src" => src = Some(v),
-            "target" | "destination" | "dst" => dst = Some(v),
-            "readonly" | "ro" => ro = v.is_empty() || v == "true" || v == "1",
-            "tmpfs-size" => size = Some(v),
-            _ => return Err(bad(&format!("unknown field {k:?}"))),
-        }
-    }
-    let dst = dst.ok_or_else(|| bad("target= is required"))?;
-    match typ {
-        "tmpfs" => {
-            let extra = size.map(|s| format!(":size={s}")).unwrap_or_default();
-            opts.tmpfs.push(format!("{dst}{extra}"));
-        }
-        "bind" | "volume" => {
-            let src = match (typ, src) {
-                ("bind", Some(s)) if s.starts_with('/') => s.to_string(),
-                ("bind", _) => return Err(bad("a bind mount needs an absolute source=")),
-                (_, Some(s)) => s.to_string(),
-                // an anonymous volume: a fresh name
-                (_, None) => berth_engine::names::new_id()?,
-            };
-            let mode = if ro { ":ro" } else { "" };
-            opts.binds.push(format!("{src}:{dst}{mode}").parse()?);
-        }
-        t => {
-            return Err(bad(&format!(
-                "type {t:?} is not supported: use bind, volume or tmpfs"
-            )))
-        }
-    }
-    Ok(())
-}
-
 /// `--env-file`: KEY=VALUE lines (a bare KEY takes our value), `#` comments.
-fn env_files(files: &[PathBuf]) -> Result<Vec<String>, berth_engine::Error> {
+fn env_files(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f).map_err(|e| {
-            berth_engine::Error::Invalid(format!("--env-file {}: {e}", f.display()))
-        })?;
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("--env-file {}: {e}", f.display()))?;
         out.extend(
             text.lines()
                 .map(str::trim_start)
@@ -634,412 +1553,34 @@ fn bytes_size(n: u64) -> String {
     format!("{s}{}", units[i])
 }
 
-fn stats(e: &Engine, a: &StatsArgs) -> Result<i32, berth_engine::Error> {
-    use berth_engine::stats::{cpu_percent, host_cpu_ns};
-    let targets: Vec<Summary> = if a.containers.is_empty() {
-        e.list(a.all)?
-    } else {
-        a.containers
-            .iter()
-            .map(|c| e.inspect(c))
-            .collect::<Result<_, _>>()?
-    };
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let sample = || {
-        let host = host_cpu_ns();
-        targets
-            .iter()
-            .map(|t| (e.stats(&t.record.id).ok(), host))
-            .collect::<Vec<_>>()
-    };
-    let mut before = sample();
-    loop {
-        std::thread::sleep(Duration::from_millis(if a.no_stream { 500 } else { 1000 }));
-        let after = sample();
-        let mut rows = vec![[
-            "CONTAINER ID",
-            "NAME",
-            "CPU %",
-            "MEM USAGE / LIMIT",
-            "MEM %",
-            "NET I/O",
-            "BLOCK I/O",
-            "PIDS",
-        ]
-        .map(String::from)
-        .to_vec()];
-        for (t, ((b, hb), (s, ha))) in targets.iter().zip(before.iter().zip(after.iter())) {
-            let id = short_id(&t.record.id, a.no_trunc);
-            let row = match (b, s) {
-                (Some(b), Some(s)) => vec![
-                    id,
-                    t.record.name.clone(),
-                    format!(
-                        "{:.2}%",
-                        cpu_percent((b.cpu_ns, *hb), (s.cpu_ns, *ha), cpus)
-                    ),
-                    format!("{} / {}", bytes_size(s.mem_usage), bytes_size(s.mem_limit)),
-                    format!(
-                        "{:.2}%",
-                        if s.mem_limit > 0 {
-                            s.mem_usage as f64 / s.mem_limit as f64 * 100.0
-                        } else {
-                            0.0
-                        }
-                    ),
-                    "0B / 0B".into(),
-                    format!(
-                        "{} / {}",
-                        crate::format::human_size(s.blk_read),
-                        crate::format::human_size(s.blk_write)
-                    ),
-                    s.pids.to_string(),
-                ],
-                _ => {
-                    let mut r = vec![id, t.record.name.clone()];
-                    r.extend(
-                        ["0.00%", "0B / 0B", "0.00%", "0B / 0B", "0B / 0B", "0"].map(String::from),
-                    );
-                    r
-                }
-            };
-            rows.push(row);
-        }
-        if !a.no_stream {
-            print!("\x1b[2J\x1b[H");
-        }
-        print!("{}", table(&rows));
-        if a.no_stream {
-            return Ok(0);
-        }
-        before = after;
-    }
-}
-
 /// `--memory-swap`: a size, or -1 for unlimited.
-fn parse_swap(s: &str) -> Result<i64, berth_engine::Error> {
+fn parse_swap(s: &str) -> anyhow::Result<i64> {
     if s == "-1" {
         return Ok(-1);
     }
-    berth_engine::record::parse_size(s).map(|n| n as i64)
-}
-
-/// `top`: the host's `ps -f` for the container's processes (docker's columns).
-fn top(e: &Engine, a: &TopArgs) -> Result<i32, berth_engine::Error> {
-    let pids = e.top(&a.container)?;
-    let list = pids
-        .iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let out = std::process::Command::new("ps")
-        .args(["-f", "-p", &list])
-        .output()
-        .map_err(|err| {
-            berth_engine::Error::Invalid(format!("top needs ps(1) (procps) on the host: {err}"))
-        })?;
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    Ok(0)
-}
-
-fn prune(e: &Engine, a: &PruneArgs) -> Result<i32, berth_engine::Error> {
-    if !a.force {
-        eprint!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
-        let mut answer = String::new();
-        let _ = std::io::stdin().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(0);
-        }
-    }
-    let removed = e.prune()?;
-    if !removed.is_empty() {
-        println!("Deleted Containers:");
-        for id in &removed {
-            println!("{id}");
-        }
-        println!();
-    }
-    println!("Total reclaimed space: 0B");
-    Ok(0)
+    Ok(berth_engine::record::parse_size(s).map(|n| n as i64)?)
 }
 
 /// `--memory`: docker's sizes, at least 6 MB.
-fn parse_memory(s: &str) -> Result<i64, berth_engine::Error> {
+fn parse_memory(s: &str) -> anyhow::Result<i64> {
     let bytes = berth_engine::record::parse_size(s)?;
     if bytes < 6 << 20 {
-        return Err(berth_engine::Error::Invalid(format!(
+        return Err(anyhow::anyhow!(
             "--memory {s}: the minimum memory limit allowed is 6MB"
-        )));
+        ));
     }
     Ok(bytes as i64)
-}
-
-fn exec(e: &Engine, a: ExecArgs) -> Result<i32, berth_engine::Error> {
-    e.exec(
-        &a.container,
-        &ExecOptions {
-            cmd: a.command,
-            tty: a.tty,
-            interactive: a.interactive,
-            env: a.env.iter().filter_map(|v| env_value(v)).collect(),
-            user: a.user,
-            workdir: a.workdir,
-        },
-    )
-}
-
-/// The engine's options from `run`/`create` flags.
-fn create_options(a: RunArgs) -> Result<CreateOptions, berth_engine::Error> {
-    let mut log = berth_engine::LogOptions::default();
-    for o in &a.log_opt {
-        log.set(o)?;
-    }
-    let mut opts = CreateOptions {
-        image: a.image,
-        name: a.name,
-        cmd: a.command,
-        entrypoint: a.entrypoint,
-        env: env_files(&a.env_file)?
-            .into_iter()
-            .chain(a.env.iter().filter_map(|v| env_value(v)))
-            .collect(),
-        workdir: a.workdir,
-        user: a.user,
-        hostname: a.hostname,
-        memory: a.memory.as_deref().map(parse_memory).transpose()?,
-        pids_limit: a.pids_limit,
-        read_only: a.read_only,
-        binds: a
-            .volume
-            .iter()
-            .map(|v| v.parse())
-            .collect::<Result<_, _>>()?,
-        auto_remove: a.rm,
-        tty: a.tty,
-        interactive: a.interactive,
-        log,
-        cap_add: a.cap_add,
-        cap_drop: a.cap_drop,
-        tmpfs: a.tmpfs,
-        ulimits: a.ulimit,
-        cpus: a.cpus,
-        cpu_shares: a.cpu_shares,
-        cpuset_cpus: a.cpuset_cpus,
-        memory_swap: a.memory_swap.as_deref().map(parse_swap).transpose()?,
-        stop_signal: a.stop_signal,
-        stop_timeout: a.stop_timeout,
-        labels: a
-            .label
-            .iter()
-            .map(|l| {
-                let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect(),
-        ..Default::default()
-    };
-    a.net
-        .apply(&mut opts)
-        .map_err(|e| berth_engine::Error::Invalid(format!("{e:#}")))?;
-    for o in &a.security_opt {
-        opts.security_opt(o)?;
-    }
-    for m in &a.mount {
-        parse_mount(m, &mut opts)?;
-    }
-    Ok(opts)
-}
-
-fn run_container(e: &Engine, a: RunArgs) -> Result<i32, berth_engine::Error> {
-    let (detach, tty) = (a.detach, a.tty);
-    let opts = create_options(a)?;
-    let id = e.create(&opts)?;
-    if detach {
-        e.start(&id, false)?;
-        println!("{id}");
-        return Ok(0);
-    }
-    if tty {
-        return e.run_tty(&id);
-    }
-    e.start(&id, true)
-}
-
-fn ps(e: &Engine, a: &PsArgs) -> Result<i32, berth_engine::Error> {
-    let filters = a
-        .filter
-        .iter()
-        .map(|f| {
-            f.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| {
-                    berth_engine::Error::Invalid(format!(
-                        "bad format of filter {f:?} (expected name=value)"
-                    ))
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    // docker lists stopped containers too when filtering by status or exit code
-    let all = a.all || filters.iter().any(|(k, _)| k == "status" || k == "exited");
-    let mut list = e.list(all)?;
-    for (k, v) in &filters {
-        let keep = |c: &Summary| match k.as_str() {
-            "name" => c.record.name.contains(v.trim_start_matches('/')),
-            "id" => c.record.id.starts_with(v.as_str()),
-            "status" => state_name(c.state) == v,
-            "exited" => matches!(c.state, State::Exited(code) if code.to_string() == *v),
-            "ancestor" => c.record.options.image == *v,
-            "label" => match v.split_once('=') {
-                Some((lk, lv)) => c.record.options.labels.get(lk).is_some_and(|x| x == lv),
-                None => c.record.options.labels.contains_key(v.as_str()),
-            },
-            _ => true,
-        };
-        if !["name", "id", "status", "exited", "ancestor", "label"].contains(&k.as_str()) {
-            return Err(berth_engine::Error::Invalid(format!(
-                "invalid filter {k:?}: use name, id, status, exited, ancestor or label"
-            )));
-        }
-        list.retain(|c| keep(c));
-    }
-    if a.quiet {
-        for c in &list {
-            println!("{}", short_id(&c.record.id, a.no_trunc));
-        }
-        return Ok(0);
-    }
-    if let Some(f) = &a.format {
-        return ps_format(&list, f, a.no_trunc);
-    }
-    let mut rows = vec![[
-        "CONTAINER ID",
-        "IMAGE",
-        "COMMAND",
-        "CREATED",
-        "STATUS",
-        "PORTS",
-        "NAMES",
-    ]
-    .map(String::from)
-    .to_vec()];
-    for c in &list {
-        rows.push(vec![
-            short_id(&c.record.id, a.no_trunc),
-            c.record.options.image.clone(),
-            command_column(c, a.no_trunc),
-            human_since(Some(&c.record.created)),
-            status_column(c),
-            String::new(),
-            c.record.name.clone(),
-        ]);
-    }
-    print!("{}", table(&rows));
-    Ok(0)
-}
-
-fn state_name(s: State) -> &'static str {
-    match s {
-        State::Created => "created",
-        State::Running => "running",
-        State::Exited(_) => "exited",
-        State::Dead => "dead",
-    }
-}
-
-/// `ps --format`: docker's fields; a `table ` prefix prints aligned columns under
-/// docker's headers.
-fn ps_format(list: &[Summary], f: &str, no_trunc: bool) -> Result<i32, berth_engine::Error> {
-    use serde_json::json;
-    let (is_table, tpl) = match f.strip_prefix("table") {
-        Some(rest) => (true, rest.trim_start()),
-        None => (false, f),
-    };
-    let render = |v: &serde_json::Value| {
-        crate::format::render(tpl, v)
-            .map_err(|e| berth_engine::Error::Invalid(format!("template: {e:#}")))
-    };
-    let mut lines = Vec::new();
-    if is_table {
-        lines.push(render(&json!({
-            "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
-            "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Status": "STATUS",
-            "State": "STATE", "Ports": "PORTS", "Names": "NAMES",
-        }))?);
-    }
-    for c in list {
-        lines.push(render(&json!({
-            "ID": short_id(&c.record.id, no_trunc),
-            "Image": c.record.options.image,
-            "Command": command_column(c, no_trunc),
-            "CreatedAt": c.record.created,
-            "RunningFor": human_since(Some(&c.record.created)),
-            "Status": status_column(c),
-            "State": state_name(c.state),
-            "Ports": "",
-            "Names": c.record.name,
-        }))?);
-    }
-    if is_table {
-        let rows: Vec<Vec<String>> = lines
-            .iter()
-            .map(|l| l.split('\t').map(String::from).collect())
-            .collect();
-        print!("{}", table(&rows));
-    } else {
-        for l in lines {
-            println!("{l}");
-        }
-    }
-    Ok(0)
-}
-
-fn short_id(id: &str, no_trunc: bool) -> String {
-    if no_trunc {
-        id.to_string()
-    } else {
-        id.chars().take(12).collect()
-    }
-}
-
-/// docker's COMMAND column: the command line cut to 20 characters, then quoted.
-fn command_column(c: &Summary, no_trunc: bool) -> String {
-    let mut s = std::iter::once(c.record.path.as_str())
-        .chain(c.record.args.iter().map(String::as_str))
-        .collect::<Vec<_>>()
-        .join(" ");
-    if !no_trunc && s.chars().count() > 20 {
-        s = s.chars().take(19).collect::<String>() + "…";
-    }
-    format!("{s:?}")
-}
-
-fn status_column(c: &Summary) -> String {
-    let since = |t: Option<&str>| human_since(t).trim_end_matches(" ago").to_string();
-    match c.state {
-        State::Created => "Created".into(),
-        State::Running if c.paused => {
-            format!("Up {} (Paused)", since(c.record.started_at.as_deref()))
-        }
-        State::Running => format!("Up {}", since(c.record.started_at.as_deref())),
-        State::Exited(code) => format!(
-            "Exited ({code}) {}",
-            human_since(c.exit.as_ref().map(|x| x.finished_at.as_str()))
-        ),
-        State::Dead => "Dead".into(),
-    }
 }
 
 /// `--since`/`--until`: RFC 3339, unix seconds, or a duration back from now
 /// (`90s`, `42m`, `1h30m`), as docker takes them. Returns RFC 3339 with nanoseconds,
 /// comparable with the log's timestamps as strings.
-fn log_time(flag: &str, v: &str) -> Result<String, berth_engine::Error> {
+fn log_time(flag: &str, v: &str) -> anyhow::Result<String> {
     use chrono::{DateTime, SecondsFormat, Utc};
     let bad = || {
-        berth_engine::Error::Invalid(format!(
+        anyhow::anyhow!(
             "{flag} {v:?}: use a timestamp (2013-01-02T13:23:37Z), unix seconds, or a duration like 42m"
-        ))
+        )
     };
     let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Nanos, true);
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
@@ -1078,194 +1619,6 @@ fn log_time(flag: &str, v: &str) -> Result<String, berth_engine::Error> {
     let back = chrono::Duration::milliseconds((total * 1000.0) as i64);
     Ok(fmt(Utc::now() - back))
 }
-
-fn logs(e: &Engine, a: &LogsArgs) -> Result<i32, berth_engine::Error> {
-    use std::io::Write;
-    let id = e.resolve(&a.container)?;
-    let path = e.log_path(&id);
-    let tail: Option<usize> = match a.tail.as_str() {
-        "all" | "-1" => None,
-        n => Some(n.parse().map_err(|_| {
-            berth_engine::Error::Invalid(format!("--tail {n:?}: use a number of lines or \"all\""))
-        })?),
-    };
-    let since = a
-        .since
-        .as_deref()
-        .map(|v| log_time("--since", v))
-        .transpose()?;
-    let until = a
-        .until
-        .as_deref()
-        .map(|v| log_time("--until", v))
-        .transpose()?;
-    // where we are: the last time printed and how many entries had it
-    let mut cursor: Option<(String, usize)> = None;
-    let mut last_round = false;
-    loop {
-        let entries = berth_engine::logs::read(&path)?;
-        let mut same = 0;
-        let mut fresh: Vec<&berth_engine::logs::Entry> = Vec::new();
-        for en in &entries {
-            if let Some((t, n)) = &cursor {
-                if en.time < *t {
-                    continue;
-                }
-                if en.time == *t {
-                    same += 1;
-                    if same <= *n {
-                        continue;
-                    }
-                }
-            }
-            fresh.push(en);
-        }
-        fresh.retain(|en| {
-            since.as_ref().is_none_or(|s| en.time >= *s)
-                && until.as_ref().is_none_or(|u| en.time <= *u)
-        });
-        if cursor.is_none() {
-            if let Some(n) = tail {
-                let skip = fresh.len().saturating_sub(n);
-                fresh.drain(..skip);
-            }
-        }
-        for en in &fresh {
-            let line = if a.timestamps {
-                format!("{} {}", en.time, en.log)
-            } else {
-                en.log.clone()
-            };
-            let _ = if en.stream == "stderr" {
-                std::io::stderr().write_all(line.as_bytes())
-            } else {
-                std::io::stdout().write_all(line.as_bytes())
-            };
-        }
-        let _ = std::io::stdout().flush();
-        if let Some(last) = entries.last() {
-            let n = entries.iter().filter(|x| x.time == last.time).count();
-            cursor = Some((last.time.clone(), n));
-        } else if cursor.is_none() {
-            cursor = Some((String::new(), 0));
-        }
-        if !a.follow || last_round {
-            return Ok(0);
-        }
-        match e.inspect(&id) {
-            Ok(s) if s.state == State::Running => std::thread::sleep(Duration::from_millis(100)),
-            // one more read for what came before the exit
-            _ => last_round = true,
-        }
-    }
-}
-
-fn inspect(e: &Engine, a: &InspectArgs) -> Result<i32, berth_engine::Error> {
-    let mut docs = Vec::new();
-    let mut code = 0;
-    for c in &a.containers {
-        match e.inspect(c).and_then(|s| inspect_json(e, &s)) {
-            Ok(v) => docs.push(v),
-            Err(err) => {
-                eprintln!("Error response from daemon: {err}");
-                code = 1;
-            }
-        }
-    }
-    Ok(crate::format::print_docs(&docs, a.format.as_deref(), code))
-}
-
-/// docker's `container inspect` shape (the fields berth knows so far).
-fn inspect_json(e: &Engine, s: &Summary) -> Result<serde_json::Value, berth_engine::Error> {
-    use serde_json::json;
-    let r = &s.record;
-    let o = &r.options;
-    let spec = e.runtime_spec(&r.id)?;
-    let process = &spec["process"];
-    let dir = e.container_dir(&r.id);
-    let zero_time = "0001-01-01T00:00:00Z";
-    let status = match s.state {
-        State::Created => "created",
-        State::Running if s.paused => "paused",
-        State::Running => "running",
-        State::Exited(_) => "exited",
-        State::Dead => "dead",
-    };
-    let user = o.user.clone().unwrap_or_default();
-    Ok(json!({
-        "Id": r.id,
-        "Created": r.created,
-        "Path": r.path,
-        "Args": r.args,
-        "State": {
-            "Status": status,
-            "Running": s.state == State::Running,
-            "Paused": s.paused,
-            "Restarting": false,
-            "OOMKilled": false,
-            "Dead": s.state == State::Dead,
-            "Pid": if s.state == State::Running { r.pid.unwrap_or(0) } else { 0 },
-            "ExitCode": s.exit.as_ref().map(|x| x.code).unwrap_or(0),
-            "Error": "",
-            "StartedAt": r.started_at.as_deref().unwrap_or(zero_time),
-            "FinishedAt": s.exit.as_ref().map(|x| x.finished_at.as_str()).unwrap_or(zero_time),
-        },
-        "Image": o.image,
-        "ResolvConfPath": dir.join("resolv.conf"),
-        "HostnamePath": dir.join("hostname"),
-        "HostsPath": dir.join("hosts"),
-        "LogPath": e.log_path(&r.id),
-        "Name": format!("/{}", r.name),
-        "RestartCount": 0,
-        "Driver": "overlay2",
-        "Platform": "linux",
-        "HostConfig": {
-            "Binds": o.binds.iter().map(|b| format!(
-                "{}:{}{}",
-                b.volume.clone().unwrap_or_else(|| b.source.display().to_string()),
-                b.target.display(),
-                if b.readonly { ":ro" } else { "" }
-            )).collect::<Vec<_>>(),
-            "Volumes": r.volumes,
-            "LogConfig": {"Type": "json-file", "Config": {
-                "max-size": o.log.max_size.to_string(),
-                "max-file": o.log.max_files.to_string(),
-            }},
-            "NetworkMode": berth_engine::network::mode_name(&o.network, &o.endpoints),
-            "AutoRemove": o.auto_remove,
-            "Memory": o.memory.unwrap_or(0),
-            "PidsLimit": o.pids_limit,
-            "ReadonlyRootfs": o.read_only,
-            "CapAdd": o.cap_add,
-            "CapDrop": o.cap_drop,
-            "NanoCpus": o.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
-            "CpuShares": o.cpu_shares.unwrap_or(0),
-            "CpusetCpus": o.cpuset_cpus.clone().unwrap_or_default(),
-            "MemorySwap": o.memory_swap.unwrap_or(0),
-            "Tmpfs": o.tmpfs.iter().map(|t| {
-                let (p, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
-                (p.to_string(), opts.to_string())
-            }).collect::<std::collections::BTreeMap<_, _>>(),
-            "Ulimits": o.ulimits,
-            "SecurityOpt": o.seccomp_unconfined.then_some(vec!["seccomp=unconfined"]),
-        },
-        "Config": {
-            "Hostname": spec["hostname"],
-            "User": user,
-            "Tty": o.tty,
-            "OpenStdin": o.interactive,
-            "Env": process["env"],
-            "Cmd": std::iter::once(r.path.clone()).chain(r.args.iter().cloned()).collect::<Vec<_>>(),
-            "Image": o.image,
-            "WorkingDir": process["cwd"],
-            "Entrypoint": o.entrypoint.as_ref().map(|x| vec![x.clone()]),
-            "Labels": o.labels,
-            "StopSignal": r.stop_signal,
-            "StopTimeout": o.stop_timeout,
-        },
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1282,15 +1635,36 @@ mod tests {
 
     #[test]
     fn mounts_parse() {
-        let mut o = CreateOptions::default();
-        parse_mount("type=bind,source=/a,target=/b,readonly", &mut o).expect("bind");
-        parse_mount("type=volume,src=v,dst=/c", &mut o).expect("volume");
-        parse_mount("type=tmpfs,target=/t,tmpfs-size=1m", &mut o).expect("tmpfs");
-        assert!(o.binds[0].readonly && o.binds[1].volume.as_deref() == Some("v"));
-        assert_eq!(o.tmpfs, ["/t:size=1m"]);
-        assert!(parse_mount("type=bind,source=rel,target=/b", &mut o).is_err());
-        assert!(parse_mount("type=npipe,target=/b", &mut o).is_err());
-        assert!(parse_mount("type=bind,source=/a", &mut o).is_err());
+        let b = parse_mount("type=bind,source=/a,target=/b,readonly").expect("bind");
+        assert_eq!(
+            b,
+            json!({"Type": "bind", "Source": "/a", "Target": "/b", "ReadOnly": true})
+        );
+        let v = parse_mount("type=volume,src=v,dst=/c").expect("volume");
+        assert_eq!(v["Source"], "v");
+        let t = parse_mount("type=tmpfs,target=/t,tmpfs-size=1m").expect("tmpfs");
+        assert_eq!(t["TmpfsOptions"]["SizeBytes"], 1 << 20);
+        assert!(parse_mount("type=bind,source=rel,target=/b").is_err());
+        assert!(parse_mount("type=npipe,target=/b").is_err());
+        assert!(parse_mount("type=bind,source=/a").is_err());
+    }
+
+    #[test]
+    fn health_durations_and_restart_policies() {
+        assert_eq!(
+            duration_ns("--health-interval", "1m30s").expect("d"),
+            90_000_000_000
+        );
+        assert_eq!(
+            duration_ns("--health-timeout", "500ms").expect("ms"),
+            500_000_000
+        );
+        assert!(duration_ns("--health-timeout", "5x").is_err());
+        assert_eq!(
+            restart_policy("on-failure:3").expect("p")["MaximumRetryCount"],
+            3
+        );
+        assert!(restart_policy("sometimes").is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `berth`: the command line. For now the image commands and `system df`, calling the
 //! image library directly; they move behind the engine API once the daemon exists.
 
+mod attach;
 mod build;
 mod container;
 mod daemon;
@@ -109,7 +110,12 @@ enum Cmd {
     /// Display a live stream of container resource usage statistics
     Stats(container::StatsArgs),
     /// Inspect changes to files or directories on a container's filesystem
-    Diff(container::TopArgs),
+    Diff(container::DiffArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(container::AttachArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(container::PortArgs),
+
     /// Export a container's filesystem as a tar archive
     Export(container::ExportArgs),
     /// Copy files/folders between a container and the local filesystem
@@ -124,13 +130,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: network::NetworkCmd,
     },
-    /// List port mappings or a specific mapping for the container
-    Port(network::PortArgs),
     /// Show the berth version information (client and daemon)
     Version,
+    /// One build for the daemon (internal)
+    #[command(hide = true)]
+    BuildWorker(build::WorkerArgs),
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
+    /// The helper that runs one exec (internal)
+    #[command(hide = true)]
+    ContainerExec(container::ExecHelperArgs),
+    /// The helper that copies in and out of a container (internal)
+    #[command(hide = true)]
+    ContainerArchive(container::ArchiveArgs),
 }
 
 #[derive(Subcommand)]
@@ -186,9 +199,13 @@ fn main() {
         Cmd::Cp(a) => container::run(&cli.data_root, container::ContainerCmd::Cp(a)),
         Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
+        Cmd::ContainerExec(a) => container::exec_helper(&cli.data_root, a),
+        Cmd::ContainerArchive(a) => container::archive_helper(&cli.data_root, a),
+        Cmd::Attach(a) => container::run(&cli.data_root, container::ContainerCmd::Attach(a)),
+        Cmd::Port(a) => container::run(&cli.data_root, container::ContainerCmd::Port(a)),
+        Cmd::BuildWorker(a) => build::worker(&cli.data_root, &a),
         Cmd::Version => version(&cli.data_root),
         Cmd::Network { cmd } => network::run(&cli.data_root, cmd).map(exit_on_failure),
-        Cmd::Port(a) => network::port(&cli.data_root, &a).map(exit_on_failure),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");

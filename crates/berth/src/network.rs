@@ -1,11 +1,10 @@
-//! `berth network …` and `berth port`, through the daemon's API, and the network
+//! `berth network …`, through the daemon's API, and the network
 //! flags of `run`/`create` ([`NetArgs`]).
 
 use crate::format::{print_docs, table};
 use anyhow::{bail, Context};
 use berth_client::{enc, Client};
-use berth_engine::network::{parse_mode, parse_publish, EndpointConfig};
-use berth_engine::CreateOptions;
+use berth_engine::network::{parse_mode, parse_publish};
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -48,38 +47,6 @@ pub struct NetArgs {
 }
 
 impl NetArgs {
-    /// The flags into the engine's options (a CLI running containers itself).
-    pub fn apply(&self, o: &mut CreateOptions) -> anyhow::Result<()> {
-        let (mode, net) = parse_mode(&self.network)?;
-        o.network = mode;
-        if let Some(net) = net {
-            o.endpoints = vec![EndpointConfig {
-                network: net,
-                aliases: self.network_alias.clone(),
-                ip: self
-                    .ip
-                    .as_deref()
-                    .map(|ip| {
-                        ip.parse()
-                            .with_context(|| format!("--ip {ip:?}: not an IPv4 address"))
-                    })
-                    .transpose()?,
-            }];
-        } else if self.ip.is_some() || !self.network_alias.is_empty() {
-            bail!("--ip and --network-alias need a bridge network (--network NAME)");
-        }
-        for p in &self.publish {
-            o.publish.extend(parse_publish(p)?);
-        }
-        o.publish_all = self.publish_all;
-        o.expose = self.exposed()?;
-        o.dns = self.dns.clone();
-        o.dns_search = self.dns_search.clone();
-        o.dns_options = self.dns_option.clone();
-        o.extra_hosts = self.add_host.clone();
-        Ok(())
-    }
-
     /// `--expose` values as `PORT/PROTO`, ranges expanded.
     fn exposed(&self) -> anyhow::Result<Vec<String>> {
         let mut out = Vec::new();
@@ -94,9 +61,6 @@ impl NetArgs {
     /// The flags into a docker create body: `HostConfig.NetworkMode`, `PortBindings`,
     /// `PublishAllPorts`, `Dns*`, `ExtraHosts`, `ExposedPorts` and
     /// `NetworkingConfig.EndpointsConfig`.
-    // the API path of `run`/`create` calls it once the CLI creates containers
-    // through the daemon
-    #[allow(dead_code)]
     pub fn to_body(&self, body: &mut Value) -> anyhow::Result<()> {
         let (_, net) = parse_mode(&self.network)?;
         let mut bindings: BTreeMap<String, Vec<Value>> = BTreeMap::new();
@@ -251,13 +215,6 @@ pub struct DisconnectArgs {
     force: bool,
     network: String,
     container: String,
-}
-
-#[derive(Args)]
-pub struct PortArgs {
-    container: String,
-    /// PRIVATE_PORT[/PROTO]
-    port: Option<String>,
 }
 
 /// docker's `filters` query value from `key=value` flags.
@@ -443,44 +400,6 @@ fn ls(c: &Client, a: &LsArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `berth port CONTAINER [PRIVATE_PORT[/PROTO]]`: the published ports, as docker
-/// prints them (`80/tcp -> 0.0.0.0:32768`).
-pub fn port(data_root: &Path, a: &PortArgs) -> anyhow::Result<i32> {
-    let c = crate::daemon::client(data_root)?;
-    let v = c.get_json(&format!("/containers/{}/json", enc(&a.container)))?;
-    let want = a.port.as_deref().map(|p| {
-        if p.contains('/') {
-            p.to_string()
-        } else {
-            format!("{p}/tcp")
-        }
-    });
-    let mut found = false;
-    for (k, b) in v["NetworkSettings"]["Ports"]
-        .as_object()
-        .into_iter()
-        .flatten()
-    {
-        if want.as_ref().is_some_and(|w| w != k) {
-            continue;
-        }
-        for b in b.as_array().into_iter().flatten() {
-            let ip = b["HostIp"].as_str().unwrap_or("0.0.0.0");
-            let port = b["HostPort"].as_str().unwrap_or_default();
-            found = true;
-            if want.is_some() {
-                println!("{ip}:{port}");
-            } else {
-                println!("{k} -> {ip}:{port}");
-            }
-        }
-    }
-    if let (Some(w), false) = (&want, found) {
-        bail!("no public port '{w}' published for {}", a.container);
-    }
-    Ok(0)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -512,10 +431,6 @@ mod tests {
         let ep = &body["NetworkingConfig"]["EndpointsConfig"]["web"];
         assert_eq!(ep["Aliases"][0], "api");
         assert_eq!(ep["IPAMConfig"]["IPv4Address"], "10.233.0.5");
-        let mut o = CreateOptions::default();
-        a.apply(&mut o).unwrap();
-        assert_eq!(o.endpoints[0].network, "web");
-        assert_eq!(o.publish.len(), 2);
         let bad = NetArgs {
             network: "none".into(),
             ip: Some("10.0.0.1".into()),

@@ -77,7 +77,8 @@ fn detached_named_container_ps_logs_exec_rm_force() {
     let o = b.run(&["exec", "-e", "V=42", "X", "sh", "-c", "echo $V; exit 9"]);
     assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(9), "42\n"));
 
-    // exec runs from a sealed copy of the binary (CVE-2019-5736)
+    // the exec's helper (the process that joins the container) runs from a sealed
+    // copy of the binary (CVE-2019-5736)
     let mut child = b
         .command()
         .args(["exec", "X", "sleep", "100205"])
@@ -89,7 +90,13 @@ fn detached_named_container_ps_logs_exec_rm_force() {
                 .is_some_and(|(_, c)| c.starts_with("sleep"))
         })
     });
-    let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).expect("exe link");
+    let helpers: Vec<String> = processes_with("container-exec")
+        .into_iter()
+        .filter(|p| p.contains(&id))
+        .collect();
+    assert_eq!(helpers.len(), 1, "{helpers:?}");
+    let pid = helpers[0].split(':').next().expect("pid");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe link");
     assert!(
         exe.to_string_lossy().starts_with("/memfd:berth-sealed"),
         "{}",
@@ -897,6 +904,13 @@ fn diff_lists_added_changed_and_deleted_paths() {
         out,
         "C /etc\nD /etc/group\nC /etc/passwd\nA /new\nA /new/f\n"
     );
+    // ps -s: what the container wrote, and its whole filesystem
+    let sized = b.ok(&["ps", "-a", "-s", "--format", "{{.Names}} {{.Size}}"]);
+    assert!(
+        sized.starts_with("d ") && !sized.starts_with("d 0B"),
+        "{sized}"
+    );
+    assert!(!sized.contains("virtual 0B"), "{sized}");
     b.ok(&["rm", "d"]);
 }
 
@@ -989,4 +1003,158 @@ fn cp_both_ways_stays_inside_the_container() {
     );
     assert_eq!(b.mounts(), Vec::<String>::new());
     b.ok(&["rm", "c"]);
+}
+
+/// `sh -c` of `cmd` under script(1), so the berth command gets a terminal; `input`
+/// is what the terminal types.
+fn through_pty(b: &Berth, input: &str, cmd: &str) -> std::process::Output {
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("the pty tests need script(1): apt-get install -y bsdutils");
+    }
+    let berth = format!(
+        "{} --data-root {}",
+        env!("CARGO_BIN_EXE_berth"),
+        b.data_root().display()
+    );
+    let cmd = cmd.replace("BERTH", &berth);
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("({input}) | script -qec \"{cmd}\" /dev/null"))
+        .env("BERTH_RUNTIME_ROOT", b.runtime_root())
+        .output()
+        .expect("script")
+}
+
+#[test]
+fn attach_passes_stdin_and_detach_keys_leave_the_container_running() {
+    use std::io::Write;
+    let b = berth();
+    b.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "att",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "while read l; do echo got-$l; done",
+    ]);
+    // stdin from a pipe: the daemon's side spots the detach keys
+    let mut c = b
+        .command()
+        .args(["attach", "--detach-keys", "ctrl-x,x", "att"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("attach");
+    let mut stdin = c.stdin.take().expect("stdin");
+    stdin.write_all(b"hello\n").expect("write");
+    eventually("the line to come back", || {
+        b.ok(&["logs", "att"]).contains("got-hello")
+    });
+    stdin.write_all(b"\x18x").expect("detach keys");
+    let o = c.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("got-hello"), "{}", stdout(&o));
+    assert!(b.ok(&["ps"]).contains(" att\n"), "detaching stopped it");
+
+    // a terminal: raw mode, and ctrl-p ctrl-q (the default keys) detach
+    b.ok(&["run", "-dti", "--name", "tt", "someapp:1.0", "sh"]);
+    let o = through_pty(
+        &b,
+        "printf 'echo in-$((2+3))\\n'; sleep 1; printf '\\020\\021'; sleep 5",
+        "BERTH attach tt",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(b.ok(&["logs", "tt"]).contains("in-5"));
+    assert!(b.ok(&["ps"]).contains(" tt\n"), "detaching stopped it");
+    // a running container keeps its stdin: attach again and end it
+    let o = through_pty(&b, "printf 'exit 4\\n'; sleep 5", "BERTH attach tt");
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    b.ok(&["rm", "-f", "att", "tt"]);
+}
+
+#[test]
+fn exec_ti_has_the_window_size_and_ctrl_c_interrupts() {
+    let b = berth();
+    b.ok(&["run", "-d", "--name", "e", "someapp:1.0", "sleep", "100221"]);
+    let o = through_pty(
+        &b,
+        "sleep 3",
+        "stty rows 33 cols 77 </dev/tty; BERTH exec -ti e stty size",
+    );
+    assert!(stdout(&o).contains("33 77"), "{}", stdout(&o));
+    let o = through_pty(
+        &b,
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do sleep 0.5; printf '\\003'; done",
+        "BERTH exec -ti e sh -c 'trap \\\"echo got-int; exit 7\\\" INT; while true; do sleep 0.2; done'",
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", stdout(&o));
+    assert!(stdout(&o).contains("got-int"), "{}", stdout(&o));
+    // exec -d runs on its own; exec -i passes stdin
+    b.ok(&["exec", "-d", "e", "sh", "-c", "echo bg > /tmp/bg"]);
+    eventually("the detached exec", || {
+        b.run(&["exec", "e", "cat", "/tmp/bg"]).stdout == b"bg\n"
+    });
+    b.ok(&["rm", "-f", "e"]);
+}
+
+#[test]
+fn archive_uploads_cannot_write_outside_the_container() {
+    let b = berth();
+    b.ok(&["run", "-d", "--name", "a", "someapp:1.0", "sleep", "100222"]);
+    let client = berth_client::Client::new(b.socket());
+    let marker = format!("berth-test-escape-{}", std::process::id());
+    // an entry with .. is refused
+    let mut t = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    let name = format!("../../{marker}");
+    h.as_gnu_mut().expect("gnu").name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_cksum();
+    t.append(&h, &b"bad"[..]).expect("append");
+    let data = t.into_inner().expect("tar");
+    let r = client
+        .request(
+            "PUT",
+            "/containers/a/archive?path=/tmp",
+            berth_client::Body::Bytes(&data, "application/x-tar"),
+        )
+        .expect("put");
+    assert!(r.status >= 400, "an escaping entry was accepted");
+    // a symlink to / followed by a file through it lands in the container's root
+    let mut t = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    t.append_link(&mut h, "lnk", "/").expect("symlink");
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_mode(0o644);
+    t.append_data(&mut h, format!("lnk/tmp/{marker}"), &b"via\n"[..])
+        .expect("file");
+    let data = t.into_inner().expect("tar");
+    let r = client
+        .request(
+            "PUT",
+            "/containers/a/archive?path=/",
+            berth_client::Body::Bytes(&data, "application/x-tar"),
+        )
+        .expect("put");
+    let _ = r.bytes();
+    assert!(
+        !Path::new("/tmp").join(&marker).exists(),
+        "wrote on the host"
+    );
+    assert!(!Path::new("/").join(&marker).exists(), "wrote on the host");
+    let inside = b.run(&["exec", "a", "cat", &format!("/tmp/{marker}")]);
+    assert!(
+        inside.status.success() || !Path::new("/tmp").join(&marker).exists(),
+        "{}",
+        stderr(&inside)
+    );
+    b.ok(&["rm", "-f", "a"]);
 }

@@ -42,23 +42,23 @@ fn docker_ok(b: &Berth, args: &[&str]) -> String {
     stdout(&o)
 }
 
-/// A detached container through the daemon; its id.
+/// A detached container (`berth run -d`, through the daemon); its id.
 fn run_d(b: &Berth, args: &[&str]) -> String {
     let mut v = vec!["run", "-d"];
     v.extend_from_slice(args);
-    docker_ok(b, &v).trim().to_string()
+    b.ok(&v).trim().to_string()
 }
 
-/// A foreground container through the daemon: (exit code, stdout).
+/// A foreground container (`berth run --rm`): (exit code, stdout).
 fn run_fg(b: &Berth, args: &[&str]) -> (i32, String) {
     let mut v = vec!["run", "--rm"];
     v.extend_from_slice(args);
-    let o = docker(b, &v);
+    let o = b.run(&v);
     (o.status.code().unwrap_or(-1), stdout(&o))
 }
 
 fn inspect(b: &Berth, what: &str, format: &str) -> String {
-    docker_ok(b, &["inspect", "-f", format, what])
+    b.ok(&["container", "inspect", "-f", format, what])
         .trim()
         .to_string()
 }
@@ -808,4 +808,98 @@ fn connect_and_disconnect_a_running_container() {
     );
     docker_ok(&b, &["rm", "-f", "multi"]);
     b.ok(&["network", "rm", "left", "right"]);
+}
+
+#[test]
+fn the_docker_cli_manages_networks_and_publishes() {
+    let b = berth("net-docker-");
+    docker_ok(
+        &b,
+        &[
+            "network",
+            "create",
+            "--subnet",
+            "10.233.46.0/24",
+            "--label",
+            "team=a",
+            "dk",
+        ],
+    );
+    let ls = docker_ok(
+        &b,
+        &[
+            "network",
+            "ls",
+            "--filter",
+            "label=team=a",
+            "--format",
+            "{{.Name}}",
+        ],
+    );
+    assert_eq!(ls.trim(), "dk");
+    let subnet = docker_ok(
+        &b,
+        &[
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Subnet}}",
+            "dk",
+        ],
+    );
+    assert_eq!(subnet.trim(), "10.233.46.0/24");
+    let port = free_port();
+    let id = docker_ok(
+        &b,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "dweb",
+            "--network",
+            "dk",
+            "--ip",
+            "10.233.46.9",
+            "-p",
+            &format!("127.0.0.1:{port}:80"),
+            IMAGE,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/etc",
+        ],
+    );
+    let host = &id.trim()[..12];
+    let mut got = None;
+    eventually("the published port", || {
+        got = http_get(SocketAddr::from(([127, 0, 0, 1], port)), "/hostname");
+        got.is_some()
+    });
+    assert_eq!(got, Some(format!("{host}\n")));
+    assert_eq!(
+        docker_ok(&b, &["port", "dweb", "80"]).trim(),
+        format!("127.0.0.1:{port}")
+    );
+    let ip = docker_ok(
+        &b,
+        &[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.dk.IPAddress}}",
+            "dweb",
+        ],
+    );
+    assert_eq!(ip.trim(), "10.233.46.9");
+    let conts = docker_ok(
+        &b,
+        &["network", "inspect", "-f", "{{len .Containers}}", "dk"],
+    );
+    assert_eq!(conts.trim(), "1");
+    let o = docker(&b, &["network", "rm", "dk"]);
+    assert!(!o.status.success(), "a network in use was removed");
+    docker_ok(&b, &["rm", "-f", "dweb"]);
+    docker_ok(&b, &["network", "rm", "dk"]);
+    assert!(!docker_ok(&b, &["network", "ls"]).contains("dk"));
 }

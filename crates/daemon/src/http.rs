@@ -19,10 +19,23 @@ pub struct Request {
     pub version: Option<String>,
     /// query parameters (last one wins)
     pub query: HashMap<String, String>,
+    /// every query parameter in order (for repeated ones: `t`, `names`, `changes`)
+    pub query_list: Vec<(String, String)>,
     /// headers, names lowercased (last one wins)
     pub headers: HashMap<String, String>,
     /// body bytes (empty for routes that stream their body: see [`BodyReader`])
     pub body: Vec<u8>,
+}
+
+impl Request {
+    /// Every value of a repeated query parameter, in order (`?t=a&t=b`).
+    pub fn query_all(&self, k: &str) -> Vec<String> {
+        self.query_list
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
 }
 
 /// Errors while reading a request.
@@ -115,7 +128,7 @@ pub fn read_head<R: Read>(r: &mut BufReader<R>) -> Result<Request, Error> {
     }
     let (raw_path, raw_query) = target.split_once('?').unwrap_or((target, ""));
     let (version, path) = split_version(&decode(raw_path));
-    let query = raw_query
+    let query_list: Vec<(String, String)> = raw_query
         .split('&')
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
@@ -123,11 +136,13 @@ pub fn read_head<R: Read>(r: &mut BufReader<R>) -> Result<Request, Error> {
             (decode(k), decode(v))
         })
         .collect();
+    let query = query_list.iter().cloned().collect();
     Ok(Request {
         method: method.to_string(),
         path,
         version,
         query,
+        query_list,
         headers,
         body: Vec::new(),
     })
@@ -227,6 +242,50 @@ pub fn respond<W: Write>(
     )?;
     w.write_all(body)?;
     w.flush()
+}
+
+/// Start a streamed reply: status line and headers with `Transfer-Encoding: chunked`;
+/// follow with [`write_chunk`]s and [`end_chunked`].
+pub fn start_chunked<W: Write>(w: &mut W, status: u16, content_type: &str) -> std::io::Result<()> {
+    write!(
+        w,
+        "HTTP/1.1 {status} {}\r\nApi-Version: {}\r\nDocker-Experimental: false\r\nOstype: linux\r\nServer: berth/{}\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        reason(status),
+        crate::API_VERSION,
+        env!("CARGO_PKG_VERSION"),
+    )?;
+    w.flush()
+}
+
+/// One chunk of a streamed reply (flushed, so the client sees it at once).
+pub fn write_chunk<W: Write>(w: &mut W, data: &[u8]) -> std::io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    write!(w, "{:x}\r\n", data.len())?;
+    w.write_all(data)?;
+    w.write_all(b"\r\n")?;
+    w.flush()
+}
+
+/// The last chunk of a streamed reply.
+pub fn end_chunked<W: Write>(w: &mut W) -> std::io::Result<()> {
+    w.write_all(b"0\r\n\r\n")?;
+    w.flush()
+}
+
+/// Whether the client closed its side of the connection `r` reads (checked without
+/// blocking or consuming anything), so a route that follows events can stop.
+pub fn peer_closed(r: &mut BufReader<std::os::unix::net::UnixStream>) -> bool {
+    if r.get_ref().set_nonblocking(true).is_err() {
+        return false;
+    }
+    let closed = match r.fill_buf() {
+        Ok(b) => b.is_empty(),
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    let _ = r.get_ref().set_nonblocking(false);
+    closed
 }
 
 #[cfg(test)]

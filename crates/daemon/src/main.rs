@@ -12,6 +12,8 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
+    // before any thread starts, so none of them takes the signal's default action
+    let signals = berth_daemon::block_stop_signals()?;
     let mut host = std::env::var("BERTH_HOST").ok();
     let mut data_root = PathBuf::from(
         std::env::var_os("BERTH_DATA_ROOT")
@@ -99,7 +101,7 @@ fn run() -> anyhow::Result<()> {
         .reconcile_network()
         .context("reconcile networking after the last stop")?;
     let ctx = berth_daemon::routes::Ctx::new(engine, data_root);
-    berth_daemon::stop_on_signals(ctx.clone())?;
+    berth_daemon::stop_on_signals(signals, ctx.clone())?;
     eprintln!(
         "berthd: serving the Docker Engine API on {}",
         socket.display()

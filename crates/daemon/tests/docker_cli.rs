@@ -37,6 +37,7 @@ impl Daemon {
             .arg(self.data())
             .args(args)
             .env("BERTH_RUNTIME_ROOT", self.runtime())
+            .env("BERTH_HOST", format!("unix://{}", self.socket().display()))
             .output()
             .expect("run berth")
     }
@@ -91,7 +92,7 @@ fn import_busybox(d: &Daemon, name: &str) {
     let root = d.dir.path().join("rootfs");
     std::fs::create_dir_all(root.join("bin")).expect("mkdir");
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is needed");
-    for a in ["sh", "echo", "sleep", "cat"] {
+    for a in ["sh", "echo", "sleep", "cat", "stty", "true"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).expect("symlink");
     }
     let tar = d.dir.path().join("rootfs.tar");
@@ -256,4 +257,133 @@ fn malformed_requests_get_4xx_and_the_daemon_keeps_serving() {
     // still serving, with and without a version prefix
     assert!(raw(&sock, "GET /_ping HTTP/1.1\r\n\r\n").ends_with("OK"));
     assert!(raw(&sock, "GET /v1.24/version HTTP/1.1\r\n\r\n").contains("\"ApiVersion\":\"1.45\""));
+}
+
+/// `sh -c` of `cmd` under script(1) (a terminal for the docker CLI), fed `input`.
+fn docker_pty(d: &Daemon, input: &str, cmd: &str) -> Output {
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "the pty tests need script(1): apt-get install -y bsdutils"
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "({input}) | script -qec \"docker {cmd}\" /dev/null"
+        ))
+        .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .output()
+        .expect("script")
+}
+
+#[test]
+fn docker_cli_terminals_attach_exec_cp_logs_top_stats_pause_rename_stop_wait() {
+    let d = start();
+    import_busybox(&d, "bb:1");
+    let ok = |args: &[&str]| {
+        let o = d.docker(args);
+        assert!(o.status.success(), "docker {args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // run -ti: a terminal, and the exit status
+    let o = docker_pty(
+        &d,
+        "sleep 3",
+        "run -ti --rm bb:1 sh -c 'test -t 0 && echo is-tty; exit 4'",
+    );
+    assert!(text(&o).contains("is-tty"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "bb:1",
+        "sh",
+        "-c",
+        "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done",
+    ]);
+    // logs -f streams while the container runs
+    let mut f = Command::new("docker")
+        .args(["logs", "-f", "web"])
+        .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("logs -f");
+    let mut out = f.stdout.take().expect("stdout");
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while !seen.contains("tick-5") {
+        let n = out.read(&mut buf).expect("read logs");
+        assert!(n > 0, "logs -f ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let _ = f.kill();
+    let _ = f.wait();
+
+    assert!(ok(&["top", "web"]).contains("while true"));
+    let st = ok(&["stats", "--no-stream", "web"]);
+    assert!(st.contains("MEM USAGE") && st.contains("web"), "{st}");
+
+    // exec -ti through a terminal
+    let o = docker_pty(
+        &d,
+        "sleep 3",
+        "exec -ti web sh -c 'test -t 1 && echo exec-tty; exit 6'",
+    );
+    assert!(text(&o).contains("exec-tty"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    let o = d.docker(&["exec", "web", "sh", "-c", "exit 3"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+
+    // cp both ways
+    let host = d.dir.path().join("from-host");
+    std::fs::write(&host, "hello cp\n").expect("write");
+    ok(&["cp", host.to_str().expect("utf8"), "web:/x"]);
+    assert_eq!(ok(&["exec", "web", "cat", "/x"]), "hello cp\n");
+    let back = d.dir.path().join("back");
+    ok(&["cp", "web:/x", back.to_str().expect("utf8")]);
+    assert_eq!(std::fs::read_to_string(&back).expect("back"), "hello cp\n");
+
+    // pause, rename, stop, wait
+    ok(&["pause", "web"]);
+    assert!(ok(&["ps"]).contains("(Paused)"));
+    ok(&["unpause", "web"]);
+    ok(&["rename", "web", "web2"]);
+    assert!(ok(&["ps", "--format", "{{.Names}}"]).contains("web2"));
+    ok(&["stop", "-t", "1", "web2"]);
+    assert_eq!(ok(&["wait", "web2"]).trim(), "137");
+
+    // attach: stdin in, output out, the container's status
+    ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "att",
+        "bb:1",
+        "sh",
+        "-c",
+        "read l; echo got-$l; exit 5",
+    ]);
+    let mut a = Command::new("docker")
+        .args(["attach", "att"])
+        .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("attach");
+    // the line waits in the pipe until the CLI has attached and reads it
+    a.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hello\n")
+        .expect("write");
+    let o = a.wait_with_output().expect("attach");
+    assert!(text(&o).contains("got-hello"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
 }

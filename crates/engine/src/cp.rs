@@ -200,6 +200,138 @@ impl Engine {
     }
 }
 
+/// A path's metadata as docker's archive API gives it (`X-Docker-Container-Path-Stat`,
+/// base64 JSON); `mode` has Go's `os.FileMode` bits (directory 1<<31, symlink 1<<27).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PathStat {
+    /// base name
+    pub name: String,
+    /// bytes
+    pub size: i64,
+    /// permission bits plus Go's type bits
+    pub mode: u32,
+    /// RFC 3339 modification time
+    pub mtime: String,
+    /// a symlink's target
+    #[serde(rename = "linkTarget")]
+    pub link_target: String,
+}
+
+/// Go's `os.FileMode` for `meta`.
+fn go_mode(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let perm = meta.permissions().mode() & 0o7777;
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        1 << 31
+    } else if ft.is_symlink() {
+        1 << 27
+    } else {
+        0
+    };
+    kind | (perm & 0o777)
+}
+
+impl Engine {
+    /// The command of an archive helper (`container-archive <op> <id> <path>`): the
+    /// shim command with `container-archive` in place of `container-shim`. The archive
+    /// operations fork, so the daemon runs them in such a helper.
+    pub fn archive_command(&self, op: &str, id: &str, path: &str) -> Result<Command> {
+        let lead = self
+            .shim
+            .split_last()
+            .map(|(_, l)| l)
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| Error::Shim("no helper program configured".into()))?;
+        let mut c = Command::new(&lead[0]);
+        c.args(&lead[1..])
+            .arg("container-archive")
+            .arg(op)
+            .arg(id)
+            .arg(path)
+            .env("BERTH_RUNTIME_ROOT", self.runtime.root())
+            .current_dir("/");
+        Ok(c)
+    }
+
+    /// Metadata of `path` in container `what`, seen from inside it (symlinks are
+    /// not followed). Forks: call from a single-threaded process.
+    pub fn archive_stat(&self, what: &str, path: &str) -> Result<PathStat> {
+        let p = container_path(path)?;
+        let (r, w) = pipe()?;
+        let res = self.in_container(what, move || {
+            let meta = std::fs::symlink_metadata(&p)
+                .map_err(|e| Error::NotFound(format!("{}: {e}", p.display())))?;
+            let st = PathStat {
+                name: p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "/".into()),
+                size: meta.len() as i64,
+                mode: go_mode(&meta),
+                mtime: meta
+                    .modified()
+                    .ok()
+                    .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
+                    .unwrap_or_default(),
+                link_target: std::fs::read_link(&p)
+                    .map(|l| l.display().to_string())
+                    .unwrap_or_default(),
+            };
+            let mut f = std::fs::File::from(w);
+            serde_json::to_writer(&mut f, &st).map_err(|e| Error::Invalid(e.to_string()))
+        });
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut out)
+            .map_err(|e| Error::io("read", "stat helper", e))?;
+        res.map_err(|_| {
+            Error::NotFound(format!(
+                "could not find the file {path} in container {what}"
+            ))
+        })?;
+        serde_json::from_str(&out).map_err(|e| Error::Invalid(format!("stat helper: {e}")))
+    }
+
+    /// Writes `path` of container `what` as a tar archive (its top entry named after
+    /// the path's base name) to `out`. Forks: call from a single-threaded process.
+    pub fn archive_get(&self, what: &str, path: &str, out: OwnedFd) -> Result<()> {
+        let src = container_path(path)?;
+        self.in_container(what, move || {
+            let name = src
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| ".".into());
+            let mut b = tar::Builder::new(std::fs::File::from(out));
+            b.follow_symlinks(false);
+            let meta = std::fs::symlink_metadata(&src)
+                .map_err(|e| Error::io("read (in the container)", &src, e))?;
+            let res = if meta.is_dir() {
+                b.append_dir_all(&name, &src)
+            } else {
+                b.append_path_with_name(&src, &name)
+            };
+            res.and_then(|_| b.finish())
+                .map_err(|e| Error::io("archive (in the container)", &src, e))
+        })
+    }
+
+    /// Extracts the tar archive read from `input` into directory `dir` of container
+    /// `what`, resolving every path inside the container. Forks: call from a
+    /// single-threaded process.
+    pub fn archive_put(&self, what: &str, dir: &str, input: OwnedFd) -> Result<()> {
+        let into = container_path(dir)?;
+        self.in_container(what, move || {
+            if !into.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "{}: not a directory in the container",
+                    into.display()
+                )));
+            }
+            unpack_renamed(std::fs::File::from(input), Path::new(""), &into, "")
+        })
+    }
+}
+
 /// Makes the container's root our `/`.
 fn enter(root: &Root) -> Result<()> {
     match root {

@@ -106,7 +106,37 @@ fn walk(
     }
 }
 
+/// Bytes of the regular files under `dir` (not following symlinks).
+fn tree_size(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
 impl Engine {
+    /// Bytes the container has written to its own layer, and the bytes of its whole
+    /// filesystem, image layers included (docker's SizeRw and SizeRootFs).
+    pub fn sizes(&self, what: &str) -> Result<(u64, u64)> {
+        let s = self.inspect(what)?;
+        let mounts = self.images()?.container_mounts(&s.record.id)?;
+        let Some(m) = mounts.iter().find(|m| m.kind == "overlay") else {
+            return Ok((0, 0));
+        };
+        let rw = m.option("upperdir").map_or(0, |u| tree_size(Path::new(u)));
+        let lower: u64 = m
+            .option("lowerdir")
+            .map(|l| l.split(':').map(|d| tree_size(Path::new(d))).sum())
+            .unwrap_or(0);
+        Ok((rw, rw + lower))
+    }
+
     /// The filesystem changes of container `what` (overlay snapshots only).
     pub fn diff(&self, what: &str) -> Result<Vec<(Change, String)>> {
         let s = self.inspect(what)?;

@@ -4,14 +4,14 @@
 //! under `<data-root>/containers/<id>/`, the image's writable snapshot mounted at
 //! `rootfs/`, and a per-container supervisor (the *shim*) that runs the container
 //! through the runtime library, writes its output to a docker json-file log, reaps it
-//! and records its exit status. It knows nothing of HTTP or of the command line; for
-//! now the CLI calls it directly (there is no daemon yet).
+//! and records its exit status. It knows nothing of HTTP or of the command line: the
+//! daemon (berthd) calls it.
 //!
-//! Process model: [`Engine::start`] spawns the shim (the caller's own binary, given
-//! with [`Engine::with_shim`]) which detaches with `setsid`; the shim calls
-//! [`Engine::shim`]. A foreground run with a terminal is supervised by the caller
-//! itself through [`Engine::run_tty`]. Both call the runtime's `create`, which forks:
-//! call them from a single-threaded process.
+//! Process model: [`Engine::start`] spawns the shim (a binary given with
+//! [`Engine::with_shim`]) which detaches with `setsid`; the shim calls [`Engine::shim`]
+//! and serves attach requests on a socket ([`attach`]). An exec runs under its own
+//! helper process ([`Engine::spawn_exec`] → [`Engine::exec_session`]). Both call the
+//! runtime, which forks: the multi-threaded daemon never does it in-process.
 //!
 //! ```no_run
 //! use berth_engine::{CreateOptions, Engine};
@@ -22,7 +22,7 @@
 //!     name: Some("X".into()),
 //!     ..Default::default()
 //! })?;
-//! engine.start(&id, false)?;
+//! let shim = engine.start(&id, &mut |_dir| {})?;
 //! for c in engine.list(true)? {
 //!     println!("{} {} {}", &c.record.id[..12], c.record.name, c.state);
 //! }
@@ -30,6 +30,7 @@
 //! # Ok::<(), berth_engine::Error>(())
 //! ```
 
+pub mod attach;
 mod cp;
 mod create;
 pub mod diff;
@@ -55,12 +56,12 @@ pub mod user;
 pub mod volumes;
 
 pub use error::{Error, Result};
-pub use exec::ExecOptions;
+pub use exec::{ExecHandle, ExecOptions};
 pub use list::{State, Summary};
 pub use manage::Update;
 pub use network::{EndpointConfig, NetworkInfo, Networking};
 pub use record::{Bind, CreateOptions, ExitStatus, LogOptions, NetworkMode, Record};
-pub use shim::Attach;
+pub use shim::Shim;
 pub use volumes::Volume;
 
 use berth_runtime::Runtime;
@@ -96,8 +97,9 @@ impl Engine {
         })
     }
 
-    /// Sets the command that runs a shim: program and leading arguments; the engine
-    /// appends `--status-fd <n>` (when it waits for one) and the container id.
+    /// Sets the command that runs a shim: program and leading arguments, the last of
+    /// them `container-shim`; the engine appends `--status-fd <n>` and the container
+    /// id. Exec helpers run the same command with `container-exec` in its place.
     pub fn with_shim(mut self, argv: Vec<OsString>) -> Self {
         self.shim = argv;
         self

@@ -342,7 +342,26 @@ impl Networking {
         spec.mtu = self.settings.mtu.unwrap_or(1500);
         spec.id = new_id()?;
         spec.created = crate::record::now();
-        self.mgr.create_network(&spec, &pool).map_err(net_err)?;
+        if let Err(e) = self.mgr.create_network(&spec, &pool) {
+            // a saved default network that could not come back (its subnet is taken
+            // now): with no container holding an address there, choose afresh
+            let idle = self
+                .mgr
+                .ipam()
+                .pool(DEFAULT_NETWORK)
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.allocations.is_empty());
+            if !idle || self.settings.bip.is_some() {
+                return Err(net_err(e));
+            }
+            tracing::warn!(error = %e, "default network re-created on another subnet");
+            self.mgr
+                .ipam()
+                .remove_pool(DEFAULT_NETWORK)
+                .map_err(|e| net_err(e.into()))?;
+            self.mgr.create_network(&spec, &pool).map_err(net_err)?;
+        }
         Ok(())
     }
 
@@ -764,9 +783,11 @@ impl Engine {
         let s = self.inspect(other)?;
         let pid = match (s.state, s.record.pid) {
             (crate::State::Running, Some(pid)) => pid,
-            _ => return Err(Error::Conflict(format!(
+            _ => {
+                return Err(Error::Conflict(format!(
                 "cannot join the network of container {other}: it is not running: start it first"
-            ))),
+            )))
+            }
         };
         if s.record.options.network == NetworkMode::Host {
             return Err(Error::Invalid(format!(
@@ -889,9 +910,24 @@ impl Engine {
         }
     }
 
-    /// At removal: names, ports and addresses of the container go.
+    /// At removal: names, ports and addresses of the container go. A supervisor
+    /// removing its `--rm` container has no networking service: it releases the
+    /// leases in the (locked, shared) IPAM files; the daemon withdrew the names and
+    /// ports when the container exited.
     pub(crate) fn net_release(&self, rec: &Record) {
-        let Some(n) = &self.network else { return };
+        let Some(n) = &self.network else {
+            if rec.options.endpoints.is_empty() {
+                return;
+            }
+            if let Ok(ipam) = ipam::Ipam::open(self.data_root().join("network")) {
+                for ep in &rec.options.endpoints {
+                    if let Err(e) = ipam.release(&ep.network, &rec.id) {
+                        tracing::warn!(container = %rec.id, network = %ep.network, error = %e, "releasing the address failed");
+                    }
+                }
+            }
+            return;
+        };
         n.withdraw(&rec.id, None);
         for net in rec.options.endpoints.iter().map(|e| &e.network) {
             if let Err(e) = n.mgr.release(net, &rec.id) {

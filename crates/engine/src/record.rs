@@ -204,6 +204,13 @@ pub struct CreateOptions {
     /// `--add-host name:ip`
     #[serde(default)]
     pub extra_hosts: Vec<String>,
+    /// the terminal's size (rows, columns) at creation, for a `-t` container's pty
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
+    /// close the container's stdin when the attached client closes its own
+    /// (docker's `StdinOnce`, set by `run -i`)
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 impl CreateOptions {

@@ -1,51 +1,82 @@
-//! The per-container supervisor.
+//! The per-container supervisor (the *shim*) and its contract with its starter.
 //!
-//! [`Engine::start`] spawns the shim program with a status pipe; the shim (running
-//! [`Engine::shim`]) detaches with `setsid`, becomes a child subreaper, creates and
-//! starts the container with pipes (or a pty) as its stdio, copies the output into the
-//! json-file log (and, when a client is attached, to its own stdout/stderr, which are
-//! the client's), reaps the container, records the exit status, tears the runtime
-//! state and rootfs mount down, and removes the container for `--rm`. On the status
-//! pipe it reports one line each: `started`, then `exit <code>`, or
-//! `error <code> <message>`.
+//! [`Engine::start`] spawns the shim program (`<prog> <args…> --status-fd <n> <id>`)
+//! with a status pipe. The shim (running [`Engine::shim`]) detaches with `setsid`,
+//! becomes a child subreaper, creates the container in the runtime with pipes (or a
+//! pty) as its stdio, listens on the attach socket (see [`crate::attach`]) and reports
+//! one line per step on the status pipe:
+//! - `ready`: created and listening; the starter hands over the clients that attached
+//!   before the start, then sends `start` on the socket;
+//! - `started`: the program runs;
+//! - `exit <code>`: it has exited, the exit is recorded, the runtime state and rootfs
+//!   mount are torn down (and the container removed for `--rm`);
+//! - or `error <code> <message>` at any point before `exit`.
 //!
-//! [`Engine::run_tty`] does the same in the calling process for a foreground run with
-//! a terminal, relaying the pty to the caller's terminal.
+//! While the container runs, the shim copies its output into the json-file log and
+//! to the attached clients, and their stdin to the container; it reaps the container
+//! and ends the clients' streams once the exit is recorded.
 
+use crate::attach::{Request, Session, SOCKET};
 use crate::error::{Error, Result};
-use crate::logs::{RotatingFile, Stream, Writer};
+use crate::logs::{RotatingFile, Writer};
 use crate::record::{ContainerDir, ExitStatus, Record};
 use crate::{rootfs, Engine};
 use berth_runtime::CreateOptions as RtCreate;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitStatus};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
-/// Where a started container's output goes besides the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attach {
-    /// nowhere (`-d`)
-    Detached,
-    /// to the caller's stdout/stderr, which the shim inherits
-    Attached,
+/// How long a created container waits for its `start` request.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A started container's supervisor, as its starter holds it: the status pipe and
+/// the child process.
+pub struct Shim {
+    status: BufReader<std::fs::File>,
+    child: std::process::Child,
+}
+
+impl Shim {
+    /// The next status line (without its newline); `None` at the end of the pipe.
+    fn line(&mut self) -> Option<String> {
+        let mut l = String::new();
+        match self.status.read_line(&mut l) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(l.trim_end().to_string()),
+        }
+    }
+
+    /// Blocks until the container has exited and its supervisor has torn it down;
+    /// the exit code, or `None` when the supervisor ended without reporting one.
+    pub fn wait_exit(mut self) -> Option<i32> {
+        let mut code = None;
+        while let Some(l) = self.line() {
+            if let Some(c) = l.strip_prefix("exit ") {
+                code = c.trim().parse().ok();
+            }
+        }
+        let _ = self.child.wait();
+        code
+    }
 }
 
 impl Engine {
-    /// Starts container `id` under a new shim. Detached: returns 0 once it runs.
-    /// Attached: the shim writes the output to our stdout/stderr (and reads our stdin
-    /// with `-i`); returns the container's exit code.
-    pub fn start(&self, id: &str, attached: bool) -> Result<i32> {
-        let rec = self.dir(id).load()?;
-        let net = self.net_prepare(&rec)?;
-        let result = self.start_prepared(&rec, attached);
+    /// Starts container `id` under a new shim and returns once the program runs.
+    /// `before_start` is called with the container's directory once the shim listens
+    /// on its attach socket and before the program starts: hand over the clients that
+    /// attached early there (see [`crate::attach::send`]).
+    pub fn start(&self, id: &str, before_start: &mut dyn FnMut(&Path)) -> Result<Shim> {
+        // the network namespace and what goes with it, before the supervisor runs
+        let net = self.net_prepare(&self.dir(id).load()?)?;
+        let result = self.start_supervised(id, before_start);
         self.net_started(id, net, result.is_ok());
         result
     }
 
-    fn start_prepared(&self, rec: &Record, attached: bool) -> Result<i32> {
-        let id = rec.id.as_str();
+    fn start_supervised(&self, id: &str, before_start: &mut dyn FnMut(&Path)) -> Result<Shim> {
         let (prog, lead) = self
             .shim
             .split_first()
@@ -60,99 +91,54 @@ impl Engine {
         let mut cmd = std::process::Command::new(prog);
         cmd.args(lead)
             .arg("--status-fd")
-            .arg(w.as_raw_fd().to_string());
-        if attached {
-            cmd.arg("--attach");
-        }
-        // the shim must not pin the caller's working directory (and its mount)
-        cmd.arg(id)
+            .arg(w.as_raw_fd().to_string())
+            .arg(id)
             .env("BERTH_RUNTIME_ROOT", self.runtime.root())
-            .current_dir("/");
-        if attached {
-            if !rec.options.interactive {
-                cmd.stdin(Stdio::null());
-            }
-        } else {
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-        }
-        let mut child = cmd
+            // the shim must not pin the caller's working directory (and its mount)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd
             .spawn()
             .map_err(|e| Error::Shim(format!("cannot start {}: {e}", prog.to_string_lossy())))?;
         drop(w);
-        let result = self.wait_status(id, r, attached);
-        if attached || result.is_err() {
-            let _ = child.wait();
-        }
-        result
-    }
-
-    /// Reads the shim's status lines until it has started (detached) or the container
-    /// has exited (attached). While attached, the signals a user sends us (Ctrl-C,
-    /// kill) are passed on to the container, as docker's --sig-proxy does.
-    fn wait_status(&self, id: &str, r: OwnedFd, attached: bool) -> Result<i32> {
-        let sigs = if attached { proxy_signals() } else { None };
-        let mut pending: Vec<u8> = Vec::new();
-        let mut started = false;
-        let mut buf = [0u8; 4096];
+        let mut shim = Shim {
+            status: BufReader::new(std::fs::File::from(r)),
+            child,
+        };
+        let dir = self.dir(id);
         loop {
-            while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&line).trim_end().to_string();
-                if line == "started" {
-                    started = true;
-                    if !attached {
-                        return Ok(0);
-                    }
-                } else if let Some(code) = line.strip_prefix("exit ") {
-                    return Ok(code.trim().parse().unwrap_or(255));
-                } else if let Some(err) = line.strip_prefix("error ") {
-                    return Err(parse_error(err));
+            let Some(line) = shim.line() else {
+                let _ = shim.child.wait();
+                return Err(Error::Shim(format!(
+                    "the supervisor of container {} exited unexpectedly: see `berth logs {}`",
+                    &id[..12.min(id.len())],
+                    &id[..12.min(id.len())]
+                )));
+            };
+            if line == "ready" {
+                before_start(&dir.dir);
+                if let Err(e) = crate::attach::send(&dir.dir, SOCKET, &Request::Start, None) {
+                    let _ = shim.child.kill();
+                    let _ = shim.child.wait();
+                    return Err(e);
                 }
+            } else if line == "started" {
+                return Ok(shim);
+            } else if let Some(err) = line.strip_prefix("error ") {
+                let _ = shim.child.wait();
+                return Err(parse_error(err));
             }
-            let mut fds = vec![PollFd::new(r.as_fd(), PollFlags::POLLIN)];
-            if let Some(s) = &sigs {
-                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
-            }
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) | Err(nix::Error::EINTR) => {}
-                Err(e) => return Err(Error::sys("wait for the container supervisor", e)),
-            }
-            let sig_ready = fds
-                .get(1)
-                .and_then(|f| f.revents())
-                .is_some_and(|r| r.contains(PollFlags::POLLIN));
-            if let (true, Some(s)) = (sig_ready, &sigs) {
-                if let Ok(Some(info)) = s.read_signal() {
-                    if let Ok(sig) = nix::sys::signal::Signal::try_from(info.ssi_signo as i32) {
-                        let _ = self.runtime.kill(id, sig, false);
-                    }
-                }
-            }
-            match nix::unistd::read(r.as_fd(), &mut buf) {
-                Ok(0) => break,
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
-                Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
-                Err(_) => break,
-            }
-        }
-        match self.dir(id).exit_status() {
-            Ok(Some(e)) if started => Ok(e.code),
-            _ => Err(Error::Shim(format!(
-                "the supervisor of container {} exited unexpectedly: see `berth logs {}`",
-                &id[..12],
-                &id[..12]
-            ))),
         }
     }
 
-    /// The shim: supervise container `id` until it exits (see the module doc);
-    /// `attach` copies the output to our stdout/stderr too. Returns our exit code.
+    /// The shim: supervise container `id` until it exits (see the module doc).
+    /// Returns our exit code.
     ///
     /// `status_fd` must be a descriptor this process owns and nothing else uses (the
     /// one [`Engine::start`] passed on the command line); the shim takes it over.
-    pub fn shim(&self, id: &str, status_fd: Option<RawFd>, attach: Attach) -> i32 {
+    pub fn shim(&self, id: &str, status_fd: Option<RawFd>) -> i32 {
         let _ = nix::unistd::setsid();
         let _ = nix::sys::prctl::set_child_subreaper(true);
         let mut status = status_fd
@@ -163,7 +149,7 @@ impl Engine {
                 let _ = writeln!(f, "{line}");
             }
         };
-        match self.supervise(id, attach, &mut report) {
+        match self.supervise(id, &mut report) {
             Ok(code) => {
                 report(format!("exit {code}"));
                 0
@@ -179,47 +165,70 @@ impl Engine {
         }
     }
 
-    fn supervise(&self, id: &str, attach: Attach, report: &mut dyn FnMut(String)) -> Result<i32> {
+    fn supervise(&self, id: &str, report: &mut dyn FnMut(String)) -> Result<i32> {
         let dir = self.dir(id);
-        let (rec, io) = self.launch(&dir)?;
+        let (rec, pid, mut session) = self.launch(&dir, report)?;
         let mut log = Writer::new(RotatingFile::open(&dir.log_path(), rec.options.log)?);
         report("started".into());
-        pump(&io, &mut log, attach == Attach::Attached);
-        let code = reap(io.pid);
-        drop(io);
-        self.finish(&dir, &rec, code)
+        session.run(Some(&mut log));
+        let code = reap(pid);
+        drop(log);
+        let done = self.finish(&dir, &rec, code);
+        session.close_clients();
+        let _ = std::fs::remove_file(dir.dir.join(SOCKET));
+        done
     }
 
-    /// Creates and starts the container under its lock (so a concurrent `rm` waits
-    /// until it runs, and then stops it) with us as its supervisor.
-    fn launch(&self, dir: &ContainerDir) -> Result<(Record, Io)> {
+    /// Creates the container under its lock (so a concurrent `rm` waits until it
+    /// runs, and then stops it), serves the attach socket until `start`, and starts it.
+    fn launch(
+        &self,
+        dir: &ContainerDir,
+        report: &mut dyn FnMut(String),
+    ) -> Result<(Record, i32, Session)> {
         let lock = dir.lock()?;
         let mut rec = dir.load()?;
         rec.shim_pid = Some(std::process::id() as i32);
         dir.save(&rec)?;
         let started = self.create_in_runtime(dir, &rec).and_then(|io| {
-            if let Err(e) = self.runtime.start(&rec.id) {
+            let ready = crate::attach::listen(&dir.dir, SOCKET).and_then(|l| {
+                let mut s = Session::new(
+                    rec.options.tty,
+                    io.out,
+                    io.err,
+                    io.stdin,
+                    rec.options.stdin_once,
+                    Some(l),
+                );
+                report("ready".into());
+                s.serve_until_start(START_TIMEOUT)?;
+                Ok(s)
+            });
+            let session = ready.and_then(|s| {
+                self.runtime.start(&rec.id)?;
+                Ok(s)
+            });
+            if session.is_err() {
                 let _ = self.runtime.delete(&rec.id, true);
-                return Err(e.into());
+                let _ = std::fs::remove_file(dir.dir.join(SOCKET));
             }
-            Ok(io)
+            session.map(|s| (io.pid, s))
         });
-        let io = match started {
-            Ok(io) => io,
+        let (pid, session) = match started {
+            Ok(x) => x,
             Err(e) => {
                 drop(lock);
                 return Err(self.failed_start(dir, &rec, e));
             }
         };
         rec.started_at = Some(crate::record::now());
-        rec.pid = Some(io.pid);
+        rec.pid = Some(pid);
         dir.save(&rec)?;
-        Ok((rec, io))
+        Ok((rec, pid, session))
     }
 
     /// Creates the container in the runtime with pipes or a pty as its stdio, and
-    /// brings up the loopback of its own network namespace (already up in one the
-    /// daemon prepared; once more costs one netlink message).
+    /// brings up the loopback of its own network namespace.
     fn create_in_runtime(&self, dir: &ContainerDir, rec: &Record) -> Result<Io> {
         let io = self.create_with_stdio(dir, rec)?;
         if rec.options.network.own_namespace() {
@@ -248,23 +257,37 @@ impl Engine {
                 )
                 .map_err(|e| classify(e, dir, rec))?;
             let master = berth_runtime::tty::recv_fd(ours.as_raw_fd())?;
-            // the size of our terminal, before the program starts and asks for it
-            if let Ok((rows, cols)) = berth_sys::proc::window_size(std::io::stdin().as_fd()) {
+            // the client's size, before the program starts and asks for it
+            if let Some((rows, cols)) = o.console_size {
                 let _ = berth_sys::proc::set_window_size(master.as_fd(), rows, cols);
             }
+            let stdin = if o.interactive {
+                Some(
+                    master
+                        .try_clone()
+                        .map_err(|e| Error::io("dup", "pty master", e))?,
+                )
+            } else {
+                None
+            };
             return Ok(Io {
                 pid: created.pid,
                 out: Some(master),
                 err: None,
+                stdin,
             });
         }
         let devnull =
             std::fs::File::open("/dev/null").map_err(|e| Error::io("open", "/dev/null", e))?;
-        let stdin = if o.interactive {
-            0
+        let (stdin_r, stdin_w) = if o.interactive {
+            let (r, w) = pipe()?;
+            (Some(r), Some(w))
         } else {
-            devnull.as_raw_fd()
+            (None, None)
         };
+        let stdin = stdin_r
+            .as_ref()
+            .map_or(devnull.as_raw_fd(), |r| r.as_raw_fd());
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let created = self
@@ -282,6 +305,7 @@ impl Engine {
             pid: created.pid,
             out: Some(out_r),
             err: Some(err_r),
+            stdin: stdin_w,
         })
     }
 
@@ -315,38 +339,6 @@ impl Engine {
         }
         Ok(code)
     }
-
-    /// Runs container `id` in the foreground with a terminal, supervised by the
-    /// calling process: relays the pty to our terminal and returns the exit code.
-    pub fn run_tty(&self, id: &str) -> Result<i32> {
-        let dir = self.dir(id);
-        let (rec, io) = self.launch(&dir)?;
-        let Io { pid, out, .. } = io;
-        let relay = out.map(|m| std::thread::spawn(move || berth_runtime::tty::relay(m)));
-        let code = reap(pid);
-        if let Some(r) = relay {
-            let _ = r.join();
-        }
-        self.finish(&dir, &rec, code)
-    }
-}
-
-/// Blocks the signals docker's CLI proxies and returns a descriptor to read them.
-fn proxy_signals() -> Option<nix::sys::signalfd::SignalFd> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ] {
-        set.add(s);
-    }
-    set.thread_block().ok()?;
-    nix::sys::signalfd::SignalFd::with_flags(&set, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC).ok()
 }
 
 /// The container's init and our ends of its output.
@@ -354,70 +346,12 @@ struct Io {
     pid: i32,
     out: Option<OwnedFd>,
     err: Option<OwnedFd>,
+    /// where the container's stdin is written (`-i`)
+    stdin: Option<OwnedFd>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("create pipe", e))
-}
-
-/// Copies the container's output into the log (and to our stdout/stderr when
-/// attached) until both streams end.
-fn pump(io: &Io, log: &mut Writer<RotatingFile>, attached: bool) {
-    let mut open = [io.out.is_some(), io.err.is_some()];
-    let mut buf = [0u8; 16384];
-    while open.iter().any(|o| *o) {
-        let fds: Vec<(usize, &OwnedFd)> = [&io.out, &io.err]
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| open[*i])
-            .filter_map(|(i, f)| f.as_ref().map(|f| (i, f)))
-            .collect();
-        let mut pfds: Vec<PollFd> = fds
-            .iter()
-            .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
-            .collect();
-        match poll(&mut pfds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(_) => return,
-        }
-        let ready: Vec<bool> = pfds
-            .iter()
-            .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        for ((i, f), r) in fds.iter().zip(ready) {
-            if !r {
-                continue;
-            }
-            let stream = if *i == 0 {
-                Stream::Stdout
-            } else {
-                Stream::Stderr
-            };
-            match nix::unistd::read(f.as_fd(), &mut buf) {
-                Ok(0) | Err(nix::Error::EIO) => {
-                    let _ = log.flush_stream(stream);
-                    open[*i] = false;
-                }
-                Ok(n) => {
-                    let _ = log.write(stream, &buf[..n]);
-                    if attached {
-                        let _ = match stream {
-                            Stream::Stdout => std::io::stdout().write_all(&buf[..n]),
-                            Stream::Stderr => std::io::stderr().write_all(&buf[..n]),
-                        };
-                    }
-                }
-                Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
-                Err(_) => {
-                    let _ = log.flush_stream(stream);
-                    open[*i] = false;
-                }
-            }
-        }
-    }
-    if attached {
-        let _ = std::io::stdout().flush();
-    }
 }
 
 /// Waits for `pid` (reaping any other child on the way); its code as docker gives it.
@@ -464,7 +398,7 @@ fn classify(e: berth_runtime::Error, dir: &ContainerDir, rec: &Record) -> Error 
 }
 
 /// Parses `<code> <message>` from the status pipe.
-fn parse_error(s: &str) -> Error {
+pub(crate) fn parse_error(s: &str) -> Error {
     let (code, msg) = s.split_once(' ').unwrap_or((s, ""));
     let msg = msg.to_string();
     match code {

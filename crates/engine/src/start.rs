@@ -3,18 +3,22 @@
 
 use crate::error::{Error, Result};
 use crate::list::State;
-use crate::{rootfs, Engine};
+use crate::{rootfs, Engine, Shim};
 use std::time::Duration;
 
 impl Engine {
-    /// Starts the existing container `what` under a new shim; attached, returns its
-    /// exit code, else 0 once it runs. A running container is left as it is.
-    pub fn start_existing(&self, what: &str, attached: bool) -> Result<i32> {
+    /// Starts the existing container `what` under a new shim (see [`Engine::start`]
+    /// for `before_start`) and returns it once the program runs; `None` when it was
+    /// running already (it is left as it is).
+    pub fn start_existing(
+        &self,
+        what: &str,
+        before_start: &mut dyn FnMut(&std::path::Path),
+    ) -> Result<Option<Shim>> {
         let s = self.inspect(what)?;
         let id = s.record.id.clone();
         match s.state {
-            State::Running if attached => return self.wait(&id),
-            State::Running => return Ok(0),
+            State::Running => return Ok(None),
             State::Dead => {
                 return Err(Error::Conflict(format!(
                     "container {} is dead (its supervisor died): remove it with `berth rm -f {}`",
@@ -25,7 +29,7 @@ impl Engine {
             State::Created | State::Exited(_) => {}
         }
         self.prepare_restart(&id)?;
-        self.start(&id, attached)
+        self.start(&id, before_start).map(Some)
     }
 
     /// Mounts the rootfs again (an exited container's was taken down) and forgets
@@ -44,11 +48,10 @@ impl Engine {
         }
     }
 
-    /// Stops (see [`Engine::stop`]) and starts the container again, detached.
-    pub fn restart(&self, what: &str, timeout: Option<Duration>) -> Result<String> {
+    /// Stops (see [`Engine::stop`]) and starts the container again; its new shim.
+    pub fn restart(&self, what: &str, timeout: Option<Duration>) -> Result<Option<Shim>> {
         let id = self.stop(what, timeout)?;
-        self.start_existing(&id, false)?;
-        Ok(id)
+        self.start_existing(&id, &mut |_| {})
     }
 
     /// Blocks until the container is no longer running and returns its exit code

@@ -497,7 +497,14 @@ impl<E: Executor> Manager<E> {
             Err(source) => return Err(Error::State { path, source }),
         };
         for spec in saved.networks.values() {
-            self.create_network(spec, &ipam::PoolSpec::default())?;
+            // one network that cannot come back (its subnet taken meanwhile, say)
+            // must not keep the daemon and the other networks down
+            if let Err(e) = self.create_network(spec, &ipam::PoolSpec::default()) {
+                tracing::warn!(network = %spec.name, error = %e, "network not restored");
+                if let Some(src) = std::error::Error::source(&e) {
+                    tracing::warn!(network = %spec.name, cause = %src, "network not restored");
+                }
+            }
         }
         let mut st = self.lock();
         st.ports = saved.ports;

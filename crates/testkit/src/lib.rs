@@ -260,3 +260,76 @@ impl Drop for Berth {
         }
     }
 }
+
+/// A Debian docker-registry on a free loopback port (plain HTTP), optionally with
+/// htpasswd auth (user `berth`, password [`Registry::PASSWORD`]); killed on drop.
+pub struct Registry {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`
+    pub host: String,
+}
+
+impl Registry {
+    /// The password of user `berth` when started with auth.
+    pub const PASSWORD: &'static str = "berth-test-pass";
+
+    /// Start one; `auth` turns on htpasswd.
+    pub fn start(auth: bool) -> Registry {
+        assert!(
+            Path::new("/usr/bin/docker-registry").exists(),
+            "needs Debian's docker-registry package (scripts/setup.sh installs it)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-registry-")
+            .tempdir()
+            .expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        // bcrypt of "berth-test-pass"
+        std::fs::write(
+            dir.path().join("htpasswd"),
+            "berth:$2b$04$79Jzr/ml3LJvPqsKGvwiGeF2W8UMRlkWqaDQJ1sROGkpo2DRwzTHC\n",
+        )
+        .expect("htpasswd");
+        let auth_cfg = if auth {
+            format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}/htpasswd\n",
+                dir.path().display()
+            )
+        } else {
+            String::new()
+        };
+        let cfg = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {0}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_cfg}",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("config.yml"), cfg).expect("config");
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn registry");
+        let host = format!("127.0.0.1:{port}");
+        eventually("docker-registry to listen", || {
+            std::net::TcpStream::connect(&host).is_ok()
+        });
+        Registry {
+            child,
+            _dir: dir,
+            host,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -18,6 +18,8 @@ struct Target<'a> {
     rootfs: &'a Path,
     owner: (u32, u32),
     chmod: Option<u32>,
+    /// Destination directories made or checked already: image path -> host path.
+    dirs: std::cell::RefCell<std::collections::HashMap<String, PathBuf>>,
 }
 
 /// Execute a COPY/ADD reading from `src` into `rootfs`.
@@ -32,6 +34,7 @@ pub fn copy(c: &CopyStep, src: &Context, rootfs: &Path) -> Result<()> {
         rootfs,
         owner,
         chmod: c.chmod,
+        dirs: Default::default(),
     };
     for f in &c.inline {
         t.inline(f, &c.dest)?;
@@ -95,13 +98,35 @@ impl Target<'_> {
             .map_err(io_err("chmod", p))
     }
 
+    /// The host directory of image directory `dir`, made (with its parents)
+    /// if missing; remembered for the next entries of the same COPY.
+    fn dir(&self, dir: &str) -> Result<PathBuf> {
+        if let Some(p) = self.dirs.borrow().get(dir) {
+            return Ok(p.clone());
+        }
+        let host = mkdir_all(self.rootfs, dir, Some(self.owner))?;
+        self.dirs.borrow_mut().insert(dir.to_string(), host.clone());
+        Ok(host)
+    }
+
+    /// Host path for `dest` (its last component not followed), its parents
+    /// created.
+    fn host_of(&self, dest: &str) -> Result<PathBuf> {
+        let name = dest.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        if matches!(name, "" | "." | "..") {
+            mkdir_all(self.rootfs, parent_of(dest), Some(self.owner))?;
+            return secure_join(self.rootfs, dest, false);
+        }
+        Ok(self.dir(parent_of(dest))?.join(name))
+    }
+
     /// Host path for `dest`, its parents created, a non-directory in the way removed.
     fn place(&self, dest: &str, keep_dir: bool) -> Result<PathBuf> {
-        mkdir_all(self.rootfs, parent_of(dest), Some(self.owner))?;
-        let host = secure_join(self.rootfs, dest, false)?;
+        let host = self.host_of(dest)?;
         if let Ok(m) = std::fs::symlink_metadata(&host) {
             if !(m.is_dir() && keep_dir) {
                 if m.is_dir() {
+                    self.dirs.borrow_mut().clear();
                     std::fs::remove_dir_all(&host).map_err(io_err("remove", &host))?;
                 } else {
                     std::fs::remove_file(&host).map_err(io_err("remove", &host))?;
@@ -126,18 +151,20 @@ impl Target<'_> {
             }
             EntryKind::File => {
                 let mut dest = item.dest.clone();
-                if secure_join(self.rootfs, &dest, true)?.is_dir() {
+                let here = self.host_of(&dest)?;
+                let into_dir = match std::fs::symlink_metadata(&here) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        secure_join(self.rootfs, &dest, true)?.is_dir()
+                    }
+                    Ok(m) => m.is_dir(),
+                    Err(_) => false,
+                };
+                if into_dir {
                     let name = e.name.rsplit('/').next().unwrap_or(&e.name);
                     dest = format!("{}/{name}", dest.trim_end_matches('/'));
                 }
                 let host = self.place(&dest, false)?;
-                std::fs::copy(real, &host).map_err(io_err("copy into", &host))?;
-                self.own(&host, e.mode)?;
-                let mtime = std::fs::metadata(real).and_then(|m| m.modified());
-                if let (Ok(t), Ok(f)) = (mtime, std::fs::File::options().write(true).open(&host)) {
-                    let _ = f.set_modified(t);
-                }
-                Ok(())
+                self.file(real, &host, e.mode)
             }
             EntryKind::Symlink => {
                 let host = self.place(&item.dest, false)?;
@@ -147,6 +174,30 @@ impl Target<'_> {
                     .map_err(io_err("chown", &host))
             }
         }
+    }
+
+    /// Copy file `real` to `host` (which does not exist): owner, mode and
+    /// modification time set on the open file.
+    fn file(&self, real: &Path, host: &Path, mode: u32) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut src = std::fs::File::open(real).map_err(io_err("open", real))?;
+        let mtime = src.metadata().and_then(|m| m.modified());
+        let mut dst = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(host)
+            .map_err(io_err("create", host))?;
+        std::io::copy(&mut src, &mut dst).map_err(io_err("copy into", host))?;
+        std::os::unix::fs::fchown(&dst, Some(self.owner.0), Some(self.owner.1))
+            .map_err(io_err("chown", host))?;
+        let mode = self.chmod.unwrap_or(mode) & 0o7777;
+        dst.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io_err("chmod", host))?;
+        if let Ok(t) = mtime {
+            let _ = dst.set_modified(t);
+        }
+        Ok(())
     }
 
     fn inline(&self, f: &InlineFile, dest: &str) -> Result<()> {

@@ -1,7 +1,10 @@
 //! The executor: runs a [`Plan`] against an image store and the runtime and
 //! produces a tagged image.
 //!
-//! For each stage the target needs (in plan order) it starts from `scratch`,
+//! Each stage the target needs builds on its own thread as soon as the stages
+//! it depends on (its base, `COPY --from`, `RUN --mount=from=`) are built, so
+//! independent stages build in parallel; stages the target does not need are
+//! not built at all. A stage starts from `scratch`,
 //! an image of the store (unpacked; its top chain id is the parent snapshot)
 //! or an earlier stage. Each step gets a cache key (parent key, the step,
 //! the content hashes of what it reads). A key recorded in the cache index
@@ -21,17 +24,22 @@
 //! [`Request::secrets`], bound from the bundle directory, never in a layer);
 //! mount points they needed are taken out of the layer again.
 //!
-//! Progress goes to a writer in docker's classic format (`Step 1/5 : FROM …`,
-//! ` ---> Using cache`, ` ---> Running in …`), RUN output included.
+//! Progress is a stream of [`progress::Event`]s (steps starting, CACHED,
+//! RUN output, durations) rendered by a [`progress::Progress`]: BuildKit's
+//! live tty display, plain lines, docker's classic `Step 1/5 : …` text
+//! ([`build`] writes that) or the Docker API's JSON messages.
 //!
-//! RUN forks (through `berth_runtime`): build from a single-threaded process.
-//! Every mount, snapshot, container and scratch directory a step makes is
-//! held by a guard (module `guards`) and removed on failure; SIGINT, SIGTERM and
-//! SIGHUP are blocked during the build and turn into an error, so Ctrl-C
-//! cleans up too.
+//! RUN containers are created by a single-threaded helper process
+//! ([`spawner`]) forked when the build starts, since `berth_runtime` forks
+//! from its caller: call [`build`] from a single-threaded process; the
+//! build's own threads are safe. Every mount, snapshot, container and
+//! scratch directory a step makes is held by a guard (module `guards`) and
+//! removed on failure; when one stage fails the others are cancelled.
+//! SIGINT, SIGTERM and SIGHUP are blocked during the build and turn into an
+//! error, so Ctrl-C cleans up too.
 //!
-//! Not yet: ADD of git repositories, SSH mounts, cache mounts
-//! seeded from a stage, building independent stages in parallel.
+//! Not yet: ADD of git repositories, SSH mounts, cache mounts seeded from a
+//! stage.
 //!
 //! ```no_run
 //! use berth_build::context::Context;
@@ -49,15 +57,21 @@ mod copy;
 pub mod fsutil;
 mod guards;
 pub mod layer;
+pub mod progress;
 mod run;
 mod signals;
 mod sources;
+pub mod spawner;
 mod store;
 mod sweep;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use berth_image::Images;
 use berth_runtime::Runtime;
@@ -73,6 +87,8 @@ use cache::{Cache, Entry};
 use fsutil::{mkdir_all, random_id, resolve_user, Mounted};
 use guards::{Scratch, Snap};
 use layer::{write_layer, LayerDesc};
+use progress::{Event, Progress, StepInfo};
+use spawner::Spawner;
 
 /// Errors of executing a build.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +128,9 @@ pub enum ExecError {
     /// SIGINT, SIGTERM or SIGHUP arrived.
     #[error("build interrupted by {0}")]
     Interrupted(String),
+    /// Another stage failed (or the build was interrupted) while this one ran.
+    #[error("build cancelled")]
+    Cancelled,
     /// A base or `--from` image is not in the store.
     #[error("image {0:?} is not in the image store: pull or import it first")]
     NoImage(String),
@@ -244,24 +263,89 @@ impl StageState {
     }
 }
 
-struct Executor<'a> {
+/// Cancels the stages of a build: a flag plus a pipe that becomes readable,
+/// so that threads blocked on a RUN container can poll it.
+struct Cancel {
+    set: AtomicBool,
+    rd: std::os::fd::OwnedFd,
+    wr: std::os::fd::OwnedFd,
+}
+
+impl Cancel {
+    fn new() -> Result<Self> {
+        let (rd, wr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|error| ExecError::Sys {
+                op: "create a pipe".into(),
+                error,
+            })?;
+        Ok(Self {
+            set: AtomicBool::new(false),
+            rd,
+            wr,
+        })
+    }
+
+    fn cancel(&self) {
+        if !self.set.swap(true, Ordering::SeqCst) {
+            let _ = nix::unistd::write(&self.wr, b"x");
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        match self.set.load(Ordering::SeqCst) {
+            true => Err(ExecError::Cancelled),
+            false => Ok(()),
+        }
+    }
+}
+
+/// One lock per cache key, so that two stages reaching the same step at the
+/// same time run it once (the second one finds it in the cache).
+#[derive(Default)]
+struct KeyLocks(Mutex<HashMap<String, Arc<Mutex<()>>>>);
+
+impl KeyLocks {
+    fn get(&self, key: &str) -> Arc<Mutex<()>> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(key.to_string()).or_default().clone()
+    }
+}
+
+/// What every stage of a build shares.
+struct Shared<'a> {
     images: &'a Images,
-    runtime: Runtime,
     context: &'a Context,
     cache: Cache,
     no_cache: bool,
-    out: &'a mut dyn Write,
     clamp: Option<i64>,
-    signals: signals::Interrupts,
+    cancel: Cancel,
     secrets: &'a BTreeMap<String, Vec<u8>>,
-    total: usize,
-    n: usize,
-    cached: usize,
-    executed: usize,
+    spawner: Spawner,
+    locks: KeyLocks,
+    next_id: AtomicUsize,
+    cached: AtomicUsize,
+    executed: AtomicUsize,
+}
+
+/// What stage threads tell the thread that drives the build.
+enum Msg {
+    Event(Event),
+    Stage(usize, Box<Result<StageState>>),
+}
+
+/// One stage being built (on its own thread).
+struct Executor<'a> {
+    sh: &'a Shared<'a>,
+    images: &'a Images,
+    context: &'a Context,
+    tx: Sender<Msg>,
+    stage: String,
+    count: usize,
+    index: usize,
 }
 
 /// Build `req` with `context`, RUN containers kept under `runtime_root`;
-/// progress to `out`.
+/// progress to `out` in docker's classic format (`Step 1/5 : …`).
 pub fn build(
     images: &Images,
     runtime_root: &Path,
@@ -269,13 +353,34 @@ pub fn build(
     req: &Request,
     out: &mut dyn Write,
 ) -> Result<Built> {
+    build_with(
+        images,
+        runtime_root,
+        context,
+        req,
+        &mut progress::Classic::new(out),
+    )
+}
+
+/// Build `req` with `context`, RUN containers kept under `runtime_root`,
+/// reporting to `progress` (on this thread). Call from a single-threaded
+/// process (see the module doc).
+pub fn build_with(
+    images: &Images,
+    runtime_root: &Path,
+    context: &Context,
+    req: &Request,
+    progress: &mut dyn Progress,
+) -> Result<Built> {
     let mut opts = req.options.clone();
     let epoch = opts.created.unwrap_or(0);
     opts.created = Some(epoch);
-    let clamp = req.options.created;
     let plan = Plan::new(&req.dockerfile, opts, req.target.as_deref())?;
     for w in plan.warnings() {
-        let _ = writeln!(out, "[WARNING]: line {}: {}", w.line, w.message);
+        progress.event(&Event::Warning {
+            line: w.line,
+            message: w.message,
+        });
     }
     let mut bases: BTreeMap<String, StageState> = BTreeMap::new();
     let plans = plan.eval_all(|img, _platform| {
@@ -284,51 +389,193 @@ pub fn build(
         bases.insert(img.to_string(), st);
         Ok(cfg)
     })?;
-    let mut ex = Executor {
+    let signals = signals::Interrupts::block()?;
+    sweep::sweep(images, &Runtime::new(runtime_root));
+    let shared = Shared {
         images,
-        runtime: Runtime::new(runtime_root),
         context,
         cache: Cache::open(images)?,
         no_cache: req.no_cache,
-        out,
-        clamp,
-        signals: signals::Interrupts::block()?,
+        clamp: req.options.created,
+        cancel: Cancel::new()?,
         secrets: &req.secrets,
-        total: count_steps(&plan, &plans, &bases),
-        n: 0,
-        cached: 0,
-        executed: 0,
+        spawner: Spawner::start(runtime_root)?,
+        locks: KeyLocks::default(),
+        next_id: AtomicUsize::new(1),
+        cached: AtomicUsize::new(0),
+        executed: AtomicUsize::new(0),
     };
-    sweep::sweep(images, &ex.runtime);
-    let starts = |i: usize, done: &BTreeMap<usize, StageState>| match plan.base(i) {
-        Base::Scratch => StageState::scratch(),
-        Base::Stage(s) => done.get(s).cloned().unwrap_or_else(StageState::scratch),
-        Base::Image(img) => bases.get(img).cloned().unwrap_or_else(StageState::scratch),
+    progress.event(&Event::Plan {
+        steps: count_steps(&plan, &plans, &bases),
+        stages: plan.order().len(),
+    });
+    let run = Run {
+        plan: &plan,
+        plans: &plans,
+        bases: &bases,
+        sh: &shared,
     };
-    let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
-    for i in plan.order() {
-        let base = starts(i, &done);
-        ex.say_from(&plan, i, &base)?;
-        let texts: Vec<String> = plan.stages.stages[i]
-            .commands
-            .iter()
-            .map(|n| first_line(&n.original))
-            .collect();
-        let sp = plans
-            .get(&i)
-            .ok_or_else(|| ExecError::Invalid(format!("stage {i} was not evaluated")))?;
-        let st = ex.stage(base, sp, &texts, &done)?;
-        done.insert(i, st);
-    }
+    let mut done = run.stages(&signals, progress)?;
     let target = done
         .remove(&plan.target)
         .ok_or_else(|| ExecError::Invalid("the target stage was not built".into()))?;
     let id = store::write_image(images, &target.config, &target.layers, epoch, &req.tags)?;
+    progress.event(&Event::Finished {
+        image: id.clone(),
+        tags: req.tags.clone(),
+    });
     Ok(Built {
         id,
-        cached: ex.cached,
-        executed: ex.executed,
+        cached: shared.cached.load(Ordering::SeqCst),
+        executed: shared.executed.load(Ordering::SeqCst),
     })
+}
+
+/// The stage scheduler.
+struct Run<'a> {
+    plan: &'a Plan,
+    plans: &'a BTreeMap<usize, StagePlan>,
+    bases: &'a BTreeMap<String, StageState>,
+    sh: &'a Shared<'a>,
+}
+
+impl Run<'_> {
+    fn base_of(&self, i: usize, done: &BTreeMap<usize, StageState>) -> StageState {
+        match self.plan.base(i) {
+            Base::Scratch => StageState::scratch(),
+            Base::Stage(s) => done.get(s).cloned().unwrap_or_else(StageState::scratch),
+            Base::Image(img) => self
+                .bases
+                .get(img)
+                .cloned()
+                .unwrap_or_else(StageState::scratch),
+        }
+    }
+
+    /// Build every stage the target needs, each on its own thread once its
+    /// dependencies are built; events go to `progress` on this thread. The
+    /// first failure cancels the other stages and is returned.
+    fn stages(
+        &self,
+        signals: &signals::Interrupts,
+        progress: &mut dyn Progress,
+    ) -> Result<BTreeMap<usize, StageState>> {
+        let order = self.plan.order();
+        let (tx, rx) = channel::<Msg>();
+        let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
+        let mut started: Vec<usize> = Vec::new();
+        let mut running = 0usize;
+        let mut failed: Option<ExecError> = None;
+        std::thread::scope(|scope| {
+            loop {
+                if failed.is_none() {
+                    for &i in &order {
+                        let deps = &self.plan.graph.nodes[i].deps;
+                        if started.contains(&i) || !deps.iter().all(|d| done.contains_key(d)) {
+                            continue;
+                        }
+                        started.push(i);
+                        running += 1;
+                        let base = self.base_of(i, &done);
+                        let deps: BTreeMap<usize, StageState> = done
+                            .iter()
+                            .filter(|(k, _)| deps.contains(k))
+                            .map(|(k, v)| (*k, v.clone()))
+                            .collect();
+                        let tx = tx.clone();
+                        std::thread::Builder::new()
+                            .name(format!("build-stage-{i}"))
+                            .spawn_scoped(scope, move || {
+                                let r = self.stage(i, base, &deps, tx.clone());
+                                let _ = tx.send(Msg::Stage(i, Box::new(r)));
+                            })
+                            .map_err(|e| {
+                                ExecError::Invalid(format!("cannot start a thread: {e}"))
+                            })?;
+                    }
+                }
+                if running == 0 {
+                    break;
+                }
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(Msg::Event(e)) => progress.event(&e),
+                    Ok(Msg::Stage(i, r)) => {
+                        running -= 1;
+                        match *r {
+                            Ok(st) => {
+                                done.insert(i, st);
+                            }
+                            Err(e) => {
+                                if failed.is_none() || matches!(failed, Some(ExecError::Cancelled))
+                                {
+                                    failed = Some(e);
+                                }
+                                self.sh.cancel.cancel();
+                            }
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => progress.tick(),
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                if let Err(e) = signals.check() {
+                    if failed.is_none() || matches!(failed, Some(ExecError::Cancelled)) {
+                        failed = Some(e);
+                    }
+                    self.sh.cancel.cancel();
+                }
+            }
+            Ok::<(), ExecError>(())
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
+    /// Build stage `i` from `base`; `deps` are the stages it reads from.
+    fn stage(
+        &self,
+        i: usize,
+        base: StageState,
+        deps: &BTreeMap<usize, StageState>,
+        tx: Sender<Msg>,
+    ) -> Result<StageState> {
+        let sp = self
+            .plans
+            .get(&i)
+            .ok_or_else(|| ExecError::Invalid(format!("stage {i} was not evaluated")))?;
+        let s = &self.plan.stages.stages[i];
+        let name = match &s.name {
+            Some(n) => n.clone(),
+            None => format!("stage-{i}"),
+        };
+        let texts: Vec<String> = s.commands.iter().map(|n| first_line(&n.original)).collect();
+        let from = self
+            .plan
+            .dockerfile
+            .instructions
+            .iter()
+            .find(|n| n.line == s.line)
+            .map(|n| first_line(&n.original))
+            .unwrap_or_else(|| format!("FROM {}", s.from.image));
+        let mut ex = Executor {
+            sh: self.sh,
+            images: self.sh.images,
+            context: self.sh.context,
+            tx,
+            stage: name,
+            count: 1 + sp
+                .config
+                .history
+                .len()
+                .saturating_sub(base.config.history.len()),
+            index: 0,
+        };
+        let id = ex.start(from, progress::StepKind::From);
+        let result = (base.key != "scratch").then(|| short(&base.key).to_string());
+        ex.done(id, Instant::now(), result);
+        ex.stage(base, sp, &texts, deps)
+    }
 }
 
 /// The number of `Step n/N` lines: each needed stage's FROM and instructions
@@ -414,26 +661,31 @@ fn next_chain(parent: Option<&str>, diff_id: &str) -> String {
 }
 
 impl<'a> Executor<'a> {
-    fn say(&mut self, line: impl std::fmt::Display) {
-        let _ = writeln!(self.out, "{line}");
-        let _ = self.out.flush();
+    fn send(&self, e: Event) {
+        let _ = self.tx.send(Msg::Event(e));
     }
 
-    fn say_from(&mut self, plan: &Plan, i: usize, base: &StageState) -> Result<()> {
-        let line = plan.stages.stages[i].line;
-        let text = plan
-            .dockerfile
-            .instructions
-            .iter()
-            .find(|n| n.line == line)
-            .map(|n| first_line(&n.original))
-            .unwrap_or_else(|| format!("FROM {}", plan.stages.stages[i].from.image));
-        self.n += 1;
-        self.say(format!("Step {}/{} : {text}", self.n, self.total));
-        if base.key != "scratch" {
-            self.say(format!(" ---> {}", short(&base.key)));
-        }
-        Ok(())
+    /// A new vertex: its id.
+    fn start(&mut self, text: String, kind: progress::StepKind) -> usize {
+        self.index += 1;
+        let id = self.sh.next_id.fetch_add(1, Ordering::SeqCst);
+        self.send(Event::Start(StepInfo {
+            id,
+            stage: self.stage.clone(),
+            index: self.index,
+            count: self.count,
+            text,
+            kind,
+        }));
+        id
+    }
+
+    fn done(&self, id: usize, began: Instant, result: Option<String>) {
+        self.send(Event::Done {
+            id,
+            elapsed: began.elapsed(),
+            result,
+        });
     }
 
     fn stage(
@@ -453,66 +705,76 @@ impl<'a> Executor<'a> {
             .saturating_sub(texts.len());
         st.config = sp.config.clone();
         for h in first..sp.config.history.len() {
-            self.n += 1;
+            self.sh.cancel.check()?;
+            let began = Instant::now();
             match sp.steps.iter().find(|s| s.history_index == h) {
                 Some(step) => {
-                    self.say(format!(
-                        "Step {}/{} : {}",
-                        self.n, self.total, step.original
-                    ));
-                    let made = self.step(&mut st, step, done)?;
+                    let id = self.start(step.original.clone(), progress::StepKind::Exec);
+                    let made = match self.step(&mut st, step, done, id) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            if !matches!(e, ExecError::Cancelled) {
+                                self.send(Event::Failed {
+                                    id,
+                                    message: e.to_string(),
+                                });
+                            }
+                            return Err(e);
+                        }
+                    };
                     if let Some(e) = st.config.history.get_mut(h) {
                         e.empty_layer = !made;
                     }
+                    self.done(id, began, Some(short(&st.key).to_string()));
                 }
                 None => {
                     let text = (h - first)
                         .checked_sub(triggers)
                         .and_then(|k| texts.get(k).cloned())
                         .unwrap_or_else(|| sp.config.history[h].created_by.clone());
-                    self.say(format!("Step {}/{} : {text}", self.n, self.total));
-                    if st.key != "scratch" {
-                        self.say(format!(" ---> {}", short(&st.key)));
-                    }
+                    let id = self.start(text, progress::StepKind::Meta);
+                    let result = (st.key != "scratch").then(|| short(&st.key).to_string());
+                    self.done(id, began, result);
                 }
             }
         }
         Ok(st)
     }
 
-    /// Run or reuse one step; true when it made a layer.
+    /// Run or reuse one step (vertex `id`); true when it made a layer.
     fn step(
         &mut self,
         st: &mut StageState,
         step: &Step,
         done: &BTreeMap<usize, StageState>,
+        id: usize,
     ) -> Result<bool> {
-        self.signals.check()?;
         let keys = Keys {
             images: self.images,
             done,
         };
         let inputs = step_inputs(step, self.context, &keys)?;
         let key = cache_key(&st.key, step, &inputs);
-        let hit = if self.no_cache {
+        let lock = self.sh.locks.get(&key);
+        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = if self.sh.no_cache {
             None
         } else {
-            self.cache.lookup(self.images, &key)
+            self.sh.cache.lookup(self.images, &key)
         };
         let entry = match hit {
             Some(e) => {
-                self.cached += 1;
-                self.say(" ---> Using cache");
+                self.sh.cached.fetch_add(1, Ordering::SeqCst);
+                self.send(Event::Cached { id });
                 e
             }
             None => {
-                self.executed += 1;
-                let e = self.execute(st, step, done)?;
-                self.cache.record(self.images, &key, &e)?;
+                self.sh.executed.fetch_add(1, Ordering::SeqCst);
+                let e = self.execute(st, step, done, id)?;
+                self.sh.cache.record(self.images, &key, &e)?;
                 e
             }
         };
-        self.say(format!(" ---> {}", short(&key)));
         st.key = key;
         st.chain = entry.chain;
         let made = entry.layer.is_some();
@@ -525,6 +787,7 @@ impl<'a> Executor<'a> {
         st: &StageState,
         step: &Step,
         done: &BTreeMap<usize, StageState>,
+        vertex: usize,
     ) -> Result<Entry> {
         let id = format!("berth-build-{}", &random_id()[..24]);
         let work = Scratch(self.images.root().join("tmp").join(&id));
@@ -536,7 +799,7 @@ impl<'a> Executor<'a> {
             ExecError::Invalid("the snapshotter gave a snapshot berth cannot write into".into())
         })?;
         let rootfs = Mounted::new(&snap.mounts, &work.0.join("rootfs"))?;
-        self.apply(step, &rootfs, &work.0, &id, done)?;
+        self.apply(step, &rootfs, &work.0, &id, done, vertex)?;
         rootfs.unmount()?;
         // A full copy (native snapshotter) is compared with its parent.
         let parent = match (style, &st.chain) {
@@ -552,7 +815,12 @@ impl<'a> Executor<'a> {
             .as_ref()
             .and_then(|v| v.mounts.first())
             .map(|m| PathBuf::from(&m.source));
-        let layer = write_layer(self.images.content(), &upper, lower.as_deref(), self.clamp)?;
+        let layer = write_layer(
+            self.images.content(),
+            &upper,
+            lower.as_deref(),
+            self.sh.clamp,
+        )?;
         drop(parent);
         let chain = match &layer {
             None => st.chain.clone(),
@@ -572,6 +840,7 @@ impl<'a> Executor<'a> {
         work: &Path,
         id: &str,
         done: &BTreeMap<usize, StageState>,
+        vertex: usize,
     ) -> Result<()> {
         match &step.kind {
             StepKind::Copy(c) => self.copy(c, rootfs.path(), work, done),
@@ -580,29 +849,51 @@ impl<'a> Executor<'a> {
                 mkdir_all(rootfs.path(), d, Some(owner)).map(|_| ())
             }
             StepKind::Run(r) => {
-                self.say(format!(" ---> Running in {}", short(&id[12..])));
+                self.send(Event::Running {
+                    id: vertex,
+                    container: short(&id[12..]).to_string(),
+                });
                 let bundle = work.join("bundle");
                 std::fs::create_dir_all(&bundle).map_err(io_err("create", &bundle))?;
                 let cache_dir = self.images.root().join("build-cache/mounts");
                 let binds = self.bind_sources(r, work, done)?;
                 let env = run::RunEnv {
-                    runtime: &self.runtime,
+                    spawner: &self.sh.spawner,
                     id,
                     bundle: &bundle,
                     rootfs: rootfs.path(),
                     cache_dir: &cache_dir,
-                    signals: &self.signals,
-                    secrets: self.secrets,
+                    cancel: std::os::fd::AsFd::as_fd(&self.sh.cancel.rd),
+                    secrets: self.sh.secrets,
                     binds: &binds.map,
                 };
-                run::run(&env, step, r, &mut *self.out)?;
+                let mut out = OutputEvents {
+                    tx: &self.tx,
+                    id: vertex,
+                };
+                run::run(&env, step, r, &mut out)?;
                 drop(binds);
-                self.say(format!(
-                    " ---> Removed intermediate container {}",
-                    short(&id[12..])
-                ));
                 Ok(())
             }
         }
+    }
+}
+
+/// A RUN's output as [`Event::Output`]s.
+struct OutputEvents<'a> {
+    tx: &'a Sender<Msg>,
+    id: usize,
+}
+
+impl Write for OutputEvents<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let _ = self.tx.send(Msg::Event(Event::Output {
+            id: self.id,
+            data: b.to_vec(),
+        }));
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

@@ -1,17 +1,15 @@
-//! RUN: a container on the mounted snapshot through `berth_runtime`, with the
-//! stage's environment, user, working directory and argv, no network unless
-//! `--network=host`, its output streamed to the build output.
+//! RUN: a container on the mounted snapshot, with the stage's environment,
+//! user, working directory and argv, no network unless `--network=host`, its
+//! output streamed to the build output.
 //!
-//! The runtime forks from the caller: call [`run`] from a single-threaded
-//! process. The container's init is our child and is reaped here.
+//! The container is created, reaped and deleted by the build's
+//! [`Spawner`] (a single-threaded helper process), so [`run`] may be called
+//! from any thread.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use berth_runtime::{CreateOptions, Runtime};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::Pid;
 use oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxNamespaceType, Mount, Process, Spec, User,
 };
@@ -20,6 +18,7 @@ use crate::ast::{MountType, NetworkMode};
 use crate::eval::{CopyFrom, RunMount, RunStep, Step};
 
 use super::fsutil::{mkdir_all, resolve_user};
+use super::spawner::Spawner;
 use super::{io_err, ExecError, Result};
 
 /// docker's default capabilities (one list for the engine and the builder).
@@ -27,8 +26,8 @@ use berth_runtime::features::DOCKER_DEFAULT_CAPS as CAPS;
 
 /// Where a RUN executes.
 pub struct RunEnv<'a> {
-    /// The runtime.
-    pub runtime: &'a Runtime,
+    /// Creates the container.
+    pub spawner: &'a Spawner,
     /// Container id.
     pub id: &'a str,
     /// A scratch directory for the bundle (config.json, heredoc scripts).
@@ -37,29 +36,12 @@ pub struct RunEnv<'a> {
     pub rootfs: &'a Path,
     /// `<data-root>/build-cache/mounts` (for `--mount=type=cache`).
     pub cache_dir: &'a Path,
-    /// Interruptions to watch while the container runs.
-    pub signals: &'a super::signals::Interrupts,
+    /// Readable when the build is cancelled (the container is then killed).
+    pub cancel: BorrowedFd<'a>,
     /// `--secret` values by id.
     pub secrets: &'a std::collections::BTreeMap<String, Vec<u8>>,
     /// Host directories of the bind mounts, by mount index.
     pub binds: &'a std::collections::BTreeMap<usize, PathBuf>,
-}
-
-/// Kills, reaps and deletes the container when dropped.
-struct Container<'a> {
-    runtime: &'a Runtime,
-    id: &'a str,
-    pid: Option<i32>,
-}
-
-impl Drop for Container<'_> {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            let _ = waitpid(Pid::from_raw(pid), None);
-        }
-        let _ = self.runtime.delete(self.id, true);
-    }
 }
 
 /// Run `r` (of `step`) and stream its output to `out`; a non-zero exit fails
@@ -84,51 +66,30 @@ pub fn run(env: &RunEnv<'_>, step: &Step, r: &RunStep, out: &mut dyn Write) -> R
 }
 
 fn execute(env: &RunEnv<'_>, out: &mut dyn Write) -> Result<i32> {
-    let sys = |op: &str| {
-        let op = op.to_string();
-        move |error| ExecError::Sys { op, error }
-    };
     let (rd, wr): (OwnedFd, OwnedFd) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create a pipe"))?;
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|error| ExecError::Sys {
+            op: "create a pipe".into(),
+            error,
+        })?;
     let null = std::fs::File::open("/dev/null").map_err(io_err("open", Path::new("/dev/null")))?;
-    let opts = CreateOptions {
-        stdio: Some([null.as_raw_fd(), wr.as_raw_fd(), wr.as_raw_fd()]),
-        ..CreateOptions::default()
-    };
-    let mut c = Container {
-        runtime: env.runtime,
-        id: env.id,
-        pid: None,
-    };
-    let created = env.runtime.create(env.id, env.bundle, opts)?;
-    c.pid = Some(created.pid);
+    let mut job = env
+        .spawner
+        .run(env.id, env.bundle, [null.as_fd(), wr.as_fd(), wr.as_fd()])?;
     drop(wr);
     drop(null);
-    env.runtime.start(env.id)?;
     relay(env, std::fs::File::from(rd), out)?;
-    let status = loop {
-        match waitpid(Pid::from_raw(created.pid), None) {
-            Err(nix::Error::EINTR) => continue,
-            other => break other.map_err(sys("wait for the RUN container"))?,
-        }
-    };
-    c.pid = None;
-    Ok(match status {
-        WaitStatus::Exited(_, code) => code,
-        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
-        _ => 1,
-    })
+    job.wait(env.cancel, || ExecError::Cancelled)
 }
 
-/// Copy the container's output to `out` until it closes; fail on a signal.
+/// Copy the container's output to `out` until it closes; fail when the build
+/// is cancelled.
 fn relay(env: &RunEnv<'_>, mut rd: std::fs::File, out: &mut dyn Write) -> Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
     let mut buf = [0u8; 8192];
     loop {
         let mut fds = [
             PollFd::new(rd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(env.signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(env.cancel, PollFlags::POLLIN),
         ];
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::Error::EINTR) => continue,
@@ -140,7 +101,9 @@ fn relay(env: &RunEnv<'_>, mut rd: std::fs::File, out: &mut dyn Write) -> Result
             }
             Ok(_) => {}
         }
-        env.signals.check()?;
+        if fds[1].any() == Some(true) {
+            return Err(ExecError::Cancelled);
+        }
         match rd.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => {

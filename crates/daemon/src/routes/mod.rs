@@ -5,15 +5,20 @@
 //! `route` function that returns `None` for a request that is not its own. Routes that
 //! stream (wait, attach, logs -f, pull progress, uploads) get the connection ([`Conn`]).
 
+pub mod build;
 pub mod containers;
+pub mod events;
+pub mod exec;
 pub mod images;
 pub mod networks;
+pub mod streams;
 pub mod system;
+pub mod transfer;
+pub mod volumes;
 
 use crate::http::Request;
 use berth_engine::Engine;
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -56,11 +61,12 @@ pub struct Ctx {
     pub engine: Engine,
     /// the data root (for the image store)
     pub data_root: PathBuf,
-    /// containers created with AutoRemove: the daemon removes them after their exit
-    /// (as dockerd does), so it can still report their exit status
-    pub(crate) auto_remove: Mutex<HashSet<String>>,
-    /// exit codes of auto-removed containers, for `wait?condition=removed`
-    pub(crate) exited: Mutex<HashMap<String, i32>>,
+    /// attach clients waiting for a start, and the exits the shims reported
+    pub(crate) containers: containers::Shared,
+    /// execs by id
+    pub(crate) execs: exec::Execs,
+    /// what happened, for `GET /events`: `ctx.events.publish(kind, action, id, attrs)`
+    pub events: events::Events,
 }
 
 impl Ctx {
@@ -69,8 +75,9 @@ impl Ctx {
         Arc::new(Ctx {
             engine,
             data_root,
-            auto_remove: Mutex::default(),
-            exited: Mutex::default(),
+            containers: containers::Shared::default(),
+            execs: exec::Execs::default(),
+            events: events::Events::default(),
         })
     }
 }
@@ -82,8 +89,19 @@ pub(crate) fn engine_error(e: berth_engine::Error) -> Reply {
         E::Image(berth_image::Error::NotFound(_)) => 404,
         E::NameInUse { .. } | E::Conflict(_) => 409,
         E::Invalid(_) | E::Ambiguous(_) => 400,
+        E::CommandNotFound(_) | E::CommandNotExecutable(_) => 400,
         _ => 500,
     };
+    if let E::Network(inner) = &e {
+        // the client sees only the message: give it the causes too
+        let mut msg = inner.to_string();
+        let mut src = std::error::Error::source(inner);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        return Reply::error(status, msg);
+    }
     Reply::error(status, e)
 }
 
@@ -118,14 +136,19 @@ pub fn all_routes() -> impl Iterator<Item = &'static (&'static str, &'static str
     system::ROUTES
         .iter()
         .chain(containers::ROUTES)
+        .chain(streams::ROUTES)
+        .chain(exec::ROUTES)
         .chain(images::ROUTES)
+        .chain(volumes::ROUTES)
+        .chain(events::ROUTES)
+        .chain(build::ROUTES)
         .chain(networks::ROUTES)
 }
 
 /// Whether `req` uploads a body of any size that its route reads from [`Conn::reader`]
 /// itself; every other body is read (up to [`crate::http::MAX_BODY`]) before routing.
-pub fn streams_body(_req: &Request) -> bool {
-    false
+pub fn streams_body(req: &Request) -> bool {
+    streams::streams_body(req) || images::streams_body(req) || build::streams_body(req)
 }
 
 fn check_version(req: &Request) -> Option<Reply> {
@@ -152,8 +175,23 @@ pub fn route(ctx: &Arc<Ctx>, req: &Request, conn: &mut Conn) -> Option<Reply> {
     if let Some(r) = containers::route(ctx, req, parts, conn) {
         return r;
     }
-    if let Some(r) = images::route(ctx, req, parts) {
+    if let Some(r) = streams::route(ctx, req, parts, conn) {
+        return r;
+    }
+    if let Some(r) = exec::route(ctx, req, parts, conn) {
+        return r;
+    }
+    if let Some(r) = images::route(ctx, req, parts, conn) {
+        return r;
+    }
+    if let Some(r) = volumes::route(ctx, req, parts) {
         return Some(r);
+    }
+    if let Some(r) = events::route(ctx, req, parts, conn) {
+        return r;
+    }
+    if let Some(r) = build::route(ctx, req, parts, conn) {
+        return r;
     }
     if let Some(r) = networks::route(ctx, req, parts) {
         return Some(r);
@@ -215,11 +253,15 @@ mod tests {
             dir.path().join("data"),
         );
         for (m, p) in all_routes() {
-            let req = Request {
+            let mut req = Request {
                 method: m.to_string(),
                 path: p.replace("{id}", "nosuch"),
                 ..Default::default()
             };
+            if *p == "/events" {
+                // a bounded stream (it would follow new events forever)
+                req.query.insert("until".into(), "1".into());
+            }
             let (a, mut b) = UnixStream::pair().expect("socketpair");
             let mut reader = BufReader::new(a);
             let mut conn = Conn {

@@ -262,6 +262,7 @@ fn create(ctx: &Ctx, req: &Request) -> Reply {
         let b = body(req)?;
         let r = create_request(&b).map_err(|m| Reply::error(400, m))?;
         let info = n.create_network(&r).map_err(engine_error)?;
+        event(ctx, "create", &info, None);
         Ok(Reply::json(
             201,
             &json!({"Id": info.spec.id, "Warning": ""}),
@@ -276,7 +277,10 @@ fn remove(ctx: &Ctx, id: &str) -> Reply {
         Err(r) => return r,
     };
     match n.remove_network(id) {
-        Ok(_) => Reply::empty(204),
+        Ok(info) => {
+            event(ctx, "destroy", &info, None);
+            Reply::empty(204)
+        }
         Err(e @ berth_engine::Error::Conflict(_)) => Reply::error(403, e),
         Err(e) => engine_error(e),
     }
@@ -295,12 +299,34 @@ fn prune(ctx: &Ctx, req: &Request) -> Reply {
                 .get("label")
                 .is_none_or(|ls| ls.iter().all(|l| label_matches(&info.spec.labels, l)));
             if label_ok && n.remove_network(&info.spec.name).is_ok() {
+                event(ctx, "destroy", &info, None);
                 deleted.push(info.spec.name);
             }
         }
         Ok(Reply::json(200, &json!({"NetworksDeleted": deleted})))
     };
     run().unwrap_or_else(|r| r)
+}
+
+/// A network event for `GET /events`, in docker's shape.
+fn event(ctx: &Ctx, action: &str, n: &NetworkInfo, container: Option<&str>) {
+    let mut attrs = vec![
+        ("name", n.spec.name.clone()),
+        ("type", "bridge".to_string()),
+    ];
+    if let Some(c) = container {
+        attrs.push(("container", c.to_string()));
+    }
+    ctx.events.publish("network", action, &n.spec.id, attrs);
+}
+
+fn container_event(ctx: &Ctx, action: &str, network: &str, container: &str) {
+    let (Some(n), Ok(s)) = (ctx.engine.networking(), ctx.engine.inspect(container)) else {
+        return;
+    };
+    if let Ok(info) = n.find(network) {
+        event(ctx, action, &info, Some(&s.record.id));
+    }
 }
 
 /// `EndpointConfig` of a connect body or of `NetworkingConfig.EndpointsConfig`.
@@ -339,6 +365,7 @@ fn connect(ctx: &Ctx, id: &str, req: &Request) -> Reply {
             .ok_or_else(|| Reply::error(400, "Container: required"))?;
         let ep = endpoint(id, &b["EndpointConfig"]).map_err(|m| Reply::error(400, m))?;
         ctx.engine.connect_network(c, ep).map_err(engine_error)?;
+        container_event(ctx, "connect", id, c);
         Ok(Reply::empty(200))
     };
     run().unwrap_or_else(|r| r)
@@ -352,6 +379,7 @@ fn disconnect(ctx: &Ctx, id: &str, req: &Request) -> Reply {
             .as_str()
             .ok_or_else(|| Reply::error(400, "Container: required"))?;
         ctx.engine.disconnect_network(c, id).map_err(engine_error)?;
+        container_event(ctx, "disconnect", id, c);
         Ok(Reply::empty(200))
     };
     run().unwrap_or_else(|r| r)
@@ -511,6 +539,13 @@ pub fn settings(ctx: &Ctx, r: &Record) -> Value {
         "Gateway": first.filter(|a| a.ip.is_some()).map(|a| a.gateway.to_string()).unwrap_or_default(),
         "MacAddress": "", "EndpointID": "",
     })
+}
+
+/// The network fields of a container in `GET /containers/json`: `Ports` and
+/// `NetworkSettings.Networks`.
+pub fn summary_fields(ctx: &Ctx, r: &Record, v: &mut Value) {
+    v["Ports"] = port_list(ctx, r);
+    v["NetworkSettings"] = json!({"Networks": settings(ctx, r)["Networks"]});
 }
 
 /// `Ports` of a container in `GET /containers/json`.

@@ -1,4 +1,5 @@
-//! System routes: ping, version, info.
+//! System routes: ping, version, info, disk usage, and `/auth` (checks credentials
+//! against a registry as `docker login` asks; the daemon does not keep them).
 
 use super::{Ctx, Reply};
 use crate::http::Request;
@@ -11,6 +12,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("HEAD", "/_ping"),
     ("GET", "/version"),
     ("GET", "/info"),
+    ("GET", "/system/df"),
+    ("POST", "/auth"),
 ];
 
 /// Dispatch within this module; `None` when the route is not ours.
@@ -23,6 +26,8 @@ pub fn route(ctx: &Ctx, req: &Request, parts: &[&str]) -> Option<Reply> {
         },
         ("GET", ["version"]) => Reply::json(200, &version()),
         ("GET", ["info"]) => info(ctx),
+        ("GET", ["system", "df"]) => df(ctx),
+        ("POST", ["auth"]) => auth(req),
         _ => return None,
     })
 }
@@ -74,4 +79,134 @@ fn info(ctx: &Ctx) -> Reply {
             "Labels": [], "ExperimentalBuild": false, "Swarm": {"LocalNodeState": "inactive"}, "Warnings": []
         }),
     )
+}
+
+fn df(ctx: &Ctx) -> Reply {
+    let images = match super::images::store(ctx) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let list = match images.list() {
+        Ok(l) => l,
+        Err(e) => return super::images::image_error(e),
+    };
+    let layers: u64 = images.disk_usage().map(|d| d.images_size).unwrap_or(0);
+    let imgs: Vec<Value> = list
+        .iter()
+        .map(|i| {
+            json!({
+                "Id": i.id, "ParentId": "", "RepoTags": i.tags, "RepoDigests": i.repo_digests,
+                "Created": i.created.as_deref().map(super::unix).unwrap_or(0), "Size": i.size,
+                "SharedSize": 0, "VirtualSize": i.size, "Labels": {}, "Containers": i.containers
+            })
+        })
+        .collect();
+    let containers: Vec<Value> = ctx
+        .engine
+        .list(true)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            let r = &s.record;
+            let size = images
+                .snapshotter()
+                .usage(&format!("container-{}", r.id))
+                .map(|u| u.size)
+                .unwrap_or(0);
+            let state = match s.state {
+                State::Running => "running",
+                State::Created => "created",
+                State::Exited(_) => "exited",
+                State::Dead => "dead",
+            };
+            json!({
+                "Id": r.id, "Names": [format!("/{}", r.name)], "Image": r.options.image,
+                "Command": r.path, "Created": super::unix(&r.created), "State": state,
+                "Status": state, "SizeRw": size, "SizeRootFs": size, "Labels": r.options.labels,
+                "Mounts": []
+            })
+        })
+        .collect();
+    let volumes: Vec<Value> = ctx
+        .engine
+        .volume_list()
+        .unwrap_or_default()
+        .iter()
+        .map(|v| {
+            let mut d = super::volumes::doc(v);
+            let refs = ctx
+                .engine
+                .volume_users(&v.name)
+                .map(|u| u.len())
+                .unwrap_or(0);
+            d["UsageData"] = json!({"Size": super::volumes::du(&v.mountpoint), "RefCount": refs});
+            d
+        })
+        .collect();
+    Reply::json(
+        200,
+        &json!({"LayersSize": layers, "Images": imgs, "Containers": containers, "Volumes": volumes, "BuildCache": []}),
+    )
+}
+
+/// A registry's host as berth's credentials name it: `https://127.0.0.1:5000/` →
+/// `127.0.0.1:5000`, docker.io's many spellings → `docker.io`.
+pub fn registry_host(server: &str) -> String {
+    let s = server
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let s = s.split('/').next().unwrap_or("");
+    match s {
+        "" | "docker.io" | "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
+        other => other.to_string(),
+    }
+}
+
+fn auth(req: &Request) -> Reply {
+    let v: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Reply::error(
+                400,
+                format!(
+                    "invalid JSON body: {e}; send {{\"username\",\"password\",\"serveraddress\"}}"
+                ),
+            )
+        }
+    };
+    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let (Some(user), Some(pass)) = (s("username"), s("password")) else {
+        return Reply::error(400, "username and password are required (strings)");
+    };
+    let host = registry_host(&s("serveraddress").unwrap_or_default());
+    let client = berth_registry::Client::new(berth_registry::Options::default());
+    match client.check_login(&host, &user, &pass) {
+        Ok(()) => Reply::json(
+            200,
+            &json!({"Status": "Login Succeeded", "IdentityToken": ""}),
+        ),
+        Err(e @ berth_registry::Error::Unauthorized { .. }) => {
+            let _ = e;
+            Reply::error(
+                401,
+                format!(
+                    "login attempt to {host} failed: unauthorized: incorrect username or password"
+                ),
+            )
+        }
+        Err(e) => Reply::error(500, format!("login to {host} failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_hosts() {
+        assert_eq!(registry_host("https://index.docker.io/v1/"), "docker.io");
+        assert_eq!(registry_host("127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(registry_host("http://localhost:5000/"), "localhost:5000");
+    }
 }

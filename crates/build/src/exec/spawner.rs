@@ -1,0 +1,386 @@
+//! The RUN spawner: one single-threaded helper process per build that creates,
+//! starts, reaps and deletes the RUN containers, so that the builder itself
+//! may use threads (stages build in parallel).
+//!
+//! `berth_runtime` forks the container's init straight from its caller, which
+//! is only safe in a single-threaded process. [`Spawner::start`] forks the
+//! helper once, at the start of a build, while the builder is still
+//! single-threaded; the helper never starts a thread and serves requests over
+//! a `SOCK_SEQPACKET` pair. A request is the container id and bundle plus four
+//! descriptors (SCM_RIGHTS): a reply socket and the container's stdin, stdout
+//! and stderr. On the reply socket the helper answers `started` (or
+//! `error <message>`) and, once the init is reaped and the container deleted,
+//! `exit <code>`.
+//!
+//! Cancelling: when the builder shuts down or closes its end of a reply
+//! socket ([`Job`]'s drop), the helper kills that container; when the control
+//! socket closes (the [`Spawner`] is dropped, or the builder died), it kills
+//! every container, reaps and deletes them and exits. It dies with the builder
+//! (`PR_SET_PDEATHSIG`); what a SIGKILLed build leaves is swept by the next.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use berth_runtime::{CreateOptions, Runtime};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    recv, recvmsg, send, sendmsg, shutdown, socketpair, AddressFamily, ControlMessage,
+    ControlMessageOwned, MsgFlags, Shutdown, SockFlag, SockType,
+};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::{ExecError, Result};
+
+fn sys(op: &str) -> impl FnOnce(nix::Error) -> ExecError + '_ {
+    move |error| ExecError::Sys {
+        op: op.to_string(),
+        error,
+    }
+}
+
+fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(sys("create a socket pair for the RUN spawner"))
+}
+
+/// The builder's handle on the helper process.
+pub struct Spawner {
+    ctl: Option<OwnedFd>,
+    pid: Pid,
+}
+
+/// A RUN container the helper started; dropping it before [`Job::wait`]
+/// returned kills the container and waits until it is gone.
+pub struct Job {
+    reply: OwnedFd,
+    done: bool,
+}
+
+impl Spawner {
+    /// Fork the helper. Call while this process is single-threaded.
+    pub fn start(runtime_root: &Path) -> Result<Self> {
+        let (ours, theirs) = seqpacket_pair()?;
+        let parent = nix::unistd::getpid();
+        match berth_sys::proc::fork_with_flags(0) {
+            Ok(berth_sys::proc::Forked::Child) => {
+                drop(ours);
+                let root = runtime_root.to_path_buf();
+                let code = match std::panic::catch_unwind(move || serve(theirs, &root, parent)) {
+                    Ok(()) => 0,
+                    Err(_) => 1,
+                };
+                berth_sys::proc::exit_now(code)
+            }
+            Ok(berth_sys::proc::Forked::Parent(pid)) => {
+                drop(theirs);
+                Ok(Self {
+                    ctl: Some(ours),
+                    pid: Pid::from_raw(pid),
+                })
+            }
+            Err(e) => Err(ExecError::Invalid(format!(
+                "cannot fork the RUN spawner: {e}"
+            ))),
+        }
+    }
+
+    /// Create and start container `id` from `bundle` with `stdio`.
+    pub fn run(&self, id: &str, bundle: &Path, stdio: [BorrowedFd<'_>; 3]) -> Result<Job> {
+        let ctl = self
+            .ctl
+            .as_ref()
+            .ok_or_else(|| ExecError::Invalid("the RUN spawner is closed".into()))?;
+        let (reply, theirs) = seqpacket_pair()?;
+        let msg = serde_json::json!({ "id": id, "bundle": bundle }).to_string();
+        let fds = [
+            theirs.as_raw_fd(),
+            stdio[0].as_raw_fd(),
+            stdio[1].as_raw_fd(),
+            stdio[2].as_raw_fd(),
+        ];
+        sendmsg::<()>(
+            ctl.as_raw_fd(),
+            &[IoSlice::new(msg.as_bytes())],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(sys("send a RUN request to the spawner"))?;
+        drop(theirs);
+        let mut job = Job { reply, done: false };
+        match job.message()?.as_deref() {
+            Some("started") => Ok(job),
+            Some(m) => {
+                job.done = true;
+                Err(ExecError::Invalid(
+                    m.strip_prefix("error ").unwrap_or(m).to_string(),
+                ))
+            }
+            None => {
+                job.done = true;
+                Err(ExecError::Invalid("the RUN spawner exited".into()))
+            }
+        }
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        // Closing the control socket tells the helper to clean up and exit.
+        drop(self.ctl.take());
+        while let Err(nix::Error::EINTR) = waitpid(self.pid, None) {}
+    }
+}
+
+impl Job {
+    /// The next message from the helper (None: it closed the socket).
+    fn message(&self) -> Result<Option<String>> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match recv(self.reply.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(sys("read the RUN spawner's reply")(e)),
+                Ok(0) => return Ok(None),
+                Ok(n) => return Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
+            }
+        }
+    }
+
+    /// Wait for the container's exit code; `cancel` becoming readable
+    /// aborts the wait with `on_cancel()` (the container is killed on drop).
+    pub fn wait(
+        &mut self,
+        cancel: BorrowedFd<'_>,
+        on_cancel: impl Fn() -> ExecError,
+    ) -> Result<i32> {
+        loop {
+            let mut fds = [
+                PollFd::new(self.reply.as_fd(), PollFlags::POLLIN),
+                PollFd::new(cancel, PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(sys("wait for the RUN container")(e)),
+                Ok(_) => {}
+            }
+            if fds[1].any() == Some(true) {
+                return Err(on_cancel());
+            }
+            if fds[0].any() == Some(true) {
+                break;
+            }
+        }
+        let msg = self.message()?;
+        self.done = true;
+        match msg.as_deref().and_then(|m| m.strip_prefix("exit ")) {
+            Some(code) => code.parse().map_err(|_| {
+                ExecError::Invalid(format!("bad reply from the RUN spawner: {msg:?}"))
+            }),
+            None => Err(ExecError::Invalid(
+                "the RUN spawner exited before the container".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Tell the helper to kill the container, then wait until it is reaped.
+        let _ = shutdown(self.reply.as_raw_fd(), Shutdown::Write);
+        while let Ok(Some(_)) = self.message() {}
+    }
+}
+
+/// A container the helper runs.
+struct Running {
+    id: String,
+    pid: Pid,
+    reply: OwnedFd,
+    killed: bool,
+}
+
+/// The helper's loop (in the forked child; single-threaded).
+fn serve(ctl: OwnedFd, runtime_root: &PathBuf, parent: Pid) {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if nix::unistd::getppid() != parent {
+        return;
+    }
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    if set.thread_block().is_err() {
+        return;
+    }
+    let Ok(sigchld) = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+    else {
+        return;
+    };
+    let runtime = Runtime::new(runtime_root);
+    let mut jobs: Vec<Running> = Vec::new();
+    let mut open = true;
+    while open || !jobs.is_empty() {
+        let (ctl_ready, chld_ready, cancelled) = {
+            // Killed jobs and a closed control socket are left out: a hung-up
+            // socket would be reported ready again and again.
+            let watched: Vec<usize> = (0..jobs.len()).filter(|&i| !jobs[i].killed).collect();
+            let mut fds = vec![PollFd::new(sigchld.as_fd(), PollFlags::POLLIN)];
+            fds.extend(
+                watched
+                    .iter()
+                    .map(|&i| PollFd::new(jobs[i].reply.as_fd(), PollFlags::POLLIN)),
+            );
+            if open {
+                fds.push(PollFd::new(ctl.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Err(nix::Error::EINTR) => continue,
+                Err(_) => break,
+                Ok(_) => {}
+            }
+            let ready = |f: &PollFd| f.any() == Some(true);
+            let cancelled: Vec<usize> = watched
+                .iter()
+                .zip(&fds[1..])
+                .filter(|(_, f)| ready(f))
+                .map(|(&i, _)| i)
+                .collect();
+            let ctl_ready = open && fds.last().is_some_and(ready);
+            (ctl_ready, ready(&fds[0]), cancelled)
+        };
+        if ctl_ready {
+            match receive(&ctl) {
+                Some((id, bundle, fds)) => {
+                    if let Some(j) = start(&runtime, id, &bundle, fds) {
+                        jobs.push(j);
+                    }
+                }
+                None => {
+                    open = false;
+                    for j in &mut jobs {
+                        kill_once(j);
+                    }
+                }
+            }
+        }
+        for i in cancelled {
+            kill_once(&mut jobs[i]);
+        }
+        if chld_ready {
+            while let Ok(Some(_)) = sigchld.read_signal() {}
+            reap(&runtime, &mut jobs);
+        }
+    }
+}
+
+fn kill_once(j: &mut Running) {
+    if !j.killed {
+        j.killed = true;
+        let _ = kill(j.pid, Signal::SIGKILL);
+    }
+}
+
+/// Reap the exited containers, delete them and report their exit codes.
+fn reap(runtime: &Runtime, jobs: &mut Vec<Running>) {
+    jobs.retain(|j| {
+        let code = match waitpid(j.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+            Err(nix::Error::ECHILD) => 255,
+            _ => return true,
+        };
+        let _ = runtime.delete(&j.id, true);
+        let _ = send(
+            j.reply.as_raw_fd(),
+            format!("exit {code}").as_bytes(),
+            MsgFlags::MSG_NOSIGNAL,
+        );
+        false
+    });
+}
+
+/// Read one request: (id, bundle, [reply, stdin, stdout, stderr]); None when
+/// the builder closed the control socket (or sent garbage).
+fn receive(ctl: &OwnedFd) -> Option<(String, PathBuf, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; 8192];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let (n, fds) = loop {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(
+            ctl.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return None,
+            Ok(m) => {
+                let mut fds = Vec::new();
+                for c in m.cmsgs().ok()? {
+                    if let ControlMessageOwned::ScmRights(raw) = c {
+                        fds.extend(raw.into_iter().map(berth_sys::proc::own_fd));
+                    }
+                }
+                break (m.bytes, fds);
+            }
+        }
+    };
+    if n == 0 || fds.len() != 4 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&buf[..n]).ok()?;
+    let id = v["id"].as_str()?.to_string();
+    let bundle = PathBuf::from(v["bundle"].as_str()?);
+    Some((id, bundle, fds))
+}
+
+/// Create and start a container; answer `started` or `error …` on its reply socket.
+fn start(runtime: &Runtime, id: String, bundle: &Path, fds: Vec<OwnedFd>) -> Option<Running> {
+    let mut fds = fds.into_iter();
+    let reply = fds.next()?;
+    let stdio: Vec<OwnedFd> = fds.collect();
+    let opts = CreateOptions {
+        stdio: Some([
+            stdio[0].as_raw_fd(),
+            stdio[1].as_raw_fd(),
+            stdio[2].as_raw_fd(),
+        ]),
+        ..CreateOptions::default()
+    };
+    let answer = |msg: &str| {
+        let _ = send(reply.as_raw_fd(), msg.as_bytes(), MsgFlags::MSG_NOSIGNAL);
+    };
+    let created = match runtime.create(&id, bundle, opts) {
+        Ok(c) => c,
+        Err(e) => {
+            answer(&format!("error RUN container: {e}"));
+            return None;
+        }
+    };
+    drop(stdio);
+    let pid = Pid::from_raw(created.pid);
+    if let Err(e) = runtime.start(&id) {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        let _ = runtime.delete(&id, true);
+        answer(&format!("error RUN container: {e}"));
+        return None;
+    }
+    answer("started");
+    Some(Running {
+        id,
+        pid,
+        reply,
+        killed: false,
+    })
+}
