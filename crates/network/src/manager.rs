@@ -83,6 +83,9 @@ struct State {
 /// What survives a daemon restart besides IPAM (`networks.json`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Saved {
+    /// the nft table (so tools and test harnesses can find what to remove)
+    #[serde(default)]
+    table: String,
     networks: BTreeMap<String, NetworkSpec>,
     ports: BTreeMap<String, Vec<nft::PortRule>>,
 }
@@ -188,6 +191,7 @@ impl<E: Executor> Manager<E> {
     /// Persists what `restore` needs (atomic rename), then applies the rules.
     fn sync_rules(&self, st: &State) -> Result<()> {
         let saved = Saved {
+            table: self.table.clone(),
             networks: st
                 .networks
                 .iter()
