@@ -204,6 +204,13 @@ pub struct CreateOptions {
     /// `--add-host name:ip`
     #[serde(default)]
     pub extra_hosts: Vec<String>,
+    /// `--restart` (`HostConfig.RestartPolicy`)
+    #[serde(default)]
+    pub restart: crate::restart::RestartPolicy,
+    /// `--health-*` / `--no-healthcheck` (`Config.Healthcheck`); after create, merged
+    /// with the image's
+    #[serde(default)]
+    pub healthcheck: Option<crate::health::HealthConfig>,
     /// the terminal's size (rows, columns) at creation, for a `-t` container's pty
     #[serde(default)]
     pub console_size: Option<(u16, u16)>,
@@ -211,6 +218,9 @@ pub struct CreateOptions {
     /// (docker's `StdinOnce`, set by `run -i`)
     #[serde(default)]
     pub stdin_once: bool,
+    /// `--init`: a small init (tini) runs as pid 1, forwards signals and reaps
+    #[serde(default)]
+    pub init: bool,
 }
 
 impl CreateOptions {
