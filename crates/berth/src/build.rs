@@ -5,11 +5,12 @@
 use anyhow::{bail, Context as _, Result};
 use berth_build::context::Context;
 use berth_build::eval::{BuildOptions, Platform};
-use berth_build::exec::{build as exec_build, Request};
+use berth_build::exec::Request;
 use berth_build::plan::Plan;
 use berth_build::stages::Base;
+use berth_client::{enc, Body};
 use clap::{Args, Subcommand};
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// `berth image …`: build, plus the image commands.
@@ -148,44 +149,6 @@ impl Drop for TempContext {
     }
 }
 
-fn open_context(root: &Path, a: &BuildArgs) -> Result<(Context, String, TempContext)> {
-    let df_name = a.file.clone().unwrap_or_else(|| "Dockerfile".into());
-    if a.context == "-" {
-        if df_name == "-" {
-            bail!("cannot read both the context and the Dockerfile from stdin");
-        }
-        let dir = root
-            .join("tmp")
-            .join(format!("build-context-{}", std::process::id()));
-        let guard = TempContext(Some(dir.clone()));
-        let ctx = Context::from_tar(std::io::stdin().lock(), &dir, Some(&df_name))
-            .context("cannot read the build context from stdin")?;
-        let df = std::fs::read_to_string(dir.join(&df_name))
-            .with_context(|| format!("cannot read the Dockerfile {df_name} in the context"))?;
-        return Ok((ctx, df, guard));
-    }
-    let dir = PathBuf::from(&a.context);
-    if !dir.is_dir() {
-        bail!("unable to prepare context: path {:?} not found", a.context);
-    }
-    let (df_text, df_path) = if df_name == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
-        (s, None)
-    } else {
-        let p = if a.file.is_some() {
-            PathBuf::from(&df_name)
-        } else {
-            dir.join(&df_name)
-        };
-        let t = std::fs::read_to_string(&p)
-            .with_context(|| format!("cannot read the Dockerfile {}", p.display()))?;
-        (t, Some(p))
-    };
-    let ctx = Context::open(&dir, df_path.as_deref()).context("cannot open the build context")?;
-    Ok((ctx, df_text, TempContext(None)))
-}
-
 /// Pull the images the build needs (bases and `--from` images) that the
 /// store lacks (all of them with `--pull`), before any RUN forks.
 fn pull_bases(root: &Path, req: &Request, always: bool, quiet: bool) -> Result<()> {
@@ -254,8 +217,14 @@ pub fn worker(root: &Path, a: &WorkerArgs) -> Result<()> {
         ..BuildOptions::default()
     };
     opts.build_args.extend(map("build_args"));
+    // SOURCE_DATE_EPOCH comes as a build arg (as BuildKit takes it): it sets the
+    // image's timestamps and is not an ARG of the Dockerfile.
+    if let Some(epoch) = opts.build_args.remove("SOURCE_DATE_EPOCH") {
+        opts.created = epoch.trim().parse().ok();
+    }
     opts.labels.extend(map("labels"));
     let df_name = v["dockerfile"].as_str().unwrap_or("Dockerfile").to_string();
+    sweep_contexts(root);
     let dir = root
         .join("tmp")
         .join(format!("build-context-{}", std::process::id()));
@@ -271,19 +240,203 @@ pub fn worker(root: &Path, a: &WorkerArgs) -> Result<()> {
         target: v["target"].as_str().map(String::from),
         tags: strs("tags"),
         no_cache: v["no_cache"].as_bool().unwrap_or(false),
-        secrets: Default::default(),
+        secrets: worker_secrets(a)?,
     };
     pull_bases(root, &req, v["pull"].as_bool().unwrap_or(false), true)?;
     let images = crate::image::open(root)?;
-    let mut out = std::io::stdout();
-    let built = exec_build(&images, &runtime_root(), &ctx, &req, &mut out)?;
-    out.flush()?;
+    let mode = v["progress"].as_str().unwrap_or("classic");
+    let width = v["width"].as_u64().unwrap_or(80) as usize;
+    let mut progress =
+        berth_build::exec::progress::for_mode(mode, std::io::stdout(), mode == "tty", width)
+            .with_context(|| format!("unknown progress mode {mode:?}"))?;
+    let built =
+        berth_build::exec::build_with(&images, &runtime_root(), &ctx, &req, progress.as_mut())?;
+    drop(progress);
+    std::io::stdout().flush()?;
     std::fs::write(&a.iidfile, &built.id)
         .with_context(|| format!("cannot write {}", a.iidfile.display()))?;
     Ok(())
 }
 
-/// `berth build`.
+/// Removes the unpacked contexts of workers that died without cleaning up (killed).
+fn sweep_contexts(root: &Path) {
+    let Ok(rd) = std::fs::read_dir(root.join("tmp")) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("build-context-") else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// The secrets the daemon wrote next to the request (`secrets/<id>`).
+fn worker_secrets(a: &WorkerArgs) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let dir = a.request.with_file_name("secrets");
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            let data = std::fs::read(e.path())
+                .with_context(|| format!("cannot read secret {}", e.path().display()))?;
+            out.insert(e.file_name().to_string_lossy().into_owned(), data);
+        }
+    }
+    Ok(out)
+}
+
+/// The build's query string (docker's `POST /build` parameters).
+fn build_query(a: &BuildArgs, dockerfile: &str, quiet: bool) -> Result<String> {
+    let mut opts = options(a)?;
+    if let Some(epoch) = BuildOptions::source_date_epoch() {
+        opts.build_args
+            .entry("SOURCE_DATE_EPOCH".into())
+            .or_insert(epoch.to_string());
+    }
+    let mut q = vec![format!("dockerfile={}", enc(dockerfile))];
+    for t in &a.tags {
+        q.push(format!("t={}", enc(t)));
+    }
+    q.push(format!(
+        "buildargs={}",
+        enc(&serde_json::to_string(&opts.build_args)?)
+    ));
+    q.push(format!(
+        "labels={}",
+        enc(&serde_json::to_string(&opts.labels)?)
+    ));
+    if let Some(t) = &a.target {
+        q.push(format!("target={}", enc(t)));
+    }
+    if let Some(p) = &a.platform {
+        q.push(format!("platform={}", enc(p)));
+    }
+    // BuildKit's displays where asked for (or on a terminal); docker's classic text
+    // otherwise, which scripts and logs know.
+    let tty = std::io::stdout().is_terminal();
+    let mode = match a.progress.as_str() {
+        "tty" => "tty",
+        "plain" => "plain",
+        "auto" if tty => "tty",
+        _ => "classic",
+    };
+    q.push(format!("progress={mode}"));
+    if mode == "tty" {
+        let width = crate::attach::terminal_size().map_or(80, |(_, w)| w);
+        q.push(format!("width={width}"));
+    }
+    for (k, on) in [("nocache", a.no_cache), ("pull", a.pull), ("q", quiet)] {
+        if on {
+            q.push(format!("{k}=1"));
+        }
+    }
+    Ok(q.join("&"))
+}
+
+/// The context as a tar stream (written by a thread), and the Dockerfile's name in it:
+/// a Dockerfile from stdin or outside the context travels inside the tar.
+fn context_stream(a: &BuildArgs) -> Result<(Box<dyn Read + Send>, String)> {
+    let df_name = a.file.clone().unwrap_or_else(|| "Dockerfile".into());
+    if a.context == "-" {
+        if df_name == "-" {
+            bail!("cannot read both the context and the Dockerfile from stdin");
+        }
+        return Ok((Box::new(std::io::stdin()), df_name));
+    }
+    let dir = PathBuf::from(&a.context);
+    if !dir.is_dir() {
+        bail!("unable to prepare context: path {:?} not found", a.context);
+    }
+    // (name inside the context, or the text to add under a name of our own)
+    let (name, extra) = match a.file.as_deref() {
+        None => (df_name, None),
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            (".berth-dockerfile".to_string(), Some(s))
+        }
+        Some(f) => {
+            let p = std::fs::canonicalize(f)
+                .with_context(|| format!("cannot read the Dockerfile {f}"))?;
+            let d = std::fs::canonicalize(&dir)?;
+            match p.strip_prefix(&d) {
+                Ok(rel) => (rel.to_string_lossy().into_owned(), None),
+                Err(_) => (
+                    ".berth-dockerfile".to_string(),
+                    Some(
+                        std::fs::read_to_string(&p)
+                            .with_context(|| format!("cannot read the Dockerfile {f}"))?,
+                    ),
+                ),
+            }
+        }
+    };
+    let (r, w) = std::io::pipe()?;
+    std::thread::spawn(move || {
+        let mut t = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, w));
+        t.follow_symlinks(false);
+        t.mode(tar::HeaderMode::Complete);
+        let mut go = || -> std::io::Result<()> {
+            t.append_dir_all(".", &dir)?;
+            if let Some(text) = &extra {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(text.len() as u64);
+                h.set_mode(0o644);
+                h.set_cksum();
+                t.append_data(&mut h, ".berth-dockerfile", text.as_bytes())?;
+            }
+            t.finish()
+        };
+        if let Err(e) = go() {
+            eprintln!(
+                "Error: cannot send the build context {}: {e}",
+                dir.display()
+            );
+        }
+    });
+    Ok((Box::new(r), name))
+}
+
+/// `--secret` values for the daemon (berth's `X-Berth-Build-Secrets` header).
+fn secrets_header(a: &BuildArgs) -> Result<Option<String>> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    if a.secrets.is_empty() {
+        return Ok(None);
+    }
+    let mut m = serde_json::Map::new();
+    for spec in &a.secrets {
+        let (id, data) = secret(spec)?;
+        m.insert(id, STANDARD.encode(data).into());
+    }
+    Ok(Some(
+        STANDARD.encode(serde_json::Value::Object(m).to_string()),
+    ))
+}
+
+/// Ctrl-C (and SIGTERM) during a build: half-close the connection so the daemon
+/// interrupts the build, which fails and cleans up; its error then ends our output.
+fn forward_interrupts(conn: std::os::unix::net::UnixStream) -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block()?;
+    let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
+    std::thread::spawn(move || {
+        if let Ok(Some(_)) = fd.read_signal() {
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+        }
+    });
+    Ok(())
+}
+
+/// `berth build`: the context goes to the daemon as a tar (`POST /build`); its output
+/// comes back as docker's JSON lines.
 pub fn build(root: &Path, a: &BuildArgs) -> Result<()> {
     let quiet = a.quiet || a.progress == "quiet";
     if !["auto", "plain", "tty", "quiet"].contains(&a.progress.as_str()) {
@@ -293,33 +446,34 @@ pub fn build(root: &Path, a: &BuildArgs) -> Result<()> {
         berth_image::Reference::parse(t)
             .with_context(|| format!("invalid argument {t:?} for \"-t, --tag\" flag"))?;
     }
-    let opts = options(a)?;
-    let (ctx, dockerfile, _tmp) = open_context(root, a)?;
-    let req = Request {
-        dockerfile,
-        options: opts,
-        target: a.target.clone(),
-        tags: a.tags.clone(),
-        no_cache: a.no_cache,
-        secrets: a.secrets.iter().map(|s| secret(s)).collect::<Result<_>>()?,
-    };
-    pull_bases(root, &req, a.pull, quiet)?;
-    let images = crate::image::open(root)?;
-    let mut sink = std::io::sink();
-    let mut stdout = std::io::stdout();
-    let out: &mut dyn Write = if quiet { &mut sink } else { &mut stdout };
-    let built = exec_build(&images, &runtime_root(), &ctx, &req, out)?;
+    let secrets = secrets_header(a)?;
+    let c = crate::daemon::client(root)?;
+    let (mut body, df) = context_stream(a)?;
+    let q = build_query(a, &df, quiet)?;
+    let mut headers = vec![("X-Registry-Config", "e30=".to_string())];
+    if let Some(s) = secrets {
+        headers.push(("X-Berth-Build-Secrets", s));
+    }
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let resp = c
+        .request_with(
+            "POST",
+            &format!("/build?{q}"),
+            Body::Stream(&mut body, "application/x-tar"),
+            &headers,
+        )?
+        .ok()?;
+    forward_interrupts(resp.stream_handle()?)?;
+    let (aux, _) = crate::progress::show_json_stream(resp.reader(), quiet)?;
+    let id = aux
+        .iter()
+        .find_map(|a| a["ID"].as_str().map(String::from))
+        .context("the daemon did not report the built image's id")?;
     if let Some(p) = &a.iidfile {
-        std::fs::write(p, &built.id).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(p, &id).with_context(|| format!("cannot write {}", p.display()))?;
     }
     if quiet {
-        println!("{}", built.id);
-        return Ok(());
-    }
-    let short = built.id.trim_start_matches("sha256:");
-    println!("Successfully built {}", &short[..short.len().min(12)]);
-    for t in &a.tags {
-        println!("Successfully tagged {t}");
+        println!("{id}");
     }
     Ok(())
 }

@@ -1,9 +1,12 @@
-//! `berth image …` and `berth system df`.
+//! `berth image …`, `system df` and `system prune`, over the daemon's API with docker's
+//! output formats.
 
 use crate::format::{human_since, human_size, render, table};
 use anyhow::{bail, Context, Result};
-use berth_image::{Images, Reference};
+use berth_client::{enc, Body, Client};
+use berth_image::Images;
 use clap::{Args, Subcommand};
+use serde_json::{json, Value};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -52,6 +55,9 @@ pub struct LsArgs {
     /// Format output using a Go-template subset ({{.Repository}}, {{.Tag}}, {{.ID}}, ...)
     #[arg(long)]
     format: Option<String>,
+    /// Filter output (reference=, dangling=, label=, before=, since=)
+    #[arg(short, long = "filter")]
+    filter: Vec<String>,
     /// Only images matching this reference
     reference: Option<String>,
 }
@@ -137,31 +143,32 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short, long)]
     force: bool,
+    /// Provide filter values (label=, until=)
+    #[arg(long = "filter")]
+    filter: Vec<String>,
 }
 
+/// The image store under `root`, opened directly (the builder and its worker use it;
+/// every command goes through the daemon).
 pub fn open(root: &Path) -> Result<Images> {
     Images::open(root)
         .with_context(|| format!("cannot open the image store under {}", root.display()))
 }
 
 pub fn run(root: &Path, cmd: ImageCmd) -> Result<()> {
-    match &cmd {
-        ImageCmd::Pull(a) => return crate::registry::pull(root, a),
-        ImageCmd::Push(a) => return crate::registry::push(root, a),
-        _ => {}
-    }
-    let images = open(root)?;
+    let c = crate::daemon::client(root)?;
     match cmd {
-        ImageCmd::Ls(a) => ls(&images, &a),
-        ImageCmd::Tag(a) => Ok(images.tag(&a.source, &a.target)?),
-        ImageCmd::Rm(a) => rm(&images, &a),
-        ImageCmd::Inspect(a) => inspect(&images, &a),
-        ImageCmd::History(a) => history(&images, &a),
-        ImageCmd::Save(a) => save(&images, &a),
-        ImageCmd::Load(a) => load(&images, &a),
-        ImageCmd::Import(a) => import(&images, &a),
-        ImageCmd::Prune(a) => prune(&images, &a),
-        ImageCmd::Pull(_) | ImageCmd::Push(_) => Ok(()),
+        ImageCmd::Ls(a) => ls(&c, &a),
+        ImageCmd::Tag(a) => tag(&c, &a),
+        ImageCmd::Rm(a) => rm(&c, &a),
+        ImageCmd::Inspect(a) => inspect(&c, &a),
+        ImageCmd::History(a) => history(&c, &a),
+        ImageCmd::Save(a) => save(&c, &a),
+        ImageCmd::Load(a) => load(&c, &a),
+        ImageCmd::Import(a) => import(&c, &a),
+        ImageCmd::Prune(a) => prune(&c, &a),
+        ImageCmd::Pull(a) => crate::registry::pull(&c, &a),
+        ImageCmd::Push(a) => crate::registry::push(&c, &a),
     }
 }
 
@@ -169,45 +176,80 @@ fn short(id: &str) -> String {
     id.trim_start_matches("sha256:").chars().take(12).collect()
 }
 
-fn ls(images: &Images, a: &LsArgs) -> Result<()> {
-    let filter = a.reference.as_deref().map(Reference::parse).transpose()?;
+/// `key=value` flags as docker's `filters` query value (URL-encoded JSON).
+pub fn filters_query(flags: &[String], extra: &[(&str, &str)]) -> Result<String> {
+    let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in flags {
+        let Some((k, v)) = f.split_once('=') else {
+            bail!("bad format of filter {f:?} (expected name=value)");
+        };
+        m.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    for (k, v) in extra {
+        m.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    Ok(if m.is_empty() {
+        String::new()
+    } else {
+        enc(&serde_json::to_string(&m)?)
+    })
+}
+
+/// `unix seconds` → RFC 3339, for the human "3 days ago".
+pub fn rfc3339(secs: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp(secs, 0).map(|t| t.to_rfc3339())
+}
+
+/// `repo:tag` → (repo, tag); a colon in the registry's port is not a tag.
+fn split_tag(name: &str) -> (String, String) {
+    match name.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+        _ => (name.to_string(), "<none>".into()),
+    }
+}
+
+fn ls(c: &Client, a: &LsArgs) -> Result<()> {
+    let mut extra = Vec::new();
+    if let Some(r) = &a.reference {
+        extra.push(("reference", r.as_str()));
+    }
+    let q = filters_query(&a.filter, &extra)?;
+    let list = c.get_json(&format!("/images/json?filters={q}"))?;
     let mut rows = Vec::new();
-    for s in images.list()? {
-        let names: Vec<(String, String)> = if s.tags.is_empty() {
+    for s in list.as_array().into_iter().flatten() {
+        let id_full = s["Id"].as_str().unwrap_or_default();
+        let tags: Vec<String> = s["RepoTags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(String::from))
+            .filter(|t| t != "<none>:<none>")
+            .collect();
+        let names: Vec<(String, String)> = if tags.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
-            s.tags
-                .iter()
-                .map(|t| {
-                    Reference::parse(t)
-                        .map(|r| (r.familiar_repository(), r.tag.unwrap_or_default()))
-                })
-                .collect::<Result<_, _>>()?
+            tags.iter().map(|t| split_tag(t)).collect()
         };
+        let created = s["Created"].as_i64().and_then(rfc3339);
+        let size = s["Size"].as_u64().unwrap_or(0);
         for (repo, tag) in names {
-            if let Some(f) = &filter {
-                if f.familiar_repository() != repo
-                    || (a.reference.as_deref().is_some_and(|r| r.contains(':'))
-                        && f.tag.as_deref() != Some(tag.as_str()))
-                {
-                    continue;
-                }
-            }
-            let digest = s
-                .repo_digests
-                .iter()
+            let digest = s["RepoDigests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.as_str())
                 .find(|d| d.starts_with(&format!("{repo}@")))
                 .and_then(|d| d.split('@').nth(1))
                 .unwrap_or("<none>");
             let id = if a.no_trunc {
-                s.id.clone()
+                id_full.to_string()
             } else {
-                short(&s.id)
+                short(id_full)
             };
-            rows.push(serde_json::json!({
+            rows.push(json!({
                 "Repository": repo, "Tag": tag, "Digest": digest, "ID": id,
-                "CreatedSince": human_since(s.created.as_deref()), "CreatedAt": s.created.clone().unwrap_or_default(),
-                "Size": human_size(s.size), "Containers": s.containers.to_string(),
+                "CreatedSince": human_since(created.as_deref()), "CreatedAt": created.clone().unwrap_or_default(),
+                "Size": human_size(size), "Containers": s["Containers"].to_string(),
             }));
         }
     }
@@ -248,10 +290,10 @@ fn header(col: &str) -> String {
     }
 }
 
-fn print_formatted(f: &str, rows: &[serde_json::Value]) -> Result<()> {
+fn print_formatted(f: &str, rows: &[Value]) -> Result<()> {
     if let Some(tpl) = f.strip_prefix("table") {
         let tpl = tpl.trim_start();
-        let head = regex_lite_fields(tpl);
+        let head = template_fields(tpl);
         let mut t = vec![head.iter().map(|c| header(c)).collect::<Vec<_>>()];
         for r in rows {
             t.push(
@@ -270,7 +312,7 @@ fn print_formatted(f: &str, rows: &[serde_json::Value]) -> Result<()> {
 }
 
 /// The field names used in a template (`{{.ID}}\t{{.Size}}` → [ID, Size]).
-fn regex_lite_fields(tpl: &str) -> Vec<String> {
+fn template_fields(tpl: &str) -> Vec<String> {
     tpl.split("{{")
         .skip(1)
         .filter_map(|s| s.split("}}").next())
@@ -278,13 +320,37 @@ fn regex_lite_fields(tpl: &str) -> Vec<String> {
         .collect()
 }
 
-fn rm(images: &Images, a: &RmArgs) -> Result<()> {
+fn tag(c: &Client, a: &TagArgs) -> Result<()> {
+    let (repo, tag) = split_tag(&a.target);
+    let tag = if tag == "<none>" { String::new() } else { tag };
+    c.request(
+        "POST",
+        &format!(
+            "/images/{}/tag?repo={}&tag={}",
+            a.source,
+            enc(&repo),
+            enc(&tag)
+        ),
+        Body::Empty,
+    )?
+    .ok()?;
+    Ok(())
+}
+
+fn rm(c: &Client, a: &RmArgs) -> Result<()> {
     let mut failed = false;
     for name in &a.images {
-        match images.remove(name, a.force) {
-            Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+        let force = if a.force { "?force=1" } else { "" };
+        match c.delete(&format!("/images/{name}{force}")) {
+            Ok(v) => {
+                for line in v.as_array().into_iter().flatten() {
+                    for (k, v) in line.as_object().into_iter().flatten() {
+                        println!("{k}: {}", v.as_str().unwrap_or_default());
+                    }
+                }
+            }
             Err(e) => {
-                eprintln!("Error: {e}");
+                eprintln!("{e}");
                 failed = true;
             }
         }
@@ -295,10 +361,10 @@ fn rm(images: &Images, a: &RmArgs) -> Result<()> {
     Ok(())
 }
 
-fn inspect(images: &Images, a: &InspectArgs) -> Result<()> {
+fn inspect(c: &Client, a: &InspectArgs) -> Result<()> {
     let mut all = Vec::new();
     for n in &a.images {
-        let v = images.inspect(n)?;
+        let v = c.get_json(&format!("/images/{n}/json"))?;
         match &a.format {
             Some(f) => println!("{}", render(f, &v)?),
             None => all.push(v),
@@ -310,21 +376,19 @@ fn inspect(images: &Images, a: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn history(images: &Images, a: &HistoryArgs) -> Result<()> {
-    let rows = images.history(&a.image)?;
+fn history(c: &Client, a: &HistoryArgs) -> Result<()> {
+    let rows = c.get_json(&format!("/images/{}/history", a.image))?;
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    let id_of = |r: &Value| {
+        let id = r["Id"].as_str().unwrap_or("<missing>").to_string();
+        if id.starts_with("sha256:") && !a.no_trunc {
+            short(&id)
+        } else {
+            id
+        }
+    };
     if a.quiet {
-        rows.iter().for_each(|r| {
-            println!(
-                "{}",
-                if a.no_trunc {
-                    r.id.clone()
-                } else if r.id.starts_with("sha256:") {
-                    short(&r.id)
-                } else {
-                    r.id.clone()
-                }
-            )
-        });
+        rows.iter().for_each(|r| println!("{}", id_of(r)));
         return Ok(());
     }
     let mut t = vec![vec![
@@ -334,123 +398,276 @@ fn history(images: &Images, a: &HistoryArgs) -> Result<()> {
         "SIZE".into(),
         "COMMENT".into(),
     ]];
-    for r in rows {
-        let id = if r.id.starts_with("sha256:") && !a.no_trunc {
-            short(&r.id)
-        } else {
-            r.id.clone()
-        };
-        let mut by = r.created_by.replace('\t', " ");
+    for r in &rows {
+        let mut by = r["CreatedBy"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('\t', " ");
         if !a.no_trunc && by.chars().count() > 45 {
             by = by.chars().take(44).collect::<String>() + "…";
         }
-        let created = if a.human {
-            human_since(r.created.as_deref())
+        let created = r["Created"].as_i64().and_then(rfc3339);
+        let size = r["Size"].as_u64().unwrap_or(0);
+        let (created, size) = if a.human {
+            (human_since(created.as_deref()), human_size(size))
         } else {
-            r.created.clone().unwrap_or_default()
+            (created.unwrap_or_default(), size.to_string())
         };
-        let size = if a.human {
-            human_size(r.size)
-        } else {
-            r.size.to_string()
-        };
-        t.push(vec![id, created, by, size, r.comment]);
+        let comment = r["Comment"].as_str().unwrap_or_default().to_string();
+        t.push(vec![id_of(r), created, by, size, comment]);
     }
     print!("{}", table(&t));
     Ok(())
 }
 
-fn save(images: &Images, a: &SaveArgs) -> Result<()> {
-    let progress = crate::progress::for_cli(a.quiet || a.output.is_none());
+fn save(c: &Client, a: &SaveArgs) -> Result<()> {
+    let names: Vec<String> = a
+        .images
+        .iter()
+        .map(|n| format!("names={}", enc(n)))
+        .collect();
+    if a.output.is_none() && std::io::stdout().is_terminal() {
+        bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+    }
+    let mut r = c
+        .request(
+            "GET",
+            &format!("/images/get?{}", names.join("&")),
+            Body::Empty,
+        )?
+        .ok()?
+        .reader();
     match &a.output {
         Some(p) => {
             let tmp = p.with_extension("berth-partial");
             let f = std::fs::File::create(&tmp)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;
-            let w = std::io::BufWriter::with_capacity(1 << 20, f);
-            if let Err(e) = images.save(&a.images, w, progress.as_ref()) {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let copied = std::io::copy(&mut r, &mut w).and_then(|_| w.flush());
+            if let Err(e) = copied {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(e.into());
+                return Err(e).context("the daemon's archive stream broke off");
             }
             std::fs::rename(&tmp, p).with_context(|| format!("cannot write {}", p.display()))?;
         }
         None => {
-            if std::io::stdout().is_terminal() {
-                bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
-            }
-            let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-            images.save(&a.images, out, progress.as_ref())?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            std::io::copy(&mut r, &mut out).context("the daemon's archive stream broke off")?;
+            out.flush()?;
         }
     }
     Ok(())
 }
 
-fn load(images: &Images, a: &LoadArgs) -> Result<()> {
-    let progress = crate::progress::for_cli(a.quiet);
-    let loaded = match &a.input {
-        Some(p) => images.load(p, progress.as_ref())?,
+fn load(c: &Client, a: &LoadArgs) -> Result<()> {
+    let mut input: Box<dyn Read> = match &a.input {
+        Some(p) => Box::new(
+            std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+        ),
         None => {
             if std::io::stdin().is_terminal() {
                 bail!("requested load from stdin, but stdin is empty; use -i FILE or pipe an archive in");
             }
-            images.load_reader(std::io::stdin().lock(), progress.as_ref())?
+            Box::new(std::io::stdin().lock())
         }
     };
-    let mut out = std::io::stdout().lock();
-    for l in loaded {
-        if l.names.is_empty() {
-            writeln!(out, "Loaded image ID: {}", l.id)?;
-        }
-        for n in l.names {
-            writeln!(out, "Loaded image: {n}")?;
-        }
-    }
+    let quiet = a.quiet || !std::io::stderr().is_terminal();
+    let r = c
+        .request(
+            "POST",
+            &format!("/images/load?quiet={}", u8::from(quiet)),
+            Body::Stream(&mut input, "application/x-tar"),
+        )?
+        .ok()?;
+    crate::progress::show_json_stream(r.reader(), a.quiet)?;
     Ok(())
 }
 
-fn import(images: &Images, a: &ImportArgs) -> Result<()> {
-    let input: Box<dyn Read> = if a.file == "-" {
+fn import(c: &Client, a: &ImportArgs) -> Result<()> {
+    let mut input: Box<dyn Read> = if a.file == "-" {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(std::fs::File::open(&a.file).with_context(|| format!("cannot open {}", a.file))?)
     };
-    let id = images.import(input, a.reference.as_deref(), &a.change, &a.message)?;
-    println!("{id}");
+    let mut q = format!("/images/create?fromSrc=-&message={}", enc(&a.message));
+    if let Some(r) = &a.reference {
+        let (repo, tag) = split_tag(r);
+        q.push_str(&format!("&repo={}", enc(&repo)));
+        if tag != "<none>" {
+            q.push_str(&format!("&tag={}", enc(&tag)));
+        }
+    }
+    for ch in &a.change {
+        q.push_str(&format!("&changes={}", enc(ch)));
+    }
+    let r = c
+        .request("POST", &q, Body::Stream(&mut input, "application/x-tar"))?
+        .ok()?;
+    let (_, statuses) = crate::progress::show_json_stream(r.reader(), true)?;
+    match statuses.last() {
+        Some(id) => println!("{id}"),
+        None => bail!("the daemon did not report the imported image's id"),
+    }
     Ok(())
 }
 
-fn prune(images: &Images, a: &PruneArgs) -> Result<()> {
-    if !a.force {
-        let what = if a.all {
-            "all images without at least one container associated to them"
-        } else {
-            "all dangling images"
-        };
-        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(());
-        }
-    }
-    let (ids, bytes) = images.prune(a.all)?;
-    if !ids.is_empty() {
+/// Asks before a prune unless `-f`, as docker does.
+pub fn confirm(what: &str) -> Result<bool> {
+    eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// `POST /images/prune`; returns the bytes reclaimed after printing what went.
+fn prune_images(c: &Client, all: bool, filter: &[String]) -> Result<u64> {
+    let extra: &[(&str, &str)] = if all { &[("dangling", "false")] } else { &[] };
+    let q = filters_query(filter, extra)?;
+    let v = c.post_json(&format!("/images/prune?filters={q}"), None)?;
+    let gone = v["ImagesDeleted"].as_array().cloned().unwrap_or_default();
+    if !gone.is_empty() {
         println!("Deleted Images:");
-        ids.iter().for_each(|i| println!("deleted: {i}"));
+        for d in &gone {
+            for (k, v) in d.as_object().into_iter().flatten() {
+                println!("{}: {}", k.to_lowercase(), v.as_str().unwrap_or_default());
+            }
+        }
         println!();
     }
+    Ok(v["SpaceReclaimed"].as_u64().unwrap_or(0))
+}
+
+fn prune(c: &Client, a: &PruneArgs) -> Result<()> {
+    let what = if a.all {
+        "all images without at least one container associated to them"
+    } else {
+        "all dangling images"
+    };
+    if !a.force && !confirm(what)? {
+        return Ok(());
+    }
+    let bytes = prune_images(c, a.all, &a.filter)?;
     println!("Total reclaimed space: {}", human_size(bytes));
     Ok(())
 }
 
+/// `berth system prune`: stopped containers, unused networks, dangling (or all unused)
+/// images and, with `--volumes`, unused anonymous volumes, as docker does.
+pub fn system_prune(root: &Path, all: bool, volumes: bool, force: bool) -> Result<()> {
+    let c = crate::daemon::client(root)?;
+    if !force {
+        let mut what =
+            "  - all stopped containers\n  - all networks not used by at least one container\n"
+                .to_string();
+        if volumes {
+            what.push_str("  - all anonymous volumes not used by at least one container\n");
+        }
+        what.push_str(if all {
+            "  - all images without at least one container associated to them\n"
+        } else {
+            "  - all dangling images\n"
+        });
+        what.push_str("  - unused build cache\n");
+        if !confirm(&format!(":\n{what}"))? {
+            return Ok(());
+        }
+    }
+    let mut total = 0;
+    // Containers and networks are other areas' routes: a daemon without them is
+    // skipped with a note rather than failing the whole prune.
+    for (path, key, title) in [
+        (
+            "/containers/prune",
+            "ContainersDeleted",
+            "Deleted Containers:",
+        ),
+        ("/networks/prune", "NetworksDeleted", "Deleted Networks:"),
+    ] {
+        match c.post_json(path, None) {
+            Ok(v) => {
+                let gone = v[key].as_array().cloned().unwrap_or_default();
+                if !gone.is_empty() {
+                    println!("{title}");
+                    gone.iter()
+                        .for_each(|g| println!("{}", g.as_str().unwrap_or_default()));
+                    println!();
+                }
+                total += v["SpaceReclaimed"].as_u64().unwrap_or(0);
+            }
+            Err(berth_client::Error::Api { status: 404, .. }) => {
+                eprintln!(
+                    "note: this daemon cannot prune {}",
+                    &path[1..path.len() - 6]
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if volumes {
+        total += crate::volume::prune_volumes(&c, false, &[])?;
+    }
+    total += prune_images(&c, all, &[])?;
+    println!("Total reclaimed space: {}", human_size(total));
+    Ok(())
+}
+
+/// `berth system df`.
 pub fn system_df(root: &Path) -> Result<()> {
-    let images = open(root)?;
-    let du = images.disk_usage()?;
+    let c = crate::daemon::client(root)?;
+    let v = c.get_json("/system/df")?;
+    let arr = |k: &str| v[k].as_array().cloned().unwrap_or_default();
     let pct = |part: u64, whole: u64| {
         (part * 100)
             .checked_div(whole)
             .map(|p| format!(" ({p}%)"))
             .unwrap_or_default()
+    };
+    let images = arr("Images");
+    let active_imgs = images
+        .iter()
+        .filter(|i| i["Containers"].as_u64().unwrap_or(0) > 0)
+        .count();
+    let img_size = v["LayersSize"].as_u64().unwrap_or(0);
+    let img_free: u64 = images
+        .iter()
+        .filter(|i| i["Containers"].as_u64().unwrap_or(0) == 0)
+        .map(|i| i["Size"].as_u64().unwrap_or(0))
+        .sum::<u64>()
+        .min(img_size);
+    let containers = arr("Containers");
+    let running = containers
+        .iter()
+        .filter(|c| c["State"] == "running")
+        .count();
+    let ct_size: u64 = containers
+        .iter()
+        .map(|c| c["SizeRw"].as_u64().unwrap_or(0))
+        .sum();
+    let ct_free: u64 = containers
+        .iter()
+        .filter(|c| c["State"] != "running")
+        .map(|c| c["SizeRw"].as_u64().unwrap_or(0))
+        .sum();
+    let volumes = arr("Volumes");
+    let used = |v: &Value| v["UsageData"]["RefCount"].as_u64().unwrap_or(0) > 0;
+    let vol_active = volumes.iter().filter(|v| used(v)).count();
+    let vol_size: u64 = volumes
+        .iter()
+        .map(|v| v["UsageData"]["Size"].as_u64().unwrap_or(0))
+        .sum();
+    let vol_free: u64 = volumes
+        .iter()
+        .filter(|v| !used(v))
+        .map(|v| v["UsageData"]["Size"].as_u64().unwrap_or(0))
+        .sum();
+    let row = |name: &str, total: usize, active: usize, size: u64, free: u64| {
+        vec![
+            name.to_string(),
+            total.to_string(),
+            active.to_string(),
+            human_size(size),
+            format!("{}{}", human_size(free), pct(free, size)),
+        ]
     };
     let t = vec![
         vec![
@@ -460,42 +677,16 @@ pub fn system_df(root: &Path) -> Result<()> {
             "SIZE".into(),
             "RECLAIMABLE".into(),
         ],
-        vec![
-            "Images".into(),
-            du.images.to_string(),
-            du.images_active.to_string(),
-            human_size(du.images_size),
-            format!(
-                "{}{}",
-                human_size(du.images_reclaimable),
-                pct(du.images_reclaimable, du.images_size)
-            ),
-        ],
-        vec![
-            "Containers".into(),
-            du.containers.to_string(),
-            "0".into(),
-            human_size(du.containers_size),
-            format!(
-                "{}{}",
-                human_size(du.containers_size),
-                pct(du.containers_size, du.containers_size)
-            ),
-        ],
-        vec![
-            "Local Volumes".into(),
-            "0".into(),
-            "0".into(),
-            "0B".into(),
-            "0B".into(),
-        ],
-        vec![
-            "Build Cache".into(),
-            "0".into(),
-            "0".into(),
-            "0B".into(),
-            "0B".into(),
-        ],
+        row("Images", images.len(), active_imgs, img_size, img_free),
+        row("Containers", containers.len(), running, ct_size, ct_free),
+        row(
+            "Local Volumes",
+            volumes.len(),
+            vol_active,
+            vol_size,
+            vol_free,
+        ),
+        row("Build Cache", 0, 0, 0, 0),
     ];
     print!("{}", table(&t));
     Ok(())

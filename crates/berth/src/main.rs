@@ -1,5 +1,5 @@
-//! `berth`: the command line. For now the image commands and `system df`, calling the
-//! image library directly; they move behind the engine API once the daemon exists.
+//! `berth`: the command line. It talks to berthd over the Docker Engine API (starting
+//! it when none answers); image, volume, registry and system commands already do.
 
 mod attach;
 mod build;
@@ -7,8 +7,10 @@ mod container;
 mod daemon;
 mod format;
 mod image;
+mod lifecycle;
 mod progress;
 mod registry;
+mod system;
 mod volume;
 
 use clap::{Parser, Subcommand};
@@ -114,6 +116,8 @@ enum Cmd {
     Attach(container::AttachArgs),
     /// List port mappings or a specific mapping for the container
     Port(container::PortArgs),
+    /// Create a new image from a container's changes
+    Commit(container::CommitArgs),
 
     /// Export a container's filesystem as a tar archive
     Export(container::ExportArgs),
@@ -124,6 +128,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: volume::VolumeCmd,
     },
+    /// Get real time events from the server
+    Events(system::EventsArgs),
+    /// Display system-wide information
+    Info(system::InfoArgs),
     /// Show the berth version information (client and daemon)
     Version,
     /// One build for the daemon (internal)
@@ -132,6 +140,12 @@ enum Cmd {
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
+    /// The end of a container the slim supervisor ran (internal)
+    #[command(hide = true)]
+    ContainerShimFinish(lifecycle::FinishArgs),
+    /// A container's health monitor (internal)
+    #[command(hide = true)]
+    HealthMonitor { id: String },
     /// The helper that runs one exec (internal)
     #[command(hide = true)]
     ContainerExec(container::ExecHelperArgs),
@@ -144,6 +158,22 @@ enum Cmd {
 enum SystemCmd {
     /// Show berth disk usage
     Df,
+    /// Remove unused data (stopped containers, unused networks, dangling images)
+    Prune {
+        /// Remove all unused images, not just dangling ones
+        #[arg(short, long)]
+        all: bool,
+        /// Prune anonymous volumes
+        #[arg(long)]
+        volumes: bool,
+        /// Do not prompt for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Display system-wide information
+    Info(system::InfoArgs),
+    /// Get real time events from the server
+    Events(system::EventsArgs),
 }
 
 fn main() {
@@ -166,9 +196,25 @@ fn main() {
         Cmd::Import(a) => image::run(&cli.data_root, image::ImageCmd::Import(a)),
         Cmd::History(a) => image::run(&cli.data_root, image::ImageCmd::History(a)),
         Cmd::System { cmd: SystemCmd::Df } => image::system_df(&cli.data_root),
-        Cmd::Pull(a) => registry::pull(&cli.data_root, &a),
-        Cmd::Push(a) => registry::push(&cli.data_root, &a),
-        Cmd::Login(a) => registry::login(&a),
+        Cmd::System {
+            cmd:
+                SystemCmd::Prune {
+                    all,
+                    volumes,
+                    force,
+                },
+        } => image::system_prune(&cli.data_root, all, volumes, force),
+        Cmd::System {
+            cmd: SystemCmd::Info(a),
+        }
+        | Cmd::Info(a) => system::info(&cli.data_root, &a),
+        Cmd::System {
+            cmd: SystemCmd::Events(a),
+        }
+        | Cmd::Events(a) => system::events(&cli.data_root, &a),
+        Cmd::Pull(a) => image::run(&cli.data_root, image::ImageCmd::Pull(a)),
+        Cmd::Push(a) => image::run(&cli.data_root, image::ImageCmd::Push(a)),
+        Cmd::Login(a) => registry::login(&cli.data_root, &a),
         Cmd::Logout(a) => registry::logout(&a),
         Cmd::Container { cmd } => container::run(&cli.data_root, cmd),
         Cmd::Run(a) => container::run(&cli.data_root, container::ContainerCmd::Run(a)),
@@ -193,10 +239,13 @@ fn main() {
         Cmd::Cp(a) => container::run(&cli.data_root, container::ContainerCmd::Cp(a)),
         Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
+        Cmd::ContainerShimFinish(a) => lifecycle::finish(&cli.data_root, &a),
+        Cmd::HealthMonitor { id } => lifecycle::health_monitor(&cli.data_root, &id),
         Cmd::ContainerExec(a) => container::exec_helper(&cli.data_root, a),
         Cmd::ContainerArchive(a) => container::archive_helper(&cli.data_root, a),
         Cmd::Attach(a) => container::run(&cli.data_root, container::ContainerCmd::Attach(a)),
         Cmd::Port(a) => container::run(&cli.data_root, container::ContainerCmd::Port(a)),
+        Cmd::Commit(a) => container::run(&cli.data_root, container::ContainerCmd::Commit(a)),
         Cmd::BuildWorker(a) => build::worker(&cli.data_root, &a),
         Cmd::Version => version(&cli.data_root),
     };

@@ -1,8 +1,9 @@
 //! `berth pull`, `push`, `login`, `logout`.
 
 use anyhow::{bail, Context, Result};
+use berth_client::{enc, Body};
 use berth_image::Reference;
-use berth_registry::{Client, Credentials, Options};
+use berth_registry::Credentials;
 use clap::Args;
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
@@ -53,57 +54,65 @@ pub struct LogoutArgs {
     server: Option<String>,
 }
 
-fn client(domain: &str, insecure: bool) -> Client {
-    let mut o = Options::default();
-    if insecure {
-        o.insecure.push(domain.to_string());
+/// `--insecure` has no effect of its own: the daemon reaches registries, loopback
+/// ones over plain HTTP; others need `BERTH_INSECURE_REGISTRIES` in berthd's environment.
+fn check_insecure(domain: &str, insecure: bool) -> Result<()> {
+    if insecure && !berth_registry::is_loopback(domain) {
+        bail!("--insecure {domain}: the daemon reaches registries; start berthd with BERTH_INSECURE_REGISTRIES={domain} for plain HTTP");
     }
-    Client::new(o)
+    Ok(())
 }
 
-pub fn pull(root: &Path, a: &PullArgs) -> Result<()> {
-    let images = crate::image::open(root)?;
+/// `X-Registry-Auth` for `domain` from the credentials `berth login` stored here (the
+/// daemon keeps none): base64url of `{"username","password","serveraddress"}`, or `{}`.
+pub fn registry_auth(domain: &str) -> Result<String> {
+    use base64::Engine as _;
+    let creds = Credentials::new(Credentials::default_path()).get(domain)?;
+    let v = match creds {
+        Some((u, p)) => serde_json::json!({"username": u, "password": p, "serveraddress": domain}),
+        None => serde_json::json!({}),
+    };
+    Ok(base64::engine::general_purpose::URL_SAFE.encode(v.to_string()))
+}
+
+pub fn pull(c: &berth_client::Client, a: &PullArgs) -> Result<()> {
     let r = Reference::parse(&a.name)?;
-    let progress = crate::progress::for_cli(a.quiet);
-    if !a.quiet {
-        println!(
-            "{}: Pulling from {}",
-            r.tag.as_deref().or(r.digest.as_deref()).unwrap_or("latest"),
-            r.path
-        );
-    }
-    let p = client(&r.domain, a.insecure).pull(&images, &a.name, progress.as_ref())?;
-    drop(progress);
-    if a.quiet {
-        println!("{}", r);
-        return Ok(());
-    }
-    println!("Digest: {}", p.digest);
-    if p.downloaded {
-        println!("Status: Downloaded newer image for {}", r.familiar());
-    } else {
-        println!("Status: Image is up to date for {}", r.familiar());
-    }
+    check_insecure(&r.domain, a.insecure)?;
+    let (from, tag) = match (&r.tag, &r.digest) {
+        (_, Some(d)) => (r.repository(), d.clone()),
+        (Some(t), None) => (r.repository(), t.clone()),
+        (None, None) => (r.repository(), "latest".to_string()),
+    };
+    let auth = registry_auth(&r.domain)?;
+    let resp = c
+        .request_with(
+            "POST",
+            &format!("/images/create?fromImage={}&tag={}", enc(&from), enc(&tag)),
+            Body::Empty,
+            &[("X-Registry-Auth", &auth)],
+        )?
+        .ok()?;
+    crate::progress::show_json_stream(resp.reader(), a.quiet)?;
     println!("{r}");
     Ok(())
 }
 
-pub fn push(root: &Path, a: &PushArgs) -> Result<()> {
-    let images = crate::image::open(root)?;
+pub fn push(c: &berth_client::Client, a: &PushArgs) -> Result<()> {
     let r = Reference::parse(&a.name)?;
-    let progress = crate::progress::for_cli(a.quiet);
-    if !a.quiet {
-        println!("The push refers to repository [{}]", r.repository());
-    }
-    let (digest, size) = client(&r.domain, a.insecure).push(&images, &a.name, progress.as_ref())?;
-    drop(progress);
+    check_insecure(&r.domain, a.insecure)?;
+    let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+    let auth = registry_auth(&r.domain)?;
+    let resp = c
+        .request_with(
+            "POST",
+            &format!("/images/{}/push?tag={}", r.repository(), enc(&tag)),
+            Body::Empty,
+            &[("X-Registry-Auth", &auth)],
+        )?
+        .ok()?;
+    crate::progress::show_json_stream(resp.reader(), a.quiet)?;
     if a.quiet {
-        println!("{}", r);
-    } else {
-        println!(
-            "{}: digest: {digest} size: {size}",
-            r.tag.as_deref().unwrap_or("latest")
-        );
+        println!("{r}");
     }
     Ok(())
 }
@@ -121,7 +130,9 @@ fn server(s: &Option<String>) -> String {
     }
 }
 
-pub fn login(a: &LoginArgs) -> Result<()> {
+/// `berth login`: the daemon checks the credentials against the registry
+/// (`POST /auth`); they are then kept here, in the client's credentials file.
+pub fn login(root: &Path, a: &LoginArgs) -> Result<()> {
     let host = server(&a.server);
     let user = match &a.username {
         Some(u) => u.clone(),
@@ -145,8 +156,14 @@ pub fn login(a: &LoginArgs) -> Result<()> {
     } else {
         bail!("no password given: use --password-stdin (or --password)");
     };
-    client(&host, a.insecure)
-        .check_login(&host, &user, &password)
+    check_insecure(&host, a.insecure)?;
+    crate::daemon::client(root)?
+        .post_json(
+            "/auth",
+            Some(
+                &serde_json::json!({"username": user, "password": password, "serveraddress": host}),
+            ),
+        )
         .with_context(|| format!("login to {host} failed"))?;
     Credentials::new(Credentials::default_path()).set(&host, &user, &password)?;
     println!("Login Succeeded");

@@ -1,8 +1,7 @@
-//! `berth volume create/ls/inspect/rm/prune`, calling the engine directly until the
-//! daemon exists.
+//! `berth volume create/ls/inspect/rm/prune`, over the daemon's API.
 
-use crate::format::table;
-use berth_engine::{Engine, Volume};
+use crate::format::{human_size, render, table};
+use berth_client::{enc, Client};
 use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -40,6 +39,12 @@ pub struct LsArgs {
     /// Only display volume names
     #[arg(short, long)]
     quiet: bool,
+    /// Provide filter values (name=, label=, dangling=, driver=)
+    #[arg(short, long = "filter")]
+    filter: Vec<String>,
+    /// Format output using a Go-template subset ({{.Name}}, {{.Driver}}, {{.Mountpoint}})
+    #[arg(long)]
+    format: Option<String>,
 }
 
 #[derive(Args)]
@@ -53,7 +58,7 @@ pub struct InspectArgs {
 
 #[derive(Args)]
 pub struct RmArgs {
-    /// Accepted for docker compatibility (a volume in use is never removed)
+    /// Do not fail on a missing volume (a volume in use is never removed)
     #[arg(short, long)]
     force: bool,
     #[arg(required = true)]
@@ -68,29 +73,18 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short, long)]
     force: bool,
-}
-
-fn json(v: &Volume) -> serde_json::Value {
-    serde_json::json!({
-        "CreatedAt": v.created_at,
-        "Driver": "local",
-        "Labels": v.labels,
-        "Mountpoint": v.mountpoint,
-        "Name": v.name,
-        "Options": null,
-        "Scope": "local",
-    })
+    /// Provide filter values (label=)
+    #[arg(long = "filter")]
+    filter: Vec<String>,
 }
 
 /// Runs a volume command; exits 1 on failure as docker does.
 pub fn run(data_root: &Path, cmd: VolumeCmd) -> anyhow::Result<()> {
-    let runtime_root = std::env::var_os("BERTH_RUNTIME_ROOT")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/run/berth/runtime".into());
-    let code = match Engine::new(data_root, runtime_root).and_then(|e| dispatch(&e, cmd)) {
-        Ok(c) => c,
+    let c = crate::daemon::client(data_root)?;
+    let code = match dispatch(&c, cmd) {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("Error response from daemon: {e}");
+            eprintln!("{e:#}");
             1
         }
     };
@@ -100,7 +94,7 @@ pub fn run(data_root: &Path, cmd: VolumeCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn dispatch(e: &Engine, cmd: VolumeCmd) -> Result<i32, berth_engine::Error> {
+fn dispatch(c: &Client, cmd: VolumeCmd) -> anyhow::Result<i32> {
     match cmd {
         VolumeCmd::Create(a) => {
             let labels: BTreeMap<String, String> = a
@@ -111,23 +105,31 @@ fn dispatch(e: &Engine, cmd: VolumeCmd) -> Result<i32, berth_engine::Error> {
                     (k.to_string(), v.to_string())
                 })
                 .collect();
-            let v = e.volume_create(a.name.or(a.name_flag).as_deref(), labels, false)?;
-            println!("{}", v.name);
+            let name = a.name.or(a.name_flag).unwrap_or_default();
+            let v = c.post_json(
+                "/volumes/create",
+                Some(&serde_json::json!({"Name": name, "Labels": labels, "Driver": "local"})),
+            )?;
+            println!("{}", v["Name"].as_str().unwrap_or_default());
             Ok(0)
         }
         VolumeCmd::Ls(a) => {
-            let vols = e.volume_list()?;
+            let q = crate::image::filters_query(&a.filter, &[])?;
+            let v = c.get_json(&format!("/volumes?filters={q}"))?;
+            let vols = v["Volumes"].as_array().cloned().unwrap_or_default();
+            let name = |v: &serde_json::Value| v["Name"].as_str().unwrap_or_default().to_string();
             if a.quiet {
+                vols.iter().for_each(|v| println!("{}", name(v)));
+                return Ok(0);
+            }
+            if let Some(f) = &a.format {
                 for v in &vols {
-                    println!("{}", v.name);
+                    println!("{}", render(f, v)?);
                 }
                 return Ok(0);
             }
             let mut rows = vec![vec!["DRIVER".to_string(), "VOLUME NAME".to_string()]];
-            rows.extend(
-                vols.iter()
-                    .map(|v| vec!["local".to_string(), v.name.clone()]),
-            );
+            rows.extend(vols.iter().map(|v| vec!["local".to_string(), name(v)]));
             print!("{}", table(&rows));
             Ok(0)
         }
@@ -135,10 +137,10 @@ fn dispatch(e: &Engine, cmd: VolumeCmd) -> Result<i32, berth_engine::Error> {
             let mut docs = Vec::new();
             let mut code = 0;
             for n in &a.volumes {
-                match e.volume_inspect(n) {
-                    Ok(v) => docs.push(json(&v)),
+                match c.get_json(&format!("/volumes/{}", enc(n))) {
+                    Ok(v) => docs.push(v),
                     Err(err) => {
-                        eprintln!("Error response from daemon: {err}");
+                        eprintln!("{err}");
                         code = 1;
                     }
                 }
@@ -146,13 +148,13 @@ fn dispatch(e: &Engine, cmd: VolumeCmd) -> Result<i32, berth_engine::Error> {
             Ok(crate::format::print_docs(&docs, a.format.as_deref(), code))
         }
         VolumeCmd::Rm(a) => {
-            let _ = a.force;
             let mut code = 0;
+            let force = if a.force { "?force=1" } else { "" };
             for n in &a.volumes {
-                match e.volume_remove(n) {
-                    Ok(()) => println!("{n}"),
+                match c.delete(&format!("/volumes/{}{force}", enc(n))) {
+                    Ok(_) => println!("{n}"),
                     Err(err) => {
-                        eprintln!("Error response from daemon: {err}");
+                        eprintln!("{err}");
                         code = 1;
                     }
                 }
@@ -160,24 +162,33 @@ fn dispatch(e: &Engine, cmd: VolumeCmd) -> Result<i32, berth_engine::Error> {
             Ok(code)
         }
         VolumeCmd::Prune(a) => {
-            if !a.force {
-                eprint!("WARNING! This will remove anonymous local volumes not used by at least one container.\nAre you sure you want to continue? [y/N] ");
-                let mut answer = String::new();
-                let _ = std::io::stdin().read_line(&mut answer);
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    return Ok(0);
-                }
+            if !a.force
+                && !crate::image::confirm(if a.all {
+                    "all local volumes not used by at least one container"
+                } else {
+                    "anonymous local volumes not used by at least one container"
+                })?
+            {
+                return Ok(0);
             }
-            let removed = e.volume_prune(a.all)?;
-            if !removed.is_empty() {
-                println!("Deleted Volumes:");
-                for n in &removed {
-                    println!("{n}");
-                }
-                println!();
-            }
-            println!("Total reclaimed space: 0B");
+            let bytes = prune_volumes(c, a.all, &a.filter)?;
+            println!("Total reclaimed space: {}", human_size(bytes));
             Ok(0)
         }
     }
+}
+
+/// `POST /volumes/prune`: prints the removed volumes, returns the bytes reclaimed.
+pub fn prune_volumes(c: &Client, all: bool, filter: &[String]) -> anyhow::Result<u64> {
+    let extra: &[(&str, &str)] = if all { &[("all", "true")] } else { &[] };
+    let q = crate::image::filters_query(filter, extra)?;
+    let v = c.post_json(&format!("/volumes/prune?filters={q}"), None)?;
+    let gone = v["VolumesDeleted"].as_array().cloned().unwrap_or_default();
+    if !gone.is_empty() {
+        println!("Deleted Volumes:");
+        gone.iter()
+            .for_each(|n| println!("{}", n.as_str().unwrap_or_default()));
+        println!();
+    }
+    Ok(v["SpaceReclaimed"].as_u64().unwrap_or(0))
 }

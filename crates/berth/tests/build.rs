@@ -14,7 +14,8 @@ struct Berth {
     /// shared `berth` parent cgroup (a runtime issue), so the tests here run one
     /// at a time. Declared first: released after the cleanup in `drop`.
     _turn: std::sync::MutexGuard<'static, ()>,
-    root: tempfile::TempDir,
+    /// The data and runtime roots and the daemon the CLI starts for them.
+    kit: berth_testkit::Berth,
     /// Short ids of the RUN containers our builds reported.
     runs: std::cell::RefCell<Vec<String>>,
     /// `BERTH_SNAPSHOTTER` for the data root (None: berth's choice).
@@ -33,17 +34,13 @@ impl Berth {
             is_root(),
             "the build tests mount, clone namespaces and create cgroups: run them as root"
         );
-        let root = tempfile::Builder::new()
-            .prefix("berth-test-build-")
-            .tempdir()
-            .expect("tempdir");
         let b = Berth {
             _turn: turn,
-            root,
+            kit: berth_testkit::Berth::empty(env!("CARGO_BIN_EXE_berth"), "berth-test-build-"),
             runs: Default::default(),
             snapshotter,
         };
-        let tar = rootfs_tar(b.root.path());
+        let tar = rootfs_tar(b.kit.root.path());
         b.ok(&[
             "image",
             "import",
@@ -54,7 +51,7 @@ impl Berth {
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.root.path().join(rel)
+        self.kit.root.path().join(rel)
     }
 
     fn command(&self) -> Command {
@@ -113,7 +110,7 @@ impl Berth {
 
     /// Mounts whose path lies under our temporary root.
     fn mounts(&self) -> Vec<String> {
-        let root = self.root.path().to_string_lossy().into_owned();
+        let root = self.kit.root.path().to_string_lossy().into_owned();
         std::fs::read_to_string("/proc/self/mountinfo")
             .expect("mountinfo")
             .lines()
@@ -149,6 +146,7 @@ impl Drop for Berth {
                 let _ = self.command().args(["rm", "--force", id]).output();
             }
         }
+        self.kit.stop_daemon();
         for m in self.mounts().into_iter().rev() {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
@@ -801,8 +799,36 @@ fn a_killed_build_is_cleaned_up_by_the_next_one() {
             break;
         }
     }
-    child.kill().expect("SIGKILL the build");
-    child.wait().expect("reap");
+    // The build runs in the daemon's worker: SIGKILL that, as a crash would.
+    let data = b.path("data").display().to_string();
+    let procs: Vec<String> = berth_testkit::processes_with("build-worker")
+        .into_iter()
+        .filter(|p| p.contains(&data))
+        .map(|p| p.split(':').next().expect("pid").to_string())
+        .collect();
+    // the worker, not the RUN spawner it forked (same command line)
+    let ppid = |pid: &str| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_default();
+        after.split_whitespace().nth(1).unwrap_or("").to_string()
+    };
+    let workers: Vec<&String> = procs.iter().filter(|p| !procs.contains(&ppid(p))).collect();
+    assert_eq!(workers.len(), 1, "{procs:?}");
+    let pid = workers[0].clone();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let out = child.wait_with_output().expect("reap");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the client reports the failed build"
+    );
     assert!(
         !b.leftovers().is_empty(),
         "a killed build leaves its mounts"
@@ -949,5 +975,39 @@ fn dockerfile_on_stdin() {
         b.ok(&["run", "--rm", "stdin:1", "cat", "/f.txt"]),
         "from stdin build\n"
     );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn progress_modes_come_through_the_daemon() {
+    let b = Berth::new();
+    let ctx = b.context(
+        "ctx",
+        &[("Dockerfile", "FROM base\nRUN echo berth-test-out\n")],
+    );
+    let plain = b.build(&ctx, &["--progress", "plain", "--no-cache"]);
+    let out = text(&plain.stdout);
+    assert!(plain.status.success(), "{}", text(&plain.stderr));
+    assert!(
+        out.contains("] RUN echo berth-test-out") && out.contains("berth-test-out\n"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Step 1/2"),
+        "plain is BuildKit's display, not the classic one: {out}"
+    );
+    let tty = b.build(&ctx, &["--progress", "tty", "--no-cache"]);
+    let out = text(&tty.stdout);
+    assert!(tty.status.success(), "{}", text(&tty.stderr));
+    assert!(
+        out.contains("[+] Building") && out.contains("\u{1b}["),
+        "{out:?}"
+    );
+    let classic = b.build(&ctx, &["--no-cache"]);
+    let out = text(&classic.stdout);
+    assert!(out.contains("Step 2/2 : RUN echo berth-test-out"), "{out}");
+    assert_eq!(out.matches("Successfully built").count(), 1, "{out}");
+    let q = b.build(&ctx, &["-q"]);
+    assert!(text(&q.stdout).trim().starts_with("sha256:") && text(&q.stdout).lines().count() == 1);
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }

@@ -1,55 +1,23 @@
-//! The `berth` binary end to end: import, ls, tag, inspect -f, history, save, load,
-//! rm, prune and system df against a temporary data root (needs root for mounts).
+//! The `berth` binary end to end, through the daemon it starts: import, ls, tag,
+//! inspect -f, history, save, load, rm, prune, system df, volumes, events, info, and
+//! login/push/pull on a loopback registry (needs root for mounts).
 
+use berth_testkit::{Berth, Registry};
 use std::path::Path;
 use std::process::Command;
 
-struct Berth {
-    root: tempfile::TempDir,
+fn berth(prefix: &str) -> Berth {
+    Berth::empty(env!("CARGO_BIN_EXE_berth"), prefix)
 }
 
-impl Berth {
-    fn new() -> Self {
-        assert!(
-            nix_is_root(),
-            "the CLI tests unpack layers with ownership: run them as root"
-        );
-        Self {
-            root: tempfile::Builder::new()
-                .prefix("berth-test-cli-")
-                .tempdir()
-                .expect("tempdir"),
-        }
-    }
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("--data-root")
-            .arg(self.root.path())
-            .args(args)
-            .output()
-            .expect("run berth");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args);
-        assert!(ok, "berth {args:?} failed: {err}");
-        out
-    }
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
+/// (success, stdout, stderr)
+fn run(b: &Berth, args: &[&str]) -> (bool, String, String) {
+    let out = b.run(args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn rootfs_tar(dir: &Path) -> std::path::PathBuf {
@@ -76,7 +44,7 @@ fn rootfs_tar(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn image_commands_end_to_end() {
-    let b = Berth::new();
+    let b = berth("berth-test-cli-");
     let tar = rootfs_tar(b.root.path());
     let id = b.ok(&[
         "image",
@@ -149,7 +117,7 @@ fn image_commands_end_to_end() {
             && rm.contains(&format!("Deleted: {}", id.trim())),
         "{rm}"
     );
-    let (ok, _, err) = b.run(&["image", "inspect", "berth-test/bb:1.0"]);
+    let (ok, _, err) = run(&b, &["image", "inspect", "berth-test/bb:1.0"]);
     assert!(!ok && err.contains("no such image"), "{err}");
     assert_eq!(
         b.ok(&["image", "load", "-i", saved.to_str().expect("utf8")])
@@ -166,80 +134,15 @@ fn image_commands_end_to_end() {
     assert_eq!(b.ok(&["image", "ls", "-q"]), "");
 }
 
-/// A docker-registry with htpasswd auth on a free loopback port; killed on drop.
-struct Registry {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-    host: String,
-}
-
-impl Registry {
-    fn start() -> Self {
-        assert!(
-            Path::new("/usr/bin/docker-registry").exists(),
-            "needs Debian's docker-registry package"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("berth-test-registry-")
-            .tempdir()
-            .expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        // bcrypt of "berth-test-pass"
-        std::fs::write(
-            dir.path().join("htpasswd"),
-            "berth:$2b$04$79Jzr/ml3LJvPqsKGvwiGeF2W8UMRlkWqaDQJ1sROGkpo2DRwzTHC\n",
-        )
-        .expect("htpasswd");
-        let cfg = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {0}/data\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: berth-test\n    path: {0}/htpasswd\n",
-            dir.path().display()
-        );
-        std::fs::write(dir.path().join("config.yml"), cfg).expect("config");
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn registry");
-        let host = format!("127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::net::TcpStream::connect(&host).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "docker-registry did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Self {
-            child,
-            _dir: dir,
-            host,
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn login_push_pull_logout() {
-    let b = Berth::new();
-    let reg = Registry::start();
+    let b = berth("berth-test-cli-reg-");
+    let reg = Registry::start(true);
     let cfg = b.root.path().join("config");
     let berth = |args: &[&str], stdin: &str| {
         use std::io::Write;
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("--data-root")
-            .arg(b.root.path())
+        let mut c = b
+            .command()
             .args(args)
             .env("BERTH_CONFIG", &cfg)
             .stdin(std::process::Stdio::piped())
@@ -274,7 +177,7 @@ fn login_push_pull_logout() {
     assert!(!ok && err.contains("login to"), "{err}");
     let (ok, out, err) = berth(
         &["login", "-u", "berth", "--password-stdin", &reg.host],
-        "berth-test-pass\n",
+        &format!("{}\n", Registry::PASSWORD),
     );
     assert!(ok && out.contains("Login Succeeded"), "{err}");
     use std::os::unix::fs::PermissionsExt;
@@ -295,8 +198,8 @@ fn login_push_pull_logout() {
         "{err}"
     );
     assert!(
-        err.contains("Pull complete"),
-        "plain progress lines when not a terminal: {err}"
+        out.contains("Pull complete") && !out.contains("Downloading"),
+        "status lines without byte counts when not a terminal: {out}"
     );
     assert!(berth(&["logout", &reg.host], "")
         .1
@@ -304,4 +207,69 @@ fn login_push_pull_logout() {
     assert!(berth(&["rmi", &name], "").0);
     let (ok, _, err) = berth(&["pull", "-q", &name], "");
     assert!(!ok && err.contains("berth login"), "{err}");
+}
+
+#[test]
+fn volumes_events_info_and_system_prune_go_through_the_daemon() {
+    let b = berth("berth-test-cli-sys-");
+    let since = chrono_free_now() - 1;
+    assert_eq!(
+        b.ok(&["volume", "create", "--label", "k=v", "v1"]).trim(),
+        "v1"
+    );
+    assert_eq!(b.ok(&["volume", "create", "v2"]).trim(), "v2");
+    assert_eq!(
+        b.ok(&["volume", "ls", "-q", "-f", "label=k=v"]).trim(),
+        "v1"
+    );
+    assert!(b.daemon_pid().is_some(), "the CLI started berthd");
+    let ls = b.ok(&["volume", "ls"]);
+    assert!(ls.starts_with("DRIVER") && ls.contains("v2"), "{ls}");
+    let (ok, _, err) = run(&b, &["volume", "inspect", "nosuch"]);
+    assert!(
+        !ok && err.to_lowercase().contains("no such volume"),
+        "{err}"
+    );
+    b.ok(&["volume", "rm", "v1"]);
+    let until = chrono_free_now() + 1;
+    let ev = b.ok(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &until.to_string(),
+        "--filter",
+        "type=volume",
+    ]);
+    let kinds: Vec<String> = ev
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["volume create v1", "volume create v2", "volume destroy v1"],
+        "{ev}"
+    );
+    assert_eq!(
+        b.ok(&["info", "--format", "{{.Images}} {{.Containers}}"])
+            .trim(),
+        "0 0"
+    );
+    let pruned = b.ok(&["system", "prune", "-f", "--volumes"]);
+    assert!(pruned.contains("Total reclaimed space"), "{pruned}");
+    let pruned = b.ok(&["volume", "prune", "-a", "-f"]);
+    assert!(pruned.contains("Deleted Volumes:\nv2\n"), "{pruned}");
+}
+
+fn chrono_free_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
 }

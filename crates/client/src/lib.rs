@@ -279,6 +279,12 @@ impl Response {
         Ok(serde_json::from_slice(&b)?)
     }
 
+    /// Another handle on the connection, e.g. to `shutdown(Write)` it and tell the
+    /// daemon to stop a streamed operation (a build on Ctrl-C) while reading its end.
+    pub fn stream_handle(&self) -> Result<UnixStream> {
+        Ok(self.conn.get_ref().try_clone()?)
+    }
+
     /// After `101 UPGRADED`: the raw connection (with whatever the daemon already sent
     /// buffered in front of it) for attach and exec streams.
     pub fn upgraded(self) -> Result<(BufReader<UnixStream>, UnixStream)> {

@@ -274,18 +274,25 @@ pub fn end_chunked<W: Write>(w: &mut W) -> std::io::Result<()> {
     w.flush()
 }
 
-/// Whether the client closed its side of the connection `r` reads (checked without
-/// blocking or consuming anything), so a route that follows events can stop.
-pub fn peer_closed(r: &mut BufReader<std::os::unix::net::UnixStream>) -> bool {
-    if r.get_ref().set_nonblocking(true).is_err() {
+/// Whether the client closed (or half-closed) its side of the connection `r` reads:
+/// a peek that neither blocks nor consumes anything and leaves the socket's mode alone
+/// (another thread may be writing on it), so a streamed route can stop its work.
+pub fn peer_closed(r: &BufReader<std::os::unix::net::UnixStream>) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    if !r.buffer().is_empty() {
         return false;
     }
-    let closed = match r.fill_buf() {
-        Ok(b) => b.is_empty(),
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-    };
-    let _ = r.get_ref().set_nonblocking(false);
-    closed
+    let mut b = [0u8; 1];
+    match recv(
+        r.get_ref().as_raw_fd(),
+        &mut b,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e != nix::errno::Errno::EAGAIN && e != nix::errno::Errno::EINTR,
+    }
 }
 
 #[cfg(test)]

@@ -10,9 +10,10 @@
 use super::{flag, lock, Conn, Ctx, Reply};
 use crate::http::{self, BodyReader, Request};
 use serde_json::{json, Map, Value};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
 /// What this module serves.
@@ -110,7 +111,20 @@ fn worker_request(req: &Request) -> Result<Value, String> {
         "target": req.query.get("target").filter(|t| !t.is_empty()),
         "no_cache": flag(req, "nocache"),
         "pull": flag(req, "pull"),
+        // berth's own: its CLI asks for BuildKit's displays on a terminal
+        "progress": progress_mode(req)?,
+        "width": req.query.get("width").and_then(|w| w.parse::<u16>().ok()).unwrap_or(80),
     }))
+}
+
+/// `progress` (berth's extension; docker clients get the classic output): classic,
+/// plain or tty.
+fn progress_mode(req: &Request) -> Result<String, String> {
+    match req.query.get("progress").map(String::as_str) {
+        None | Some("") | Some("classic") => Ok("classic".into()),
+        Some(m @ ("plain" | "tty")) => Ok(m.into()),
+        Some(m) => Err(format!("progress {m:?}: use classic, plain or tty")),
+    }
 }
 
 /// Registry credentials of `X-Registry-Config` (base64 JSON `{"host": {"username",
@@ -144,6 +158,43 @@ fn write_registry_config(req: &Request, dir: &std::path::Path) -> Result<(), Str
     Ok(())
 }
 
+/// `X-Berth-Build-Secrets` (berth's own header: base64 JSON `{"id": base64(value)}`,
+/// for `RUN --mount=type=secret`) as files, mode 0600, that the worker reads.
+fn write_secrets(req: &Request, dir: &std::path::Path) -> Result<(), String> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(h) = req
+        .headers
+        .get("x-berth-build-secrets")
+        .filter(|h| !h.trim().is_empty())
+    else {
+        return Ok(());
+    };
+    let bad = |e: &dyn std::fmt::Display| {
+        format!("X-Berth-Build-Secrets: {e}: send base64 of {{\"id\": base64(value)}}")
+    };
+    let raw = STANDARD.decode(h.trim()).map_err(|e| bad(&e))?;
+    let v: Map<String, Value> = serde_json::from_slice(&raw).map_err(|e| bad(&e))?;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    for (id, val) in v {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(format!("secret id {id:?} is not a plain name"));
+        }
+        let data = STANDARD
+            .decode(val.as_str().unwrap_or_default())
+            .map_err(|e| bad(&e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(&id))
+            .map_err(|e| e.to_string())?;
+        std::io::Write::write_all(&mut f, &data).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 struct TmpDir(PathBuf);
 
 impl Drop for TmpDir {
@@ -152,11 +203,9 @@ impl Drop for TmpDir {
     }
 }
 
-fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
-    let wreq = match worker_request(req) {
-        Ok(w) => w,
-        Err(e) => return Some(Reply::error(400, e)),
-    };
+/// The build's scratch directory (`<data-root>/tmp/build-PID-N`): the request, the
+/// registry credentials and secrets for the worker, and the id it writes.
+fn prepare(ctx: &Ctx, req: &Request, wreq: &Value) -> Result<TmpDir, String> {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = ctx
@@ -164,21 +213,16 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         .join("tmp")
         .join(format!("build-{}-{n}", std::process::id()));
     let tmp = TmpDir(dir.clone());
-    let setup = std::fs::create_dir_all(dir.join("config"))
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            std::fs::write(dir.join("request.json"), wreq.to_string()).map_err(|e| e.to_string())
-        })
-        .and_then(|()| write_registry_config(req, &dir.join("config")));
-    if let Err(e) = setup {
-        return Some(Reply::error(400, e));
-    }
-    let body = match BodyReader::new(conn.reader, &req.headers) {
-        Ok(b) => b,
-        Err(e) => return Some(Reply::error(400, e)),
-    };
+    std::fs::create_dir_all(dir.join("config")).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("request.json"), wreq.to_string()).map_err(|e| e.to_string())?;
+    write_registry_config(req, &dir.join("config"))?;
+    write_secrets(req, &dir.join("secrets"))?;
+    Ok(tmp)
+}
+
+fn spawn_worker(ctx: &Ctx, dir: &std::path::Path) -> Result<Child, Reply> {
     let bin = berth_bin();
-    let child = Command::new(&bin)
+    Command::new(&bin)
         .arg("--data-root")
         .arg(&ctx.data_root)
         .arg("build-worker")
@@ -190,15 +234,78 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            return Some(Reply::error(
+        .spawn()
+        .map_err(|e| {
+            Reply::error(
                 500,
                 format!("cannot start the build worker {}: {e}", bin.display()),
-            ))
+            )
+        })
+}
+
+/// The worker's output to the client as it comes (a terminal display redraws without
+/// newlines), whole UTF-8 characters per `{"stream"}` message. A failed write means
+/// the client left: the build is interrupted and the rest drained.
+fn relay_output(mut o: impl Read, w: &mut UnixStream, quiet: bool, gone: &Mutex<bool>, pid: u32) {
+    let mut buf = vec![0u8; 16 << 10];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match o.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if quiet || *lock(gone) {
+            continue;
         }
+        pending.extend_from_slice(&buf[..n]);
+        let text = utf8_prefix(&mut pending);
+        if text.is_empty() {
+            continue;
+        }
+        let msg = json!({ "stream": text });
+        if http::write_chunk(w, format!("{msg}\n").as_bytes()).is_err() {
+            *lock(gone) = true;
+            interrupt(pid);
+        }
+    }
+}
+
+/// docker's error message for a failed build: the worker's last line; a failed RUN
+/// carries its exit code, which the docker CLI exits with (as with dockerd).
+fn error_message(stderr: &str) -> Value {
+    let msg = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("the build failed")
+        .trim_start_matches("Error: ")
+        .to_string();
+    let code = msg
+        .rsplit_once("returned a non-zero code: ")
+        .and_then(|(_, c)| c.trim().parse::<i64>().ok());
+    let mut detail = json!({ "message": msg });
+    if let Some(c) = code {
+        detail["code"] = json!(c);
+    }
+    json!({"errorDetail": detail, "error": msg})
+}
+
+fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
+    let wreq = match worker_request(req) {
+        Ok(w) => w,
+        Err(e) => return Some(Reply::error(400, e)),
+    };
+    let tmp = match prepare(ctx, req, &wreq) {
+        Ok(t) => t,
+        Err(e) => return Some(Reply::error(400, e)),
+    };
+    let reader = &mut *conn.reader;
+    if let Err(e) = BodyReader::new(&mut *reader, &req.headers) {
+        return Some(Reply::error(400, e));
+    }
+    let mut child = match spawn_worker(ctx, &tmp.0) {
+        Ok(c) => c,
+        Err(r) => return Some(r),
     };
     let quiet = flag(req, "q");
     let w = &mut *conn.writer;
@@ -209,13 +316,23 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
     }
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let pid = child.id();
-    let gone = Mutex::new(false);
+    let (gone, done) = (Mutex::new(false), Mutex::new(false));
     let err_text = std::thread::scope(|s| {
-        // the context, into the worker
+        // The context, into the worker; then watch the client: when it goes away (or
+        // half-closes, as berth does on Ctrl-C) the build is interrupted, as docker's.
+        let (done, gone) = (&done, &gone);
         s.spawn(move || {
-            if let Some(mut i) = stdin {
-                let mut body = body;
+            if let (Some(mut i), Ok(mut body)) =
+                (stdin, BodyReader::new(&mut *reader, &req.headers))
+            {
                 let _ = std::io::copy(&mut body, &mut i);
+            }
+            while !*lock(done) {
+                if http::peer_closed(reader) {
+                    interrupt(pid);
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
         });
         let err = s.spawn(move || {
@@ -225,64 +342,61 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
             }
             t
         });
-        // its output, to the client, line by line
         if let Some(o) = stdout {
-            for line in BufReader::new(o).lines() {
-                let Ok(line) = line else { break };
-                if quiet || *lock(&gone) {
-                    continue;
-                }
-                let msg = json!({ "stream": format!("{line}\n") });
-                if http::write_chunk(w, format!("{msg}\n").as_bytes()).is_err() {
-                    // The client left: stop the build (the worker cleans up on SIGTERM).
-                    *lock(&gone) = true;
-                    let _ = Command::new("kill")
-                        .arg("-TERM")
-                        .arg(pid.to_string())
-                        .status();
-                }
-            }
+            relay_output(o, w, quiet, gone, pid);
         }
-        err.join().unwrap_or_default()
+        let t = err.join().unwrap_or_default();
+        *lock(done) = true;
+        t
     });
     let status = child.wait();
+    let id = std::fs::read_to_string(tmp.0.join("iid")).unwrap_or_default();
+    // Gone before the last message, so a client that reads it finds nothing left over.
+    drop(tmp);
     if *lock(&gone) {
-        return None;
+        return None; // nobody to tell; a client that only half-closed gets the end
     }
-    let ok = status.is_ok_and(|s| s.success());
-    let id = std::fs::read_to_string(dir.join("iid")).unwrap_or_default();
     let mut send = |v: Value| http::write_chunk(w, format!("{v}\n").as_bytes());
-    if ok && !id.trim().is_empty() {
-        let id = id.trim();
+    let id = id.trim();
+    if status.is_ok_and(|s| s.success()) && !id.is_empty() {
         let _ = send(json!({"aux": {"ID": id}}));
+        // (the worker's renderer printed "Successfully built/tagged" already)
         if quiet {
             let _ = send(json!({ "stream": format!("{id}\n") }));
-        } else {
-            let short: String = id.trim_start_matches("sha256:").chars().take(12).collect();
-            let _ = send(json!({ "stream": format!("Successfully built {short}\n") }));
-            for t in wreq["tags"].as_array().into_iter().flatten() {
-                let _ = send(
-                    json!({ "stream": format!("Successfully tagged {}\n", t.as_str().unwrap_or("")) }),
-                );
-            }
         }
         for t in wreq["tags"].as_array().into_iter().flatten() {
             ctx.events
                 .publish("image", "tag", id, [("name", t.as_str().unwrap_or(""))]);
         }
     } else {
-        let msg = err_text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("the build failed")
-            .trim_start_matches("Error: ")
-            .to_string();
-        let _ = send(json!({"errorDetail": {"message": msg}, "error": msg}));
+        let _ = send(error_message(&err_text));
     }
     let _ = http::end_chunked(w);
-    drop(tmp);
     None
+}
+
+/// Takes the longest prefix of `b` that is whole UTF-8 (invalid bytes replaced),
+/// leaving an incomplete trailing character for the next read.
+fn utf8_prefix(b: &mut Vec<u8>) -> String {
+    let keep = match std::str::from_utf8(b) {
+        Ok(_) => 0,
+        Err(e) if e.error_len().is_none() => b.len() - e.valid_up_to(),
+        Err(_) => 0,
+    };
+    let rest = b.split_off(b.len() - keep);
+    let text = String::from_utf8_lossy(b).into_owned();
+    *b = rest;
+    text
+}
+
+/// Interrupt a build worker as Ctrl-C would: it fails the build and cleans up.
+fn interrupt(pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 #[cfg(test)]
@@ -319,6 +433,33 @@ mod tests {
     }
 
     #[test]
+    fn build_errors_carry_the_run_status() {
+        let e = error_message(
+            "step 2\nError: The command '/bin/sh -c exit 3' returned a non-zero code: 3\n",
+        );
+        assert_eq!(e["errorDetail"]["code"], 3);
+        assert_eq!(
+            e["error"],
+            "The command '/bin/sh -c exit 3' returned a non-zero code: 3"
+        );
+        assert_eq!(error_message("")["error"], "the build failed");
+        assert!(error_message("Error: bad Dockerfile")["errorDetail"]
+            .get("code")
+            .is_none());
+    }
+
+    #[test]
+    fn output_is_cut_at_whole_characters() {
+        let mut b = "aé".as_bytes().to_vec();
+        b.pop();
+        assert_eq!(utf8_prefix(&mut b), "a");
+        assert_eq!(b, [0xc3]);
+        b.push(0xa9);
+        assert_eq!(utf8_prefix(&mut b), "é");
+        assert!(b.is_empty());
+    }
+
+    #[test]
     fn bad_build_queries_are_refused() {
         for q in [
             [("buildargs", "[1]")],
@@ -327,6 +468,7 @@ mod tests {
             [("dockerfile", "../etc/passwd")],
             [("remote", "https://example.invalid/x.git")],
             [("platform", "windows/arm64")],
+            [("progress", "rainbow")],
         ] {
             assert!(worker_request(&req(&q)).is_err(), "{q:?}");
         }

@@ -142,6 +142,42 @@ pub fn parse_time(s: &str) -> Option<i64> {
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
+/// A Go duration (`90s`, `1h30m`, `1.5h`, `300ms`) in nanoseconds.
+pub fn parse_duration(s: &str) -> Option<i64> {
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..u] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = &rest[u..];
+    }
+    Some(total as i64)
+}
+
+/// `until`/`since` of a prune: a time ([`parse_time`]) or a Go duration before now.
+pub fn parse_time_or_ago(s: &str) -> Option<i64> {
+    parse_time(s).or_else(|| parse_duration(s).map(|d| now_nano() - d))
+}
+
 /// docker's `filters` query value: `{"type":["image"]}` (or the old
 /// `{"type":{"image":true}}`) as name → values.
 pub fn parse_filters(req: &Request) -> Result<BTreeMap<String, Vec<String>>, String> {
@@ -268,6 +304,12 @@ mod tests {
         assert_eq!(parse_time("1970-01-01T00:00:02Z"), Some(2_000_000_000));
         assert_eq!(parse_time("soon"), None);
         assert_eq!(parse_time("1.x"), None);
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000_000_000));
+        assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
+        assert_eq!(parse_duration("300ms"), Some(300_000_000));
+        assert_eq!(parse_duration("3 days"), None);
+        assert_eq!(parse_duration(""), None);
+        assert!(parse_time_or_ago("24h").is_some_and(|t| t < now_nano()));
     }
 
     #[test]

@@ -319,12 +319,12 @@ fn prune(ctx: &Ctx, req: &Request) -> Reply {
     } else {
         let until = match filters.get("until").and_then(|u| u.first()) {
             None => None,
-            Some(u) => match super::events::parse_time(u) {
+            Some(u) => match super::events::parse_time_or_ago(u) {
                 Some(t) => Some(t / 1_000_000_000),
                 None => {
                     return Reply::error(
                         400,
-                        format!("invalid until {u:?}: give a unix timestamp or an RFC 3339 time"),
+                        format!("invalid until {u:?}: give a unix timestamp, an RFC 3339 time or a duration like 24h"),
                     )
                 }
             },

@@ -7,8 +7,8 @@
 
 pub mod build;
 pub mod containers;
-pub mod exec;
 pub mod events;
+pub mod exec;
 pub mod images;
 pub mod streams;
 pub mod system;

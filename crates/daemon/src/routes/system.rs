@@ -186,15 +186,10 @@ fn auth(req: &Request) -> Reply {
             200,
             &json!({"Status": "Login Succeeded", "IdentityToken": ""}),
         ),
-        Err(e @ berth_registry::Error::Unauthorized { .. }) => {
-            let _ = e;
-            Reply::error(
-                401,
-                format!(
-                    "login attempt to {host} failed: unauthorized: incorrect username or password"
-                ),
-            )
-        }
+        Err(berth_registry::Error::Unauthorized { .. }) => Reply::error(
+            401,
+            format!("login attempt to {host} failed: unauthorized: incorrect username or password"),
+        ),
         Err(e) => Reply::error(500, format!("login to {host} failed: {e}")),
     }
 }

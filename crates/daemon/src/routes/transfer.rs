@@ -238,7 +238,7 @@ pub fn create(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
             ))
         }
     };
-    let (client, _auth) = match registry(ctx, req, &r.domain) {
+    let (client, auth) = match registry(ctx, req, &r.domain) {
         Ok(c) => c,
         Err(e) => return Some(Reply::error(400, e)),
     };
@@ -251,7 +251,9 @@ pub fn create(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         Err(e) => return Some(Reply::error(500, e)),
     };
     out.send(&json!({"status": format!("Pulling from {}", r.path), "id": r.tag.as_deref().or(r.digest.as_deref()).unwrap_or("latest")}));
-    match client.pull(&images, &name, &out) {
+    let pulled = client.pull(&images, &name, &out);
+    drop(auth);
+    match pulled {
         Ok(p) => {
             out.status(&format!("Digest: {}", p.digest));
             let what = if p.downloaded {
@@ -338,7 +340,7 @@ pub fn push(ctx: &Ctx, req: &Request, name: &str, conn: &mut Conn) -> Option<Rep
     if let Err(e) = images.resolve(&name) {
         return Some(image_error(e));
     }
-    let (client, _auth) = match registry(ctx, req, &r.domain) {
+    let (client, auth) = match registry(ctx, req, &r.domain) {
         Ok(c) => c,
         Err(e) => return Some(Reply::error(400, e)),
     };
@@ -350,7 +352,9 @@ pub fn push(ctx: &Ctx, req: &Request, name: &str, conn: &mut Conn) -> Option<Rep
         "The push refers to repository [{}]",
         r.repository()
     ));
-    match client.push(&images, &name, &out) {
+    let pushed = client.push(&images, &name, &out);
+    drop(auth);
+    match pushed {
         Ok((digest, size)) => {
             let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
             out.status(&format!("{tag}: digest: {digest} size: {size}"));

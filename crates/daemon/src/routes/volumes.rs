@@ -25,7 +25,7 @@ pub fn route(ctx: &Ctx, req: &Request, parts: &[&str]) -> Option<Reply> {
         ("POST", ["volumes", "prune"]) => prune(ctx, req),
         ("GET", ["volumes", name]) => match ctx.engine.volume_inspect(name) {
             Ok(v) => Reply::json(200, &doc(&v)),
-            Err(e) => engine_error(e),
+            Err(e) => volume_error(name, e),
         },
         ("DELETE", ["volumes", name]) => remove(ctx, name, flag(req, "force")),
         _ => return None,
@@ -166,7 +166,17 @@ fn remove(ctx: &Ctx, name: &str, force: bool) -> Reply {
             Reply::empty(204)
         }
         Err(berth_engine::Error::NotFound(_)) if force => Reply::empty(204),
-        Err(e) => engine_error(e),
+        Err(e) => volume_error(name, e),
+    }
+}
+
+/// docker's wording for a missing volume (`get NAME: no such volume`).
+fn volume_error(name: &str, e: berth_engine::Error) -> Reply {
+    match e {
+        berth_engine::Error::NotFound(_) => {
+            Reply::error(404, format!("get {name}: no such volume"))
+        }
+        e => engine_error(e),
     }
 }
 
