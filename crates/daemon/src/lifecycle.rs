@@ -46,7 +46,13 @@ pub fn inspect(engine: &Engine, s: &Summary, doc: &mut Value) {
     if let Some(h) = &s.record.options.healthcheck {
         doc["Config"]["Healthcheck"] = json!(h);
         if h.active() {
-            if let Some(health) = engine.health(id) {
+            // "starting" from the start, before the monitor's first word
+            let health = match (engine.health(id), s.state) {
+                (Some(h), _) => Some(h),
+                (None, State::Running) => Some(berth_engine::Health::default()),
+                (None, _) => None,
+            };
+            if let Some(health) = health {
                 doc["State"]["Health"] = json!(health);
             }
         }
@@ -73,10 +79,9 @@ pub fn list_row(engine: &Engine, s: &Summary, row: &mut Value) {
         .as_ref()
         .is_some_and(|h| h.active())
     {
-        if let Some(h) = engine.health(id) {
-            let status = row["Status"].as_str().unwrap_or("Up").to_string();
-            row["Status"] = json!(format!("{status}{}", h.ps_suffix()));
-        }
+        let h = engine.health(id).unwrap_or_default();
+        let status = row["Status"].as_str().unwrap_or("Up").to_string();
+        row["Status"] = json!(format!("{status}{}", h.ps_suffix()));
     }
 }
 
