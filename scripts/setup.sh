@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
 need=(busybox-static runc libseccomp-dev pkg-config file procps python3 iproute2 nftables bsdutils
-      docker-registry skopeo umoci openssl bc jq curl ca-certificates python3-venv python3-dev gcc)
+      docker-registry skopeo umoci openssl bc jq curl ca-certificates python3-venv python3-dev gcc tini)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

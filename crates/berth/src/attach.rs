@@ -73,12 +73,7 @@ fn upgrade(c: &Client, method: &str, path: &str, body: Body) -> anyhow::Result<S
 }
 
 /// Attaches to container `id` (before its start, or running).
-pub fn attach_container(
-    c: &Client,
-    id: &str,
-    s: &Streams,
-    _running: bool,
-) -> anyhow::Result<Session> {
+pub fn attach_container(c: &Client, id: &str, s: &Streams) -> anyhow::Result<Session> {
     let mut q = format!(
         "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}",
         s.stdin as u8
@@ -189,60 +184,13 @@ impl Session {
             resize(c, &format!("{base}/resize"));
         }
         if !sigs.is_empty() {
-            if let Some(fd) = signal_fd(&sigs) {
-                let (c, base) = (c.clone(), base.to_string());
-                std::thread::spawn(move || loop {
-                    let Ok(Some(info)) = fd.read_signal() else {
-                        return;
-                    };
-                    if info.ssi_signo == Signal::SIGWINCH as u32 {
-                        resize(&c, &format!("{base}/resize"));
-                    } else {
-                        let _ = c.request(
-                            "POST",
-                            &format!("{base}/kill?signal={}", info.ssi_signo),
-                            Body::Empty,
-                        );
-                    }
-                });
-            }
+            relay_signals(c, base, &sigs);
         }
         if s.stdin {
-            let mut w = self.writer.try_clone()?;
-            let detached = detached.clone();
             // the detach keys are ours to spot only with a terminal (docker's CLI); the
             // daemon's side spots them in every stream
             let local_keys = if s.tty { keys } else { Vec::new() };
-            std::thread::spawn(move || {
-                let mut stdin = std::io::stdin().lock();
-                let mut buf = [0u8; 8192];
-                let mut matched = 0;
-                loop {
-                    let n = match stdin.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let mut out = Vec::with_capacity(n);
-                    for &b in &buf[..n] {
-                        if !local_keys.is_empty() && b == local_keys[matched] {
-                            matched += 1;
-                            if matched == local_keys.len() {
-                                detached.store(true, Ordering::SeqCst);
-                                let _ = w.shutdown(std::net::Shutdown::Both);
-                                return;
-                            }
-                            continue;
-                        }
-                        out.extend_from_slice(&local_keys[..matched]);
-                        matched = 0;
-                        out.push(b);
-                    }
-                    if w.write_all(&out).is_err() {
-                        return;
-                    }
-                }
-                let _ = w.shutdown(std::net::Shutdown::Write);
-            });
+            relay_stdin(self.writer.try_clone()?, local_keys, detached.clone());
         }
         let mut reader = self.reader;
         let res = if s.tty {
@@ -267,7 +215,7 @@ impl Session {
                     .get_json(&format!("/containers/{id}/json"))
                     .map(|v| v["State"]["Running"].as_bool().unwrap_or(false))
                     .unwrap_or(false);
-                if running && !exited_since(c, id) {
+                if running {
                     return Ok(Ended::Detached);
                 }
             } else if let Some(id) = base.strip_prefix("/exec/") {
@@ -284,9 +232,63 @@ impl Session {
     }
 }
 
-/// Whether the container has an exit recorded (it may have restarted meanwhile).
-fn exited_since(_c: &Client, _id: &str) -> bool {
-    false
+/// Window changes become resizes of `base`, other signals kills of it (sig-proxy).
+fn relay_signals(c: &Client, base: &str, sigs: &[Signal]) {
+    let Some(fd) = signal_fd(sigs) else { return };
+    let (c, base) = (c.clone(), base.to_string());
+    std::thread::spawn(move || loop {
+        let Ok(Some(info)) = fd.read_signal() else {
+            return;
+        };
+        if info.ssi_signo == Signal::SIGWINCH as u32 {
+            resize(&c, &format!("{base}/resize"));
+        } else {
+            let _ = c.request(
+                "POST",
+                &format!("{base}/kill?signal={}", info.ssi_signo),
+                Body::Empty,
+            );
+        }
+    });
+}
+
+/// Copies our stdin to the connection until EOF (then half-closes it) or until the
+/// detach `keys` (then closes it and sets `detached`).
+fn relay_stdin(mut w: UnixStream, keys: Vec<u8>, detached: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 8192];
+        let mut matched = 0;
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut out = Vec::with_capacity(n);
+            for &b in &buf[..n] {
+                if !keys.is_empty() && b == keys[matched] {
+                    matched += 1;
+                    if matched == keys.len() {
+                        detached.store(true, Ordering::SeqCst);
+                        let _ = w.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    continue;
+                }
+                out.extend_from_slice(&keys[..matched]);
+                matched = 0;
+                if !keys.is_empty() && b == keys[0] {
+                    matched = 1;
+                } else {
+                    out.push(b);
+                }
+            }
+            if w.write_all(&out).is_err() {
+                return;
+            }
+        }
+        let _ = w.shutdown(std::net::Shutdown::Write);
+    });
 }
 
 fn copy_raw(r: &mut impl Read, w: &mut impl Write) -> std::io::Result<()> {

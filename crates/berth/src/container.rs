@@ -70,6 +70,8 @@ pub enum ContainerCmd {
     Attach(AttachArgs),
     /// List port mappings or a specific mapping for the container
     Port(PortArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
     /// Export a container's filesystem as a tar archive
     Export(ExportArgs),
     /// Copy files/folders between a container and the local filesystem
@@ -143,6 +145,25 @@ pub struct AttachArgs {
     #[arg(long)]
     detach_keys: Option<String>,
     container: String,
+}
+
+#[derive(Args)]
+pub struct CommitArgs {
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short, long)]
+    author: Option<String>,
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short, long)]
+    change: Vec<String>,
+    /// Commit message
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Pause container during commit
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pause: bool,
+    container: String,
+    /// REPOSITORY[:TAG]
+    reference: Option<String>,
 }
 
 #[derive(Args)]
@@ -303,6 +324,9 @@ pub struct RunArgs {
     /// Bind mount a volume (/host:/container[:ro])
     #[arg(short, long = "volume")]
     volume: Vec<String>,
+    /// Mount volumes from the specified container(s) (CONTAINER[:ro|:rw])
+    #[arg(long)]
+    volumes_from: Vec<String>,
     /// Give extended privileges to this container (every capability, no seccomp)
     #[arg(long)]
     privileged: bool,
@@ -552,10 +576,8 @@ pub fn archive_helper(data_root: &Path, a: ArchiveArgs) -> anyhow::Result<()> {
 
 /// Runs a container command and exits with docker's status for it.
 pub fn run(data_root: &Path, cmd: ContainerCmd) -> anyhow::Result<()> {
-    let engine_cmd = matches!(
-        cmd,
-        ContainerCmd::Run(_) | ContainerCmd::Create(_) | ContainerCmd::Start(_)
-    );
+    // docker's run and create fail with 125; start and the others with 1
+    let engine_cmd = matches!(cmd, ContainerCmd::Run(_) | ContainerCmd::Create(_));
     let code = match crate::daemon::client(data_root).and_then(|c| dispatch(&c, cmd)) {
         Ok(code) => code,
         Err(e) => {
@@ -573,9 +595,12 @@ pub fn run(data_root: &Path, cmd: ContainerCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// docker's exit codes for a failed command: 126/127 when the container's command
-/// cannot be run or found, 125 for other failures of run/create/start, else 1.
+/// docker's exit codes for a failed command: for run/create 126/127 when the
+/// container's command cannot be run or found, else 125; 1 for the other commands.
 fn failure_code(e: &anyhow::Error, engine_cmd: bool) -> i32 {
+    if !engine_cmd {
+        return 1;
+    }
     let msg = format!("{e:#}");
     if let Some(berth_client::Error::Api { .. }) = e.downcast_ref::<berth_client::Error>() {
         if msg.contains("executable file not found")
@@ -588,11 +613,7 @@ fn failure_code(e: &anyhow::Error, engine_cmd: bool) -> i32 {
             return 126;
         }
     }
-    if engine_cmd {
-        125
-    } else {
-        1
-    }
+    125
 }
 
 fn dispatch(c: &Client, cmd: ContainerCmd) -> anyhow::Result<i32> {
@@ -720,6 +741,7 @@ fn dispatch(c: &Client, cmd: ContainerCmd) -> anyhow::Result<i32> {
         ContainerCmd::Export(a) => export(c, &a),
         ContainerCmd::Cp(a) => io::cp(c, &a.src, &a.dest).map(|_| 0),
         ContainerCmd::Port(a) => port(c, &a),
+        ContainerCmd::Commit(a) => commit(c, &a),
     }
 }
 
@@ -868,7 +890,7 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
     let attached = !a.detach;
     let console = if a.tty { io::terminal_size() } else { None };
     let mut host = json!({
-        "Binds": a.volume, "Mounts": a.mount.iter().map(|m| parse_mount(m)).collect::<anyhow::Result<Vec<_>>>()?,
+        "Binds": a.volume, "VolumesFrom": a.volumes_from, "Mounts": a.mount.iter().map(|m| parse_mount(m)).collect::<anyhow::Result<Vec<_>>>()?,
         "Tmpfs": tmpfs,
         "Memory": a.memory.as_deref().map(parse_memory).transpose()?.unwrap_or(0),
         "MemorySwap": a.memory_swap.as_deref().map(parse_swap).transpose()?.unwrap_or(0),
@@ -953,7 +975,7 @@ fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<i32> {
         detach_keys: keys,
         sig_proxy: a.sig_proxy && !tty,
     };
-    let session = io::attach_container(c, &id, &streams, false)?;
+    let session = io::attach_container(c, &id, &streams)?;
     let condition = if a.rm { "removed" } else { "next-exit" };
     let wait = c
         .request(
@@ -994,7 +1016,7 @@ fn start(c: &Client, a: StartArgs) -> anyhow::Result<i32> {
         detach_keys: a.detach_keys,
         sig_proxy: true,
     };
-    let session = io::attach_container(c, &id, &streams, false)?;
+    let session = io::attach_container(c, &id, &streams)?;
     let wait = c
         .request(
             "POST",
@@ -1023,13 +1045,10 @@ fn attach(c: &Client, a: AttachArgs) -> anyhow::Result<i32> {
         detach_keys: a.detach_keys,
         sig_proxy: a.sig_proxy && !tty,
     };
-    let session = io::attach_container(c, &id, &streams, true)?;
+    let session = io::attach_container(c, &id, &streams)?;
     let wait = c
         .request("POST", &format!("/containers/{id}/wait"), Body::Empty)?
         .ok()?;
-    if tty {
-        io::resize(c, &format!("/containers/{id}/resize"));
-    }
     match session.relay(c, &id, &streams)? {
         io::Ended::Detached => Ok(0),
         io::Ended::Exited => Ok(wait.json()?["StatusCode"].as_i64().unwrap_or(125) as i32),
@@ -1466,6 +1485,29 @@ fn export(c: &Client, a: &ExportArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `commit`: the container's changes as a new image; prints its id.
+fn commit(c: &Client, a: &CommitArgs) -> anyhow::Result<i32> {
+    let mut q = format!(
+        "/commit?container={}&pause={}&comment={}&author={}&changes={}",
+        enc(&a.container),
+        a.pause as u8,
+        enc(a.message.as_deref().unwrap_or("")),
+        enc(a.author.as_deref().unwrap_or("")),
+        enc(&a.change.join("\n"))
+    );
+    if let Some(r) = &a.reference {
+        // the tag is after the last colon that is not part of a registry host:port
+        let (repo, tag) = match r.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+            _ => (r.as_str(), ""),
+        };
+        q.push_str(&format!("&repo={}&tag={}", enc(repo), enc(tag)));
+    }
+    let v = c.post_json(&q, None)?;
+    println!("{}", v["Id"].as_str().unwrap_or(""));
+    Ok(0)
+}
+
 /// `port`: the published ports from the container's NetworkSettings.
 fn port(c: &Client, a: &PortArgs) -> anyhow::Result<i32> {
     let v = c.get_json(&format!("/containers/{}/json", enc(&a.container)))?;
@@ -1648,6 +1690,23 @@ mod tests {
         assert!(parse_mount("type=bind,source=rel,target=/b").is_err());
         assert!(parse_mount("type=npipe,target=/b").is_err());
         assert!(parse_mount("type=bind,source=/a").is_err());
+    }
+
+    #[test]
+    fn failures_exit_like_docker() {
+        let api = |m: &str| {
+            anyhow::Error::from(berth_client::Error::Api {
+                status: 400,
+                message: m.into(),
+            })
+        };
+        let nf = "failed to create container abc: exec: \"x\": executable file not found in $PATH";
+        assert_eq!(failure_code(&api(nf), true), 127);
+        assert_eq!(failure_code(&api(nf), false), 1);
+        let denied = "failed to create container abc: exec: \"/etc\": permission denied";
+        assert_eq!(failure_code(&api(denied), true), 126);
+        assert_eq!(failure_code(&api("No such image: x"), true), 125);
+        assert_eq!(failure_code(&anyhow::anyhow!("bad flag"), true), 125);
     }
 
     #[test]

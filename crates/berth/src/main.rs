@@ -7,6 +7,7 @@ mod container;
 mod daemon;
 mod format;
 mod image;
+mod lifecycle;
 mod progress;
 mod registry;
 mod system;
@@ -115,6 +116,8 @@ enum Cmd {
     Attach(container::AttachArgs),
     /// List port mappings or a specific mapping for the container
     Port(container::PortArgs),
+    /// Create a new image from a container's changes
+    Commit(container::CommitArgs),
 
     /// Export a container's filesystem as a tar archive
     Export(container::ExportArgs),
@@ -137,6 +140,12 @@ enum Cmd {
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
+    /// The end of a container the slim supervisor ran (internal)
+    #[command(hide = true)]
+    ContainerShimFinish(lifecycle::FinishArgs),
+    /// A container's health monitor (internal)
+    #[command(hide = true)]
+    HealthMonitor { id: String },
     /// The helper that runs one exec (internal)
     #[command(hide = true)]
     ContainerExec(container::ExecHelperArgs),
@@ -230,10 +239,13 @@ fn main() {
         Cmd::Cp(a) => container::run(&cli.data_root, container::ContainerCmd::Cp(a)),
         Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
+        Cmd::ContainerShimFinish(a) => lifecycle::finish(&cli.data_root, &a),
+        Cmd::HealthMonitor { id } => lifecycle::health_monitor(&cli.data_root, &id),
         Cmd::ContainerExec(a) => container::exec_helper(&cli.data_root, a),
         Cmd::ContainerArchive(a) => container::archive_helper(&cli.data_root, a),
         Cmd::Attach(a) => container::run(&cli.data_root, container::ContainerCmd::Attach(a)),
         Cmd::Port(a) => container::run(&cli.data_root, container::ContainerCmd::Port(a)),
+        Cmd::Commit(a) => container::run(&cli.data_root, container::ContainerCmd::Commit(a)),
         Cmd::BuildWorker(a) => build::worker(&cli.data_root, &a),
         Cmd::Version => version(&cli.data_root),
     };

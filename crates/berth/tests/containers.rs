@@ -1158,3 +1158,135 @@ fn archive_uploads_cannot_write_outside_the_container() {
     );
     b.ok(&["rm", "-f", "a"]);
 }
+
+#[test]
+fn commit_makes_an_image_of_the_changes() {
+    let b = berth();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "src",
+        "-e",
+        "FROM_RUN=1",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo data > /new && rm /etc/group && exec sleep 100223",
+    ]);
+    eventually("the changes", || b.ok(&["diff", "src"]).contains("A /new"));
+    let id = b.ok(&[
+        "commit",
+        "-c",
+        "CMD [\"cat\", \"/new\"]",
+        "-m",
+        "snapshot",
+        "src",
+        "committed:1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    // the container runs on (commit paused it only while reading its layer)
+    assert!(b.ok(&["ps"]).contains(" src\n"));
+    assert_eq!(b.ok(&["run", "--rm", "committed:1"]), "data\n");
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            "committed:1",
+            "sh",
+            "-c",
+            "test ! -e /etc/group && echo $FROM_RUN"
+        ]),
+        "1\n"
+    );
+    b.ok(&["rm", "-f", "src"]);
+}
+
+#[test]
+fn init_runs_as_pid_1_and_forwards_signals() {
+    let b = berth();
+    let ps = b.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "someapp:1.0",
+        "ps",
+        "-o",
+        "pid,args",
+    ]);
+    assert!(ps.contains("1 /sbin/docker-init -- ps"), "{ps}");
+    assert_eq!(
+        b.run(&["run", "--rm", "--init", "someapp:1.0", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    // without an init, sleep as pid 1 ignores SIGTERM; under one it dies of it
+    b.ok(&[
+        "run",
+        "-d",
+        "--init",
+        "--name",
+        "i",
+        "someapp:1.0",
+        "sleep",
+        "100224",
+    ]);
+    b.ok(&["stop", "-t", "30", "i"]);
+    let ps = b.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (143)"), "{ps}");
+    b.ok(&["rm", "i"]);
+}
+
+#[test]
+fn volumes_from_shares_another_containers_volumes() {
+    let b = berth();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "owner",
+        "-v",
+        "shared:/data",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo from-owner > /data/f && exec sleep 100225",
+    ]);
+    eventually("the owner's file", || {
+        b.run(&["exec", "owner", "cat", "/data/f"]).stdout == b"from-owner\n"
+    });
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            "--volumes-from",
+            "owner",
+            "someapp:1.0",
+            "cat",
+            "/data/f"
+        ]),
+        "from-owner\n"
+    );
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "owner:ro",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo x > /data/g",
+    ]);
+    assert_ne!(o.status.code(), Some(0), "a :ro volume was writable");
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "nosuch",
+        "someapp:1.0",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    b.ok(&["rm", "-f", "owner"]);
+}

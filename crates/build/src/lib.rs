@@ -1,7 +1,10 @@
-//! berth-build: the Dockerfile front end of berth's image builder.
+//! berth-build: berth's image builder.
 //!
-//! Everything here is pure (no containers, no image store): it turns a
-//! Dockerfile and a build context into what an executor needs.
+//! The front end is pure (no containers, no image store): it turns a
+//! Dockerfile and a build context into what an executor needs. The
+//! executor ([`exec`]) runs that against an image store: the stages a
+//! target needs, independent ones in parallel, RUN steps in containers,
+//! content-addressed cache keys, progress as [`exec::progress::Event`]s.
 //!
 //! - [`parse`]: our own parser and shell-word lexer: parser directives,
 //!   comments, line continuations, both escape characters, exec and shell

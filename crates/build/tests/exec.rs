@@ -14,8 +14,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use berth_build::context::Context;
-use berth_build::exec::progress::{Collect, Event, StepKind};
-use berth_build::exec::{build_with, Built, ExecError, Request};
+use berth_build::exec::progress::{self, Collect, Event, StepKind};
+use berth_build::exec::spawner::{self, Spawner};
+use berth_build::exec::{build_using, build_with, Built, ExecError, Request};
 use berth_image::Images;
 
 /// A data root with `base:1` (busybox-static) imported; everything under a
@@ -271,9 +272,21 @@ fn a_failing_stage_cancels_the_others_and_cleans_up() {
               RUN --mount=type=cache,id=sync,target=/sync sh -c 'while [ ! -e /sync/slow-started ]; do sleep 0.1; done; exit 4'\n\n\
               FROM base:1\nCOPY --from=slow /etc/passwd /a\nCOPY --from=bad /etc/passwd /b\n";
     let ctx = env.context("ctx", &[("Dockerfile", df)]);
-    let (r, _) = env.build(&ctx, "cancel:1");
+    let (r, ev) = env.build(&ctx, "cancel:1");
     let e = r.unwrap_err();
     assert!(e.to_string().contains("returned a non-zero code: 4"), "{e}");
+    let failed: Vec<&str> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Failed { message, .. } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed.contains(&progress::CANCELLED),
+        "the slow step is marked cancelled: {failed:?}"
+    );
     let sync = std::fs::read_dir(env.dir.path().join("data/build-cache/mounts"))
         .unwrap()
         .flatten()
@@ -464,6 +477,131 @@ fn copy_from_an_image() {
     assert_eq!(f["/bin/busybox"].mode & 0o111, 0o111);
 }
 
+/// Upper-directory copies of image file `path` in the overlay snapshots, with
+/// their link counts.
+fn snapshot_copies(env: &Env, path: &str) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = env.dir.path().join("data/snapshots/overlayfs/snapshots");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::symlink_metadata(e.path().join("fs").join(path)).ok())
+        .map(|m| m.nlink())
+        .collect()
+}
+
+fn unchanged_files_of_a_copy_are_linked_not_copied() {
+    let env = Env::new();
+    if env.images.snapshotter().name() != "overlayfs" {
+        println!("(not overlayfs: nothing is shared) ");
+        return;
+    }
+    let df = "FROM base:1\nCOPY src/ /app/\nRUN cat /app/a /app/b /app/c > /all\n";
+    let files = [
+        ("Dockerfile", df),
+        ("src/a", "a1\n"),
+        ("src/b", "b1\n"),
+        ("src/c", "c1\n"),
+    ];
+    let ctx = env.context("ctx", &files);
+    env.ok(&ctx, "share:1");
+    std::fs::write(ctx.join("src/b"), "b2\n").unwrap();
+    // Directories get the build's time: clamp it to compare layers below.
+    let clamped = |tag: &str| {
+        let mut req = Request::new(df.into(), vec![tag.into()]);
+        req.options.created = Some(1_700_000_000);
+        req
+    };
+    let (r, ev) = env.build_req(&ctx, &clamped("share:2"));
+    r.unwrap();
+    assert_eq!(
+        executed(&ev),
+        ["COPY src/ /app/", "RUN cat /app/a /app/b /app/c > /all"]
+    );
+    let f = env.files("share:2");
+    assert_eq!(f["/all"].text, "a1\nb2\nc1\n");
+    assert_eq!(
+        snapshot_copies(&env, "app/a"),
+        [2, 2],
+        "a is one inode in both COPY results"
+    );
+    let mut b = snapshot_copies(&env, "app/b");
+    b.sort();
+    assert_eq!(b, [1, 1], "b changed: copied");
+    // The layers are what a clean data root makes from the same context.
+    let clean = Env::new();
+    let cctx = clean.context("ctx", &files);
+    std::fs::write(cctx.join("src/b"), "b2\n").unwrap();
+    for n in ["a", "c"] {
+        let t = std::fs::metadata(ctx.join("src").join(n))
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(cctx.join("src").join(n))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+    let t = std::fs::metadata(ctx.join("src/b"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(cctx.join("src/b"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    clean.build_req(&cctx, &clamped("share:2")).0.unwrap();
+    let layers = |e: &Env| -> Vec<String> {
+        let img = e.images.resolve("share:2").unwrap();
+        img.manifest
+            .layers()
+            .iter()
+            .map(|l| l.digest().to_string())
+            .collect()
+    };
+    assert_eq!(layers(&env)[1], layers(&clean)[1], "the COPY layer");
+    // A --no-cache rebuild shares every file.
+    let mut req = Request::new(df.into(), vec!["share:3".into()]);
+    req.no_cache = true;
+    let (r, _) = env.build_req(&ctx, &req);
+    r.unwrap();
+    assert_eq!(env.files("share:3")["/all"].text, "a1\nb2\nc1\n");
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}
+
+fn a_threaded_caller_runs_the_helper_as_a_program() {
+    let env = Env::new();
+    let df =
+        "FROM base:1 AS a\nRUN echo from-a > /a\nFROM base:1\nCOPY --from=a /a /a\nRUN cat /a\n";
+    let ctx = env.context("ctx", &[("Dockerfile", df)]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Another thread busy allocating: this process must not fork.
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::black_box(vec![0u8; 4096]);
+            }
+        });
+        let c = Context::open(&ctx, Some(&ctx.join("Dockerfile"))).unwrap();
+        let req = Request::new(df.into(), vec!["threaded:1".into()]);
+        let mut events = Collect::default();
+        let root = env.runtime_root();
+        let r = build_using(&env.images, &root, &c, &req, &mut events, || {
+            let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+            cmd.arg("--serve-spawner");
+            Spawner::spawn(&root, cmd)
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        r.unwrap_or_else(|e| panic!("{e}\n{}", output(&events.0)));
+        assert!(output(&events.0).contains("from-a"));
+    });
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}
+
 type Test = (&'static str, fn());
 
 const TESTS: &[Test] = &[
@@ -496,9 +634,21 @@ const TESTS: &[Test] = &[
         cache_mounts_persist_and_secrets_stay_out_of_layers,
     ),
     ("copy_from_an_image", copy_from_an_image),
+    (
+        "unchanged_files_of_a_copy_are_linked_not_copied",
+        unchanged_files_of_a_copy_are_linked_not_copied,
+    ),
+    (
+        "a_threaded_caller_runs_the_helper_as_a_program",
+        a_threaded_caller_runs_the_helper_as_a_program,
+    ),
 ];
 
 fn main() {
+    // The RUN helper of `a_threaded_caller_runs_the_helper_as_a_program`.
+    if std::env::args().any(|a| a == "--serve-spawner") {
+        std::process::exit(spawner::serve_stdin());
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

@@ -199,3 +199,113 @@ fn error_table() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `tests/fixtures/instructions.table`: `instruction | expected`, each
+/// instruction evaluated after a fixed preamble (see the table's header).
+#[test]
+fn instruction_table() {
+    use berth_build::eval::StepKind;
+    const PRE: &str = "FROM scratch\nARG A=va\nENV E=ve S=\"a b\" P=8080 D=/dst\n";
+    let config_of = |src: &str| {
+        let plan = Plan::new(src, opts(), None).map_err(|e| e.to_string())?;
+        let mut stages = plan.eval_all(fake_base).map_err(|e| e.to_string())?;
+        Ok::<_, String>(stages.remove(&plan.target).unwrap())
+    };
+    let base = config_of(PRE).unwrap();
+    let base_cfg = serde_json::to_value(&base.config.config).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("instructions.table")).unwrap();
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (instr, expected) = line
+            .rsplit_once(" | ")
+            .unwrap_or_else(|| panic!("line {}: no ' | '", n + 1));
+        count += 1;
+        let actual = match config_of(&format!("{PRE}{instr}\n")) {
+            Err(e) => format!("error: {e}"),
+            Ok(sp) => {
+                let mut parts = Vec::new();
+                for s in sp.steps.iter().filter(|s| s.line == 4) {
+                    parts.push(match &s.kind {
+                        StepKind::Run(r) => {
+                            let mut p = format!("run: {}", serde_json::to_string(&r.args).unwrap());
+                            for m in &r.mounts {
+                                let kind = format!("{:?}", m.kind).to_lowercase();
+                                p += &format!(
+                                    " mounts: {kind}:{}",
+                                    m.target.clone().unwrap_or_default()
+                                );
+                            }
+                            if r.network != berth_build::ast::NetworkMode::Default {
+                                p += &format!(
+                                    " network: {}",
+                                    format!("{:?}", r.network).to_lowercase()
+                                );
+                            }
+                            p
+                        }
+                        StepKind::Copy(c) => {
+                            let mut p = format!(
+                                "copy: {} -> {}",
+                                serde_json::to_string(&c.sources).unwrap(),
+                                c.dest
+                            );
+                            if c.add {
+                                p += " add";
+                            }
+                            if let Some(o) = &c.chown {
+                                p += &format!(" chown={o}");
+                            }
+                            if let Some(m) = c.chmod {
+                                p += &format!(" chmod={m:o}");
+                            }
+                            if let Some(s) = &c.checksum {
+                                p += &format!(" checksum={s}");
+                            }
+                            p
+                        }
+                        StepKind::Workdir(d) => format!("workdir: {d}"),
+                    });
+                }
+                let cfg = serde_json::to_value(&sp.config.config).unwrap();
+                for (k, v) in cfg.as_object().unwrap() {
+                    if base_cfg.get(k) == Some(v) {
+                        continue;
+                    }
+                    if k == "Env" {
+                        let old = base_cfg[k].as_array().unwrap();
+                        let new: Vec<&serde_json::Value> = v
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .filter(|e| !old.contains(e))
+                            .collect();
+                        parts.push(format!("Env+={}", serde_json::to_string(&new).unwrap()));
+                    } else {
+                        parts.push(format!("{k}={v}"));
+                    }
+                }
+                if parts.is_empty() {
+                    "<nothing>".to_string()
+                } else {
+                    parts.join(" ")
+                }
+            }
+        };
+        let ok = match expected.strip_prefix("error: ") {
+            Some(msg) => actual.starts_with("error: ") && actual.contains(msg),
+            None => actual == expected,
+        };
+        if !ok {
+            failures.push(format!(
+                "line {}: {instr}\n  expected: {expected}\n  actual:   {actual}",
+                n + 1
+            ));
+        }
+    }
+    assert!(count >= 30, "only {count} cases");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

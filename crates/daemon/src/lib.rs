@@ -8,6 +8,9 @@
 //! One thread per connection; a malformed request gets a 4xx and never disturbs other
 //! clients. Route modules publish what happens on the event bus (`ctx.events`).
 //!
+//! Hijacked streams (attach, exec start) are handed to the process that holds the
+//! container's stdio (its shim, or an exec helper), so the daemon is not in the data path.
+//!
 //! ```no_run
 //! let ctx = berth_daemon::routes::Ctx::new(
 //!     berth_engine::Engine::new("/var/lib/berth", "/run/berth/runtime")?,
@@ -18,7 +21,9 @@
 //! ```
 
 pub mod http;
+pub mod lifecycle;
 pub mod routes;
+pub mod supervise;
 
 use std::io::BufReader;
 use std::os::unix::fs::PermissionsExt;
@@ -31,6 +36,16 @@ pub const API_VERSION: &str = "1.45";
 
 /// Listen on `socket` (0660) and serve until the process ends.
 pub fn serve(ctx: Arc<routes::Ctx>, socket: &Path) -> anyhow::Result<()> {
+    serve_watched(ctx, socket, None)
+}
+
+/// [`serve`], telling `watch` about every container start it serves so the exit is
+/// noticed at once (restart policies, supervisors that die).
+pub fn serve_watched(
+    ctx: Arc<routes::Ctx>,
+    socket: &Path,
+    watch: Option<Arc<supervise::Watch>>,
+) -> anyhow::Result<()> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -48,12 +63,29 @@ pub fn serve(ctx: Arc<routes::Ctx>, socket: &Path) -> anyhow::Result<()> {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let ctx = ctx.clone();
-        std::thread::spawn(move || handle(&ctx, conn));
+        let watch = watch.clone();
+        std::thread::spawn(move || handle(&ctx, conn, watch.as_deref()));
     }
     Ok(())
 }
 
-fn handle(ctx: &Arc<routes::Ctx>, conn: UnixStream) {
+/// The container a request starts (`POST /containers/{id}/start` or `/restart`).
+fn starts(req: &http::Request) -> Option<&str> {
+    if req.method != "POST" {
+        return None;
+    }
+    let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let parts = match parts.first() {
+        Some(v) if v.starts_with('v') && v[1..].contains('.') => &parts[1..],
+        _ => &parts[..],
+    };
+    match parts {
+        ["containers", id, "start" | "restart"] => Some(id),
+        _ => None,
+    }
+}
+
+fn handle(ctx: &Arc<routes::Ctx>, conn: UnixStream, watch: Option<&supervise::Watch>) {
     let Ok(mut w) = conn.try_clone() else { return };
     let mut r = BufReader::new(conn);
     let reply = match http::read_head(&mut r) {
@@ -70,7 +102,11 @@ fn handle(ctx: &Arc<routes::Ctx>, conn: UnixStream) {
                         reader: &mut r,
                         writer: &mut w,
                     };
-                    let Some(mut reply) = routes::route(ctx, &req, &mut conn) else {
+                    let reply = routes::route(ctx, &req, &mut conn);
+                    if let (Some(w), Some(id)) = (watch, starts(&req)) {
+                        w.started(id);
+                    }
+                    let Some(mut reply) = reply else {
                         return; // answered on the connection itself
                     };
                     if req.method == "HEAD" {

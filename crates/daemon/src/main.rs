@@ -5,6 +5,16 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 fn main() {
+    // a thread per connection (and per waiting client): one shared heap, not one each
+    berth_sys::proc::limit_malloc_arenas(2);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     if let Err(e) = run() {
         eprintln!("berthd: {e:#}");
         std::process::exit(1);
@@ -90,10 +100,14 @@ fn run() -> anyhow::Result<()> {
         engine.data_root().into(),
         "container-shim".into(),
     ];
-    let ctx = berth_daemon::routes::Ctx::new(engine.with_shim(shim), data_root);
+    let engine = engine.with_shim(shim);
+    // Before serving: adopt running containers, record the exits of those whose
+    // supervisor died, clean leftovers, and restart what the policies say.
+    let watch = berth_daemon::supervise::Watch::start(engine.clone())?;
+    let ctx = berth_daemon::routes::Ctx::new(engine, data_root);
     eprintln!(
         "berthd: serving the Docker Engine API on {}",
         socket.display()
     );
-    berth_daemon::serve(ctx, &socket)
+    berth_daemon::serve_watched(ctx, &socket, Some(watch))
 }

@@ -285,6 +285,11 @@ fn docker_cli_terminals_attach_exec_cp_logs_top_stats_pause_rename_stop_wait() {
         assert!(o.status.success(), "docker {args:?}: {}", text(&o));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        - 1;
     // run -ti: a terminal, and the exit status
     let o = docker_pty(
         &d,
@@ -386,4 +391,36 @@ fn docker_cli_terminals_attach_exec_cp_logs_top_stats_pause_rename_stop_wait() {
     let o = a.wait_with_output().expect("attach");
     assert!(text(&o).contains("got-hello"), "{}", text(&o));
     assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+
+    // what happened, as events
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 1;
+    let ev = ok(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &until.to_string(),
+        "--filter",
+        "type=container",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    for want in [
+        "create web\n",
+        "start web\n",
+        "pause web\n",
+        "rename web2\n",
+        "die web2\n",
+        "attach att\n",
+        "die att\n",
+    ] {
+        assert!(ev.contains(want), "no {want:?} in {ev}");
+    }
+    assert!(ev.contains("exec_start: sh -c exit 3 web"), "{ev}");
+    // the --rm container of run -ti: created, started, died, destroyed
+    assert!(ev.matches("destroy ").count() >= 1, "{ev}");
 }

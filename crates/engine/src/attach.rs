@@ -163,7 +163,12 @@ fn short_path(dir: &Path, name: &str) -> Result<(OwnedFd, String)> {
 pub fn listen(dir: &Path, name: &str) -> Result<UnixListener> {
     let _ = std::fs::remove_file(dir.join(name));
     let (_fd, p) = short_path(dir, name)?;
-    UnixListener::bind(&p).map_err(|e| Error::io("listen on", dir.join(name), e))
+    let l = UnixListener::bind(&p).map_err(|e| Error::io("listen on", dir.join(name), e))?;
+    // the socket hands out the container's stdin: its owner (root) only
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("restrict", dir.join(name), e))?;
+    Ok(l)
 }
 
 /// Sends `req` (with `fd` for an attach) to the supervisor listening on `dir/name`.
@@ -316,6 +321,26 @@ impl Session {
             clients: Vec::new(),
             listener,
         }
+    }
+
+    /// What the slim supervisor takes over (see [`crate::slim`]): the output ends,
+    /// the listener and the clients; `None` when the session relays a terminal or
+    /// stdin, which only the full supervisor does.
+    pub(crate) fn slim_parts(&self) -> Option<crate::slim::Parts<'_>> {
+        if self.tty || self.stdin.is_some() {
+            return None;
+        }
+        Some(crate::slim::Parts {
+            out: self.out.as_ref()?,
+            err: self.err.as_ref()?,
+            listener: self.listener.as_ref(),
+            clients: self
+                .clients
+                .iter()
+                .filter(|c| !c.gone)
+                .map(|c| (&c.sock, c.opts.stdout, c.opts.stderr))
+                .collect(),
+        })
     }
 
     /// Adds a client connection.

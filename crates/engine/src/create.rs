@@ -73,6 +73,11 @@ impl Engine {
             })?;
         berth_runtime::signal::parse(opts.stop_signal.as_deref().unwrap_or("SIGTERM"))
             .map_err(|e| Error::Invalid(format!("--stop-signal: {e}")))?;
+        let mounts = if opts.auto_remove {
+            rootfs::volatile(mounts)
+        } else {
+            mounts
+        };
         rootfs::mount_rootfs(&mounts, &dir.rootfs())?;
         let cfg = image.config().as_ref();
         let user_spec = opts
@@ -115,7 +120,10 @@ impl Engine {
             created: crate::record::now(),
             path: args[0].clone(),
             args: args[1..].to_vec(),
-            options: opts.clone(),
+            options: CreateOptions {
+                healthcheck: crate::health::for_container(&images, opts),
+                ..opts.clone()
+            },
             stop_signal,
             shim_pid: None,
             pid: None,

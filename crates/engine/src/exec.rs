@@ -352,6 +352,16 @@ impl Engine {
         let mut p = spec.process().clone().unwrap_or_default();
         p.set_args(Some(opts.cmd.clone()));
         p.set_terminal(Some(opts.tty));
+        // the pty gets the client's size before the program runs (it may ask at once)
+        if let (true, Some((rows, cols))) = (opts.tty, opts.console_size) {
+            let size = oci_spec::runtime::BoxBuilder::default()
+                .height(u64::from(rows))
+                .width(u64::from(cols))
+                .build();
+            if let Ok(b) = size {
+                p.set_console_size(Some(b));
+            }
+        }
         let mut env = p.env().clone().unwrap_or_default();
         for e in &opts.env {
             let key = e.split('=').next().unwrap_or("");

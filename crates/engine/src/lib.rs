@@ -31,34 +31,43 @@
 //! ```
 
 pub mod attach;
+mod commit;
 mod cp;
 mod create;
 pub mod diff;
 pub mod error;
 mod exec;
 mod export;
+pub mod health;
 mod list;
 pub mod logs;
 mod manage;
 pub mod names;
 pub mod netns;
+pub mod reconcile;
 pub mod record;
 mod remove;
+pub mod restart;
 pub mod rootfs;
 pub mod sealed;
 pub mod seccomp;
 mod shim;
+mod slim;
 pub mod spec;
 mod start;
 pub mod stats;
 pub mod user;
 pub mod volumes;
 
+pub use commit::CommitOptions;
 pub use error::{Error, Result};
 pub use exec::{ExecHandle, ExecOptions};
+pub use health::{Health, HealthConfig};
 pub use list::{State, Summary};
 pub use manage::Update;
+pub use reconcile::Reconciled;
 pub use record::{Bind, CreateOptions, ExitStatus, LogOptions, NetworkMode, Record};
+pub use restart::{RestartPolicy, RestartState};
 pub use shim::Shim;
 pub use volumes::Volume;
 

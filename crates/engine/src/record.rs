@@ -171,6 +171,13 @@ pub struct CreateOptions {
     /// `-l key=value`
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--restart` (`HostConfig.RestartPolicy`)
+    #[serde(default)]
+    pub restart: crate::restart::RestartPolicy,
+    /// `--health-*` / `--no-healthcheck` (`Config.Healthcheck`); after create, merged
+    /// with the image's
+    #[serde(default)]
+    pub healthcheck: Option<crate::health::HealthConfig>,
     /// the terminal's size (rows, columns) at creation, for a `-t` container's pty
     #[serde(default)]
     pub console_size: Option<(u16, u16)>,
@@ -178,6 +185,9 @@ pub struct CreateOptions {
     /// (docker's `StdinOnce`, set by `run -i`)
     #[serde(default)]
     pub stdin_once: bool,
+    /// `--init`: a small init (tini) runs as pid 1, forwards signals and reaps
+    #[serde(default)]
+    pub init: bool,
 }
 
 impl CreateOptions {

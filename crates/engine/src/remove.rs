@@ -18,6 +18,7 @@ impl Engine {
             )));
         }
         let sig = berth_runtime::signal::parse(signal)?;
+        self.mark_stopped_by_user(&s.record.id);
         self.runtime.kill(&s.record.id, sig, false)?;
         Ok(s.record.id)
     }
@@ -30,6 +31,7 @@ impl Engine {
         let id = s.record.id.clone();
         let timeout = timeout
             .unwrap_or_else(|| Duration::from_secs(s.record.options.stop_timeout.unwrap_or(10)));
+        self.mark_stopped_by_user(&id);
         if s.state != State::Running {
             return Ok(id);
         }

@@ -162,6 +162,10 @@ impl Engine {
         let (rec, pid, mut session) = self.launch(&dir, report)?;
         let mut log = Writer::new(RotatingFile::open(&dir.log_path(), rec.options.log)?);
         report("started".into());
+        let _health = self.spawn_health_monitor(&rec);
+        if let Some(parts) = session.slim_parts() {
+            crate::slim::hand_over(self, &rec, pid, parts);
+        }
         session.run(Some(&mut log));
         let code = reap(pid);
         drop(log);
@@ -310,21 +314,23 @@ impl Engine {
         e
     }
 
-    /// Records the exit, tears the runtime state and mount down, removes for `--rm`.
-    /// The exit is recorded and the mount taken down under the container's lock, so
-    /// a `start` right after the exit (restart) waits until the rootfs is free.
-    fn finish(&self, dir: &ContainerDir, rec: &Record, code: i32) -> Result<i32> {
+    /// Tears the runtime state and mount down, records the exit, removes for `--rm`.
+    /// All under the container's lock, so a `start` right after the exit (restart)
+    /// waits until the rootfs is free; and the exit is recorded last, so whoever sees
+    /// it (`stop`, `wait`) sees a container that is fully down.
+    pub(crate) fn finish(&self, dir: &ContainerDir, rec: &Record, code: i32) -> Result<i32> {
         {
             let _lock = dir.lock()?;
-            dir.save_exit(&ExitStatus {
-                code,
-                finished_at: crate::record::now(),
-            })?;
             match self.runtime.delete(&rec.id, true) {
                 Ok(()) | Err(berth_runtime::Error::NotFound(_)) => {}
                 Err(e) => tracing::warn!(container = %rec.id, error = %e, "runtime delete failed"),
             }
-            rootfs::unmount_rootfs(&dir.rootfs())?;
+            let unmounted = rootfs::unmount_rootfs(&dir.rootfs());
+            dir.save_exit(&ExitStatus {
+                code,
+                finished_at: crate::record::now(),
+            })?;
+            unmounted?;
         }
         if rec.options.auto_remove {
             self.remove(&rec.id, true, true)?;

@@ -111,6 +111,34 @@ pub fn hostname(opts: &CreateOptions, id: &str) -> String {
         .unwrap_or_else(|| id.chars().take(12).collect())
 }
 
+/// Where `--init`'s init is mounted in the container (docker's path).
+pub const INIT_PATH: &str = "/sbin/docker-init";
+
+/// The static init `--init` runs: `BERTH_INIT_PATH`, else tini-static as Debian's
+/// tini package installs it (docker-init is the same binary).
+pub fn init_binary() -> Result<PathBuf> {
+    let candidates: Vec<PathBuf> = std::env::var_os("BERTH_INIT_PATH")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            [
+                "/usr/bin/tini-static",
+                "/usr/bin/docker-init",
+                "/usr/libexec/docker/docker-init",
+            ]
+            .map(PathBuf::from),
+        )
+        .collect();
+    candidates
+        .iter()
+        .find_map(|p| std::fs::canonicalize(p).ok().filter(|p| p.is_file()))
+        .ok_or_else(|| {
+            Error::Invalid(
+                "--init needs a static init binary: apt-get install tini (it provides /usr/bin/tini-static) or set BERTH_INIT_PATH".into(),
+            )
+        })
+}
+
 /// Builds the complete runtime spec.
 pub fn build(image: Option<&ImageConfig>, opts: &CreateOptions, ctx: &Context<'_>) -> Result<Spec> {
     let mut spec = Spec::default();
@@ -120,7 +148,16 @@ pub fn build(image: Option<&ImageConfig>, opts: &CreateOptions, ctx: &Context<'_
     root.set_readonly(Some(opts.read_only));
     spec.set_root(Some(root));
     spec.set_process(Some(process(image, opts, ctx)?));
-    spec.set_mounts(Some(mounts(opts, ctx.dir)));
+    let mut m = mounts(opts, ctx.dir);
+    if opts.init {
+        m.push(mount(
+            INIT_PATH,
+            "bind",
+            &init_binary()?,
+            &["rbind", "rprivate", "ro"],
+        ));
+    }
+    spec.set_mounts(Some(m));
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut ns = linux.namespaces().clone().unwrap_or_default();
     if opts.network == NetworkMode::Host {
@@ -184,7 +221,15 @@ fn process(
 ) -> Result<oci_spec::runtime::Process> {
     let mut p = oci_spec::runtime::Process::default();
     p.set_terminal(Some(opts.tty));
-    p.set_args(Some(ctx.args.clone()));
+    let args = if opts.init {
+        [INIT_PATH.to_string(), "--".to_string()]
+            .into_iter()
+            .chain(ctx.args.iter().cloned())
+            .collect()
+    } else {
+        ctx.args.clone()
+    };
+    p.set_args(Some(args));
     p.set_env(Some(environment(
         image,
         opts,

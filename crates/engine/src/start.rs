@@ -28,13 +28,14 @@ impl Engine {
             }
             State::Created | State::Exited(_) => {}
         }
+        self.mark_started_by_user(&id);
         self.prepare_restart(&id)?;
         self.start(&id, before_start).map(Some)
     }
 
     /// Mounts the rootfs again (an exited container's was taken down) and forgets
     /// the previous exit status.
-    fn prepare_restart(&self, id: &str) -> Result<()> {
+    pub(crate) fn prepare_restart(&self, id: &str) -> Result<()> {
         let dir = self.dir(id);
         let _lock = dir.lock()?;
         if !rootfs::is_mounted(&dir.rootfs()) {

@@ -164,6 +164,28 @@ pub fn own_fd(fd: std::os::fd::RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// pidfd_open(2): a descriptor that becomes readable (POLLIN) when process `pid`
+/// exits, for any process, not only our children. Used to watch supervisors that a
+/// previous daemon started.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, passes no memory, and returns a new
+    // descriptor that nobody else owns (or -1).
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(own_fd(r as i32))
+}
+
+/// mallopt(M_ARENA_MAX, n): glibc keeps at most `n` malloc arenas, instead of one per
+/// thread that ever allocated (up to 8 per core), so a daemon with a thread per
+/// connection does not keep a heap per thread. Returns whether glibc took it.
+pub fn limit_malloc_arenas(n: i32) -> bool {
+    // SAFETY: mallopt takes two integers and only changes the allocator's settings;
+    // called before other threads exist.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, n) == 1 }
+}
+
 /// dup2(2) on raw descriptor numbers (stdio plumbing in a forked child).
 pub fn dup2_raw(old: std::os::fd::RawFd, new: std::os::fd::RawFd) -> io::Result<()> {
     // SAFETY: dup2 only manipulates this process's descriptor table; an invalid `old`

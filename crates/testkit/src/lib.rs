@@ -94,6 +94,19 @@ pub fn processes_with(needle: &str) -> Vec<String> {
     out
 }
 
+/// Whether process `pid` has ended: gone, or a zombie nobody reaped yet (a process
+/// whose parent died is reparented to an init that may reap it late).
+pub fn process_gone(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                .is_some_and(|st| st == "Z" || st == "X")
+        })
+        .unwrap_or(true)
+}
+
 /// Cgroup directories named after container `id` (v1 hierarchies and the unified one).
 pub fn cgroups_of(id: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -131,6 +144,37 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Builds berthd next to the berth binary at `berth` when it is not there (a
+/// `cargo test -p berth` builds only berth's own binaries; the CLI starts berthd from
+/// its own directory).
+pub fn ensure_berthd(berth: &Path) {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let berthd = berth.with_file_name("berthd");
+    if berthd.exists() {
+        return;
+    }
+    BUILT.call_once(|| {
+        // target/<profile>/berth
+        let profile_dir = berth.parent().expect("the berth binary has a directory");
+        let target = profile_dir.parent().expect("a cargo target directory");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+        let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        c.args(["build", "-p", "berthd", "--manifest-path"])
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", target);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            c.arg("--release");
+        }
+        let st = c.status().expect("run cargo to build berthd");
+        assert!(st.success(), "cargo build -p berthd failed");
+    });
+    assert!(
+        berthd.exists(),
+        "berthd is not next to {}: build it with cargo build -p berthd",
+        berth.display()
+    );
+}
+
 /// A temporary berth: data root and runtime root under one temporary directory, the
 /// `berth` binary given by the test (`env!("CARGO_BIN_EXE_berth")` in the berth crate),
 /// and the daemon that the CLI starts on demand for this data root. Dropping it
@@ -145,14 +189,13 @@ impl Berth {
     /// An empty berth using the CLI at `bin`.
     pub fn empty(bin: impl Into<PathBuf>, prefix: &str) -> Berth {
         require_root();
+        let bin = bin.into();
+        ensure_berthd(&bin);
         let root = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir()
             .expect("tempdir");
-        Berth {
-            root,
-            bin: bin.into(),
-        }
+        Berth { root, bin }
     }
 
     /// A berth with the busybox rootfs imported as `image` (CMD ["sh"]).
@@ -212,6 +255,33 @@ impl Berth {
         assert!(
             out.status.success(),
             "berth {args:?} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The real docker CLI against this berth's daemon (which must run: any berth
+    /// command that talks to it, e.g. `version`, starts it).
+    pub fn docker(&self, args: &[&str]) -> Output {
+        assert!(
+            Command::new("docker").arg("--version").output().is_ok(),
+            "the docker CLI is needed: scripts/setup.sh installs the client from Debian's docker.io"
+        );
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
+            .env("DOCKER_CONFIG", self.root.path().join("docker-config"))
+            .output()
+            .expect("run docker")
+    }
+
+    /// [`Berth::docker`], asserting success; its stdout.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({:?}): {}",
             out.status.code(),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -12,6 +12,7 @@ use crate::context::{archive_kind, copy_destinations, ArchiveKind, Context, Copy
 use crate::eval::{is_url, is_url_or_git, CopyStep, InlineFile};
 
 use super::fsutil::{mkdir_all, resolve_user, secure_join};
+use super::share::Share;
 use super::{io_err, ExecError, Result};
 
 struct Target<'a> {
@@ -20,10 +21,13 @@ struct Target<'a> {
     chmod: Option<u32>,
     /// Destination directories made or checked already: image path -> host path.
     dirs: std::cell::RefCell<std::collections::HashMap<String, PathBuf>>,
+    /// Files of the previous run to link rather than copy.
+    share: Option<&'a Share>,
 }
 
-/// Execute a COPY/ADD reading from `src` into `rootfs`.
-pub fn copy(c: &CopyStep, src: &Context, rootfs: &Path) -> Result<()> {
+/// Execute a COPY/ADD reading from `src` into `rootfs`; with `share`,
+/// unchanged files of the previous run are linked (see [`super::share`]).
+pub fn copy(c: &CopyStep, src: &Context, rootfs: &Path, share: Option<&Share>) -> Result<()> {
     let (remote, local): (Vec<String>, Vec<String>) =
         c.sources.iter().cloned().partition(|s| is_url_or_git(s));
     let owner = match &c.chown {
@@ -35,6 +39,7 @@ pub fn copy(c: &CopyStep, src: &Context, rootfs: &Path) -> Result<()> {
         owner,
         chmod: c.chmod,
         dirs: Default::default(),
+        share,
     };
     for f in &c.inline {
         t.inline(f, &c.dest)?;
@@ -123,6 +128,9 @@ impl Target<'_> {
     /// Host path for `dest`, its parents created, a non-directory in the way removed.
     fn place(&self, dest: &str, keep_dir: bool) -> Result<PathBuf> {
         let host = self.host_of(dest)?;
+        if let Some(s) = self.share {
+            s.forget(&host);
+        }
         if let Ok(m) = std::fs::symlink_metadata(&host) {
             if !(m.is_dir() && keep_dir) {
                 if m.is_dir() {
@@ -177,27 +185,16 @@ impl Target<'_> {
     }
 
     /// Copy file `real` to `host` (which does not exist): owner, mode and
-    /// modification time set on the open file.
+    /// modification time set on the open file; or link it from the previous run.
     fn file(&self, real: &Path, host: &Path, mode: u32) -> Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut src = std::fs::File::open(real).map_err(io_err("open", real))?;
-        let mtime = src.metadata().and_then(|m| m.modified());
-        let mut dst = std::fs::File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(host)
-            .map_err(io_err("create", host))?;
-        std::io::copy(&mut src, &mut dst).map_err(io_err("copy into", host))?;
-        std::os::unix::fs::fchown(&dst, Some(self.owner.0), Some(self.owner.1))
-            .map_err(io_err("chown", host))?;
         let mode = self.chmod.unwrap_or(mode) & 0o7777;
-        dst.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(io_err("chmod", host))?;
-        if let Ok(t) = mtime {
-            let _ = dst.set_modified(t);
+        if self
+            .share
+            .is_some_and(|s| s.try_link(real, host, self.owner, mode))
+        {
+            return Ok(());
         }
-        Ok(())
+        super::share::copy_file(real, host, self.owner, mode)
     }
 
     fn inline(&self, f: &InlineFile, dest: &str) -> Result<()> {

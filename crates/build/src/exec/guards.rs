@@ -39,19 +39,20 @@ impl<'a> Snap<'a> {
         })
     }
 
-    /// Commit as `chain`, or drop ours when another build made it already.
-    pub(super) fn commit(mut self, chain: &str) -> Result<()> {
+    /// Commit as `chain` (true), or drop ours when another build made it
+    /// already (false).
+    pub(super) fn commit(mut self, chain: &str) -> Result<bool> {
         let sn = self.images.snapshotter();
         if sn.stat(chain).is_ok() {
-            return Ok(());
+            return Ok(false);
         }
         match sn.commit(chain, &self.key) {
             Ok(()) => {
                 self.live = false;
-                Ok(())
+                Ok(true)
             }
             // A concurrent build committed the same chain first: keep theirs.
-            Err(berth_snapshot::Error::Exists(_)) => Ok(()),
+            Err(berth_snapshot::Error::Exists(_)) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }

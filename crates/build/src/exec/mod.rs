@@ -59,6 +59,7 @@ mod guards;
 pub mod layer;
 pub mod progress;
 mod run;
+mod share;
 mod signals;
 mod sources;
 pub mod spawner;
@@ -363,14 +364,30 @@ pub fn build(
 }
 
 /// Build `req` with `context`, RUN containers kept under `runtime_root`,
-/// reporting to `progress` (on this thread). Call from a single-threaded
-/// process (see the module doc).
+/// reporting to `progress` (on this thread). Forks the RUN helper: call from
+/// a single-threaded process, or use [`build_using`].
 pub fn build_with(
     images: &Images,
     runtime_root: &Path,
     context: &Context,
     req: &Request,
     progress: &mut dyn Progress,
+) -> Result<Built> {
+    build_using(images, runtime_root, context, req, progress, || {
+        Spawner::start(runtime_root)
+    })
+}
+
+/// [`build_with`] with the RUN helper from `spawner` (called once the plan
+/// is ready), e.g. `|| Spawner::spawn(root, Command::new("/proc/self/exe"))`
+/// in a process with other threads.
+pub fn build_using(
+    images: &Images,
+    runtime_root: &Path,
+    context: &Context,
+    req: &Request,
+    progress: &mut dyn Progress,
+    spawner: impl FnOnce() -> Result<Spawner>,
 ) -> Result<Built> {
     let mut opts = req.options.clone();
     let epoch = opts.created.unwrap_or(0);
@@ -399,7 +416,7 @@ pub fn build_with(
         clamp: req.options.created,
         cancel: Cancel::new()?,
         secrets: &req.secrets,
-        spawner: Spawner::start(runtime_root)?,
+        spawner: spawner()?,
         locks: KeyLocks::default(),
         next_id: AtomicUsize::new(1),
         cached: AtomicUsize::new(0),
@@ -713,12 +730,10 @@ impl<'a> Executor<'a> {
                     let made = match self.step(&mut st, step, done, id) {
                         Ok(m) => m,
                         Err(e) => {
-                            if !matches!(e, ExecError::Cancelled) {
-                                self.send(Event::Failed {
-                                    id,
-                                    message: e.to_string(),
-                                });
-                            }
+                            self.send(Event::Failed {
+                                id,
+                                message: e.to_string(),
+                            });
                             return Err(e);
                         }
                     };
@@ -799,8 +814,26 @@ impl<'a> Executor<'a> {
             ExecError::Invalid("the snapshotter gave a snapshot berth cannot write into".into())
         })?;
         let rootfs = Mounted::new(&snap.mounts, &work.0.join("rootfs"))?;
-        self.apply(step, &rootfs, &work.0, &id, done, vertex)?;
+        let share = match (&step.kind, &style) {
+            (StepKind::Copy(_), WhiteoutStyle::Overlay) => Some(share::Share::open(
+                self.images.root(),
+                &format!("{}\n{}", self.stage, step.original),
+                &upper,
+                rootfs.path(),
+            )),
+            _ => None,
+        };
+        let at = StepAt {
+            work: &work.0,
+            id: &id,
+            vertex,
+            share: share.as_ref(),
+        };
+        self.apply(step, &rootfs, &at, done)?;
         rootfs.unmount()?;
+        if let Some(s) = &share {
+            s.apply()?;
+        }
         // A full copy (native snapshotter) is compared with its parent.
         let parent = match (style, &st.chain) {
             (WhiteoutStyle::Delete, Some(c)) => Some(Snap::prepare(
@@ -826,7 +859,11 @@ impl<'a> Executor<'a> {
             None => st.chain.clone(),
             Some(l) => {
                 let c = next_chain(st.chain.as_deref(), &l.diff_id);
-                snap.commit(&c)?;
+                if snap.commit(&c)? {
+                    if let Some(s) = &share {
+                        s.save();
+                    }
+                }
                 Some(c)
             }
         };
@@ -837,13 +874,12 @@ impl<'a> Executor<'a> {
         &mut self,
         step: &Step,
         rootfs: &Mounted,
-        work: &Path,
-        id: &str,
+        at: &StepAt<'_>,
         done: &BTreeMap<usize, StageState>,
-        vertex: usize,
     ) -> Result<()> {
+        let (work, id, vertex) = (at.work, at.id, at.vertex);
         match &step.kind {
-            StepKind::Copy(c) => self.copy(c, rootfs.path(), work, done),
+            StepKind::Copy(c) => self.copy(c, rootfs.path(), work, done, at.share),
             StepKind::Workdir(d) => {
                 let owner = resolve_user(rootfs.path(), &step.user)?;
                 mkdir_all(rootfs.path(), d, Some(owner)).map(|_| ())
@@ -877,6 +913,15 @@ impl<'a> Executor<'a> {
             }
         }
     }
+}
+
+/// Where a step executes: its scratch directory, container id, vertex and
+/// the files it may share with the previous run (COPY).
+struct StepAt<'b> {
+    work: &'b Path,
+    id: &'b str,
+    vertex: usize,
+    share: Option<&'b share::Share>,
 }
 
 /// A RUN's output as [`Event::Output`]s.

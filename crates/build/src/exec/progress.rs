@@ -121,7 +121,8 @@ pub enum Event {
         /// The short id of the result (classic output's ` ---> 0123456789ab`).
         result: Option<String>,
     },
-    /// A step failed (the build fails with the same message).
+    /// A step failed (the build fails with the same message), or was
+    /// stopped because of another failure (message [`CANCELLED`]).
     Failed {
         /// The vertex.
         id: usize,
@@ -136,6 +137,10 @@ pub enum Event {
         tags: Vec<String>,
     },
 }
+
+/// The message of [`Event::Failed`] for a step stopped because another
+/// stage failed or the build was interrupted.
+pub const CANCELLED: &str = "build cancelled";
 
 /// Renders build events.
 pub trait Progress {
@@ -264,6 +269,10 @@ impl<W: Write> Progress for Plain<W> {
                     self.line(&format!("#{id} DONE {}", secs(*elapsed)));
                 }
             }
+            Event::Failed { id, message } if message == CANCELLED => {
+                self.flush_rest(*id);
+                self.line(&format!("#{id} CANCELED"));
+            }
             Event::Failed { id, message } => {
                 self.flush_rest(*id);
                 self.line(&format!("#{id} ERROR: {message}"));
@@ -279,6 +288,7 @@ pub struct Classic<W: Write> {
     n: usize,
     mid_line: bool,
     running: BTreeMap<usize, String>,
+    summary: bool,
 }
 
 impl<W: Write> Classic<W> {
@@ -290,7 +300,15 @@ impl<W: Write> Classic<W> {
             n: 0,
             mid_line: false,
             running: BTreeMap::new(),
+            summary: false,
         }
+    }
+
+    /// Also end with docker's `Successfully built …` / `Successfully tagged …`
+    /// lines (off by default: the CLI prints them itself).
+    pub fn with_summary(mut self, on: bool) -> Self {
+        self.summary = on;
+        self
     }
 
     fn line(&mut self, s: &str) {
@@ -341,7 +359,7 @@ impl<W: Write> Progress for Classic<W> {
                     let _ = writeln!(self.out);
                 }
             }
-            Event::Finished { image, tags } => {
+            Event::Finished { image, tags } if self.summary => {
                 let id = image.strip_prefix("sha256:").unwrap_or(image);
                 self.line(&format!(
                     "Successfully built {}",
@@ -351,6 +369,7 @@ impl<W: Write> Progress for Classic<W> {
                     self.line(&format!("Successfully tagged {t}"));
                 }
             }
+            Event::Finished { .. } => {}
         }
     }
 }
@@ -397,7 +416,8 @@ impl<W: Write> JsonLines<W> {
             classic: Classic::new(StreamJson {
                 out,
                 partial: Vec::new(),
-            }),
+            })
+            .with_summary(true),
         }
     }
 }
@@ -426,6 +446,7 @@ struct Vertex {
     done: Option<Duration>,
     cached: bool,
     failed: bool,
+    cancelled: bool,
     lines: Lines,
     tail: Vec<String>,
 }
@@ -477,6 +498,7 @@ impl<W: Write> Tty<W> {
     fn step_line(&self, v: &Vertex) -> String {
         let time = secs(v.done.unwrap_or_else(|| v.start.elapsed()));
         let mark = match (v.cached, v.failed) {
+            (_, true) if v.cancelled => "CANCELED ",
             (_, true) => "ERROR ",
             (true, _) => "CACHED ",
             _ => "",
@@ -557,6 +579,7 @@ impl<W: Write> Progress for Tty<W> {
                         done: None,
                         cached: false,
                         failed: false,
+                        cancelled: false,
                         lines: Lines::default(),
                         tail: Vec::new(),
                     },
@@ -590,7 +613,7 @@ impl<W: Write> Progress for Tty<W> {
                 v.done = Some(*elapsed);
                 finished = self.finish(*id);
             }
-            Event::Failed { id, .. } => {
+            Event::Failed { id, message } => {
                 let Some(v) = self.vertices.get_mut(id) else {
                     return;
                 };
@@ -598,6 +621,7 @@ impl<W: Write> Progress for Tty<W> {
                     v.tail.push(r);
                 }
                 v.failed = true;
+                v.cancelled = message == CANCELLED;
                 v.done = Some(v.start.elapsed());
                 finished = self.finish(*id);
             }
@@ -742,13 +766,20 @@ mod tests {
     #[test]
     fn classic_is_dockers_legacy_output() {
         let mut out = Vec::new();
-        render(&mut Classic::new(&mut out));
+        render(&mut Classic::new(&mut out).with_summary(true));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "Step 1/4 : FROM base\n ---> aaaa\nStep 2/4 : COPY a /a\n ---> Using cache\n ---> bbbb\n\
              Step 3/4 : ENV A=1\n ---> bbbb\nStep 4/4 : RUN make\n ---> Running in cccc\none\ntwo\nthree\n\
              \x20---> Removed intermediate container cccc\n ---> dddd\n\
              Successfully built 0123456789ab\nSuccessfully tagged app:1\n"
+        );
+        let mut out = Vec::new();
+        render(&mut Classic::new(&mut out));
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with(" ---> dddd\n"),
+            "no summary by default: {text}"
         );
     }
 

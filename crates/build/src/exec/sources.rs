@@ -22,13 +22,14 @@ impl<'a> Executor<'a> {
         rootfs: &Path,
         work: &Path,
         done: &BTreeMap<usize, StageState>,
+        share: Option<&super::share::Share>,
     ) -> Result<()> {
         if c.from == CopyFrom::Context {
-            return copy::copy(c, self.context, rootfs);
+            return copy::copy(c, self.context, rootfs, share);
         }
         let src = self.source_root(&c.from, &work.join("from"), done)?;
         let ctx = Context::new(&src.path, Ignore::new::<&str>(&[])?);
-        copy::copy(c, &ctx, rootfs)
+        copy::copy(c, &ctx, rootfs, share)
     }
 
     /// The root of a stage's or image's files, mounted read-only on `dir`

@@ -12,6 +12,10 @@
 //! `error <message>`) and, once the init is reaped and the container deleted,
 //! `exit <code>`.
 //!
+//! A caller with other threads (a daemon) must not fork: it starts the helper
+//! as a program instead ([`Spawner::spawn`], the program calls
+//! [`serve_stdin`]).
+//!
 //! Cancelling: when the builder shuts down or closes its end of a reply
 //! socket ([`Job`]'s drop), the helper kills that container; when the control
 //! socket closes (the [`Spawner`] is dropped, or the builder died), it kills
@@ -91,6 +95,22 @@ impl Spawner {
                 "cannot fork the RUN spawner: {e}"
             ))),
         }
+    }
+
+    /// Start the helper by running `cmd`, a program that calls
+    /// [`serve_stdin`] (e.g. the caller's own binary with a hidden
+    /// subcommand): for processes with other threads, which must not fork.
+    pub fn spawn(runtime_root: &Path, mut cmd: std::process::Command) -> Result<Self> {
+        let (ours, theirs) = seqpacket_pair()?;
+        cmd.stdin(std::process::Stdio::from(theirs))
+            .env(RUNTIME_ROOT_ENV, runtime_root);
+        let child = cmd.spawn().map_err(|e| {
+            ExecError::Invalid(format!("cannot start the RUN spawner {cmd:?}: {e}"))
+        })?;
+        Ok(Self {
+            ctl: Some(ours),
+            pid: Pid::from_raw(child.id() as i32),
+        })
     }
 
     /// Create and start container `id` from `bundle` with `stdio`.
@@ -203,6 +223,25 @@ impl Drop for Job {
     }
 }
 
+/// Names the runtime root for a helper started by [`Spawner::spawn`].
+pub const RUNTIME_ROOT_ENV: &str = "BERTH_BUILD_SPAWNER_ROOT";
+
+/// The helper's `main` when started by [`Spawner::spawn`]: serves the
+/// control socket on stdin until the builder closes it, then returns the
+/// exit code. Call it from a single-threaded program.
+pub fn serve_stdin() -> i32 {
+    use std::os::fd::AsFd;
+    let Some(root) = std::env::var_os(RUNTIME_ROOT_ENV) else {
+        eprintln!("{RUNTIME_ROOT_ENV} is not set: this helper is started by the builder");
+        return 2;
+    };
+    let Ok(ctl) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return 2;
+    };
+    serve(ctl, &PathBuf::from(root), nix::unistd::getppid());
+    0
+}
+
 /// A container the helper runs.
 struct Running {
     id: String,
@@ -217,9 +256,15 @@ fn serve(ctl: OwnedFd, runtime_root: &PathBuf, parent: Pid) {
     if nix::unistd::getppid() != parent {
         return;
     }
+    // Ctrl-C reaches the whole process group: the builder handles it and
+    // then closes the control socket; the helper must outlive it to clean up.
+    let mut quiet = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        quiet.add(s);
+    }
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
-    if set.thread_block().is_err() {
+    if quiet.thread_block().is_err() || set.thread_block().is_err() {
         return;
     }
     let Ok(sigchld) = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)

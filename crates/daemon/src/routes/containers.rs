@@ -32,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/containers/{id}/top"),
     ("GET", "/containers/{id}/changes"),
     ("DELETE", "/containers/{id}"),
+    ("POST", "/commit"),
 ];
 
 /// The daemon's memory of its containers: clients attached before the start, and
@@ -98,6 +99,20 @@ pub fn route(
     conn: &mut Conn,
 ) -> Option<Option<Reply>> {
     let q = |k: &str| req.query.get(k).map(String::as_str);
+    // the container as it was, for the event of an action that succeeds
+    let acted = match (req.method.as_str(), parts) {
+        ("POST", ["containers", id, a]) => {
+            let action = match *a {
+                "stop" | "restart" | "kill" | "pause" | "unpause" | "rename" | "update" => *a,
+                _ => "",
+            };
+            (!action.is_empty())
+                .then(|| ctx.engine.inspect(id).ok().map(|s| (action, s)))
+                .flatten()
+        }
+        ("DELETE", ["containers", id]) => ctx.engine.inspect(id).ok().map(|s| ("destroy", s)),
+        _ => None,
+    };
     let reply = match (req.method.as_str(), parts) {
         ("GET", ["containers", "json"]) => list(ctx, req),
         ("POST", ["containers", "create"]) => create(ctx, req),
@@ -138,6 +153,7 @@ pub fn route(
         }
         ("GET", ["containers", id, "top"]) => top(ctx, id, q("ps_args").unwrap_or("-ef")),
         ("GET", ["containers", id, "changes"]) => changes(ctx, id),
+        ("POST", ["commit"]) => commit(ctx, req),
         ("DELETE", ["containers", id]) => {
             let r = ctx.engine.remove(id, flag(req, "force"), flag(req, "v"));
             if r.is_ok() {
@@ -147,7 +163,56 @@ pub fn route(
         }
         _ => return None,
     };
+    if let (Some((action, s)), true) = (acted, reply.status < 300) {
+        let mut extra = Vec::new();
+        match action {
+            "kill" => extra.push(("signal", q("signal").unwrap_or("KILL").to_string())),
+            "rename" => extra.push(("oldName", format!("/{}", s.record.name))),
+            _ => {}
+        }
+        let name = match action {
+            "rename" => q("name").unwrap_or("").to_string(),
+            _ => s.record.name.clone(),
+        };
+        publish(
+            ctx,
+            action,
+            &s.record.id,
+            &name,
+            &s.record.options.image,
+            extra,
+        );
+    }
     Some(Some(reply))
+}
+
+/// A container event: docker's attributes (name, image) and `extra`.
+pub(crate) fn publish(
+    ctx: &Ctx,
+    action: &str,
+    id: &str,
+    name: &str,
+    image: &str,
+    extra: Vec<(&str, String)>,
+) {
+    let attrs = [("name", name.to_string()), ("image", image.to_string())]
+        .into_iter()
+        .chain(extra);
+    ctx.events.publish("container", action, id, attrs);
+}
+
+/// The event of `action` on container `id` as it is now.
+pub(crate) fn publish_now(ctx: &Ctx, action: &str, id: &str, extra: Vec<(&str, String)>) {
+    if let Ok(s) = ctx.engine.inspect(id) {
+        publish(
+            ctx,
+            action,
+            &s.record.id,
+            &s.record.name,
+            &s.record.options.image,
+            extra,
+        );
+    }
 }
 
 fn seconds(v: Option<&str>) -> Option<Duration> {
@@ -302,6 +367,7 @@ fn list(ctx: &Ctx, req: &Request) -> Reply {
                 v["SizeRw"] = json!(rw);
                 v["SizeRootFs"] = json!(root);
             }
+            crate::lifecycle::list_row(&ctx.engine, s, &mut v);
             v
         })
         .collect();
@@ -348,7 +414,7 @@ pub fn inspect_json(ctx: &Ctx, s: &Summary) -> Value {
     let dir = ctx.engine.container_dir(&r.id);
     let zero = "0001-01-01T00:00:00Z";
     let running = s.state == State::Running;
-    json!({
+    let mut doc = json!({
         "Id": r.id, "Created": r.created, "Path": r.path, "Args": r.args,
         "State": {
             "Status": state_name(s), "Running": running, "Paused": s.paused, "Restarting": false,
@@ -376,12 +442,15 @@ pub fn inspect_json(ctx: &Ctx, s: &Summary) -> Value {
             "Labels": o.labels, "StopSignal": r.stop_signal, "StopTimeout": o.stop_timeout,
         },
         "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {}, "Networks": {}},
-    })
+    });
+    crate::lifecycle::inspect(&ctx.engine, s, &mut doc);
+    doc
 }
 
 fn host_config_json(r: &berth_engine::Record) -> Value {
     let o = &r.options;
     json!({
+        "VolumesFrom": null,
         "Binds": o.binds.iter().map(|b| format!(
             "{}:{}{}",
             b.volume.clone().unwrap_or_else(|| b.source.display().to_string()),
@@ -392,7 +461,7 @@ fn host_config_json(r: &berth_engine::Record) -> Value {
             "max-size": o.log.max_size.to_string(), "max-file": o.log.max_files.to_string()}},
         "NetworkMode": network_mode(o),
         "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-        "AutoRemove": o.auto_remove, "Privileged": false,
+        "AutoRemove": o.auto_remove, "Privileged": false, "Init": o.init,
         "Memory": o.memory.unwrap_or(0), "MemorySwap": o.memory_swap.unwrap_or(0),
         "PidsLimit": o.pids_limit, "ReadonlyRootfs": o.read_only,
         "CapAdd": o.cap_add, "CapDrop": o.cap_drop,
@@ -472,6 +541,7 @@ pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOption
             .collect();
     }
     host_config(hc, &mut o)?;
+    crate::lifecycle::create_options(body, &mut o)?;
     Ok(o)
 }
 
@@ -494,11 +564,7 @@ fn host_config(hc: &Value, o: &mut CreateOptions) -> Result<(), String> {
         o.cap_add.push("ALL".into());
         o.seccomp_unconfined = true;
     }
-    if hc["Init"].as_bool().unwrap_or(false) {
-        return Err(
-            "HostConfig.Init: --init is not supported yet: run a reaper as the entrypoint".into(),
-        );
-    }
+    o.init = hc["Init"].as_bool().unwrap_or(false);
     for s in strings(&hc["SecurityOpt"]) {
         o.security_opt(&s).map_err(|e| e.to_string())?;
     }
@@ -541,12 +607,6 @@ fn host_config(hc: &Value, o: &mut CreateOptions) -> Result<(), String> {
         if h > 0 && w > 0 {
             o.console_size = Some((h.min(u16::MAX as u64) as u16, w.min(u16::MAX as u64) as u16));
         }
-    }
-    if !strings(&hc["VolumesFrom"]).is_empty() {
-        return Err(
-            "HostConfig.VolumesFrom: --volumes-from is not supported yet: name the volumes with -v"
-                .into(),
-        );
     }
     o.network = match hc["NetworkMode"].as_str().unwrap_or("default") {
         "host" => NetworkMode::Host,
@@ -613,12 +673,20 @@ fn create(ctx: &Ctx, req: &Request) -> Reply {
         return Reply::error(400, "invalid JSON body: expected an object");
     }
     let name = req.query.get("name").filter(|n| !n.is_empty()).cloned();
-    let opts = match create_options(&body, name) {
+    let mut opts = match create_options(&body, name) {
         Ok(o) => o,
         Err(m) => return Reply::error(400, m),
     };
+    for vf in strings(&body["HostConfig"]["VolumesFrom"]) {
+        if let Err(r) = volumes_from(ctx, &vf, &mut opts) {
+            return r;
+        }
+    }
     match ctx.engine.create(&opts) {
-        Ok(id) => Reply::json(201, &json!({"Id": id, "Warnings": []})),
+        Ok(id) => {
+            publish_now(ctx, "create", &id, Vec::new());
+            Reply::json(201, &json!({"Id": id, "Warnings": []}))
+        }
         Err(berth_engine::Error::Image(berth_image::Error::NotFound(_))) => {
             Reply::error(404, format!("No such image: {}", opts.image))
         }
@@ -629,11 +697,51 @@ fn create(ctx: &Ctx, req: &Request) -> Reply {
     }
 }
 
+/// `--volumes-from CONTAINER[:ro|:rw]`: that container's volumes and bind mounts,
+/// unless a mount of ours has the same target.
+fn volumes_from(ctx: &Ctx, spec: &str, o: &mut CreateOptions) -> Result<(), Reply> {
+    let (src, mode) = match spec.rsplit_once(':') {
+        Some((c, m)) if m == "ro" || m == "rw" => (c, Some(m == "ro")),
+        _ => (spec, None),
+    };
+    let s = ctx.engine.inspect(src).map_err(engine_error)?;
+    for b in &s.record.options.binds {
+        if o.binds.iter().any(|x| x.target == b.target) {
+            continue;
+        }
+        let mut b = b.clone();
+        if let Some(ro) = mode {
+            b.readonly = ro;
+        }
+        o.binds.push(b);
+    }
+    Ok(())
+}
+
 /// Watches a shim until its container exits, for `wait`.
 fn watch(ctx: &Arc<Ctx>, id: String, shim: Shim) {
     let ctx = ctx.clone();
+    let (name, image) = ctx
+        .engine
+        .inspect(&id)
+        .map(|s| (s.record.name, s.record.options.image))
+        .unwrap_or_default();
     std::thread::spawn(move || {
         let code = shim.wait_exit().unwrap_or(-1);
+        let now = ctx.engine.inspect(&id);
+        // its name now (renamed meanwhile), or as it was (an --rm container is gone)
+        let name = now.as_ref().map_or(name, |s| s.record.name.clone());
+        publish(
+            &ctx,
+            "die",
+            &id,
+            &name,
+            &image,
+            vec![("exitCode", code.to_string())],
+        );
+        if matches!(now, Err(berth_engine::Error::NotFound(_))) {
+            publish(&ctx, "destroy", &id, &name, &image, Vec::new());
+        }
         ctx.containers.record_exit(&id, code);
     });
 }
@@ -659,6 +767,7 @@ pub(crate) fn start_container(ctx: &Arc<Ctx>, id: &str) -> berth_engine::Result<
     let was_watched = !lock(&ctx.containers.watched).insert(full.clone());
     match ctx.engine.start_existing(&full, &mut hand_over) {
         Ok(Some(shim)) => {
+            publish_now(ctx, "start", &full, Vec::new());
             watch(ctx, full, shim);
             Ok(true)
         }
@@ -762,6 +871,43 @@ fn wait_exit(ctx: &Ctx, id: &str, condition: &str, seen: u64) -> berth_engine::R
         }
         ctx.containers
             .wait_change(id, reported.map(|e| e.0), Duration::from_millis(250));
+    }
+}
+
+/// `POST /commit?container=&repo=&tag=&comment=&author=&pause=&changes=`.
+fn commit(ctx: &Ctx, req: &Request) -> Reply {
+    let q = |k: &str| req.query.get(k).cloned().unwrap_or_default();
+    let container = q("container");
+    if container.is_empty() {
+        return Reply::error(400, "commit: container is required (?container=)");
+    }
+    let (repo, tag) = (q("repo"), q("tag"));
+    let reference = match (repo.is_empty(), tag.is_empty()) {
+        (true, _) => None,
+        (false, true) => Some(repo),
+        (false, false) => Some(format!("{repo}:{tag}")),
+    };
+    let o = berth_engine::CommitOptions {
+        reference,
+        changes: q("changes")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        comment: q("comment"),
+        author: q("author"),
+        pause: req
+            .query
+            .get("pause")
+            .is_none_or(|p| p != "0" && p != "false"),
+    };
+    match ctx.engine.commit(&container, &o) {
+        Ok(id) => {
+            publish_now(ctx, "commit", &container, Vec::new());
+            Reply::json(201, &json!({"Id": id}))
+        }
+        Err(e) => engine_error(e),
     }
 }
 

@@ -118,7 +118,7 @@ fn create(ctx: &Ctx, req: &Request, id: &str) -> Reply {
     m.insert(
         exec_id.clone(),
         Exec {
-            container: s.record.id,
+            container: s.record.id.clone(),
             options,
             attach,
             running: false,
@@ -127,7 +127,39 @@ fn create(ctx: &Ctx, req: &Request, id: &str) -> Reply {
             pid: 0,
         },
     );
+    drop(m);
+    super::containers::publish(
+        ctx,
+        &format!(
+            "exec_create: {}",
+            b["Cmd"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "))
+                .unwrap_or_default()
+        ),
+        &s.record.id,
+        &s.record.name,
+        &s.record.options.image,
+        vec![("execID", exec_id.clone())],
+    );
     Reply::json(201, &json!({"Id": exec_id}))
+}
+
+/// An exec event (`exec_start: <cmd>`, `exec_die`) on the exec's container.
+fn publish_exec(ctx: &Ctx, action: &str, e: &Exec, exec_id: &str, code: Option<i32>) {
+    let action = match action {
+        "exec_start" => format!("exec_start: {}", e.options.cmd.join(" ")),
+        a => a.to_string(),
+    };
+    let mut extra = vec![("execID", exec_id.to_string())];
+    if let Some(c) = code {
+        extra.push(("exitCode", c.to_string()));
+    }
+    super::containers::publish_now(ctx, &action, &e.container, extra);
 }
 
 fn no_such(id: &str) -> Reply {
@@ -189,6 +221,7 @@ fn start(ctx: &Arc<Ctx>, req: &Request, id: &str, conn: &mut Conn) -> Option<Rep
                 x.running = true;
                 x.pid = h.pid;
             }
+            publish_exec(ctx, "exec_start", &e, id, None);
             let ctx = ctx.clone();
             let id = id.to_string();
             std::thread::spawn(move || {
@@ -197,6 +230,7 @@ fn start(ctx: &Arc<Ctx>, req: &Request, id: &str, conn: &mut Conn) -> Option<Rep
                     x.running = false;
                     x.exit_code = Some(code.unwrap_or(-1));
                 }
+                publish_exec(&ctx, "exec_die", &e, &id, code);
             });
             if detach {
                 Some(Reply::empty(200))

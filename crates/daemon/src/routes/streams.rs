@@ -125,6 +125,7 @@ fn attach(ctx: &Arc<Ctx>, req: &Request, id: &str, conn: &mut Conn) -> Streamed 
         return Ok(());
     }
     let client = conn.writer.try_clone().map_err(io)?;
+    super::containers::publish_now(ctx, "attach", &s.record.id, Vec::new());
     match s.state {
         State::Created => ctx.containers.park(&s.record.id, client, opts),
         _ => {
