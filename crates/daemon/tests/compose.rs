@@ -141,7 +141,11 @@ fn compose_services_meet_on_the_default_network() {
     assert!(up.contains("Creating network \"bt_default\""), "{up}");
     let ex = p.compose(&["exec", "-T", "client", "ping", "-c", "1", "-W", "5", "web"]);
     assert_eq!(ex.status.code(), Some(0), "{}{}", stdout(&ex), stderr(&ex));
-    assert!(stdout(&ex).contains("1 packets received"), "{}", stdout(&ex));
+    assert!(
+        stdout(&ex).contains("1 packets received"),
+        "{}",
+        stdout(&ex)
+    );
     let down = p.ok(&["down", "-t", "1"]);
     assert!(down.contains("Removing network bt_default"), "{down}");
     assert_eq!(b.ok(&["ps", "-aq"]).trim(), "");
