@@ -269,10 +269,8 @@ pub struct RunArgs {
     /// Tune container pids limit (-1 for unlimited)
     #[arg(long, allow_hyphen_values = true)]
     pids_limit: Option<i64>,
-    /// Connect a container to a network: none (a private loopback, the default
-    /// until bridge networking exists) or host
-    #[arg(long, alias = "net", default_value = "none")]
-    network: String,
+    #[command(flatten)]
+    net: crate::network::NetArgs,
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     read_only: bool,
@@ -912,7 +910,7 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
         "CapAdd": a.cap_add, "CapDrop": a.cap_drop, "Privileged": a.privileged,
         "SecurityOpt": a.security_opt,
         "Ulimits": a.ulimit.iter().map(|u| ulimit(u)).collect::<anyhow::Result<Vec<_>>>()?,
-        "Init": a.init, "AutoRemove": a.rm, "NetworkMode": a.network,
+        "Init": a.init, "AutoRemove": a.rm,
         "RestartPolicy": restart_policy(&a.restart)?,
         "LogConfig": {"Type": "json-file", "Config": log},
     });
@@ -929,6 +927,7 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
         "Labels": labels, "StopSignal": a.stop_signal, "StopTimeout": a.stop_timeout,
         "HostConfig": host,
     });
+    a.net.to_body(&mut body)?;
     if a.no_healthcheck {
         body["Healthcheck"] = json!({"Test": ["NONE"]});
     } else if let Some(cmd) = &a.health_cmd {

@@ -7,6 +7,7 @@ mod container;
 mod daemon;
 mod format;
 mod image;
+mod network;
 mod lifecycle;
 mod progress;
 mod registry;
@@ -128,6 +129,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: volume::VolumeCmd,
     },
+    /// Manage networks
+    Network {
+        #[command(subcommand)]
+        cmd: network::NetworkCmd,
+    },
     /// Get real time events from the server
     Events(system::EventsArgs),
     /// Display system-wide information
@@ -248,10 +254,18 @@ fn main() {
         Cmd::Commit(a) => container::run(&cli.data_root, container::ContainerCmd::Commit(a)),
         Cmd::BuildWorker(a) => build::worker(&cli.data_root, &a),
         Cmd::Version => version(&cli.data_root),
+        Cmd::Network { cmd } => network::run(&cli.data_root, cmd).map(exit_on_failure),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Leaves with `code` when a command failed part-way (docker's status 1).
+fn exit_on_failure(code: i32) {
+    if code != 0 {
+        std::process::exit(code);
     }
 }
 

@@ -119,6 +119,9 @@ impl Engine {
             Ok(()) | Err(berth_runtime::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        if let Ok(rec) = dir.load() {
+            self.net_release(&rec);
+        }
         rootfs::unmount_rootfs(&dir.rootfs())?;
         self.images()?.remove_container(id)?;
         // the record goes first, so a half-removed container is never listed

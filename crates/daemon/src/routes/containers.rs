@@ -6,7 +6,7 @@
 use super::{engine_error, flag, lock, unix, Conn, Ctx, Reply};
 use crate::http::Request;
 use berth_engine::attach::AttachOptions;
-use berth_engine::{CreateOptions, NetworkMode, Shim, State, Summary};
+use berth_engine::{CreateOptions, Shim, State, Summary};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
@@ -291,11 +291,8 @@ pub fn status_text(s: &Summary) -> String {
     }
 }
 
-fn network_mode(o: &CreateOptions) -> &'static str {
-    match o.network {
-        NetworkMode::Host => "host",
-        NetworkMode::None => "none",
-    }
+fn network_mode(o: &CreateOptions) -> String {
+    berth_engine::network::mode_name(&o.network, &o.endpoints)
 }
 
 /// `filters` of the list: docker's JSON map of name → values (or → {value: true}).
@@ -375,6 +372,7 @@ fn list(ctx: &Ctx, req: &Request) -> Reply {
         .iter()
         .map(|s| {
             let mut v = summary_json(s);
+            super::networks::summary_fields(ctx, &s.record, &mut v);
             if size {
                 let (rw, root) = ctx.engine.sizes(&s.record.id).unwrap_or((0, 0));
                 v["SizeRw"] = json!(rw);
@@ -454,7 +452,7 @@ pub fn inspect_json(ctx: &Ctx, s: &Summary) -> Value {
             "Entrypoint": o.entrypoint.as_ref().map(|x| vec![x.clone()]),
             "Labels": o.labels, "StopSignal": r.stop_signal, "StopTimeout": o.stop_timeout,
         },
-        "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {}, "Networks": {}},
+        "NetworkSettings": super::networks::settings(ctx, r),
     });
     crate::lifecycle::inspect(&ctx.engine, s, &mut doc);
     doc
@@ -492,6 +490,9 @@ fn host_config_json(r: &berth_engine::Record) -> Value {
         "SecurityOpt": security_opts(o),
         "ConsoleSize": o.console_size.map(|(h, w)| [h, w]).unwrap_or([0, 0]),
         "Volumes": r.volumes,
+        "PortBindings": super::networks::host_config(r)["PortBindings"],
+        "PublishAllPorts": o.publish_all, "Dns": o.dns, "DnsSearch": o.dns_search,
+        "DnsOptions": o.dns_options, "ExtraHosts": o.extra_hosts,
     })
 }
 
@@ -554,6 +555,7 @@ pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOption
             .collect();
     }
     host_config(hc, &mut o)?;
+    super::networks::apply_create_body(body, &mut o)?;
     crate::lifecycle::create_options(body, &mut o)?;
     Ok(o)
 }
@@ -621,15 +623,6 @@ fn host_config(hc: &Value, o: &mut CreateOptions) -> Result<(), String> {
             o.console_size = Some((h.min(u16::MAX as u64) as u16, w.min(u16::MAX as u64) as u16));
         }
     }
-    o.network = match hc["NetworkMode"].as_str().unwrap_or("default") {
-        "host" => NetworkMode::Host,
-        "none" | "default" | "" | "bridge" => NetworkMode::None,
-        other => {
-            return Err(format!(
-                "HostConfig.NetworkMode: network {other:?} is not supported yet: use none or host"
-            ))
-        }
-    };
     Ok(())
 }
 
@@ -1079,7 +1072,7 @@ mod tests {
         assert_eq!(o.log.max_size, 1024);
         assert_eq!(o.console_size, Some((30, 100)));
         assert!(create_options(
-            &json!({"Image": "i", "HostConfig": {"NetworkMode": "x"}}),
+            &json!({"Image": "i", "HostConfig": {"NetworkMode": "container:"}}),
             None
         )
         .is_err());
