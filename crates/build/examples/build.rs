@@ -3,10 +3,8 @@
 //!
 //! `cargo run -p berth-build --example build -- DATA_ROOT CONTEXT_DIR TAG [auto|plain|tty|quiet|classic|json]`
 
-use std::io::IsTerminal;
-
 use berth_build::context::Context;
-use berth_build::exec::progress::{for_mode, JsonLines, Progress};
+use berth_build::exec::progress::{for_stderr, JsonLines, Progress};
 use berth_build::exec::{build_with, Request};
 
 fn main() -> anyhow::Result<()> {
@@ -19,14 +17,9 @@ fn main() -> anyhow::Result<()> {
     let df_path = std::path::Path::new(dir).join("Dockerfile");
     let ctx = Context::open(dir, Some(&df_path))?;
     let req = Request::new(std::fs::read_to_string(&df_path)?, vec![tag.clone()]);
-    let stderr = std::io::stderr();
-    let width = std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(100);
     let mut progress: Box<dyn Progress> = match mode {
         "json" => Box::new(JsonLines::new(std::io::stdout())),
-        m => for_mode(m, stderr.lock(), stderr.is_terminal(), width)
+        m => for_stderr(m)
             .ok_or_else(|| anyhow::anyhow!("--progress {m}: use auto, plain, tty or quiet"))?,
     };
     let runtime = std::path::Path::new(root).join("runtime");

@@ -234,12 +234,12 @@ impl Engine {
         if !st.restarting || st.manually_stopped || !matches!(s.state, State::Exited(_)) {
             return Ok(false);
         }
-        self.update_restart_state(id, |s| {
-            s.count += 1;
-            s.restarting = false;
-        })?;
+        // counted now, still "restarting" until the new run has started
+        self.update_restart_state(id, |s| s.count += 1)?;
         self.prepare_restart(id)?;
-        drop(self.start(id, &mut |_| {})?);
+        let started = self.start(id, &mut |_| {});
+        self.update_restart_state(id, |s| s.restarting = false)?;
+        drop(started?);
         tracing::info!(container = %id, count = st.count + 1, "restarted by its policy");
         Ok(true)
     }

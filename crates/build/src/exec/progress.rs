@@ -18,7 +18,8 @@
 //!   messages (`{"stream":"Step 1/5 : …\n"}`, then `{"aux":{"ID":"sha256:…"}}`);
 //! - [`Quiet`] shows nothing.
 //!
-//! [`for_mode`] picks one for `--progress auto|plain|tty|quiet`.
+//! [`for_mode`] picks one for `--progress auto|plain|tty|quiet`;
+//! [`for_stderr`] does so for standard error, with the terminal's width.
 //!
 //! ```
 //! use berth_build::exec::progress::{Event, Plain, Progress, StepInfo, StepKind};
@@ -467,6 +468,7 @@ pub struct Tty<W: Write> {
     live: usize,
     warnings: Vec<String>,
     last_draw: Option<Instant>,
+    finished: bool,
 }
 
 impl<W: Write> Tty<W> {
@@ -484,6 +486,7 @@ impl<W: Write> Tty<W> {
             live: 0,
             warnings: Vec::new(),
             last_draw: None,
+            finished: false,
         }
     }
 
@@ -509,9 +512,10 @@ impl<W: Write> Tty<W> {
     fn header(&self) -> String {
         let done = self.vertices.values().filter(|v| v.done.is_some()).count();
         format!(
-            "[+] Building {} ({done}/{})",
+            "[+] Building {} ({done}/{}){}",
             secs(self.begin.elapsed()),
-            self.total.max(self.vertices.len())
+            self.total.max(self.vertices.len()),
+            if self.finished { " FINISHED" } else { "" }
         )
     }
 
@@ -569,6 +573,8 @@ impl<W: Write> Progress for Tty<W> {
             }
             Event::Start(info) => {
                 if info.kind == StepKind::Meta {
+                    // Not shown: the count of steps to show shrinks.
+                    self.total = self.total.saturating_sub(1);
                     return;
                 }
                 self.vertices.insert(
@@ -626,6 +632,7 @@ impl<W: Write> Progress for Tty<W> {
                 finished = self.finish(*id);
             }
             Event::Finished { image, tags } => {
+                self.finished = true;
                 finished.push(format!(" => writing image {image}"));
                 finished.extend(tags.iter().map(|t| format!(" => naming to {t}")));
             }
@@ -657,6 +664,22 @@ pub fn for_mode<'a, W: Write + 'a>(
         "classic" => Box::new(Classic::new(out)),
         _ => return None,
     })
+}
+
+/// The renderer for `--progress mode` on standard error, as docker's CLI
+/// shows build progress: `auto` is the live display when stderr is a
+/// terminal (at its width), plain lines otherwise. None for an unknown mode.
+pub fn for_stderr(mode: &str) -> Option<Box<dyn Progress>> {
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+    let err = std::io::stderr();
+    let tty = err.is_terminal();
+    let width = berth_sys::proc::window_size(err.as_fd())
+        .ok()
+        .map(|(_, cols)| cols as usize)
+        .filter(|c| *c > 0)
+        .unwrap_or(80);
+    for_mode(mode, err, tty, width)
 }
 
 #[cfg(test)]
@@ -849,7 +872,11 @@ mod tests {
         );
         assert!(!text.contains("ENV A=1"), "metadata steps are not shown");
         assert!(screen.iter().any(|l| l.contains("naming to app:1")));
-        assert!(screen.last().unwrap().starts_with("[+] Building"));
+        let last = screen.last().unwrap();
+        assert!(
+            last.starts_with("[+] Building") && last.ends_with("(3/3) FINISHED"),
+            "{last}"
+        );
         assert!(
             screen.iter().all(|l| l.chars().count() <= 60),
             "{screen:#?}"

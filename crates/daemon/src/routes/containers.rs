@@ -100,19 +100,7 @@ pub fn route(
 ) -> Option<Option<Reply>> {
     let q = |k: &str| req.query.get(k).map(String::as_str);
     // the container as it was, for the event of an action that succeeds
-    let acted = match (req.method.as_str(), parts) {
-        ("POST", ["containers", id, a]) => {
-            let action = match *a {
-                "stop" | "restart" | "kill" | "pause" | "unpause" | "rename" | "update" => *a,
-                _ => "",
-            };
-            (!action.is_empty())
-                .then(|| ctx.engine.inspect(id).ok().map(|s| (action, s)))
-                .flatten()
-        }
-        ("DELETE", ["containers", id]) => ctx.engine.inspect(id).ok().map(|s| ("destroy", s)),
-        _ => None,
-    };
+    let acted = before_action(ctx, req, parts);
     let reply = match (req.method.as_str(), parts) {
         ("GET", ["containers", "json"]) => list(ctx, req),
         ("POST", ["containers", "create"]) => create(ctx, req),
@@ -164,26 +152,51 @@ pub fn route(
         _ => return None,
     };
     if let (Some((action, s)), true) = (acted, reply.status < 300) {
-        let mut extra = Vec::new();
-        match action {
-            "kill" => extra.push(("signal", q("signal").unwrap_or("KILL").to_string())),
-            "rename" => extra.push(("oldName", format!("/{}", s.record.name))),
-            _ => {}
-        }
-        let name = match action {
-            "rename" => q("name").unwrap_or("").to_string(),
-            _ => s.record.name.clone(),
-        };
-        publish(
-            ctx,
-            action,
-            &s.record.id,
-            &name,
-            &s.record.options.image,
-            extra,
-        );
+        after_action(ctx, req, action, &s);
     }
     Some(Some(reply))
+}
+
+/// The container an action route is about to change, and the event's name.
+fn before_action(ctx: &Ctx, req: &Request, parts: &[&str]) -> Option<(&'static str, Summary)> {
+    let action = match (req.method.as_str(), parts) {
+        ("POST", ["containers", _, a]) => match *a {
+            "stop" => "stop",
+            "restart" => "restart",
+            "kill" => "kill",
+            "pause" => "pause",
+            "unpause" => "unpause",
+            "rename" => "rename",
+            "update" => "update",
+            _ => return None,
+        },
+        ("DELETE", ["containers", _]) => "destroy",
+        _ => return None,
+    };
+    ctx.engine.inspect(parts[1]).ok().map(|s| (action, s))
+}
+
+/// The event of a successful action (docker's extra attributes for kill, rename).
+fn after_action(ctx: &Ctx, req: &Request, action: &str, s: &Summary) {
+    let q = |k: &str| req.query.get(k).map(String::as_str);
+    let mut extra = Vec::new();
+    match action {
+        "kill" => extra.push(("signal", q("signal").unwrap_or("KILL").to_string())),
+        "rename" => extra.push(("oldName", format!("/{}", s.record.name))),
+        _ => {}
+    }
+    let name = match action {
+        "rename" => q("name").unwrap_or("").to_string(),
+        _ => s.record.name.clone(),
+    };
+    publish(
+        ctx,
+        action,
+        &s.record.id,
+        &name,
+        &s.record.options.image,
+        extra,
+    );
 }
 
 /// A container event: docker's attributes (name, image) and `extra`.
