@@ -142,7 +142,18 @@ fn always_restarts_after_exit_and_after_a_daemon_restart() {
     b.ok(&["stop", "-t", "1", "svc"]);
     std::thread::sleep(std::time::Duration::from_secs(1));
     let c = inspect(&b, "svc");
-    assert_eq!(c["State"]["Status"], "exited", "{c}");
+    let id = c["Id"].as_str().unwrap_or_default();
+    let restart = std::fs::read_to_string(
+        b.data_root()
+            .join("containers")
+            .join(id)
+            .join("restart.json"),
+    );
+    let log = std::fs::read_to_string(b.data_root().join("berthd.log")).unwrap_or_default();
+    assert_eq!(
+        c["State"]["Status"], "exited",
+        "{c}\nrestart.json: {restart:?}\nberthd.log:\n{log}"
+    );
 }
 
 #[test]

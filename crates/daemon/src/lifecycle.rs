@@ -34,11 +34,14 @@ pub fn create_options(body: &Value, o: &mut CreateOptions) -> Result<(), String>
 pub fn inspect(engine: &Engine, s: &Summary, doc: &mut Value) {
     let id = &s.record.id;
     let rs = engine.restart_state(id);
-    let restarting = rs.restarting && matches!(s.state, State::Exited(_));
+    // between the old run's exit and the new one's start (its exit cleared, no
+    // supervisor yet) the container is restarting, not dead or created
+    let restarting = rs.restarting && !matches!(s.state, State::Running);
     doc["RestartCount"] = json!(rs.count);
     doc["State"]["Restarting"] = json!(restarting);
     if restarting {
         doc["State"]["Status"] = json!("restarting");
+        doc["State"]["Dead"] = json!(false);
     }
     let p = s.record.options.restart;
     doc["HostConfig"]["RestartPolicy"] =
@@ -63,8 +66,9 @@ pub fn inspect(engine: &Engine, s: &Summary, doc: &mut Value) {
 /// (`Up 5 seconds (healthy)`).
 pub fn list_row(engine: &Engine, s: &Summary, row: &mut Value) {
     let id = &s.record.id;
-    if let State::Exited(code) = s.state {
+    if s.state != State::Running {
         if engine.restart_state(id).restarting {
+            let code = s.exit.as_ref().map_or(0, |e| e.code);
             row["State"] = json!("restarting");
             row["Status"] = json!(format!("Restarting ({code})"));
         }
