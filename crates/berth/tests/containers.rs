@@ -960,6 +960,11 @@ fn cp_both_ways_stays_inside_the_container() {
         "-c",
         "mkdir -p /data && echo inside > /data/f && ln -s /etc /data/esc && ln -s / /data/root && exec sleep 100213",
     ]);
+    eventually("the container to make /data", || {
+        b.run(&["exec", "c", "test", "-L", "/data/root"])
+            .status
+            .success()
+    });
     let out = b.root.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
     let outs = out.to_str().expect("utf-8");

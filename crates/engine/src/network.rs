@@ -904,7 +904,9 @@ impl Engine {
         let pid = dir.load().ok().and_then(|r| r.pid);
         // the daemon's descriptor goes with `p`: the bundle names the namespace by
         // the container's own process from now on (exec and inspection join it there)
-        let path = pid.filter(|_| ok).map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
+        let path = pid
+            .filter(|_| ok)
+            .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
         if let Err(e) = set_netns_path(&dir, path.as_deref()) {
             tracing::warn!(container = %id, error = %e, "cannot update the bundle's network namespace");
         }

@@ -175,10 +175,9 @@ impl Engine {
     /// Changes the restart bookkeeping of `id` under the container's lock.
     pub fn update_restart_state(&self, id: &str, f: impl FnOnce(&mut RestartState)) -> Result<()> {
         let dir = self.dir(id);
-        if !dir.exists() {
+        let Some(_lock) = crate::reconcile::lock_if_present(&dir)? else {
             return Err(Error::NotFound(id.into()));
-        }
-        let _lock = dir.lock()?;
+        };
         let mut st = self.restart_state(id);
         f(&mut st);
         write_json(&dir.dir.join("restart.json"), &st)

@@ -649,7 +649,8 @@ impl<W: Write> Progress for Tty<W> {
 
 /// Chooses the renderer for docker's `--progress`: `auto` (a [`Tty`] when
 /// `is_terminal`, else [`Plain`]), `plain`, `tty`, `quiet`, or `classic`
-/// (docker's legacy output). `width` is the terminal's width.
+/// (docker's legacy output, ending with its `Successfully built …` lines).
+/// `width` is the terminal's width.
 pub fn for_mode<'a, W: Write + 'a>(
     mode: &str,
     out: W,
@@ -661,7 +662,7 @@ pub fn for_mode<'a, W: Write + 'a>(
         "auto" | "plain" => Box::new(Plain::new(out)),
         "tty" => Box::new(Tty::new(out, width)),
         "quiet" => Box::new(Quiet),
-        "classic" => Box::new(Classic::new(out)),
+        "classic" => Box::new(Classic::new(out).with_summary(true)),
         _ => return None,
     })
 }
@@ -923,6 +924,20 @@ mod tests {
         let mut l = Lines::default();
         assert_eq!(l.push(b"50%\r100%\x1b[0m done\nnext"), ["100%[0m done"]);
         assert_eq!(l.rest().as_deref(), Some("next"));
+    }
+
+    #[test]
+    fn classic_mode_ends_with_dockers_summary() {
+        let mut out = Vec::new();
+        let mut p = for_mode("classic", &mut out, false, 80).unwrap();
+        render(p.as_mut());
+        drop(p);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text.matches("Successfully built 0123456789ab").count(),
+            1,
+            "{text}"
+        );
     }
 
     #[test]

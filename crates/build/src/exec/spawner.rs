@@ -335,8 +335,11 @@ fn kill_once(j: &mut Running) {
     }
 }
 
-/// Reap the exited containers, delete them and report their exit codes.
+/// Reap the exited containers, report their exit codes and delete them (the
+/// builder goes on meanwhile: with its init gone, the container's mounts are
+/// gone too; its state and cgroups are removed before the helper exits).
 fn reap(runtime: &Runtime, jobs: &mut Vec<Running>) {
+    let mut exited = Vec::new();
     jobs.retain(|j| {
         let code = match waitpid(j.pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => code,
@@ -344,14 +347,17 @@ fn reap(runtime: &Runtime, jobs: &mut Vec<Running>) {
             Err(nix::Error::ECHILD) => 255,
             _ => return true,
         };
-        let _ = runtime.delete(&j.id, true);
         let _ = send(
             j.reply.as_raw_fd(),
             format!("exit {code}").as_bytes(),
             MsgFlags::MSG_NOSIGNAL,
         );
+        exited.push(j.id.clone());
         false
     });
+    for id in exited {
+        let _ = runtime.delete(&id, true);
+    }
 }
 
 /// Read one request: (id, bundle, [reply, stdin, stdout, stderr]); None when
