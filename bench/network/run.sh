@@ -28,6 +28,15 @@ cleanup() {
             DOCKER_HOST=unix://$DROOT/berthd.sock docker rm -f "$c" >/dev/null 2>&1
         done
         [ -f "$DROOT/berthd.pid" ] && kill "$(cat "$DROOT/berthd.pid")" 2>/dev/null && sleep 1
+        # what a daemon that did not stop cleanly left (see networks.json)
+        python3 - "$DROOT/network/networks.json" <<'PY' 2>/dev/null
+import json, subprocess, sys
+v = json.load(open(sys.argv[1]))
+for n in v.get("networks", {}).values():
+    subprocess.run(["ip", "link", "del", "dev", n["bridge"]], stderr=subprocess.DEVNULL)
+if v.get("table"):
+    subprocess.run(["nft", "delete", "table", "ip", v["table"]], stderr=subprocess.DEVNULL)
+PY
     fi
     if [ -n "$DPID" ]; then
         DOCKER_HOST=$DSOCK docker rm -f $(DOCKER_HOST=$DSOCK docker ps -aq) >/dev/null 2>&1
