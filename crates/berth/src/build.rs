@@ -246,9 +246,14 @@ pub fn worker(root: &Path, a: &WorkerArgs) -> Result<()> {
     let images = crate::image::open(root)?;
     let mode = v["progress"].as_str().unwrap_or("classic");
     let width = v["width"].as_u64().unwrap_or(80) as usize;
-    let mut progress =
-        berth_build::exec::progress::for_mode(mode, std::io::stdout(), mode == "tty", width)
-            .with_context(|| format!("unknown progress mode {mode:?}"))?;
+    // docker's classic text ends with "Successfully built ID" (docker-py reads the id
+    // from it); BuildKit's displays do not
+    use berth_build::exec::progress::{for_mode, Classic, Progress};
+    let mut progress: Box<dyn Progress> = match mode {
+        "classic" => Box::new(Classic::new(std::io::stdout()).with_summary(true)),
+        m => for_mode(m, std::io::stdout(), m == "tty", width)
+            .with_context(|| format!("unknown progress mode {m:?}"))?,
+    };
     let built =
         berth_build::exec::build_with(&images, &runtime_root(), &ctx, &req, progress.as_mut())?;
     drop(progress);

@@ -269,10 +269,8 @@ pub struct RunArgs {
     /// Tune container pids limit (-1 for unlimited)
     #[arg(long, allow_hyphen_values = true)]
     pids_limit: Option<i64>,
-    /// Connect a container to a network: none (a private loopback, the default
-    /// until bridge networking exists) or host
-    #[arg(long, alias = "net", default_value = "none")]
-    network: String,
+    #[command(flatten)]
+    net: crate::network::NetArgs,
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     read_only: bool,
@@ -659,33 +657,8 @@ fn dispatch(c: &Client, cmd: ContainerCmd) -> anyhow::Result<i32> {
         }),
         ContainerCmd::Start(a) => start(c, a),
         ContainerCmd::Attach(a) => attach(c, a),
-        ContainerCmd::Wait(a) => {
-            let mut code = 0;
-            for x in &a.containers {
-                match c.post_json(&format!("/containers/{}/wait", enc(x)), None) {
-                    Ok(v) => println!("{}", v["StatusCode"]),
-                    Err(err) => {
-                        eprintln!("{err}");
-                        code = 1;
-                    }
-                }
-            }
-            Ok(code)
-        }
-        ContainerCmd::Inspect(a) => {
-            let mut docs = Vec::new();
-            let mut code = 0;
-            for x in &a.containers {
-                match c.get_json(&format!("/containers/{}/json", enc(x))) {
-                    Ok(v) => docs.push(v),
-                    Err(err) => {
-                        eprintln!("{err}");
-                        code = 1;
-                    }
-                }
-            }
-            Ok(crate::format::print_docs(&docs, a.format.as_deref(), code))
-        }
+        ContainerCmd::Wait(a) => wait(c, &a),
+        ContainerCmd::Inspect(a) => inspect(c, &a),
         ContainerCmd::Pause(a) => each(&a.containers, |x| {
             c.post(&format!("/containers/{}/pause", enc(x)))
         }),
@@ -701,48 +674,85 @@ fn dispatch(c: &Client, cmd: ContainerCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         ContainerCmd::Top(a) => top(c, &a),
-        ContainerCmd::Update(a) => {
-            let mut b = Map::new();
-            if let Some(m) = &a.memory {
-                b.insert("Memory".into(), json!(parse_memory(m)?));
-            }
-            if let Some(m) = &a.memory_swap {
-                b.insert("MemorySwap".into(), json!(parse_swap(m)?));
-            }
-            if let Some(n) = a.cpus {
-                b.insert("NanoCpus".into(), json!((n * 1e9) as i64));
-            }
-            if let Some(n) = a.cpu_shares {
-                b.insert("CpuShares".into(), json!(n));
-            }
-            if let Some(n) = a.pids_limit {
-                b.insert("PidsLimit".into(), json!(n));
-            }
-            let body = Value::Object(b);
-            each(&a.containers, |x| {
-                c.post_json(&format!("/containers/{}/update", enc(x)), Some(&body))
-                    .map(|_| ())
-            })
-        }
+        ContainerCmd::Update(a) => update(c, &a),
         ContainerCmd::Prune(a) => prune(c, &a),
         ContainerCmd::Stats(a) => stats(c, &a),
-        ContainerCmd::Diff(a) => {
-            let v = c.get_json(&format!("/containers/{}/changes", enc(&a.container)))?;
-            for ch in v.as_array().into_iter().flatten() {
-                let k = match ch["Kind"].as_i64() {
-                    Some(1) => 'A',
-                    Some(2) => 'D',
-                    _ => 'C',
-                };
-                println!("{k} {}", ch["Path"].as_str().unwrap_or(""));
-            }
-            Ok(0)
-        }
+        ContainerCmd::Diff(a) => diff(c, &a),
         ContainerCmd::Export(a) => export(c, &a),
         ContainerCmd::Cp(a) => io::cp(c, &a.src, &a.dest).map(|_| 0),
         ContainerCmd::Port(a) => port(c, &a),
         ContainerCmd::Commit(a) => commit(c, &a),
     }
+}
+
+/// `wait`: each container's exit code.
+fn wait(c: &Client, a: &WaitArgs) -> anyhow::Result<i32> {
+    let mut code = 0;
+    for x in &a.containers {
+        match c.post_json(&format!("/containers/{}/wait", enc(x)), None) {
+            Ok(v) => println!("{}", v["StatusCode"]),
+            Err(err) => {
+                eprintln!("{err}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `inspect`: docker's documents, or `--format` of each.
+fn inspect(c: &Client, a: &InspectArgs) -> anyhow::Result<i32> {
+    let mut docs = Vec::new();
+    let mut code = 0;
+    for x in &a.containers {
+        match c.get_json(&format!("/containers/{}/json", enc(x))) {
+            Ok(v) => docs.push(v),
+            Err(err) => {
+                eprintln!("{err}");
+                code = 1;
+            }
+        }
+    }
+    Ok(crate::format::print_docs(&docs, a.format.as_deref(), code))
+}
+
+/// `update`: new limits for running containers.
+fn update(c: &Client, a: &UpdateArgs) -> anyhow::Result<i32> {
+    let mut b = Map::new();
+    if let Some(m) = &a.memory {
+        b.insert("Memory".into(), json!(parse_memory(m)?));
+    }
+    if let Some(m) = &a.memory_swap {
+        b.insert("MemorySwap".into(), json!(parse_swap(m)?));
+    }
+    if let Some(n) = a.cpus {
+        b.insert("NanoCpus".into(), json!((n * 1e9) as i64));
+    }
+    if let Some(n) = a.cpu_shares {
+        b.insert("CpuShares".into(), json!(n));
+    }
+    if let Some(n) = a.pids_limit {
+        b.insert("PidsLimit".into(), json!(n));
+    }
+    let body = Value::Object(b);
+    each(&a.containers, |x| {
+        c.post_json(&format!("/containers/{}/update", enc(x)), Some(&body))
+            .map(|_| ())
+    })
+}
+
+/// `diff`: docker's `C`/`A`/`D` lines.
+fn diff(c: &Client, a: &DiffArgs) -> anyhow::Result<i32> {
+    let v = c.get_json(&format!("/containers/{}/changes", enc(&a.container)))?;
+    for ch in v.as_array().into_iter().flatten() {
+        let k = match ch["Kind"].as_i64() {
+            Some(1) => 'A',
+            Some(2) => 'D',
+            _ => 'C',
+        };
+        println!("{k} {}", ch["Path"].as_str().unwrap_or(""));
+    }
+    Ok(0)
 }
 
 fn time_query(t: Option<u64>) -> String {
@@ -900,7 +910,7 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
         "CapAdd": a.cap_add, "CapDrop": a.cap_drop, "Privileged": a.privileged,
         "SecurityOpt": a.security_opt,
         "Ulimits": a.ulimit.iter().map(|u| ulimit(u)).collect::<anyhow::Result<Vec<_>>>()?,
-        "Init": a.init, "AutoRemove": a.rm, "NetworkMode": a.network,
+        "Init": a.init, "AutoRemove": a.rm,
         "RestartPolicy": restart_policy(&a.restart)?,
         "LogConfig": {"Type": "json-file", "Config": log},
     });
@@ -917,6 +927,7 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
         "Labels": labels, "StopSignal": a.stop_signal, "StopTimeout": a.stop_timeout,
         "HostConfig": host,
     });
+    a.net.to_body(&mut body)?;
     if a.no_healthcheck {
         body["Healthcheck"] = json!({"Test": ["NONE"]});
     } else if let Some(cmd) = &a.health_cmd {

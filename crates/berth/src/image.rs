@@ -471,11 +471,12 @@ fn load(c: &Client, a: &LoadArgs) -> Result<()> {
             Box::new(std::io::stdin().lock())
         }
     };
-    let quiet = a.quiet || !std::io::stderr().is_terminal();
+    // quiet=1 always: our client sends the whole archive before it reads the reply,
+    // so per-layer progress could fill the socket and stall both sides.
     let r = c
         .request(
             "POST",
-            &format!("/images/load?quiet={}", u8::from(quiet)),
+            "/images/load?quiet=1",
             Body::Stream(&mut input, "application/x-tar"),
         )?
         .ok()?;

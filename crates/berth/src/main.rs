@@ -8,6 +8,7 @@ mod daemon;
 mod format;
 mod image;
 mod lifecycle;
+mod network;
 mod progress;
 mod registry;
 mod system;
@@ -127,6 +128,11 @@ enum Cmd {
     Volume {
         #[command(subcommand)]
         cmd: volume::VolumeCmd,
+    },
+    /// Manage networks
+    Network {
+        #[command(subcommand)]
+        cmd: network::NetworkCmd,
     },
     /// Get real time events from the server
     Events(system::EventsArgs),
@@ -248,10 +254,18 @@ fn main() {
         Cmd::Commit(a) => container::run(&cli.data_root, container::ContainerCmd::Commit(a)),
         Cmd::BuildWorker(a) => build::worker(&cli.data_root, &a),
         Cmd::Version => version(&cli.data_root),
+        Cmd::Network { cmd } => network::run(&cli.data_root, cmd).map(exit_on_failure),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Leaves with `code` when a command failed part-way (docker's status 1).
+fn exit_on_failure(code: i32) {
+    if code != 0 {
+        std::process::exit(code);
     }
 }
 

@@ -194,8 +194,13 @@ mod tests {
         );
         let (aux, st) = show_json_stream(ok.as_bytes(), true).expect("stream");
         assert_eq!(aux, [serde_json::json!({"ID": "sha256:1"})]);
-        assert_eq!(st, ["Pulling from x", "Pull complete"], "byte counts are not statuses");
-        let bad = "{\"stream\":\"Step 1/2\\n\"}\n{\"error\":\"no such image\",\"errorDetail\":{}}\n";
+        assert_eq!(
+            st,
+            ["Pulling from x", "Pull complete"],
+            "byte counts are not statuses"
+        );
+        let bad =
+            "{\"stream\":\"Step 1/2\\n\"}\n{\"error\":\"no such image\",\"errorDetail\":{}}\n";
         let e = show_json_stream(bad.as_bytes(), true).expect_err("error line");
         assert_eq!(e.to_string(), "no such image");
         assert!(show_json_stream("not json\n".as_bytes(), true).is_err());

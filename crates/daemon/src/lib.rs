@@ -34,6 +34,35 @@ use std::sync::Arc;
 /// The API version we advertise.
 pub const API_VERSION: &str = "1.45";
 
+/// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread it spawns
+/// later (child processes get a clean mask from `Command`): call it first in `main`,
+/// then hand the set to [`stop_on_signals`].
+pub fn block_stop_signals() -> anyhow::Result<nix::sys::signal::SigSet> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block()?;
+    Ok(set)
+}
+
+/// On SIGTERM or SIGINT (blocked by [`block_stop_signals`]): take networking down when
+/// no container runs (bridges, rules and DNS responders come back with the next start),
+/// then exit.
+pub fn stop_on_signals(set: nix::sys::signal::SigSet, ctx: Arc<routes::Ctx>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("berthd-signals".into())
+        .spawn(move || {
+            let _ = set.wait();
+            if let Some(n) = ctx.engine.networking() {
+                let running = ctx.engine.list(false).map_or(true, |l| !l.is_empty());
+                n.shutdown(running);
+            }
+            std::process::exit(0);
+        })?;
+    Ok(())
+}
+
 /// Listen on `socket` (0660) and serve until the process ends.
 pub fn serve(ctx: Arc<routes::Ctx>, socket: &Path) -> anyhow::Result<()> {
     serve_watched(ctx, socket, None)

@@ -22,6 +22,8 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
+    // before any thread starts, so none of them takes the signal's default action
+    let signals = berth_daemon::block_stop_signals()?;
     let mut host = std::env::var("BERTH_HOST").ok();
     let mut data_root = PathBuf::from(
         std::env::var_os("BERTH_DATA_ROOT")
@@ -100,11 +102,19 @@ fn run() -> anyhow::Result<()> {
         engine.data_root().into(),
         "container-shim".into(),
     ];
-    let engine = engine.with_shim(shim);
+    // bridges, rules and DNS responders back; what a crash left behind reconciled
+    let engine = engine
+        .with_shim(shim)
+        .with_networking()
+        .context("set up networking")?;
+    engine
+        .reconcile_network()
+        .context("reconcile networking after the last stop")?;
     // Before serving: adopt running containers, record the exits of those whose
     // supervisor died, clean leftovers, and restart what the policies say.
     let watch = berth_daemon::supervise::Watch::start(engine.clone())?;
     let ctx = berth_daemon::routes::Ctx::new(engine, data_root);
+    berth_daemon::stop_on_signals(signals, ctx.clone())?;
     eprintln!(
         "berthd: serving the Docker Engine API on {}",
         socket.display()

@@ -20,8 +20,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How often the whole data root is rescanned for exits the pidfds did not report.
-const RESCAN: Duration = Duration::from_secs(2);
+/// How often the whole data root is rescanned for supervisors the daemon did not
+/// start itself (a safety net: the starts it serves are watched at once).
+const RESCAN: Duration = Duration::from_secs(5);
 
 /// The watch (see the module doc).
 pub struct Watch {
@@ -101,13 +102,11 @@ impl Watch {
             if since_rescan.elapsed() >= RESCAN {
                 since_rescan = std::time::Instant::now();
                 let watched: Vec<String> = lock(&self.watched).keys().cloned().collect();
-                for id in self.engine_ids() {
-                    if !watched.contains(&id) {
-                        self.look_at(&id, false);
-                    }
+                let ids = self.engine_ids();
+                for id in ids.iter().filter(|id| !watched.contains(id)) {
+                    self.look_at(id, false);
                 }
-                let live = self.engine_ids();
-                lock(&self.handled).retain(|id, _| live.contains(id));
+                lock(&self.handled).retain(|id, _| ids.contains(id));
             }
         }
     }

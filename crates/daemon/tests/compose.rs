@@ -2,8 +2,8 @@
 //! against berthd: a two-service project with a named volume goes up, is listed, logs,
 //! runs an exec, and comes down with its volume.
 //!
-//! The services use `network_mode: none`: berthd does not serve the network routes yet
-//! (networks create/connect/remove), which compose's default project network needs.
+//! A second project uses compose's default network: the services find each other by
+//! name through it, and `down` removes it.
 
 use berth_testkit::{stderr, stdout, Berth};
 use std::path::{Path, PathBuf};
@@ -27,6 +27,16 @@ services:
       - data:/data
 volumes:
   data: {}
+"#;
+
+const NETWORKED: &str = r#"version: "3.8"
+services:
+  web:
+    image: app:1
+    command: ["sh", "-c", "echo web-up; exec sleep 300"]
+  client:
+    image: app:1
+    command: ["sh", "-c", "exec sleep 300"]
 "#;
 
 struct Project<'a> {
@@ -113,4 +123,30 @@ fn compose_up_ps_logs_exec_down() {
     );
     assert_eq!(b.ok(&["ps", "-aq"]).trim(), "");
     assert_eq!(b.ok(&["volume", "ls", "-q"]).trim(), "");
+}
+
+#[test]
+fn compose_services_meet_on_the_default_network() {
+    assert!(
+        Path::new(COMPOSE).exists(),
+        "{COMPOSE} is missing: scripts/setup.sh makes the docker-compose venv"
+    );
+    let berth = PathBuf::from(env!("CARGO_BIN_EXE_berthd")).with_file_name("berth");
+    let b = Berth::with_busybox(berth, "berth-test-compose-net-", "app:1");
+    let dir = b.root.path().join("project");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("docker-compose.yml"), NETWORKED).expect("compose file");
+    let p = Project { b: &b, dir };
+    let up = p.ok(&["up", "-d"]);
+    assert!(up.contains("Creating network \"bt_default\""), "{up}");
+    let ex = p.compose(&["exec", "-T", "client", "ping", "-c", "1", "-W", "5", "web"]);
+    assert_eq!(ex.status.code(), Some(0), "{}{}", stdout(&ex), stderr(&ex));
+    assert!(
+        stdout(&ex).contains("1 packets received"),
+        "{}",
+        stdout(&ex)
+    );
+    let down = p.ok(&["down", "-t", "1"]);
+    assert!(down.contains("Removing network bt_default"), "{down}");
+    assert_eq!(b.ok(&["ps", "-aq"]).trim(), "");
 }

@@ -51,6 +51,7 @@ impl Drop for Daemon {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        berth_testkit::remove_network_leftovers(&self.data());
     }
 }
 

@@ -2,7 +2,7 @@
 //! /opt/berth-ci/sdk) against berthd: tests/python/sdk_check.py pulls from a loopback
 //! registry, tags, builds, saves and loads, runs containers, reads logs, waits, execs,
 //! manages volumes and reads events and disk usage.
-//! Networks are not covered yet: the network routes are not served.
+//! It also puts containers on a user network where they reach each other by name.
 
 use berth_testkit::{rootfs_tar, stderr, stdout, Berth, Registry};
 use std::path::{Path, PathBuf};

@@ -80,6 +80,11 @@ impl Engine {
         };
         rootfs::mount_rootfs(&mounts, &dir.rootfs())?;
         let cfg = image.config().as_ref();
+        let exposed = cfg
+            .and_then(|c| c.exposed_ports().clone())
+            .unwrap_or_default();
+        let with_net = self.net_resolve(opts, &exposed)?;
+        let opts = &with_net;
         let user_spec = opts
             .user
             .clone()
@@ -95,7 +100,7 @@ impl Engine {
             binds,
             ..opts.clone()
         };
-        write_etc_files(&dir, &hostname, opts.network)?;
+        write_etc_files(&dir, &hostname, &opts.network)?;
         let rootfs_path = dir.rootfs();
         let ctx = spec::Context {
             id: &id,
@@ -138,7 +143,7 @@ impl Engine {
 }
 
 /// `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` as the container sees them.
-fn write_etc_files(dir: &ContainerDir, hostname: &str, net: NetworkMode) -> Result<()> {
+fn write_etc_files(dir: &ContainerDir, hostname: &str, net: &NetworkMode) -> Result<()> {
     let w = |name: &str, data: String| {
         let p = dir.dir.join(name);
         std::fs::write(&p, data).map_err(|e| Error::io("write", &p, e))
@@ -147,6 +152,10 @@ fn write_etc_files(dir: &ContainerDir, hostname: &str, net: NetworkMode) -> Resu
     w("hosts", spec::hosts_file(hostname, net))?;
     let resolv = match net {
         NetworkMode::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        // rewritten at each start by the networking service (crate::network)
+        NetworkMode::Bridge | NetworkMode::Container(_) => {
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        }
         NetworkMode::None => String::new(),
     };
     w("resolv.conf", resolv)

@@ -69,6 +69,9 @@ pub enum Error {
     /// A failure the supervisor reported (its message as it gave it).
     #[error("{0}")]
     Reported(String),
+    /// From the networking layer.
+    #[error(transparent)]
+    Network(#[from] berth_network::Error),
     /// The container supervisor failed or went away.
     #[error("container supervisor: {0}")]
     Shim(String),

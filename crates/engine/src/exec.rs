@@ -150,57 +150,15 @@ impl Engine {
         if opts.cmd.is_empty() {
             return Err(Error::Invalid("exec: no command given".into()));
         }
-        let Some((_, lead)) = self.shim.split_last() else {
-            return Err(Error::Shim("no helper program configured".into()));
-        };
-        let (prog, lead) = lead
-            .split_first()
-            .ok_or_else(|| Error::Shim("no helper program configured".into()))?;
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::sys("create status pipe", e))?;
-        let inherit = |fd: &OwnedFd| {
-            nix::fcntl::fcntl(
-                fd,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-            )
-            .map_err(|e| Error::sys("pass a descriptor to the exec helper", e))
-        };
-        inherit(&w)?;
-        let client_fd = match &client {
-            Some((c, _)) => {
-                let fd: OwnedFd = c
-                    .try_clone()
-                    .map_err(|e| Error::io("dup", "client connection", e))?
-                    .into();
-                inherit(&fd)?;
-                Some(fd)
-            }
-            None => None,
-        };
-        let args = HelperArgs {
-            options: opts.clone(),
-            attach: client.map(|(_, a)| a),
-        };
-        let json = serde_json::to_string(&args).map_err(|e| Error::Invalid(e.to_string()))?;
-        let mut cmd = std::process::Command::new(prog);
-        cmd.args(lead)
-            .arg("container-exec")
-            .arg("--status-fd")
-            .arg(w.as_raw_fd().to_string());
-        if let Some(fd) = &client_fd {
-            cmd.arg("--client-fd").arg(fd.as_raw_fd().to_string());
-        }
-        cmd.arg(&s.record.id)
-            .arg(exec_id)
-            .arg(json)
-            .env("BERTH_RUNTIME_ROOT", self.runtime.root())
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::Shim(format!("cannot start {}: {e}", prog.to_string_lossy())))?;
+        let (mut cmd, client_fd) = self.exec_command(&s.record.id, exec_id, opts, client, &w)?;
+        let child = cmd.spawn().map_err(|e| {
+            Error::Shim(format!(
+                "cannot start {}: {e}",
+                cmd.get_program().to_string_lossy()
+            ))
+        })?;
         drop(w);
         drop(client_fd);
         let mut h = ExecHandle {
@@ -225,6 +183,65 @@ impl Engine {
                 return Err(crate::shim::parse_error(e));
             }
         }
+    }
+
+    /// The helper's command line; `w` (the status pipe) and the client's connection
+    /// are inherited by it.
+    fn exec_command(
+        &self,
+        id: &str,
+        exec_id: &str,
+        opts: &ExecOptions,
+        client: Option<(&UnixStream, AttachOptions)>,
+        w: &OwnedFd,
+    ) -> Result<(std::process::Command, Option<OwnedFd>)> {
+        let Some((_, lead)) = self.shim.split_last() else {
+            return Err(Error::Shim("no helper program configured".into()));
+        };
+        let (prog, lead) = lead
+            .split_first()
+            .ok_or_else(|| Error::Shim("no helper program configured".into()))?;
+        let inherit = |fd: &OwnedFd| {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .map_err(|e| Error::sys("pass a descriptor to the exec helper", e))
+        };
+        inherit(w)?;
+        let client_fd = match &client {
+            Some((c, _)) => {
+                let fd: OwnedFd = c
+                    .try_clone()
+                    .map_err(|e| Error::io("dup", "client connection", e))?
+                    .into();
+                inherit(&fd)?;
+                Some(fd)
+            }
+            None => None,
+        };
+        let args = HelperArgs {
+            options: opts.clone(),
+            attach: client.map(|(_, a)| a),
+        };
+        let json = serde_json::to_string(&args).map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut cmd = std::process::Command::new(prog);
+        cmd.args(lead)
+            .arg("container-exec")
+            .arg("--status-fd")
+            .arg(w.as_raw_fd().to_string());
+        if let Some(fd) = &client_fd {
+            cmd.arg("--client-fd").arg(fd.as_raw_fd().to_string());
+        }
+        cmd.arg(id)
+            .arg(exec_id)
+            .arg(json)
+            .env("BERTH_RUNTIME_ROOT", self.runtime.root())
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Ok((cmd, client_fd))
     }
 
     /// The exec helper (`container-exec`): runs exec `exec_id` described by `json`

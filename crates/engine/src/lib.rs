@@ -44,6 +44,7 @@ pub mod logs;
 mod manage;
 pub mod names;
 pub mod netns;
+pub mod network;
 pub mod reconcile;
 pub mod record;
 mod remove;
@@ -65,6 +66,7 @@ pub use exec::{ExecHandle, ExecOptions};
 pub use health::{Health, HealthConfig};
 pub use list::{State, Summary};
 pub use manage::Update;
+pub use network::{EndpointConfig, NetworkInfo, Networking};
 pub use reconcile::Reconciled;
 pub use record::{Bind, CreateOptions, ExitStatus, LogOptions, NetworkMode, Record};
 pub use restart::{RestartPolicy, RestartState};
@@ -83,6 +85,7 @@ pub struct Engine {
     containers: PathBuf,
     runtime: Runtime,
     shim: Vec<OsString>,
+    network: Option<std::sync::Arc<network::Networking>>,
 }
 
 impl Engine {
@@ -99,6 +102,7 @@ impl Engine {
             containers,
             runtime: Runtime::new(abs(runtime_root.into())),
             shim: Vec::new(),
+            network: None,
         })
     }
 

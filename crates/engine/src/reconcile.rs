@@ -82,7 +82,9 @@ impl Engine {
     /// when there was nothing to do (an exit was recorded, or it never started).
     pub fn supervisor_gone(&self, id: &str) -> Result<Option<i32>> {
         let dir = self.dir(id);
-        let lock = dir.lock()?;
+        let Some(lock) = lock_if_present(&dir)? else {
+            return Ok(None); // being removed
+        };
         let rec = dir.load()?;
         if dir.exit_status()?.is_some() || rec.started_at.is_none() {
             return Ok(None);
@@ -120,4 +122,20 @@ impl Engine {
         }
         Ok(Some(code))
     }
+}
+
+/// The container's lock, without creating its lock file: `None` when the container
+/// is being removed (creating the file again would race its directory's removal).
+pub(crate) fn lock_if_present(
+    dir: &crate::record::ContainerDir,
+) -> crate::error::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    let path = dir.dir.join("lock");
+    let f = match std::fs::OpenOptions::new().write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(crate::error::Error::io("open lock", &path, e)),
+    };
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map(Some)
+        .map_err(|(_, e)| crate::error::Error::sys(format!("lock {}", path.display()), e))
 }

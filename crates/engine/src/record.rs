@@ -10,28 +10,36 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// How the container's network is set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
-    /// a new network namespace with only loopback (the default until bridge
-    /// networking exists)
+    /// a new network namespace with only loopback
     #[default]
     None,
     /// the host's network namespace
     Host,
+    /// a new network namespace connected to the bridge networks in
+    /// [`CreateOptions::endpoints`] (docker's default; without a networking
+    /// service, as in a CLI that runs containers itself, loopback only)
+    Bridge,
+    /// the network namespace of another container (`container:NAME`)
+    Container(String),
+}
+
+impl NetworkMode {
+    /// Whether the container gets a network namespace of its own.
+    pub fn own_namespace(&self) -> bool {
+        matches!(self, NetworkMode::None | NetworkMode::Bridge)
+    }
 }
 
 impl std::str::FromStr for NetworkMode {
     type Err = Error;
+    /// `none`, `host`, `bridge`/`default`, `container:NAME`; any other value names a
+    /// user network, which is bridge mode (see [`crate::network::parse_mode`] to keep
+    /// the name).
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(NetworkMode::None),
-            "host" => Ok(NetworkMode::Host),
-            "bridge" | "default" => Ok(NetworkMode::None),
-            other => Err(Error::Invalid(format!(
-                "--network {other:?}: only \"none\" and \"host\" are supported for now"
-            ))),
-        }
+        Ok(crate::network::parse_mode(s)?.0)
     }
 }
 
@@ -171,6 +179,31 @@ pub struct CreateOptions {
     /// `-l key=value`
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// the networks of bridge mode, the first carrying the default route
+    /// (`--network NAME`, `--network-alias`, `--ip`, `network connect`)
+    #[serde(default)]
+    pub endpoints: Vec<crate::network::EndpointConfig>,
+    /// `-p` (host port 0: picked free at each start) and, resolved at create, `-P`
+    #[serde(default)]
+    pub publish: Vec<crate::network::PortMapping>,
+    /// `-P`: every exposed port is published
+    #[serde(default)]
+    pub publish_all: bool,
+    /// `--expose` and the image's EXPOSE, as `80/tcp`
+    #[serde(default)]
+    pub expose: Vec<String>,
+    /// `--dns`
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `--dns-search`
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`
+    #[serde(default)]
+    pub dns_options: Vec<String>,
+    /// `--add-host name:ip`
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
     /// `--restart` (`HostConfig.RestartPolicy`)
     #[serde(default)]
     pub restart: crate::restart::RestartPolicy,
@@ -486,7 +519,11 @@ mod tests {
             "host".parse::<NetworkMode>().expect("host"),
             NetworkMode::Host
         );
-        assert!("mynet".parse::<NetworkMode>().is_err());
+        assert_eq!(
+            "mynet".parse::<NetworkMode>().expect("user network"),
+            NetworkMode::Bridge
+        );
+        assert!("container:".parse::<NetworkMode>().is_err());
     }
 
     #[test]

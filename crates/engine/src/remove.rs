@@ -119,14 +119,31 @@ impl Engine {
             Ok(()) | Err(berth_runtime::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        if let Ok(rec) = dir.load() {
+            self.net_release(&rec);
+        }
         rootfs::unmount_rootfs(&dir.rootfs())?;
         self.images()?.remove_container(id)?;
         // the record goes first, so a half-removed container is never listed
         std::fs::remove_file(dir.record_path())
             .map_err(|e| Error::io("remove", dir.record_path(), e))?;
         self.names().release(name, id)?;
-        std::fs::remove_dir_all(&dir.dir).map_err(|e| Error::io("remove", &dir.dir, e))?;
+        remove_tree(&dir.dir)?;
         tracing::info!(container = id, "removed");
         Ok(())
+    }
+}
+
+/// `remove_dir_all`, again when something created a file in the tree meanwhile (the
+/// daemon's exit watch takes the container's lock, which creates its lock file).
+fn remove_tree(dir: &std::path::Path) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 10 => tries += 1,
+            Err(e) => return Err(Error::io("remove", dir, e)),
+        }
     }
 }

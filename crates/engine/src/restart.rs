@@ -175,10 +175,9 @@ impl Engine {
     /// Changes the restart bookkeeping of `id` under the container's lock.
     pub fn update_restart_state(&self, id: &str, f: impl FnOnce(&mut RestartState)) -> Result<()> {
         let dir = self.dir(id);
-        if !dir.exists() {
+        let Some(_lock) = crate::reconcile::lock_if_present(&dir)? else {
             return Err(Error::NotFound(id.into()));
-        }
-        let _lock = dir.lock()?;
+        };
         let mut st = self.restart_state(id);
         f(&mut st);
         write_json(&dir.dir.join("restart.json"), &st)
@@ -234,12 +233,12 @@ impl Engine {
         if !st.restarting || st.manually_stopped || !matches!(s.state, State::Exited(_)) {
             return Ok(false);
         }
-        self.update_restart_state(id, |s| {
-            s.count += 1;
-            s.restarting = false;
-        })?;
+        // counted now, still "restarting" until the new run has started
+        self.update_restart_state(id, |s| s.count += 1)?;
         self.prepare_restart(id)?;
-        drop(self.start(id, &mut |_| {})?);
+        let started = self.start(id, &mut |_| {});
+        self.update_restart_state(id, |s| s.restarting = false)?;
+        drop(started?);
         tracing::info!(container = %id, count = st.count + 1, "restarted by its policy");
         Ok(true)
     }

@@ -69,6 +69,14 @@ impl Engine {
     /// on its attach socket and before the program starts: hand over the clients that
     /// attached early there (see [`crate::attach::send`]).
     pub fn start(&self, id: &str, before_start: &mut dyn FnMut(&Path)) -> Result<Shim> {
+        // the network namespace and what goes with it, before the supervisor runs
+        let net = self.net_prepare(&self.dir(id).load()?)?;
+        let result = self.start_supervised(id, before_start);
+        self.net_started(id, net, result.is_ok());
+        result
+    }
+
+    fn start_supervised(&self, id: &str, before_start: &mut dyn FnMut(&Path)) -> Result<Shim> {
         let (prog, lead) = self
             .shim
             .split_first()
@@ -227,7 +235,7 @@ impl Engine {
     /// brings up the loopback of its own network namespace.
     fn create_in_runtime(&self, dir: &ContainerDir, rec: &Record) -> Result<Io> {
         let io = self.create_with_stdio(dir, rec)?;
-        if rec.options.network == crate::record::NetworkMode::None {
+        if rec.options.network.own_namespace() {
             if let Err(e) = crate::netns::loopback_up(io.pid) {
                 let _ = self.runtime.delete(&rec.id, true);
                 return Err(e);

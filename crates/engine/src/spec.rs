@@ -440,11 +440,11 @@ pub fn ulimit(spec: &str) -> Result<oci_spec::runtime::PosixRlimit> {
 }
 
 /// The contents of `/etc/hosts` for a container.
-pub fn hosts_file(hostname: &str, network: NetworkMode) -> String {
+pub fn hosts_file(hostname: &str, network: &NetworkMode) -> String {
     let mut s = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
-    if network == NetworkMode::None {
+    if network.own_namespace() {
         s.push_str(&format!("127.0.0.1\t{hostname}\n"));
     }
     s

@@ -97,6 +97,11 @@ pub struct AttachSpec {
 pub fn plan_attach(a: &AttachSpec) -> Vec<Op> {
     // applied over netlink: spawning `ip` processes dominated the time
     vec![
+        // the same container's previous veth may still be going away with its
+        // namespace (the kernel removes those asynchronously)
+        Op::Net(NetOp::DelLink {
+            dev: a.host_veth.clone(),
+        }),
         Op::Net(NetOp::AddVeth {
             host: a.host_veth.clone(),
             peer: a.ifname.clone(),
@@ -178,6 +183,7 @@ mod tests {
         assert_eq!(
             r.lines(),
             vec![
+                "ip link del dev vbx",
                 "ip link add vbx mtu 1500 type veth peer name eth0 mtu 1500 netns /proc/42/ns/net",
                 "ip link set dev vbx master berth0 up",
                 "nsenter --net=/proc/42/ns/net -- ip addr add 10.88.0.2/16 dev eth0; \

@@ -26,6 +26,15 @@ pub struct NetworkSpec {
     /// Run the embedded DNS responder on the gateway (user networks; the
     /// default bridge, as docker's, has none).
     pub dns: bool,
+    /// The network's id (64 hex digits; docker's `Id`).
+    #[serde(default)]
+    pub id: String,
+    /// When it was created (RFC 3339).
+    #[serde(default)]
+    pub created: String,
+    /// `--label key=value`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl NetworkSpec {
@@ -37,6 +46,9 @@ impl NetworkSpec {
             internal: false,
             mtu: 1500,
             dns: false,
+            id: String::new(),
+            created: String::new(),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -71,6 +83,9 @@ struct State {
 /// What survives a daemon restart besides IPAM (`networks.json`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Saved {
+    /// the nft table (so tools and test harnesses can find what to remove)
+    #[serde(default)]
+    table: String,
     networks: BTreeMap<String, NetworkSpec>,
     ports: BTreeMap<String, Vec<nft::PortRule>>,
 }
@@ -89,6 +104,27 @@ impl Published {
     pub fn proxies(&self) -> usize {
         self.proxies.len()
     }
+}
+
+/// Where daemons serialise choosing a subnet (see [`Manager::create_network`]).
+pub const HOST_LOCK: &str = "/run/berth/network.lock";
+
+fn host_lock() -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = Path::new(HOST_LOCK);
+    let err = |source| Error::State {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(err)?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(err)?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| err(e.into()))
 }
 
 /// Networks, endpoints and published ports of one daemon.
@@ -155,6 +191,7 @@ impl<E: Executor> Manager<E> {
     /// Persists what `restore` needs (atomic rename), then applies the rules.
     fn sync_rules(&self, st: &State) -> Result<()> {
         let saved = Saved {
+            table: self.table.clone(),
             networks: st
                 .networks
                 .iter()
@@ -187,6 +224,13 @@ impl<E: Executor> Manager<E> {
         if spec.bridge.len() > bridge::IFNAMSIZ_MAX {
             return Err(Error::BadBridgeName(spec.bridge.clone()));
         }
+        // Daemons of other data roots pick subnets too: one host-wide lock, held
+        // until our bridge (and so its route) exists, keeps two of them from taking
+        // the same free subnet.
+        let _host_lock = match pool.subnet {
+            None => Some(host_lock()?),
+            Some(_) => None,
+        };
         let pool = match self.ipam.pool(&spec.name)? {
             Some(p) => p,
             None => self.ipam.add_pool(&spec.name, pool, &ipam::host_routes())?,
@@ -341,6 +385,19 @@ impl<E: Executor> Manager<E> {
         Ok(())
     }
 
+    /// Withdraws the names of `container` from the DNS of `network` (the
+    /// container stopped; its address stays leased).
+    pub fn clear_names(&self, network: &str, container: &str) {
+        if let Some(dns) = self
+            .lock()
+            .networks
+            .get(network)
+            .and_then(|n| n.dns.as_ref())
+        {
+            dns.records().remove(container);
+        }
+    }
+
     /// The embedded DNS address of `network`, for the container's
     /// resolv.conf.
     pub fn dns_address(&self, network: &str) -> Option<SocketAddr> {
@@ -444,7 +501,14 @@ impl<E: Executor> Manager<E> {
             Err(source) => return Err(Error::State { path, source }),
         };
         for spec in saved.networks.values() {
-            self.create_network(spec, &ipam::PoolSpec::default())?;
+            // one network that cannot come back (its subnet taken meanwhile, say)
+            // must not keep the daemon and the other networks down
+            if let Err(e) = self.create_network(spec, &ipam::PoolSpec::default()) {
+                tracing::warn!(network = %spec.name, error = %e, "network not restored");
+                if let Some(src) = std::error::Error::source(&e) {
+                    tracing::warn!(network = %spec.name, cause = %src, "network not restored");
+                }
+            }
         }
         let mut st = self.lock();
         st.ports = saved.ports;
@@ -504,6 +568,45 @@ impl<E: Executor> Manager<E> {
         Ok(())
     }
 
+    /// The networks with their pools, by name.
+    pub fn networks(&self) -> Result<Vec<(NetworkSpec, ipam::Pool)>> {
+        let specs: Vec<NetworkSpec> = self
+            .lock()
+            .networks
+            .values()
+            .map(|n| n.spec.clone())
+            .collect();
+        let pools = self.ipam.pools()?;
+        Ok(specs
+            .into_iter()
+            .filter_map(|s| pools.get(&s.name).cloned().map(|p| (s, p)))
+            .collect())
+    }
+
+    /// The published-port rules recorded for `container` (kept across a
+    /// daemon restart, so its ports can be published again as they were).
+    pub fn saved_ports(&self, container: &str) -> Vec<PortMapping> {
+        self.lock()
+            .ports
+            .get(container)
+            .map(|v| v.iter().map(|r| r.mapping).collect())
+            .unwrap_or_default()
+    }
+
+    /// A clean daemon stop with no container running: removes the bridges,
+    /// the DNS responders and the nft table, and keeps the saved state, so
+    /// [`Manager::restore`] brings everything back.
+    pub fn shutdown(&self) -> Result<()> {
+        let mut st = self.lock();
+        for n in std::mem::take(&mut st.networks).into_values() {
+            drop(n.dns);
+            self.exec
+                .apply(&bridge::plan_remove_bridge(&n.spec.bridge))?;
+        }
+        st.ports.clear();
+        Ok(self.exec.apply(&nft::plan_remove(&self.table))?)
+    }
+
     /// The rules the table should hold now (for `inspect` and tests).
     pub fn current_ruleset(&self) -> nft::Ruleset {
         self.ruleset(&self.lock())
@@ -538,7 +641,7 @@ mod tests {
         m.connect("n", "c2", Path::new("/run/netns/y"), None)
             .unwrap();
         m.release("n", "c2").unwrap();
-        assert_eq!(m.exec.lines().len(), before + 3, "release applies nothing");
+        assert_eq!(m.exec.lines().len(), before + 4, "release applies nothing");
         assert!(matches!(
             m.remove_network("n"),
             Err(Error::NetworkInUse { active: 1, .. })

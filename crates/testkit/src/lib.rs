@@ -134,6 +134,36 @@ pub fn mounts_under(root: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Removes the bridges and the nft table a berth daemon of `data_root` made, as
+/// recorded in `<data_root>/network/networks.json`: for a daemon that was killed
+/// (a clean stop with nothing running removes them itself). Best effort.
+pub fn remove_network_leftovers(data_root: &Path) {
+    let Ok(text) = std::fs::read_to_string(data_root.join("network/networks.json")) else {
+        return;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return;
+    };
+    for n in v["networks"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        if let Some(br) = n["bridge"].as_str() {
+            let _ = Command::new("ip")
+                .args(["link", "del", "dev", br])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+    if let Some(t) = v["table"].as_str().filter(|t| !t.is_empty()) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", t])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 /// A command's stdout as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -325,6 +355,7 @@ impl Drop for Berth {
             }
         }
         self.stop_daemon();
+        remove_network_leftovers(&self.data_root());
         for m in self.mounts().into_iter().rev() {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }

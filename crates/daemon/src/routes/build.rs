@@ -243,31 +243,46 @@ fn spawn_worker(ctx: &Ctx, dir: &std::path::Path) -> Result<Child, Reply> {
         })
 }
 
-/// The worker's output to the client as it comes (a terminal display redraws without
-/// newlines), whole UTF-8 characters per `{"stream"}` message. A failed write means
-/// the client left: the build is interrupted and the rest drained.
-fn relay_output(mut o: impl Read, w: &mut UnixStream, quiet: bool, gone: &Mutex<bool>, pid: u32) {
+/// The worker's output to the client, one `{"stream"}` message per line as docker
+/// sends them (docker-py finds the image id in a message that is exactly
+/// `Successfully built ID`); with `raw` (a terminal display, which redraws without
+/// newlines) a partial line goes out at once. Whole UTF-8 characters per message. A
+/// failed write means the client left: the build is interrupted and the rest drained.
+fn relay_output(
+    mut o: impl Read,
+    w: &mut UnixStream,
+    raw: bool,
+    quiet: bool,
+    gone: &Mutex<bool>,
+    pid: u32,
+) {
     let mut buf = vec![0u8; 16 << 10];
     let mut pending: Vec<u8> = Vec::new();
-    loop {
-        let n = match o.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if quiet || *lock(gone) {
-            continue;
-        }
-        pending.extend_from_slice(&buf[..n]);
-        let text = utf8_prefix(&mut pending);
-        if text.is_empty() {
-            continue;
+    let send = |text: String, w: &mut UnixStream| {
+        if text.is_empty() || quiet || *lock(gone) {
+            return;
         }
         let msg = json!({ "stream": text });
         if http::write_chunk(w, format!("{msg}\n").as_bytes()).is_err() {
             *lock(gone) = true;
             interrupt(pid);
         }
+    };
+    loop {
+        let n = match o.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(p) = pending.iter().position(|&c| c == b'\n') {
+            let mut line: Vec<u8> = pending.drain(..=p).collect();
+            send(utf8_prefix(&mut line), w);
+        }
+        if raw {
+            send(utf8_prefix(&mut pending), w);
+        }
     }
+    send(String::from_utf8_lossy(&pending).into_owned(), w);
 }
 
 /// docker's error message for a failed build: the worker's last line; a failed RUN
@@ -343,7 +358,8 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
             t
         });
         if let Some(o) = stdout {
-            relay_output(o, w, quiet, gone, pid);
+            let raw = wreq["progress"] == "tty";
+            relay_output(o, w, raw, quiet, gone, pid);
         }
         let t = err.join().unwrap_or_default();
         *lock(done) = true;
@@ -446,6 +462,27 @@ mod tests {
         assert!(error_message("Error: bad Dockerfile")["errorDetail"]
             .get("code")
             .is_none());
+    }
+
+    #[test]
+    fn output_goes_out_a_line_per_message() {
+        let (mut a, b) = UnixStream::pair().expect("pair");
+        let gone = Mutex::new(false);
+        let out = "Step 1/1 : FROM x\nSuccessfully built 0123\ntail";
+        relay_output(out.as_bytes(), &mut a, false, false, &gone, 0);
+        drop(a);
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut &b, &mut got).expect("read");
+        let streams: Vec<String> = got
+            .split("\r\n")
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(Value::is_object) // not the chunk sizes
+            .map(|v| v["stream"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            streams,
+            ["Step 1/1 : FROM x\n", "Successfully built 0123\n", "tail"]
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use super::{engine_error, flag, lock, unix, Conn, Ctx, Reply};
 use crate::http::Request;
 use berth_engine::attach::AttachOptions;
-use berth_engine::{CreateOptions, NetworkMode, Shim, State, Summary};
+use berth_engine::{CreateOptions, Shim, State, Summary};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
@@ -100,19 +100,7 @@ pub fn route(
 ) -> Option<Option<Reply>> {
     let q = |k: &str| req.query.get(k).map(String::as_str);
     // the container as it was, for the event of an action that succeeds
-    let acted = match (req.method.as_str(), parts) {
-        ("POST", ["containers", id, a]) => {
-            let action = match *a {
-                "stop" | "restart" | "kill" | "pause" | "unpause" | "rename" | "update" => *a,
-                _ => "",
-            };
-            (!action.is_empty())
-                .then(|| ctx.engine.inspect(id).ok().map(|s| (action, s)))
-                .flatten()
-        }
-        ("DELETE", ["containers", id]) => ctx.engine.inspect(id).ok().map(|s| ("destroy", s)),
-        _ => None,
-    };
+    let acted = before_action(ctx, req, parts);
     let reply = match (req.method.as_str(), parts) {
         ("GET", ["containers", "json"]) => list(ctx, req),
         ("POST", ["containers", "create"]) => create(ctx, req),
@@ -164,26 +152,51 @@ pub fn route(
         _ => return None,
     };
     if let (Some((action, s)), true) = (acted, reply.status < 300) {
-        let mut extra = Vec::new();
-        match action {
-            "kill" => extra.push(("signal", q("signal").unwrap_or("KILL").to_string())),
-            "rename" => extra.push(("oldName", format!("/{}", s.record.name))),
-            _ => {}
-        }
-        let name = match action {
-            "rename" => q("name").unwrap_or("").to_string(),
-            _ => s.record.name.clone(),
-        };
-        publish(
-            ctx,
-            action,
-            &s.record.id,
-            &name,
-            &s.record.options.image,
-            extra,
-        );
+        after_action(ctx, req, action, &s);
     }
     Some(Some(reply))
+}
+
+/// The container an action route is about to change, and the event's name.
+fn before_action(ctx: &Ctx, req: &Request, parts: &[&str]) -> Option<(&'static str, Summary)> {
+    let action = match (req.method.as_str(), parts) {
+        ("POST", ["containers", _, a]) => match *a {
+            "stop" => "stop",
+            "restart" => "restart",
+            "kill" => "kill",
+            "pause" => "pause",
+            "unpause" => "unpause",
+            "rename" => "rename",
+            "update" => "update",
+            _ => return None,
+        },
+        ("DELETE", ["containers", _]) => "destroy",
+        _ => return None,
+    };
+    ctx.engine.inspect(parts[1]).ok().map(|s| (action, s))
+}
+
+/// The event of a successful action (docker's extra attributes for kill, rename).
+fn after_action(ctx: &Ctx, req: &Request, action: &str, s: &Summary) {
+    let q = |k: &str| req.query.get(k).map(String::as_str);
+    let mut extra = Vec::new();
+    match action {
+        "kill" => extra.push(("signal", q("signal").unwrap_or("KILL").to_string())),
+        "rename" => extra.push(("oldName", format!("/{}", s.record.name))),
+        _ => {}
+    }
+    let name = match action {
+        "rename" => q("name").unwrap_or("").to_string(),
+        _ => s.record.name.clone(),
+    };
+    publish(
+        ctx,
+        action,
+        &s.record.id,
+        &name,
+        &s.record.options.image,
+        extra,
+    );
 }
 
 /// A container event: docker's attributes (name, image) and `extra`.
@@ -278,11 +291,8 @@ pub fn status_text(s: &Summary) -> String {
     }
 }
 
-fn network_mode(o: &CreateOptions) -> &'static str {
-    match o.network {
-        NetworkMode::Host => "host",
-        NetworkMode::None => "none",
-    }
+fn network_mode(o: &CreateOptions) -> String {
+    berth_engine::network::mode_name(&o.network, &o.endpoints)
 }
 
 /// `filters` of the list: docker's JSON map of name → values (or → {value: true}).
@@ -362,6 +372,7 @@ fn list(ctx: &Ctx, req: &Request) -> Reply {
         .iter()
         .map(|s| {
             let mut v = summary_json(s);
+            super::networks::summary_fields(ctx, &s.record, &mut v);
             if size {
                 let (rw, root) = ctx.engine.sizes(&s.record.id).unwrap_or((0, 0));
                 v["SizeRw"] = json!(rw);
@@ -441,7 +452,7 @@ pub fn inspect_json(ctx: &Ctx, s: &Summary) -> Value {
             "Entrypoint": o.entrypoint.as_ref().map(|x| vec![x.clone()]),
             "Labels": o.labels, "StopSignal": r.stop_signal, "StopTimeout": o.stop_timeout,
         },
-        "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {}, "Networks": {}},
+        "NetworkSettings": super::networks::settings(ctx, r),
     });
     crate::lifecycle::inspect(&ctx.engine, s, &mut doc);
     doc
@@ -479,6 +490,9 @@ fn host_config_json(r: &berth_engine::Record) -> Value {
         "SecurityOpt": security_opts(o),
         "ConsoleSize": o.console_size.map(|(h, w)| [h, w]).unwrap_or([0, 0]),
         "Volumes": r.volumes,
+        "PortBindings": super::networks::host_config(r)["PortBindings"],
+        "PublishAllPorts": o.publish_all, "Dns": o.dns, "DnsSearch": o.dns_search,
+        "DnsOptions": o.dns_options, "ExtraHosts": o.extra_hosts,
     })
 }
 
@@ -541,6 +555,7 @@ pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOption
             .collect();
     }
     host_config(hc, &mut o)?;
+    super::networks::apply_create_body(body, &mut o)?;
     crate::lifecycle::create_options(body, &mut o)?;
     Ok(o)
 }
@@ -608,15 +623,6 @@ fn host_config(hc: &Value, o: &mut CreateOptions) -> Result<(), String> {
             o.console_size = Some((h.min(u16::MAX as u64) as u16, w.min(u16::MAX as u64) as u16));
         }
     }
-    o.network = match hc["NetworkMode"].as_str().unwrap_or("default") {
-        "host" => NetworkMode::Host,
-        "none" | "default" | "" | "bridge" => NetworkMode::None,
-        other => {
-            return Err(format!(
-                "HostConfig.NetworkMode: network {other:?} is not supported yet: use none or host"
-            ))
-        }
-    };
     Ok(())
 }
 
@@ -1066,7 +1072,7 @@ mod tests {
         assert_eq!(o.log.max_size, 1024);
         assert_eq!(o.console_size, Some((30, 100)));
         assert!(create_options(
-            &json!({"Image": "i", "HostConfig": {"NetworkMode": "x"}}),
+            &json!({"Image": "i", "HostConfig": {"NetworkMode": "container:"}}),
             None
         )
         .is_err());

@@ -282,12 +282,11 @@ fn inspect(ctx: &Ctx, id: &str) -> Reply {
     };
     // the helper records the code before the client's stream ends: a client asking
     // right after its stream ended gets it even if our watcher has not read it yet
-    if e.running {
-        if let Some(c) = ctx.engine.exec_exit_code(&e.container, id) {
-            e.running = false;
-            e.exit_code = Some(c);
-        }
+    // (or the start has not yet marked the exec running)
+    if e.exit_code.is_none() && e.started {
+        e.exit_code = ctx.engine.exec_exit_code(&e.container, id);
     }
+    e.running = e.started && e.exit_code.is_none();
     Reply::json(
         200,
         &json!({

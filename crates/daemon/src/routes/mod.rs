@@ -10,6 +10,7 @@ pub mod containers;
 pub mod events;
 pub mod exec;
 pub mod images;
+pub mod networks;
 pub mod streams;
 pub mod system;
 pub mod transfer;
@@ -91,6 +92,16 @@ pub(crate) fn engine_error(e: berth_engine::Error) -> Reply {
         E::CommandNotFound(_) | E::CommandNotExecutable(_) => 400,
         _ => 500,
     };
+    if let E::Network(inner) = &e {
+        // the client sees only the message: give it the causes too
+        let mut msg = inner.to_string();
+        let mut src = std::error::Error::source(inner);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        return Reply::error(status, msg);
+    }
     Reply::error(status, e)
 }
 
@@ -131,6 +142,7 @@ pub fn all_routes() -> impl Iterator<Item = &'static (&'static str, &'static str
         .chain(volumes::ROUTES)
         .chain(events::ROUTES)
         .chain(build::ROUTES)
+        .chain(networks::ROUTES)
 }
 
 /// Whether `req` uploads a body of any size that its route reads from [`Conn::reader`]
@@ -180,6 +192,9 @@ pub fn route(ctx: &Arc<Ctx>, req: &Request, conn: &mut Conn) -> Option<Reply> {
     }
     if let Some(r) = build::route(ctx, req, parts, conn) {
         return r;
+    }
+    if let Some(r) = networks::route(ctx, req, parts) {
+        return Some(r);
     }
     Some(Reply::error(
         404,

@@ -1,6 +1,6 @@
 """The Docker SDK for Python against berthd: images (pull from a loopback registry,
 tag, get, build, save and load, remove), containers (run, logs, wait, remove), exec,
-volumes, events and disk usage.
+volumes, networks, events and disk usage.
 
 Environment: DOCKER_HOST=unix://SOCKET, REGISTRY=127.0.0.1:PORT holding sdk/app:1.
 Prints "SDK OK" at the end; any failed check raises (non-zero exit).
@@ -91,6 +91,16 @@ try:
     raise AssertionError("the removed volume is still there")
 except errors.NotFound:
     pass
+
+# networks: containers on a user network reach each other by name
+net = c.networks.create("sdknet", driver="bridge")
+assert "sdknet" in [n.name for n in c.networks.list()]
+a = c.containers.run("sdk-local:2", ["sleep", "60"], detach=True, network="sdknet", name="sdk-a")
+out = c.containers.run("sdk-local:2", ["ping", "-c", "1", "-W", "5", "sdk-a"], network="sdknet", remove=True)
+assert b"1 packets received" in out, out
+a.remove(force=True)
+net.remove()
+assert "sdknet" not in [n.name for n in c.networks.list()]
 
 # events and disk usage
 seen = [
