@@ -14,9 +14,13 @@
 # inode allocator skip the just-freed inodes (`recently_deleted`), which
 # dominated the figures of whichever tool deleted last.
 #
-# dockerd is started here on a private socket and data root and stopped on exit.
+# dockerd is started here on a private socket and data root, and berthd by the berth CLI
+# for its private data root; both are stopped on exit.
 # Needs root and the packages docker.io, busybox-static, bc.
 # Usage: bench/build/run.sh [runs]   (BERTH=path/to/berth to skip the cargo build)
+# MODE=lib times the builder library alone (crates/build/examples/build.rs, what
+# `berth image build` ran before it went through berthd); MODE=cli (default) the
+# CLI through the daemon, context transfer included.
 set -euo pipefail
 RUNS=${1:-5}
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,11 +29,18 @@ T=$(mktemp -d /tmp/berth-bench-build.XXXXXX)
 DOCKER=/usr/bin/docker # docker.io's 20.10 client: BuildKit built in, no buildx plugin needed
 PIDS=()
 cleanup() {
+    # the berth daemon the CLI started for this data root
+    if [ -f "$T/berth/berthd.pid" ]; then
+        bp=$(cat "$T/berth/berthd.pid")
+        kill "$bp" 2>/dev/null || true
+        for _ in $(seq 1 100); do [ -d "/proc/$bp" ] || break; sleep 0.05; done
+        kill -9 "$bp" 2>/dev/null || true
+    fi
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     # what dockerd's containerd left mounted
     grep -o " $T[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-    rm -rf "$T"
+    for _ in 1 2 3 4 5; do rm -rf "$T" 2>/dev/null && break; sleep 1; done
 }
 trap cleanup EXIT
 for t in dockerd "$DOCKER" busybox bc; do
@@ -37,10 +48,14 @@ for t in dockerd "$DOCKER" busybox bc; do
 done
 
 if [ -z "${BERTH:-}" ]; then
-    echo "building berth (release)..." >&2
-    (cd "$HERE" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -p berth)
+    echo "building berth and berthd (release)..." >&2
+    (cd "$HERE" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -p berth -p berthd)
     BERTH=$TARGET/release/berth
 fi
+# The CLI builds through berthd (started on demand next to the CLI, one per data
+# root, on <data root>/berthd.sock); RUN containers' state under $T too.
+export BERTH_RUNTIME_ROOT=$T/berth-runtime
+unset BERTH_HOST
 
 # The base image: busybox-static with every applet linked.
 mkdir -p "$T/rootfs"/{bin,etc,proc,sys,dev,tmp,root}
@@ -87,7 +102,12 @@ $DOCKER import "$T/rootfs.tar" bench/base:1 >/dev/null
 
 B="$BERTH --data-root $T/berth"
 $B image import "$T/rootfs.tar" bench/base:1 >/dev/null
-berth_build() { $B image build -q -t bench/out:1 "$@" "$CTX"; }
+if [ "${MODE:-cli}" = lib ]; then
+    (cd "$HERE" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -p berth-build --example build)
+    berth_build() { "$TARGET/release/examples/build" "$T/berth" "$CTX" bench/out:1 quiet "$@"; }
+else
+    berth_build() { $B image build -q -t bench/out:1 "$@" "$CTX"; }
+fi
 # dockerd runs without a bridge here; berth's RUN has no network by default either.
 docker_build() { $DOCKER build -q --network=none -t bench/out:1 "$@" "$CTX"; }
 
@@ -114,7 +134,7 @@ for r in $(seq 1 "$RUNS"); do
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-echo "3-stage Dockerfile, 600 source files; $RUNS runs per case; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "3-stage Dockerfile, 600 source files; berth mode ${MODE:-cli}; $RUNS runs per case; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-9s %-10s %-10s %-7s %-6s %s\n' CASE BERTH DOCKER RATIO GOAL "RUNS (berth | docker)"
 status=0
 for c in cold:0.90 warm:0.50 nochange:0.30; do

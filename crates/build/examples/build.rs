@@ -1,7 +1,7 @@
 //! Build a context directory into a data root with the library, progress
 //! rendered as `--progress` says (how the CLI and the daemon hook in).
 //!
-//! `cargo run -p berth-build --example build -- DATA_ROOT CONTEXT_DIR TAG [auto|plain|tty|quiet|classic|json]`
+//! `cargo run -p berth-build --example build -- DATA_ROOT CONTEXT_DIR TAG [auto|plain|tty|quiet|classic|json] [--no-cache]`
 
 use berth_build::context::Context;
 use berth_build::exec::progress::{for_stderr, JsonLines, Progress};
@@ -12,11 +12,16 @@ fn main() -> anyhow::Result<()> {
     let [root, dir, tag, rest @ ..] = &args[..] else {
         anyhow::bail!("usage: build DATA_ROOT CONTEXT_DIR TAG [PROGRESS]");
     };
-    let mode = rest.first().map_or("auto", String::as_str);
+    let no_cache = rest.iter().any(|a| a == "--no-cache");
+    let mode = rest
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .map_or("auto", String::as_str);
     let images = berth_image::Images::open(root)?;
     let df_path = std::path::Path::new(dir).join("Dockerfile");
     let ctx = Context::open(dir, Some(&df_path))?;
-    let req = Request::new(std::fs::read_to_string(&df_path)?, vec![tag.clone()]);
+    let mut req = Request::new(std::fs::read_to_string(&df_path)?, vec![tag.clone()]);
+    req.no_cache = no_cache;
     let mut progress: Box<dyn Progress> = match mode {
         "json" => Box::new(JsonLines::new(std::io::stdout())),
         m => for_stderr(m)
