@@ -8,8 +8,15 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 echo "== building berth (release)"
-cargo build --release --quiet -p berth -p berth-runtime
+cargo build --release --quiet -p berth -p berthd -p berth-shim -p berth-runtime
 export PATH="${CARGO_TARGET_DIR:-$PWD/target}/release:$PATH"
+# berth starts its daemon (berthd) on demand; a daemon left by an earlier build would
+# serve this demo with old code, so stop it (its containers keep running and are
+# adopted by the new one).
+if [ -f /var/lib/berth/berthd.pid ] && kill "$(cat /var/lib/berth/berthd.pid)" 2>/dev/null; then
+  echo "== stopped the berthd of an earlier build; berth starts the new one"
+  while [ -S /run/berth/berth.sock ] && kill -0 "$(cat /var/lib/berth/berthd.pid)" 2>/dev/null; do sleep 0.1; done
+fi
 work=$(mktemp -d /tmp/berth-demo-XXXXXX)
 cleanup() { berth container rm --force X >/dev/null 2>&1 || true; berth-runtime delete --force demo >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -57,4 +64,4 @@ echo "== berth-runtime on a plain OCI bundle"
 BERTH_RUNTIME=berth-runtime scripts/make-bundle.sh "$work/bundle" sh -c \
   'echo "runtime: pid $$ on $(hostname), network: $(ls /sys/class/net)"'
 berth-runtime run --bundle "$work/bundle" demo
-echo "== done"
+echo "== done (berthd keeps running, as dockerd does: kill \$(cat /var/lib/berth/berthd.pid) stops it)"

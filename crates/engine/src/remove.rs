@@ -57,13 +57,17 @@ impl Engine {
         }
     }
 
-    /// Waits until the container is no longer running; false on timeout.
+    /// Waits until the container is no longer running and its supervisor, which
+    /// tears the rootfs mount down after the exit, is gone too (so a `cp` or `start`
+    /// right after `stop` never meets a half torn-down container); false on timeout.
     fn wait_stopped(&self, id: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             let dir = self.dir(id);
             let Ok(rec) = dir.load() else { return true };
-            if self.state_of(&dir, &rec).0 != State::Running {
+            if self.state_of(&dir, &rec).0 != State::Running
+                && !rec.shim_pid.is_some_and(crate::list::alive)
+            {
                 return true;
             }
             if Instant::now() >= deadline {
