@@ -31,7 +31,7 @@ impl Berth {
         static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         assert!(
-            is_root(),
+            berth_testkit::is_root(),
             "the build tests mount, clone namespaces and create cgroups: run them as root"
         );
         let b = Berth {
@@ -153,17 +153,6 @@ impl Drop for Berth {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 /// Cgroups of our build containers (`berth/berth-build-<id>…`).
 fn build_cgroups(ids: &[String]) -> Vec<String> {
     let mut bases = vec![PathBuf::from("/sys/fs/cgroup/berth")];
@@ -187,44 +176,13 @@ fn build_cgroups(ids: &[String]) -> Vec<String> {
     out
 }
 
-/// A busybox-static rootfs (every applet linked, passwd and group) as a tar.
+/// A busybox-static rootfs with an `app` user (uid 1000) as a tar.
 fn rootfs_tar(dir: &Path) -> PathBuf {
-    let bb = Path::new("/bin/busybox");
-    assert!(
-        bb.exists(),
-        "the build tests need busybox-static: apt-get install -y busybox-static"
-    );
-    let fs = dir.join("rootfs");
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
-        std::fs::create_dir_all(fs.join(d)).expect("mkdir");
-    }
-    std::fs::copy(bb, fs.join("bin/busybox")).expect("copy busybox");
-    let list = Command::new(bb)
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
-    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
-        if applet != "busybox" {
-            let _ = std::os::unix::fs::symlink("busybox", fs.join("bin").join(applet));
-        }
-    }
-    std::fs::write(
-        fs.join("etc/passwd"),
+    berth_testkit::rootfs_tar_with(
+        dir,
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        "root:x:0:\napp:x:1000:\n",
     )
-    .expect("passwd");
-    std::fs::write(fs.join("etc/group"), "root:x:0:\napp:x:1000:\n").expect("group");
-    let tar = dir.join("rootfs.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&fs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .expect("tar");
-    assert!(st.success(), "tar failed");
-    tar
 }
 
 fn text(b: &[u8]) -> String {

@@ -18,8 +18,7 @@ fn berth() -> Berth {
 }
 
 fn inspect(b: &Berth, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&b.docker_ok(&["inspect", name])).expect("inspect JSON");
-    v[0].clone()
+    b.docker_inspect(name)
 }
 
 fn sigkill(pid: i32) {

@@ -16,11 +16,8 @@ fn berth() -> Berth {
     b
 }
 
-/// `docker inspect` of one container, as JSON.
 fn inspect(b: &Berth, name: &str) -> Value {
-    let out = b.docker_ok(&["inspect", name]);
-    let v: Value = serde_json::from_str(&out).expect("inspect JSON");
-    v[0].clone()
+    b.docker_inspect(name)
 }
 
 /// The STATUS column `docker ps -a` shows for `name`.

@@ -32,6 +32,15 @@ pub fn require_root() {
 
 /// A busybox-static rootfs (every applet linked, passwd and group) as `dir/rootfs.tar`.
 pub fn rootfs_tar(dir: &Path) -> PathBuf {
+    rootfs_tar_with(
+        dir,
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        "root:x:0:\nnogroup:x:65534:\n",
+    )
+}
+
+/// [`rootfs_tar`] with the given /etc/passwd and /etc/group.
+pub fn rootfs_tar_with(dir: &Path, passwd: &str, group: &str) -> PathBuf {
     let bb = Path::new("/bin/busybox");
     assert!(
         bb.exists(),
@@ -51,12 +60,8 @@ pub fn rootfs_tar(dir: &Path) -> PathBuf {
             let _ = std::os::unix::fs::symlink("busybox", fs.join("bin").join(applet));
         }
     }
-    std::fs::write(
-        fs.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-    )
-    .expect("passwd");
-    std::fs::write(fs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("group");
+    std::fs::write(fs.join("etc/passwd"), passwd).expect("passwd");
+    std::fs::write(fs.join("etc/group"), group).expect("group");
     let tar = dir.join("rootfs.tar");
     let st = Command::new("tar")
         .arg("-C")
@@ -316,6 +321,13 @@ impl Berth {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `docker inspect NAME` through this berth's daemon, as JSON (the object itself).
+    pub fn docker_inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.docker_ok(&["inspect", name]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
+        v[0].clone()
     }
 
     /// Mounts under our temporary root.

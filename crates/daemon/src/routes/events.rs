@@ -142,35 +142,12 @@ pub fn parse_time(s: &str) -> Option<i64> {
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
-/// A Go duration (`90s`, `1h30m`, `1.5h`, `300ms`) in nanoseconds.
+/// A Go duration (`90s`, `1h30m`, `1.5h`, `300ms`) in nanoseconds (the engine's
+/// parser, shared with `--health-*`).
 pub fn parse_duration(s: &str) -> Option<i64> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = &rest[u..];
-    }
-    Some(total as i64)
+    berth_engine::health::parse_duration(s)
+        .ok()
+        .and_then(|n| i64::try_from(n).ok())
 }
 
 /// `until`/`since` of a prune: a time ([`parse_time`]) or a Go duration before now.
