@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""`berth run --rm IMG true` (through berthd, which the CLI starts on demand) against
-`docker run --rm --network none IMG true` on a private dockerd, and optionally an
+"""`berth run --rm IMG true` (through berthd, which the CLI starts on demand; on berth's
+default bridge and with `--network none`) against `docker run --rm --network none IMG
+true` on a private dockerd (started without a bridge, so as not to touch the host's
+iptables), and optionally an
 older berth binary (BEFORE=/path/to/old/berth), alternating, medians and ratios.
 
 Needs root, busybox-static and docker.io (dockerd is started here on a private
@@ -56,6 +58,9 @@ def main():
             subprocess.run(base + ["image", "import", "-c", 'CMD ["sh"]', tar, "bench:1"],
                            env=env, check=True, capture_output=True)
             cmds[name] = (base + ["run", "--rm", "bench:1", "true"], env)
+            if name == "berth":
+                # the same network as the docker side below (which has no bridge here)
+                cmds["berth-none"] = (base + ["run", "--rm", "--network", "none", "bench:1", "true"], env)
         if shutil.which("dockerd"):
             sock = os.path.join(t, "docker.sock")
             dockerd = subprocess.Popen(
@@ -86,7 +91,8 @@ def main():
         for k, v in times.items():
             print(f"{k:13} median {med[k] * 1000:7.1f} ms   min {min(v) * 1000:7.1f} ms   ({RUNS} runs)")
         if "docker" in med:
-            print(f"berth / docker = {med['berth'] / med['docker']:.3f}")
+            print(f"berth (default bridge) / docker (--network none) = {med['berth'] / med['docker']:.3f}")
+            print(f"berth-none / docker, both --network none = {med['berth-none'] / med['docker']:.3f}")
         if "berth-before" in med:
             print(f"berth / berth-before = {med['berth'] / med['berth-before']:.2f}")
     finally:

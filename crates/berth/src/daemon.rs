@@ -21,7 +21,9 @@ pub fn socket(data_root: &Path) -> anyhow::Result<PathBuf> {
 pub fn client(data_root: &Path) -> anyhow::Result<Client> {
     let sock = socket(data_root)?;
     let c = Client::new(&sock);
-    if c.ping() {
+    // A daemon accepts on its socket: a bare connect (no request) is enough to know,
+    // and saves every command a round trip; a stale socket file refuses the connect.
+    if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
         return Ok(c);
     }
     start(data_root, &sock)?;
