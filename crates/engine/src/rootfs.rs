@@ -6,25 +6,6 @@ use berth_snapshot::Mount;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::Path;
 
-/// The flags and data string of one snapshot mount.
-pub fn flags_and_data(m: &Mount) -> (MsFlags, String) {
-    if m.kind == "bind" {
-        return (MsFlags::MS_BIND | MsFlags::MS_REC, String::new());
-    }
-    let data: Vec<&str> = m
-        .options
-        .iter()
-        .map(String::as_str)
-        .filter(|o| *o != "ro" && *o != "rw")
-        .collect();
-    let fl = if m.is_readonly() {
-        MsFlags::MS_RDONLY
-    } else {
-        MsFlags::empty()
-    };
-    (fl, data.join(","))
-}
-
 /// `mounts` with overlayfs's `volatile` option: no sync of the upper filesystem, at
 /// unmount either, which under write load costs tens of milliseconds. For containers
 /// whose changes are thrown away (`--rm`): after a crash their upper dir is unusable.
@@ -42,7 +23,7 @@ pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> Result<()> {
     std::fs::create_dir_all(target).map_err(|e| Error::io("create directory", target, e))?;
     for m in mounts {
         let at = target.join(m.target.trim_start_matches('/'));
-        let (fl, data) = flags_and_data(m);
+        let (fl, data) = m.flags_and_data();
         let data = (!data.is_empty()).then_some(data.as_str());
         let fstype = (m.kind != "bind").then_some(m.kind.as_str());
         mount(Some(m.source.as_str()), &at, fstype, fl, data).map_err(|e| {
@@ -112,7 +93,7 @@ mod tests {
                 "workdir=/c".into(),
             ],
         };
-        let (fl, data) = flags_and_data(&m);
+        let (fl, data) = m.flags_and_data();
         assert!(fl.is_empty());
         assert_eq!(data, "lowerdir=/a,upperdir=/b,workdir=/c");
     }
@@ -120,7 +101,7 @@ mod tests {
     #[test]
     fn readonly_bind() {
         let m = Mount::bind("/x", true);
-        let (fl, data) = flags_and_data(&m);
+        let (fl, data) = m.flags_and_data();
         assert!(fl.contains(MsFlags::MS_BIND));
         assert!(data.is_empty());
     }

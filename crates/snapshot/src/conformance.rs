@@ -50,23 +50,13 @@ impl MountGuard {
             }
             return Ok(());
         }
-        let data: Vec<&str> = m
-            .options
-            .iter()
-            .map(String::as_str)
-            .filter(|o| *o != "ro" && *o != "rw")
-            .collect();
-        let fl = if ro {
-            MsFlags::MS_RDONLY
-        } else {
-            MsFlags::empty()
-        };
+        let (fl, data) = m.flags_and_data();
         mount(
             Some(m.source.as_str()),
             &target,
             Some(m.kind.as_str()),
             fl,
-            Some(data.join(",").as_str()),
+            Some(data.as_str()),
         )?;
         self.mounted = true;
         Ok(())

@@ -37,6 +37,27 @@ impl Mount {
         }
     }
 
+    /// The mount(2) flags and data string that perform this mount (a bind mount is
+    /// recursive; `ro`/`rw` become flags; the other options are the data).
+    pub fn flags_and_data(&self) -> (nix::mount::MsFlags, String) {
+        use nix::mount::MsFlags;
+        if self.kind == "bind" {
+            return (MsFlags::MS_BIND | MsFlags::MS_REC, String::new());
+        }
+        let data: Vec<&str> = self
+            .options
+            .iter()
+            .map(String::as_str)
+            .filter(|o| *o != "ro" && *o != "rw")
+            .collect();
+        let fl = if self.is_readonly() {
+            MsFlags::MS_RDONLY
+        } else {
+            MsFlags::empty()
+        };
+        (fl, data.join(","))
+    }
+
     /// True when the mount is read-only.
     pub fn is_readonly(&self) -> bool {
         self.options.iter().any(|o| o == "ro")

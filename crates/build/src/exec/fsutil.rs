@@ -24,7 +24,7 @@ impl Mounted {
             mounted: false,
         };
         for m in mounts {
-            let (flags, data) = flags_and_data(m);
+            let (flags, data) = m.flags_and_data();
             let fstype = (m.kind != "bind").then_some(m.kind.as_str());
             // Layers are read from the upper dir: keep every change in it
             // (no metadata-only copy-ups, no redirected renames) where the
@@ -87,24 +87,6 @@ impl Drop for Mounted {
             let _ = umount2(&self.target, MntFlags::MNT_DETACH);
         }
     }
-}
-
-fn flags_and_data(m: &Mount) -> (MsFlags, String) {
-    if m.kind == "bind" {
-        return (MsFlags::MS_BIND | MsFlags::MS_REC, String::new());
-    }
-    let data: Vec<&str> = m
-        .options
-        .iter()
-        .map(String::as_str)
-        .filter(|o| *o != "ro" && *o != "rw")
-        .collect();
-    let fl = if m.is_readonly() {
-        MsFlags::MS_RDONLY
-    } else {
-        MsFlags::empty()
-    };
-    (fl, data.join(","))
 }
 
 /// `path` (absolute inside the rootfs) resolved under `root`: symlinks in
