@@ -269,13 +269,10 @@ pub fn run(data_root: &Path, cmd: NetworkCmd) -> anyhow::Result<i32> {
             Ok(code)
         }
         NetworkCmd::Prune(a) => {
-            if !a.force {
-                eprint!("WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] ");
-                let mut answer = String::new();
-                let _ = std::io::stdin().read_line(&mut answer);
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    return Ok(0);
-                }
+            if !a.force
+                && !crate::image::confirm("all custom networks not used by at least one container")?
+            {
+                return Ok(0);
             }
             let v = c.post_json(
                 &format!("/networks/prune{}", filters_query(&a.filter)?),

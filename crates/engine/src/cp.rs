@@ -81,17 +81,7 @@ impl Engine {
             .spawn()
             .map_err(|e| Error::io("run tar", &extract_dir, e))?;
         let r = self.in_container(what, move || {
-            let mut b = tar::Builder::new(std::fs::File::from(w));
-            b.follow_symlinks(false);
-            let meta = std::fs::symlink_metadata(&src)
-                .map_err(|e| Error::io("read (in the container)", &src, e))?;
-            let res = if meta.is_dir() {
-                b.append_dir_all(&name, &src)
-            } else {
-                b.append_path_with_name(&src, &name)
-            };
-            res.and_then(|_| b.finish())
-                .map_err(|e| Error::io("archive (in the container)", &src, e))
+            archive_to(std::fs::File::from(w), &src, &name)
         });
         let st = host
             .wait()
@@ -301,17 +291,7 @@ impl Engine {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| ".".into());
-            let mut b = tar::Builder::new(std::fs::File::from(out));
-            b.follow_symlinks(false);
-            let meta = std::fs::symlink_metadata(&src)
-                .map_err(|e| Error::io("read (in the container)", &src, e))?;
-            let res = if meta.is_dir() {
-                b.append_dir_all(&name, &src)
-            } else {
-                b.append_path_with_name(&src, &name)
-            };
-            res.and_then(|_| b.finish())
-                .map_err(|e| Error::io("archive (in the container)", &src, e))
+            archive_to(std::fs::File::from(out), &src, &name)
         })
     }
 
@@ -390,6 +370,22 @@ fn unpack_renamed(r: std::fs::File, base: &Path, into: &Path, name: &str) -> Res
             .map_err(|err| Error::io("unpack (in the container)", &target, err))?;
     }
     Ok(())
+}
+
+/// Writes `src` (a file, or a directory with its contents) as a tar named `name` to
+/// `out`, keeping symlinks as links; run inside the container's filesystem view.
+fn archive_to(out: std::fs::File, src: &Path, name: &str) -> Result<()> {
+    let mut b = tar::Builder::new(out);
+    b.follow_symlinks(false);
+    let meta =
+        std::fs::symlink_metadata(src).map_err(|e| Error::io("read (in the container)", src, e))?;
+    let res = if meta.is_dir() {
+        b.append_dir_all(name, src)
+    } else {
+        b.append_path_with_name(src, name)
+    };
+    res.and_then(|_| b.finish())
+        .map_err(|e| Error::io("archive (in the container)", src, e))
 }
 
 #[cfg(test)]
