@@ -256,6 +256,22 @@ fn volumes_events_info_and_system_prune_go_through_the_daemon() {
         ["volume create v1", "volume create v2", "volume destroy v1"],
         "{ev}"
     );
+    // docker's rm loops: each failure said in the daemon's words, the others still go
+    b.ok(&["volume", "create", "v3"]);
+    let (ok, out, err) = run(&b, &["volume", "rm", "nosuch", "v3"]);
+    assert!(!ok && out.trim() == "v3", "{out}");
+    assert_eq!(
+        err.trim(),
+        "Error response from daemon: get nosuch: no such volume"
+    );
+    let (ok, _, err) = run(&b, &["network", "rm", "nosuch"]);
+    assert!(!ok, "{err}");
+    assert_eq!(
+        err.trim(),
+        "Error response from daemon: network nosuch not found"
+    );
+    let (ok, out, err) = run(&b, &["network", "rm", "-f", "nosuch"]);
+    assert!(ok && out.is_empty() && err.is_empty(), "{out}{err}");
     assert_eq!(
         b.ok(&["info", "--format", "{{.Images}} {{.Containers}}"])
             .trim(),
