@@ -85,7 +85,7 @@ impl Ctx {
 pub(crate) fn engine_error(e: berth_engine::Error) -> Reply {
     use berth_engine::Error as E;
     let status = match &e {
-        E::NotFound(_) => 404,
+        E::NotFound(_) | E::Missing(_) => 404,
         E::Image(berth_image::Error::NotFound(_)) => 404,
         E::NameInUse { .. } | E::Conflict(_) => 409,
         E::Invalid(_) | E::Ambiguous(_) => 400,
