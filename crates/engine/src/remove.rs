@@ -80,6 +80,19 @@ impl Engine {
     /// Removes the container; a running one only with `force` (killed first). With
     /// `volumes`, its anonymous volumes go too (`rm -v`, `--rm`).
     pub fn remove(&self, what: &str, force: bool, volumes: bool) -> Result<()> {
+        self.remove_as(what, force, volumes, false)
+    }
+
+    /// [`Engine::remove`]; with `defer_dir`, the container's directory is only moved
+    /// aside (see [`Engine::empty_trash`]): a supervisor removing its `--rm` container
+    /// reports the exit first and deletes the files after.
+    pub(crate) fn remove_as(
+        &self,
+        what: &str,
+        force: bool,
+        volumes: bool,
+        defer_dir: bool,
+    ) -> Result<()> {
         let s = self.inspect(what)?;
         let id = s.record.id.clone();
         if s.state == State::Running {
@@ -101,7 +114,7 @@ impl Engine {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        self.teardown(&id, &s.record.name)?;
+        self.teardown(&id, &s.record.name, defer_dir)?;
         if volumes {
             self.remove_anonymous(&s.record.volumes);
         }
@@ -109,7 +122,7 @@ impl Engine {
     }
 
     /// Removes whatever is left of container `id` under its lock; already gone is fine.
-    fn teardown(&self, id: &str, name: &str) -> Result<()> {
+    fn teardown(&self, id: &str, name: &str, defer_dir: bool) -> Result<()> {
         let dir = self.dir(id);
         let _lock = match dir.lock() {
             Ok(l) => l,
@@ -132,9 +145,39 @@ impl Engine {
         std::fs::remove_file(dir.record_path())
             .map_err(|e| Error::io("remove", dir.record_path(), e))?;
         self.names().release(name, id)?;
-        remove_tree(&dir.dir)?;
+        let trash = self.trash_path(id);
+        if !(defer_dir && std::fs::rename(&dir.dir, &trash).is_ok()) {
+            remove_tree(&dir.dir)?;
+        }
         tracing::info!(container = id, "removed");
         Ok(())
+    }
+
+    /// Where a removed container's directory waits for [`Engine::empty_trash`]:
+    /// `<data-root>/containers/.trash-<id>` (not a container id, so never listed).
+    fn trash_path(&self, id: &str) -> std::path::PathBuf {
+        self.containers.join(format!(".trash-{id}"))
+    }
+
+    /// Deletes what a deferred removal of container `id` moved aside; with `None`,
+    /// whatever any left (a daemon start cleans after supervisors that died).
+    pub fn empty_trash(&self, id: Option<&str>) {
+        let dirs: Vec<std::path::PathBuf> = match id {
+            Some(id) => vec![self.trash_path(id)],
+            None => std::fs::read_dir(&self.containers)
+                .map(|rd| {
+                    rd.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with(".trash-"))
+                        .map(|e| e.path())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        for d in dirs {
+            if let Err(e) = remove_tree(&d) {
+                tracing::warn!(path = %d.display(), error = %e, "cannot delete a removed container's files");
+            }
+        }
     }
 }
 

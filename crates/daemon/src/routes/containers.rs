@@ -733,7 +733,10 @@ fn watch(ctx: &Arc<Ctx>, id: String, shim: Shim) {
         .map(|s| (s.record.name, s.record.options.image))
         .unwrap_or_default();
     std::thread::spawn(move || {
-        let code = shim.wait_exit().unwrap_or(-1);
+        let mut shim = shim;
+        // at the report, not at the supervisor's end: an --rm container's files are
+        // deleted after it (see Engine::empty_trash)
+        let code = shim.exit_code().unwrap_or(-1);
         let now = ctx.engine.inspect(&id);
         // its name now (renamed meanwhile), or as it was (an --rm container is gone)
         let name = now.as_ref().map_or(name, |s| s.record.name.clone());
@@ -749,6 +752,7 @@ fn watch(ctx: &Arc<Ctx>, id: String, shim: Shim) {
             publish(&ctx, "destroy", &id, &name, &image, Vec::new());
         }
         ctx.containers.record_exit(&id, code);
+        shim.reap();
     });
 }
 
