@@ -83,9 +83,10 @@ impl Engine {
         self.remove_as(what, force, volumes, false)
     }
 
-    /// [`Engine::remove`]; with `defer_dir`, the container's directory is only moved
-    /// aside (see [`Engine::empty_trash`]): a supervisor removing its `--rm` container
-    /// reports the exit first and deletes the files after.
+    /// [`Engine::remove`]; with `defer_dir`, the container's directory and its
+    /// snapshot's files are only moved aside (see [`Engine::empty_trash`]): a
+    /// supervisor removing its `--rm` container reports the exit first and deletes
+    /// the files after.
     pub(crate) fn remove_as(
         &self,
         what: &str,
@@ -140,7 +141,11 @@ impl Engine {
             self.net_release(&rec);
         }
         rootfs::unmount_rootfs(&dir.rootfs())?;
-        self.images()?.remove_container(id)?;
+        if defer_dir {
+            self.images()?.remove_container_deferred(id)?;
+        } else {
+            self.images()?.remove_container(id)?;
+        }
         // the record goes first, so a half-removed container is never listed
         std::fs::remove_file(dir.record_path())
             .map_err(|e| Error::io("remove", dir.record_path(), e))?;
@@ -159,9 +164,13 @@ impl Engine {
         self.containers.join(format!(".trash-{id}"))
     }
 
-    /// Deletes what a deferred removal of container `id` moved aside; with `None`,
-    /// whatever any left (a daemon start cleans after supervisors that died).
+    /// Deletes what a deferred removal of container `id` moved aside (its directory,
+    /// and the files of removed snapshots); with `None`, whatever any left (a daemon
+    /// start cleans after supervisors that died).
     pub fn empty_trash(&self, id: Option<&str>) {
+        if let Err(e) = self.images().and_then(|im| Ok(im.empty_snapshot_trash()?)) {
+            tracing::warn!(error = %e, "cannot delete removed snapshots' files");
+        }
         let dirs: Vec<std::path::PathBuf> = match id {
             Some(id) => vec![self.trash_path(id)],
             None => std::fs::read_dir(&self.containers)
