@@ -81,7 +81,8 @@ fn head(w: &mut impl Write, status: &str, ct: &str, extra: &str) -> std::io::Res
 }
 
 /// `POST /containers/{id}/attach`: upgrade, replay the log with `logs=1`, then hand
-/// the connection to the shim (at once when it runs, at its start when created).
+/// the connection to the shim (at once when it runs, at its next start when created
+/// or exited).
 fn attach(ctx: &Arc<Ctx>, req: &Request, id: &str, conn: &mut Conn) -> Streamed {
     let s = ctx.engine.inspect(id).map_err(|e| Some(engine_error(e)))?;
     let keys = match req.query.get("detachKeys").filter(|k| !k.is_empty()) {
@@ -95,10 +96,16 @@ fn attach(ctx: &Arc<Ctx>, req: &Request, id: &str, conn: &mut Conn) -> Streamed 
         detach_keys: keys,
     };
     let stream = flag(req, "stream");
-    if stream && !matches!(s.state, State::Running | State::Created) {
+    // a stopped container is attached to as a created one: its next start hands the
+    // stream over (`start -a` of an exited container); only docker's CLI refuses it
+    if stream && s.state == State::Dead {
         return fail(Reply::error(
             409,
-            "You cannot attach to a stopped container, start it first",
+            format!(
+                "container {} is dead (its supervisor died): remove it with `docker rm -f {}`",
+                &s.record.id[..12],
+                s.record.name
+            ),
         ));
     }
     let tty = s.record.options.tty;
@@ -130,7 +137,9 @@ fn attach(ctx: &Arc<Ctx>, req: &Request, id: &str, conn: &mut Conn) -> Streamed 
     let client = conn.writer.try_clone().map_err(io)?;
     super::containers::publish_now(ctx, "attach", &s.record.id, Vec::new());
     match s.state {
-        State::Created => ctx.containers.park(&s.record.id, client, opts),
+        State::Created | State::Exited(_) | State::Dead => {
+            ctx.containers.park(&s.record.id, client, opts)
+        }
         _ => {
             // the container may have exited meanwhile: then the stream just ends
             if let Err(e) = ctx.engine.attach(&s.record.id, &client, &opts) {
