@@ -434,3 +434,100 @@ fn exec_privileged_has_every_capability_and_no_seccomp() {
     assert_eq!(stdout(&o), "65534\n", "{}", stderr(&o));
     b.ok(&["rm", "-f", "pv"]);
 }
+
+#[test]
+fn wait_on_a_container_a_previous_daemon_started() {
+    let b = berth();
+    let script = "while [ ! -e /tmp/go ]; do sleep 0.02; done; exit 9";
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ad",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        script,
+    ]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ad2",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        script,
+    ]);
+    b.stop_daemon();
+    // the next command starts a daemon, which adopts the running containers
+    let id = b
+        .ok(&["container", "inspect", "--format", "{{.Id}}", "ad"])
+        .trim()
+        .to_string();
+    let waits: Vec<std::process::Child> = ["ad", "ad2"]
+        .iter()
+        .map(|n| {
+            b.command()
+                .args(["wait", n])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("wait")
+        })
+        .collect();
+    // docker run -d's wait (next-exit) on an adopted container
+    let api = berth_client::Client::new(b.socket());
+    let next_exit = std::thread::spawn(move || {
+        api.request(
+            "POST",
+            &format!("/containers/{id}/wait?condition=next-exit"),
+            berth_client::Body::Empty,
+        )
+        .and_then(|r| r.ok())
+        .and_then(|r| r.json())
+        .expect("wait?condition=next-exit")
+    });
+    let docker_wait = Command::new("docker")
+        .args(["wait", "ad"])
+        .env("DOCKER_HOST", format!("unix://{}", b.socket().display()))
+        .env("DOCKER_CONFIG", b.root.path().join("docker-config"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("docker wait");
+    b.ok(&["exec", "ad", "touch", "/tmp/go"]);
+    // its supervisor killed: the exit is recorded by whoever sees it first
+    let shim: i32 = b
+        .ok(&["container", "inspect", "--format", "{{.State.Pid}}", "ad2"])
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(shim > 0);
+    let sup = std::fs::read_to_string(format!("/proc/{shim}/stat")).expect("stat");
+    let ppid: i32 = sup
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("ppid");
+    let _ = Command::new("kill")
+        .arg("-9")
+        .arg(ppid.to_string())
+        .status();
+    let codes: Vec<String> = waits
+        .into_iter()
+        .map(|w| {
+            stdout(&w.wait_with_output().expect("wait ends"))
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(codes[0], "9");
+    assert_eq!(
+        codes[1], "137",
+        "a killed supervisor: its container was killed"
+    );
+    assert_eq!(next_exit.join().expect("next-exit")["StatusCode"], 9);
+    let d = docker_wait.wait_with_output().expect("docker wait");
+    assert_eq!(stdout(&d).trim(), "9");
+    b.ok(&["rm", "ad", "ad2"]);
+}

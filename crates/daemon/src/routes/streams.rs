@@ -7,10 +7,9 @@ use crate::http::{BodyReader, Request};
 use berth_engine::attach::{frame, parse_detach_keys, AttachOptions};
 use berth_engine::logs::{Entry, Stream};
 use berth_engine::State;
-use nix::sys::socket::MsgFlags;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -245,21 +244,10 @@ fn logs(ctx: &Ctx, req: &Request, id: &str, w: &mut UnixStream) -> Streamed {
         }
         // a safety net for exits no file change announces (a supervisor that died)
         if log.wait(client.as_ref().map(|c| c.as_fd()), Duration::from_secs(1))
-            && client.as_ref().is_some_and(peer_gone)
+            && client.as_ref().is_some_and(super::peer_gone)
         {
             return Ok(());
         }
-    }
-}
-
-/// Whether the client of a streamed reply hung up (it sends nothing more on a GET;
-/// what it does send is read and dropped).
-fn peer_gone(s: &UnixStream) -> bool {
-    let mut buf = [0u8; 512];
-    match nix::sys::socket::recv(s.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-        Ok(0) => true,
-        Ok(_) | Err(nix::Error::EAGAIN | nix::Error::EINTR) => false,
-        Err(_) => true,
     }
 }
 
