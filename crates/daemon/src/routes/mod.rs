@@ -105,6 +105,19 @@ pub(crate) fn engine_error(e: berth_engine::Error) -> Reply {
     Reply::error(status, e)
 }
 
+/// Whether the client of a streamed reply (wait, logs -f) hung up; what it sends
+/// meanwhile is read and dropped.
+pub(crate) fn peer_gone(s: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 512];
+    let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+    match nix::sys::socket::recv(s.as_raw_fd(), &mut buf, flags) {
+        Ok(0) => true,
+        Ok(_) | Err(nix::Error::EAGAIN | nix::Error::EINTR) => false,
+        Err(_) => true,
+    }
+}
+
 pub(crate) fn flag(req: &Request, k: &str) -> bool {
     req.query
         .get(k)
