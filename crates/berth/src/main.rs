@@ -183,6 +183,8 @@ enum SystemCmd {
 }
 
 fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    lifecycle::supervisor_fast_path(&args);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
@@ -190,7 +192,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
+    let cli = Cli::try_parse_from(args).unwrap_or_else(|e| usage_error(e));
     let result = match cli.cmd {
         Cmd::Image { cmd } => build::image(&cli.data_root, cmd),
         Cmd::Build(a) => build::build(&cli.data_root, &a),
