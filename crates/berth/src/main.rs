@@ -140,9 +140,6 @@ enum Cmd {
     Info(system::InfoArgs),
     /// Show the berth version information (client and daemon)
     Version,
-    /// One build for the daemon (internal)
-    #[command(hide = true)]
-    BuildWorker(build::WorkerArgs),
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
@@ -254,7 +251,6 @@ fn main() {
         Cmd::Attach(a) => container::run(&cli.data_root, container::ContainerCmd::Attach(a)),
         Cmd::Port(a) => container::run(&cli.data_root, container::ContainerCmd::Port(a)),
         Cmd::Commit(a) => container::run(&cli.data_root, container::ContainerCmd::Commit(a)),
-        Cmd::BuildWorker(a) => build::worker(&cli.data_root, &a),
         Cmd::Version => version(&cli.data_root),
         Cmd::Network { cmd } => network::run(&cli.data_root, cmd).map(exit_on_failure),
     };

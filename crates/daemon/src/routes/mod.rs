@@ -67,6 +67,8 @@ pub struct Ctx {
     pub(crate) execs: exec::Execs,
     /// what happened, for `GET /events`: `ctx.events.publish(kind, action, id, attrs)`
     pub events: events::Events,
+    /// the RUN helper the builds share
+    pub(crate) builds: build::Builds,
 }
 
 impl Ctx {
@@ -78,6 +80,7 @@ impl Ctx {
             containers: containers::Shared::default(),
             execs: exec::Execs::default(),
             events: events::Events::default(),
+            builds: build::Builds::default(),
         })
     }
 }
