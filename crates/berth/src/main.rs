@@ -140,9 +140,6 @@ enum Cmd {
     Info(system::InfoArgs),
     /// Show the berth version information (client and daemon)
     Version,
-    /// One build for the daemon (internal)
-    #[command(hide = true)]
-    BuildWorker(build::WorkerArgs),
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
@@ -192,7 +189,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse_from(args);
+    let cli = Cli::try_parse_from(args).unwrap_or_else(|e| usage_error(e));
     let result = match cli.cmd {
         Cmd::Image { cmd } => build::image(&cli.data_root, cmd),
         Cmd::Build(a) => build::build(&cli.data_root, &a),
@@ -254,7 +251,6 @@ fn main() {
         Cmd::Attach(a) => container::run(&cli.data_root, container::ContainerCmd::Attach(a)),
         Cmd::Port(a) => container::run(&cli.data_root, container::ContainerCmd::Port(a)),
         Cmd::Commit(a) => container::run(&cli.data_root, container::ContainerCmd::Commit(a)),
-        Cmd::BuildWorker(a) => build::worker(&cli.data_root, &a),
         Cmd::Version => version(&cli.data_root),
         Cmd::Network { cmd } => network::run(&cli.data_root, cmd).map(exit_on_failure),
     };
@@ -262,6 +258,20 @@ fn main() {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Prints clap's message and leaves with docker's status for it: 125 for a bad flag
+/// or value (as docker's flag errors), 1 for a missing argument or an unknown command,
+/// 0 for `--help` and `--version`.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind as K;
+    let code = match e.kind() {
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+        K::MissingRequiredArgument | K::MissingSubcommand | K::InvalidSubcommand => 1,
+        _ => 125,
+    };
+    let _ = e.print();
+    std::process::exit(code)
 }
 
 /// Leaves with `code` when a command failed part-way (docker's status 1).

@@ -67,6 +67,8 @@ pub struct Ctx {
     pub(crate) execs: exec::Execs,
     /// what happened, for `GET /events`: `ctx.events.publish(kind, action, id, attrs)`
     pub events: events::Events,
+    /// the RUN helper the builds share
+    pub(crate) builds: build::Builds,
 }
 
 impl Ctx {
@@ -78,6 +80,7 @@ impl Ctx {
             containers: containers::Shared::default(),
             execs: exec::Execs::default(),
             events: events::Events::default(),
+            builds: build::Builds::default(),
         })
     }
 }
@@ -103,6 +106,19 @@ pub(crate) fn engine_error(e: berth_engine::Error) -> Reply {
         return Reply::error(status, msg);
     }
     Reply::error(status, e)
+}
+
+/// Whether the client of a streamed reply (wait, logs -f) hung up; what it sends
+/// meanwhile is read and dropped.
+pub(crate) fn peer_gone(s: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 512];
+    let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+    match nix::sys::socket::recv(s.as_raw_fd(), &mut buf, flags) {
+        Ok(0) => true,
+        Ok(_) | Err(nix::Error::EAGAIN | nix::Error::EINTR) => false,
+        Err(_) => true,
+    }
 }
 
 pub(crate) fn flag(req: &Request, k: &str) -> bool {
