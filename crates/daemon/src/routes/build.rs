@@ -580,22 +580,16 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         return None;
     }
     let gone = AtomicBool::new(false);
-    let done = AtomicBool::new(false);
+    let Ok((done_rd, done_wr)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+        return None;
+    };
     let result = std::thread::scope(|s| {
         // the client going away (or half-closing, as berth does on Ctrl-C) stops the build
-        let reader = &*conn.reader;
-        let (gone, done) = (&gone, &done);
-        s.spawn(move || {
-            while !done.load(Ordering::SeqCst) && !gone.load(Ordering::SeqCst) {
-                if http::peer_closed(reader) {
-                    gone.store(true, Ordering::SeqCst);
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-        });
+        let sock = conn.reader.get_ref();
+        let gone = &gone;
+        s.spawn(move || watch_client(sock, &done_rd, gone));
         let r = run(ctx, &q, &breq, &images, &source.context, registry, w, gone);
-        done.store(true, Ordering::SeqCst);
+        drop(done_wr); // the watcher sees the pipe close and ends
         r
     });
     // Gone before the last message, so a client that reads it finds nothing left over.
@@ -626,6 +620,33 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
     drop(out);
     let _ = http::end_chunked(&mut &*w);
     None
+}
+
+/// Until `done` closes: when the client closes or half-closes `sock`, set `gone`.
+fn watch_client(sock: &UnixStream, done: &std::os::fd::OwnedFd, gone: &AtomicBool) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    // Linux's POLLRDHUP (the peer shut its writing side down), which nix leaves out
+    const POLLRDHUP: PollFlags = PollFlags::from_bits_retain(0x2000);
+    loop {
+        let mut fds = [
+            PollFd::new(sock.as_fd(), POLLRDHUP),
+            PollFd::new(done.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return,
+            Ok(_) => {}
+        }
+        // (nix reports events it has no name for, POLLRDHUP among them, as None)
+        if fds[1].any() != Some(false) {
+            return;
+        }
+        if fds[0].any() != Some(false) {
+            gone.store(true, Ordering::SeqCst);
+            return;
+        }
+    }
 }
 
 /// Pull what is missing, then build, rendering progress on `w`.
@@ -765,6 +786,35 @@ mod tests {
             streams(true, &[b"\x1b[1Aa", &e[..1], &e[1..]], true),
             ["\x1b[1Aa", "é"]
         );
+    }
+
+    #[test]
+    fn a_client_that_half_closes_stops_the_build_and_done_ends_the_watch() {
+        use std::os::fd::OwnedFd;
+        let pipe = || -> (OwnedFd, OwnedFd) {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe")
+        };
+        // the build ends first: the watcher returns, the client is not gone
+        let (a, _b) = UnixStream::pair().expect("pair");
+        let gone = AtomicBool::new(false);
+        let (rd, wr) = pipe();
+        std::thread::scope(|s| {
+            s.spawn(|| watch_client(&a, &rd, &gone));
+            drop(wr);
+        });
+        assert!(!gone.load(Ordering::SeqCst));
+        // the client half-closes (berth on Ctrl-C): gone
+        let (a, b) = UnixStream::pair().expect("pair");
+        let (rd, _wr) = pipe();
+        b.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        watch_client(&a, &rd, &gone);
+        assert!(gone.load(Ordering::SeqCst));
+        // or goes away altogether
+        let (a, b) = UnixStream::pair().expect("pair");
+        let gone = AtomicBool::new(false);
+        drop(b);
+        watch_client(&a, &rd, &gone);
+        assert!(gone.load(Ordering::SeqCst));
     }
 
     #[test]
