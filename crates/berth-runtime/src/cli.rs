@@ -602,6 +602,7 @@ fn exec(rt: &Runtime, a: ExecArgs) -> Result<i32> {
         console_fd: theirs,
         preserve_fds: a.preserve_fds,
         stdio: None,
+        unconfined: false,
     };
     let pid = rt.exec(&a.id, process, opts)?;
     if let Some(p) = &a.pid_file {

@@ -18,6 +18,10 @@ use std::sync::Arc;
 pub struct Streams {
     /// our stdin goes to the process (`-i`)
     pub stdin: bool,
+    /// the process's stdout comes to us
+    pub stdout: bool,
+    /// the process's stderr comes to us
+    pub stderr: bool,
     /// the process has a terminal (`-t`): raw bytes, no frames
     pub tty: bool,
     /// `--detach-keys`
@@ -75,8 +79,8 @@ fn upgrade(c: &Client, method: &str, path: &str, body: Body) -> anyhow::Result<S
 /// Attaches to container `id` (before its start, or running).
 pub fn attach_container(c: &Client, id: &str, s: &Streams) -> anyhow::Result<Session> {
     let mut q = format!(
-        "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}",
-        s.stdin as u8
+        "/containers/{id}/attach?stream=1&stdout={}&stderr={}&stdin={}",
+        s.stdout as u8, s.stderr as u8, s.stdin as u8
     );
     if let Some(k) = &s.detach_keys {
         q.push_str(&format!("&detachKeys={}", enc(k)));

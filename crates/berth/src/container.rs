@@ -236,6 +236,9 @@ pub struct RunArgs {
     /// Run container in background and print container ID
     #[arg(short, long)]
     detach: bool,
+    /// Attach to STDIN, STDOUT or STDERR (default: STDOUT and STDERR)
+    #[arg(short = 'a', long = "attach")]
+    attach: Vec<String>,
     /// Allocate a pseudo-TTY
     #[arg(short, long)]
     tty: bool,
@@ -339,16 +342,16 @@ pub struct RunArgs {
     #[arg(long)]
     health_cmd: Option<String>,
     /// Time between running the check (ms|s|m|h)
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     health_interval: Option<String>,
     /// Maximum time to allow one check to run (ms|s|m|h)
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     health_timeout: Option<String>,
     /// Consecutive failures needed to report unhealthy
-    #[arg(long)]
-    health_retries: Option<u32>,
+    #[arg(long, allow_hyphen_values = true)]
+    health_retries: Option<i64>,
     /// Start period for the container to initialize before counting retries (ms|s|m|h)
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     health_start_period: Option<String>,
     /// Disable any container-specified HEALTHCHECK
     #[arg(long)]
@@ -450,6 +453,9 @@ pub struct ExecArgs {
     /// Working directory inside the container
     #[arg(short, long)]
     workdir: Option<String>,
+    /// Give extended privileges to the command (every capability, no seccomp)
+    #[arg(long)]
+    privileged: bool,
     container: String,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
@@ -596,6 +602,9 @@ pub fn run(data_root: &Path, cmd: ContainerCmd) -> anyhow::Result<()> {
 /// docker's exit codes for a failed command: for run/create 126/127 when the
 /// container's command cannot be run or found, else 125; 1 for the other commands.
 fn failure_code(e: &anyhow::Error, engine_cmd: bool) -> i32 {
+    if let Some(r) = e.downcast_ref::<Refused>() {
+        return r.code;
+    }
     if !engine_cmd {
         return 1;
     }
@@ -808,6 +817,10 @@ fn parse_mount(spec: &str) -> anyhow::Result<Value> {
 /// docker's durations for the health flags (`30s`, `1m30s`, `500ms`) in nanoseconds.
 fn duration_ns(flag: &str, v: &str) -> anyhow::Result<i64> {
     let bad = || anyhow!("{flag} {v:?}: use a duration like 30s, 1m30s or 500ms");
+    let (sign, v) = match v.strip_prefix('-') {
+        Some(rest) => (-1f64, rest),
+        None => (1f64, v),
+    };
     let (mut total, mut num) = (0f64, String::new());
     let mut chars = v.chars().peekable();
     while let Some(c) = chars.next() {
@@ -828,10 +841,10 @@ fn duration_ns(flag: &str, v: &str) -> anyhow::Result<i64> {
         total += num.parse::<f64>().map_err(|_| bad())? * unit;
         num.clear();
     }
-    if !num.is_empty() {
+    if !num.is_empty() && num != "0" {
         return Err(bad());
     }
-    Ok(total as i64)
+    Ok((sign * total) as i64)
 }
 
 /// `--restart`: docker's RestartPolicy.
@@ -897,7 +910,8 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
     for s in &a.security_opt {
         berth_engine::CreateOptions::default().security_opt(s)?;
     }
-    let attached = !a.detach;
+    let at = attach_streams(a)?;
+    let health = health_config(a)?;
     let console = if a.tty { io::terminal_size() } else { None };
     let mut host = json!({
         "Binds": a.volume, "VolumesFrom": a.volumes_from, "Mounts": a.mount.iter().map(|m| parse_mount(m)).collect::<anyhow::Result<Vec<_>>>()?,
@@ -922,29 +936,153 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
         "Entrypoint": a.entrypoint.as_ref().map(|e| vec![e.clone()]),
         "Env": env, "WorkingDir": a.workdir.clone().unwrap_or_default(),
         "User": a.user.clone().unwrap_or_default(), "Hostname": a.hostname.clone().unwrap_or_default(),
-        "Tty": a.tty, "OpenStdin": a.interactive, "StdinOnce": a.interactive && attached,
-        "AttachStdin": a.interactive && attached, "AttachStdout": attached, "AttachStderr": attached,
+        "Tty": a.tty, "OpenStdin": a.interactive, "StdinOnce": a.interactive && at.stdin,
+        "AttachStdin": at.stdin, "AttachStdout": at.stdout, "AttachStderr": at.stderr,
         "Labels": labels, "StopSignal": a.stop_signal, "StopTimeout": a.stop_timeout,
         "HostConfig": host,
     });
     a.net.to_body(&mut body)?;
-    if a.no_healthcheck {
-        body["Healthcheck"] = json!({"Test": ["NONE"]});
-    } else if let Some(cmd) = &a.health_cmd {
-        let d = |f: &str, v: &Option<String>| v.as_deref().map(|v| duration_ns(f, v)).transpose();
-        body["Healthcheck"] = json!({
-            "Test": ["CMD-SHELL", cmd],
-            "Interval": d("--health-interval", &a.health_interval)?.unwrap_or(0),
-            "Timeout": d("--health-timeout", &a.health_timeout)?.unwrap_or(0),
-            "StartPeriod": d("--health-start-period", &a.health_start_period)?.unwrap_or(0),
-            "Retries": a.health_retries.unwrap_or(0),
-        });
+    if let Some(h) = health {
+        body["Healthcheck"] = h;
     }
     Ok(body)
 }
 
+/// A failure with the exit status docker gives it (a refused combination of flags:
+/// 125, as for a bad flag; some of `run`'s own checks: 1).
+#[derive(Debug)]
+struct Refused {
+    code: i32,
+    msg: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn refuse(code: i32, msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Refused {
+        code,
+        msg: msg.into(),
+    })
+}
+
+/// The streams `run` attaches to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Attach {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+}
+
+/// docker's rules: `-a` names the streams (STDOUT and STDERR without it), `-i` adds
+/// STDIN; `-d` attaches none and refuses `-a`.
+fn attach_streams(a: &RunArgs) -> anyhow::Result<Attach> {
+    let mut at = Attach {
+        stdin: a.interactive,
+        stdout: a.attach.is_empty(),
+        stderr: a.attach.is_empty(),
+    };
+    for s in &a.attach {
+        match s.to_ascii_lowercase().as_str() {
+            "stdin" => at.stdin = true,
+            "stdout" => at.stdout = true,
+            "stderr" => at.stderr = true,
+            _ => {
+                return Err(refuse(
+                    125,
+                    format!("invalid argument {s:?} for \"-a, --attach\" flag: valid streams are STDIN, STDOUT and STDERR"),
+                ))
+            }
+        }
+    }
+    if a.detach {
+        if !a.attach.is_empty() {
+            return Err(refuse(
+                1,
+                "conflicting options: cannot specify both --attach and --detach: drop -a to run in the background, or -d to stay attached",
+            ));
+        }
+        return Ok(Attach {
+            stdin: false,
+            stdout: false,
+            stderr: false,
+        });
+    }
+    Ok(at)
+}
+
+/// The `Healthcheck` of the `--health-*` flags (docker's checks): `NONE` for
+/// `--no-healthcheck`; without `--health-cmd` the image's command with these
+/// settings; `None` when no flag is given.
+fn health_config(a: &RunArgs) -> anyhow::Result<Option<Value>> {
+    let d = |f: &str, v: &Option<String>| -> anyhow::Result<i64> {
+        let ns = v.as_deref().map(|v| duration_ns(f, v)).transpose()?;
+        match ns {
+            Some(n) if n < 0 => Err(refuse(125, format!("{f} cannot be negative"))),
+            n => Ok(n.unwrap_or(0)),
+        }
+    };
+    let interval = d("--health-interval", &a.health_interval)?;
+    let timeout = d("--health-timeout", &a.health_timeout)?;
+    let start_period = d("--health-start-period", &a.health_start_period)?;
+    let retries = a.health_retries.unwrap_or(0);
+    if retries < 0 {
+        return Err(refuse(125, "--health-retries cannot be negative"));
+    }
+    let cmd = a.health_cmd.as_deref().filter(|c| !c.is_empty());
+    let any = cmd.is_some() || interval != 0 || timeout != 0 || start_period != 0 || retries != 0;
+    if a.no_healthcheck {
+        if any {
+            return Err(refuse(
+                125,
+                "--no-healthcheck conflicts with --health-* options: keep one or the other",
+            ));
+        }
+        return Ok(Some(json!({"Test": ["NONE"]})));
+    }
+    if !any {
+        return Ok(None);
+    }
+    let test = cmd.map_or(json!([]), |c| json!(["CMD-SHELL", c]));
+    Ok(Some(json!({
+        "Test": test, "Interval": interval, "Timeout": timeout,
+        "StartPeriod": start_period, "Retries": retries,
+    })))
+}
+
+/// Flag combinations docker refuses before it asks the daemon anything.
+fn check_run_flags(a: &RunArgs) -> anyhow::Result<()> {
+    attach_streams(a)?;
+    health_config(a)?;
+    if a.rm && !matches!(a.restart.as_str(), "no" | "") {
+        return Err(refuse(
+            125,
+            "conflicting options: cannot specify both --restart and --rm: a container that removes itself cannot be restarted",
+        ));
+    }
+    Ok(())
+}
+
+/// docker's check before it relays stdin to a terminal: our stdin must be one.
+fn check_tty(stdin: bool, tty: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if stdin && tty && !std::io::stdin().is_terminal() {
+        return Err(refuse(
+            1,
+            "the input device is not a TTY: run it from a terminal, or drop -t when stdin is a pipe or a file",
+        ));
+    }
+    Ok(())
+}
+
 /// Creates the container; its id and whether it has a terminal.
 fn create(c: &Client, a: &RunArgs) -> anyhow::Result<(String, bool)> {
+    check_run_flags(a)?;
     let body = create_body(a)?;
     let q = a
         .name
@@ -973,6 +1111,11 @@ fn create(c: &Client, a: &RunArgs) -> anyhow::Result<(String, bool)> {
 /// `run`: create, then detached: start and print the id; else attach, start, relay,
 /// and exit with the container's status.
 fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<i32> {
+    check_run_flags(&a)?;
+    let at = attach_streams(&a)?;
+    if !a.detach {
+        check_tty(at.stdin, a.tty)?;
+    }
     let (id, tty) = create(c, &a)?;
     if a.detach {
         c.post(&format!("/containers/{id}/start"))?;
@@ -981,7 +1124,10 @@ fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<i32> {
     }
     let keys = a.detach_keys.clone();
     let streams = Streams {
-        stdin: a.interactive,
+        // the container's stdin is open only with -i
+        stdin: at.stdin && a.interactive,
+        stdout: at.stdout,
+        stderr: at.stderr,
         tty,
         detach_keys: keys,
         sig_proxy: a.sig_proxy && !tty,
@@ -1023,10 +1169,13 @@ fn start(c: &Client, a: StartArgs) -> anyhow::Result<i32> {
     let id = v["Id"].as_str().unwrap_or(what).to_string();
     let streams = Streams {
         stdin: a.interactive && v["Config"]["OpenStdin"].as_bool().unwrap_or(false),
+        stdout: true,
+        stderr: true,
         tty: v["Config"]["Tty"].as_bool().unwrap_or(false),
         detach_keys: a.detach_keys,
         sig_proxy: true,
     };
+    check_tty(streams.stdin, streams.tty)?;
     let session = io::attach_container(c, &id, &streams)?;
     let wait = c
         .request(
@@ -1052,10 +1201,13 @@ fn attach(c: &Client, a: AttachArgs) -> anyhow::Result<i32> {
     let tty = v["Config"]["Tty"].as_bool().unwrap_or(false);
     let streams = Streams {
         stdin: !a.no_stdin && v["Config"]["OpenStdin"].as_bool().unwrap_or(false),
+        stdout: true,
+        stderr: true,
         tty,
         detach_keys: a.detach_keys,
         sig_proxy: a.sig_proxy && !tty,
     };
+    check_tty(streams.stdin, streams.tty)?;
     let session = io::attach_container(c, &id, &streams)?;
     let wait = c
         .request("POST", &format!("/containers/{id}/wait"), Body::Empty)?
@@ -1069,12 +1221,16 @@ fn attach(c: &Client, a: AttachArgs) -> anyhow::Result<i32> {
 /// `exec`: create the exec, then run it detached or attached; its exit code.
 fn exec(c: &Client, a: ExecArgs) -> anyhow::Result<i32> {
     let attached = !a.detach;
+    if attached {
+        check_tty(a.interactive, a.tty)?;
+    }
     let mut body = json!({
         "Cmd": a.command, "Tty": a.tty, "AttachStdin": a.interactive && attached,
         "AttachStdout": attached, "AttachStderr": attached,
         "Env": a.env.iter().filter_map(|v| env_value(v)).collect::<Vec<_>>(),
         "User": a.user.clone().unwrap_or_default(), "WorkingDir": a.workdir.clone().unwrap_or_default(),
         "DetachKeys": a.detach_keys.clone().unwrap_or_default(),
+        "Privileged": a.privileged,
     });
     if a.tty {
         if let Some((h, w)) = io::terminal_size() {
@@ -1098,6 +1254,8 @@ fn exec(c: &Client, a: ExecArgs) -> anyhow::Result<i32> {
     }
     let streams = Streams {
         stdin: a.interactive,
+        stdout: true,
+        stderr: true,
         tty: a.tty,
         detach_keys: a.detach_keys,
         sig_proxy: false,

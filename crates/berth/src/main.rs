@@ -180,6 +180,8 @@ enum SystemCmd {
 }
 
 fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    lifecycle::supervisor_fast_path(&args);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
@@ -187,7 +189,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse_from(args).unwrap_or_else(|e| usage_error(e));
     let result = match cli.cmd {
         Cmd::Image { cmd } => build::image(&cli.data_root, cmd),
         Cmd::Build(a) => build::build(&cli.data_root, &a),
@@ -256,6 +258,20 @@ fn main() {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Prints clap's message and leaves with docker's status for it: 125 for a bad flag
+/// or value (as docker's flag errors), 1 for a missing argument or an unknown command,
+/// 0 for `--help` and `--version`.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind as K;
+    let code = match e.kind() {
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+        K::MissingRequiredArgument | K::MissingSubcommand | K::InvalidSubcommand => 1,
+        _ => 125,
+    };
+    let _ = e.print();
+    std::process::exit(code)
 }
 
 /// Leaves with `code` when a command failed part-way (docker's status 1).

@@ -566,6 +566,12 @@ fn malformed_input_to_image_volume_build_and_event_routes() {
         ("POST", "/images/create?fromImage=UPPER%2Fcase", Body::Empty),
         (
             "POST",
+            "/images/create?fromSrc=-&repo=UPPER",
+            Body::Bytes(b"not a tar", "application/x-tar"),
+        ),
+        ("POST", "/images/UPPER/push", Body::Empty),
+        (
+            "POST",
             "/images/create?fromSrc=http%3A%2F%2Fexample.invalid%2Fx.tar",
             Body::Empty,
         ),

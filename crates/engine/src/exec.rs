@@ -38,6 +38,9 @@ pub struct ExecOptions {
     /// the client terminal's size (rows, columns), for `-t`
     #[serde(default)]
     pub console_size: Option<(u16, u16)>,
+    /// `--privileged`: every capability and no seccomp filter
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// What the helper gets on its command line.
@@ -303,6 +306,7 @@ impl Engine {
                 UnixStream::pair().map_err(|e| Error::io("create console socket", &dir.dir, e))?;
             let rt = berth_runtime::ExecOptions {
                 console_fd: Some(theirs.into()),
+                unconfined: opts.privileged,
                 ..Default::default()
             };
             let pid = self.runtime.exec(id, p, rt).map_err(exec_error)?;
@@ -335,6 +339,7 @@ impl Engine {
             let stdin = in_r.as_ref().map_or(devnull.as_raw_fd(), |r| r.as_raw_fd());
             let rt = berth_runtime::ExecOptions {
                 stdio: Some([stdin, out_w.as_raw_fd(), err_w.as_raw_fd()]),
+                unconfined: opts.privileged,
                 ..Default::default()
             };
             let pid = self.runtime.exec(id, p, rt).map_err(exec_error)?;
@@ -388,6 +393,20 @@ impl Engine {
         p.set_env(Some(env));
         if let Some(w) = &opts.workdir {
             p.set_cwd(PathBuf::from(w));
+        }
+        if opts.privileged {
+            let all = crate::CreateOptions {
+                cap_add: vec!["ALL".into()],
+                ..Default::default()
+            };
+            let caps = crate::spec::capabilities(&all)?;
+            let mut c = oci_spec::runtime::LinuxCapabilities::default();
+            c.set_bounding(Some(caps.clone()));
+            c.set_effective(Some(caps.clone()));
+            c.set_permitted(Some(caps));
+            c.set_inheritable(None);
+            c.set_ambient(None);
+            p.set_capabilities(Some(c));
         }
         if let Some(u) = &opts.user {
             let r = crate::user::resolve_in(&dir.rootfs(), u)?;

@@ -5,10 +5,14 @@
 
 use crate::error::{Error, Result};
 use crate::record::LogOptions;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Longest line piece kept in memory before it is written without a newline.
 const MAX_PARTIAL: usize = 16 * 1024;
@@ -186,6 +190,206 @@ pub fn read(path: &Path) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// Follows a json-file log for `logs -f`: reads from a descriptor it holds, so what
+/// was written stays readable after the container is removed (a client that removes
+/// the container before it has read the stream still gets every line), goes on into
+/// the next file when the writer rotates, and sleeps on inotify until the log or the
+/// directories given change (the container's directory: its exit is recorded there).
+///
+/// A follower that sees the container exited and then reads to the end has every
+/// line: supervisors write the log before they record the exit.
+pub struct Follower {
+    path: PathBuf,
+    file: Option<File>,
+    /// the held file's (device, inode)
+    id: (u64, u64),
+    pos: u64,
+    partial: Vec<u8>,
+    inotify: Option<Inotify>,
+}
+
+impl Follower {
+    /// Follows the log at `path` (which may not exist yet), waking also on changes in
+    /// the directories `also`.
+    pub fn open(path: &Path, also: &[&Path]) -> Follower {
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok();
+        if let Some(i) = &inotify {
+            let changes = AddWatchFlags::IN_MODIFY
+                | AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_MOVED_FROM
+                | AddWatchFlags::IN_DELETE_SELF;
+            let dirs = path.parent().into_iter().chain(also.iter().copied());
+            for d in dirs {
+                if let Err(e) = i.add_watch(d, changes) {
+                    tracing::debug!(dir = %d.display(), error = %e, "cannot watch for log changes");
+                }
+            }
+        }
+        let mut f = Follower {
+            path: path.to_path_buf(),
+            file: None,
+            id: (0, 0),
+            pos: 0,
+            partial: Vec::new(),
+            inotify,
+        };
+        f.reopen();
+        f
+    }
+
+    fn reopen(&mut self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(file) = File::open(&self.path) else {
+            return false;
+        };
+        let Ok(m) = file.metadata() else {
+            return false;
+        };
+        self.id = (m.dev(), m.ino());
+        self.file = Some(file);
+        self.pos = 0;
+        self.partial.clear();
+        true
+    }
+
+    /// Every entry so far, the rotated files' first (oldest first).
+    pub fn history(&mut self) -> Vec<Entry> {
+        use std::os::unix::fs::MetadataExt;
+        let mut rotated = Vec::new();
+        for n in 1.. {
+            let p = numbered(&self.path, n);
+            match std::fs::metadata(&p) {
+                // the held file, rotated since it was opened, is read below
+                Ok(m) if self.file.is_some() && (m.dev(), m.ino()) == self.id => {}
+                Ok(_) => rotated.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut out = Vec::new();
+        for p in rotated.iter().rev() {
+            if let Ok(text) = std::fs::read_to_string(p) {
+                out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+            }
+        }
+        out.extend(self.next_entries());
+        out
+    }
+
+    /// The entries written since the last call (complete lines only), through
+    /// rotations.
+    pub fn next_entries(&mut self) -> Vec<Entry> {
+        use std::io::{Read, Seek};
+        use std::os::unix::fs::MetadataExt;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            if self.file.is_none() && !self.reopen() {
+                return out;
+            }
+            let Some(file) = self.file.as_mut() else {
+                return out;
+            };
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        self.pos += n as u64;
+                        self.partial.extend_from_slice(&buf[..n]);
+                        take_lines(&mut self.partial, &mut out);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            // at the end of the held file: rotated away, or cut to nothing (one file)?
+            let now = std::fs::metadata(&self.path).map(|m| (m.dev(), m.ino()));
+            match now {
+                Ok(id) if id != self.id => {
+                    // entries never span files: a piece left over is not one; the
+                    // files rotated after the held one come before the current one
+                    self.file = None;
+                    self.read_rotated_since_held(&mut out);
+                }
+                _ => {
+                    let len = file.metadata().map(|m| m.len()).unwrap_or(self.pos);
+                    if len >= self.pos {
+                        return out;
+                    }
+                    if file.seek(std::io::SeekFrom::Start(0)).is_err() {
+                        return out;
+                    }
+                    self.pos = 0;
+                    self.partial.clear();
+                }
+            }
+        }
+    }
+
+    /// After the held file was rotated away: the whole of every file rotated after it
+    /// (`<path>.k-1` … `<path>.1` when it is now `<path>.k`).
+    fn read_rotated_since_held(&self, out: &mut Vec<Entry>) {
+        use std::os::unix::fs::MetadataExt;
+        let mut newer = Vec::new();
+        for n in 1.. {
+            let p = numbered(&self.path, n);
+            match std::fs::metadata(&p) {
+                Ok(m) if (m.dev(), m.ino()) == self.id => break,
+                Ok(_) => newer.push(p),
+                // the held file is not among them: rotation dropped it (every
+                // file left is newer), or they went with the container
+                Err(_) => break,
+            }
+        }
+        for p in newer.iter().rev() {
+            if let Ok(text) = std::fs::read_to_string(p) {
+                out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+            }
+        }
+    }
+
+    /// Blocks until the log or a watched directory changes, `also` (a client's
+    /// connection) has something to say or hangs up, or `timeout` passes. Whether
+    /// `also` is ready.
+    pub fn wait(&self, also: Option<BorrowedFd>, timeout: Duration) -> bool {
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds: Vec<PollFd> = Vec::new();
+        if let Some(i) = &self.inotify {
+            fds.push(PollFd::new(i.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(a) = also {
+            fds.push(PollFd::new(a, PollFlags::POLLIN));
+        }
+        if poll(&mut fds, PollTimeout::from(ms)).is_err() {
+            return false;
+        }
+        let also_ready = also.is_some()
+            && fds
+                .last()
+                .and_then(|p| p.revents())
+                .is_some_and(|r| !r.is_empty());
+        drop(fds);
+        if let Some(i) = &self.inotify {
+            // drain: the events only wake us, what changed is read from the files
+            while i.read_events().is_ok_and(|e| !e.is_empty()) {}
+        }
+        also_ready
+    }
+}
+
+/// Moves the complete lines of `buf` into `out` as entries (unparsable ones skipped).
+fn take_lines(buf: &mut Vec<u8>, out: &mut Vec<Entry>) {
+    let Some(last) = buf.iter().rposition(|b| *b == b'\n') else {
+        return;
+    };
+    for line in buf[..last].split(|b| *b == b'\n') {
+        if let Ok(e) = serde_json::from_slice(line) {
+            out.push(e);
+        }
+    }
+    buf.drain(..=last);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,5 +475,87 @@ mod tests {
         let line = r#"{"log":"hi\n","stream":"stdout","time":"2024-01-02T03:04:05.123456789Z"}"#;
         let e: Entry = serde_json::from_str(line).expect("parse");
         assert_eq!(serde_json::to_string(&e).expect("ser"), line);
+    }
+
+    fn logs(e: &[Entry]) -> Vec<&str> {
+        e.iter().map(|e| e.log.as_str()).collect()
+    }
+
+    #[test]
+    fn follower_reads_on_through_rotation_and_after_removal() {
+        // 3 files: rotation drops the held one; 5: it is kept as .3, behind .2 and .1
+        for max_files in [3, 5] {
+            follow_rotations(max_files);
+        }
+    }
+
+    fn follow_rotations(max_files: u32) {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("c-json.log");
+        let opts = LogOptions {
+            max_size: 300,
+            max_files,
+        };
+        let mut w = Writer::new(RotatingFile::open(&p, opts).expect("open"));
+        w.write(Stream::Stdout, b"one\ntwo\n").expect("write");
+        let mut f = Follower::open(&p, &[]);
+        assert_eq!(logs(&f.history()), ["one\n", "two\n"]);
+        assert!(f.next_entries().is_empty());
+        // enough lines to rotate three times while the follower holds the first file
+        for i in 0..8 {
+            w.write(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .expect("write");
+        }
+        w.write(Stream::Stderr, b"half").expect("write");
+        let got = f.next_entries();
+        let want: Vec<String> = (0..8).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(logs(&got), want, "every line once, in order, across files");
+        w.flush_stream(Stream::Stderr).expect("flush");
+        w.write(Stream::Stdout, b"last\n").expect("write");
+        drop(w);
+        // the container is removed before the follower reads its last lines
+        std::fs::remove_file(&p).expect("remove log");
+        assert_eq!(logs(&f.next_entries()), ["half", "last\n"]);
+    }
+
+    #[test]
+    fn follower_waits_for_a_log_that_is_not_there_yet_and_wakes_on_writes() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("c-json.log");
+        let mut f = Follower::open(&p, &[]);
+        assert!(f.history().is_empty());
+        let p2 = p.clone();
+        let t = std::thread::spawn(move || {
+            let mut w = Writer::new(RotatingFile::open(&p2, LogOptions::default()).expect("open"));
+            w.write(Stream::Stdout, b"hello\n").expect("write");
+        });
+        let mut got = Vec::new();
+        while got.is_empty() {
+            // woken by the write; the long timeout only bounds a lost wake-up
+            f.wait(None, Duration::from_secs(30));
+            got = f.next_entries();
+        }
+        t.join().expect("writer");
+        assert_eq!(logs(&got), ["hello\n"]);
+    }
+
+    #[test]
+    fn follower_starts_over_when_a_single_file_is_cut() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("c-json.log");
+        let opts = LogOptions {
+            max_size: 200,
+            max_files: 1,
+        };
+        let mut w = Writer::new(RotatingFile::open(&p, opts).expect("open"));
+        w.write(
+            Stream::Stdout,
+            b"aaaaaaaaaaaaaaaaaaaa\nbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n",
+        )
+        .expect("write");
+        let mut f = Follower::open(&p, &[]);
+        assert_eq!(f.history().len(), 2);
+        w.write(Stream::Stdout, b"c\n").expect("write");
+        assert_eq!(logs(&f.next_entries()), ["c\n"]);
     }
 }

@@ -386,7 +386,13 @@ fn cap_set(names: &[String]) -> Result<HashSet<Capability>> {
     let mut set = HashSet::new();
     for n in names {
         if n.eq_ignore_ascii_case("ALL") {
-            for c in ALL_CAPS {
+            // docker's "all": those we have (a set-up without one, e.g. SYS_RESOURCE
+            // dropped, could not grant it)
+            let ours = bounding_set();
+            for (i, c) in ALL_CAPS.iter().enumerate() {
+                if ours.is_some_and(|m| m & (1 << i) == 0) {
+                    continue;
+                }
                 if let Ok(c) = capability(c) {
                     set.insert(c);
                 }
@@ -396,6 +402,13 @@ fn cap_set(names: &[String]) -> Result<HashSet<Capability>> {
         }
     }
     Ok(set)
+}
+
+/// Our bounding set (`CapBnd` of /proc/self/status), bit n for capability n.
+fn bounding_set() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// docker's default set, plus `--cap-add`, minus `--cap-drop` (drop wins).

@@ -809,8 +809,9 @@ fn wait_streaming(
     ctx: &Ctx,
     req: &Request,
     id: &str,
-    w: &mut impl std::io::Write,
+    w: &mut UnixStream,
 ) -> std::io::Result<()> {
+    use std::io::Write;
     let full = match ctx.engine.inspect(id) {
         Ok(s) => s.record.id,
         Err(e) => {
@@ -836,48 +837,107 @@ fn wait_streaming(
         crate::API_VERSION
     )?;
     w.flush()?;
-    let body = match wait_exit(ctx, &full, condition, seen) {
-        Ok(code) => json!({"StatusCode": code, "Error": null}),
-        Err(e) => json!({"StatusCode": -1, "Error": {"Message": e.to_string()}}),
+    let body = match wait_exit(ctx, &full, condition, seen, w) {
+        Some(Ok(code)) => json!({"StatusCode": code, "Error": null}),
+        Some(Err(e)) => json!({"StatusCode": -1, "Error": {"Message": e.to_string()}}),
+        None => return Ok(()), // the client went away
     };
     w.write_all(body.to_string().as_bytes())?;
     w.flush()
 }
 
-/// Waits for `condition`: learns of exits from the shims' reports (at once), and
-/// looks at the container's state between them (for containers whose shim this
-/// daemon did not start).
-fn wait_exit(ctx: &Ctx, id: &str, condition: &str, seen: u64) -> berth_engine::Result<i32> {
+/// Waits for `condition`: learns of exits from the shims' reports (at once), and of
+/// those of containers a previous daemon started from their supervisor's pidfd (at
+/// once too). `None` when `client` hangs up first.
+fn wait_exit(
+    ctx: &Ctx,
+    id: &str,
+    condition: &str,
+    seen: u64,
+    client: &UnixStream,
+) -> Option<berth_engine::Result<i32>> {
+    // the code of an adopted container's exit we saw (its supervisor ended)
+    let mut adopted_exit = None;
     loop {
         let reported = ctx.containers.exit_seen(id);
         let fresh = reported.filter(|e| e.0 > seen).map(|e| e.1);
-        match ctx.engine.inspect(id) {
-            Ok(s) => match (condition, s.state) {
-                ("next-exit", _) if fresh.is_some() => return Ok(fresh.unwrap_or(0)),
-                ("not-running", State::Exited(c)) => return Ok(c),
-                (_, State::Dead) => {
-                    return Err(berth_engine::Error::Conflict(format!(
-                        "container {} is dead: its exit status is unknown",
-                        &id[..12.min(id.len())]
-                    )))
-                }
-                _ => {}
-            },
+        let s = match ctx.engine.inspect(id) {
+            Ok(s) => s,
             // removed (--rm) before its shim's report reached us: wait for it
             Err(berth_engine::Error::NotFound(_))
-                if fresh.is_none() && ctx.containers.exit_pending(id) => {}
+                if fresh.is_none() && ctx.containers.exit_pending(id) =>
+            {
+                ctx.containers
+                    .wait_change(id, reported.map(|e| e.0), Duration::from_millis(250));
+                continue;
+            }
             Err(berth_engine::Error::NotFound(_)) => {
-                return reported.map(|e| e.1).ok_or_else(|| {
+                return Some(reported.map(|e| e.1).or(adopted_exit).ok_or_else(|| {
                     berth_engine::Error::Conflict(
                         "container was removed before its exit status was seen".into(),
                     )
-                });
+                }));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Some(Err(e)),
+        };
+        match (condition, s.state) {
+            ("next-exit", _) if fresh.is_some() => return Some(Ok(fresh.unwrap_or(0))),
+            ("next-exit", State::Exited(c)) if adopted_exit.is_some() => return Some(Ok(c)),
+            ("not-running", State::Exited(c)) => return Some(Ok(c)),
+            (_, State::Dead) => {
+                return Some(Err(berth_engine::Error::Conflict(format!(
+                    "container {} is dead: its exit status is unknown",
+                    &id[..12.min(id.len())]
+                ))))
+            }
+            _ => {}
         }
-        ctx.containers
-            .wait_change(id, reported.map(|e| e.0), Duration::from_millis(250));
+        if super::peer_gone(client) {
+            return None;
+        }
+        // started by a previous daemon (or a CLI on the engine): no shim report comes;
+        // its supervisor's end does
+        let adopted = s.state == State::Running && !ctx.containers.exit_pending(id);
+        let supervisor = adopted
+            .then(|| ctx.engine.live_supervisor(&s.record))
+            .flatten()
+            .and_then(|pid| berth_sys::proc::pidfd_open(pid).ok());
+        match supervisor {
+            Some(fd) => {
+                if wait_readable(&fd, client) {
+                    // it recorded the exit, unless it was killed: then record it now
+                    if let Err(e) = ctx.engine.supervisor_gone(id) {
+                        tracing::warn!(container = %id, error = %e, "cannot record the exit");
+                    }
+                    if let Ok(s) = ctx.engine.inspect(id) {
+                        if let State::Exited(c) = s.state {
+                            adopted_exit = Some(c);
+                        }
+                    }
+                }
+            }
+            None => ctx.containers.wait_change(
+                id,
+                reported.map(|e| e.0),
+                Duration::from_millis(250),
+            ),
+        }
     }
+}
+
+/// Blocks until `fd` (a pidfd) is readable (the process ended) or `client` hangs up;
+/// whether the process ended.
+fn wait_readable(fd: &std::os::fd::OwnedFd, client: &UnixStream) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [
+        PollFd::new(fd.as_fd(), PollFlags::POLLIN),
+        PollFd::new(client.as_fd(), PollFlags::POLLIN),
+    ];
+    if poll(&mut fds, PollTimeout::NONE).is_err() {
+        return false;
+    }
+    fds[0].revents().is_some_and(|r| !r.is_empty())
 }
 
 /// `POST /commit?container=&repo=&tag=&comment=&author=&pause=&changes=`.

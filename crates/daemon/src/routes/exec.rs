@@ -99,6 +99,7 @@ fn create(ctx: &Ctx, req: &Request, id: &str) -> Reply {
         user: text("User"),
         workdir: text("WorkingDir"),
         console_size: console_size(&b["ConsoleSize"]),
+        privileged: b["Privileged"].as_bool().unwrap_or(false),
     };
     let attach = AttachOptions {
         stdin: options.interactive,
@@ -294,7 +295,7 @@ fn inspect(ctx: &Ctx, id: &str) -> Reply {
             "ContainerID": e.container, "OpenStdin": e.attach.stdin, "OpenStdout": e.attach.stdout,
             "OpenStderr": e.attach.stderr, "CanRemove": false, "DetachKeys": "",
             "ProcessConfig": {"tty": e.options.tty, "entrypoint": e.options.cmd[0],
-                "arguments": &e.options.cmd[1..], "privileged": false,
+                "arguments": &e.options.cmd[1..], "privileged": e.options.privileged,
                 "user": e.options.user.clone().unwrap_or_default()},
         }),
     )

@@ -88,7 +88,7 @@ impl Ctx {
 pub(crate) fn engine_error(e: berth_engine::Error) -> Reply {
     use berth_engine::Error as E;
     let status = match &e {
-        E::NotFound(_) => 404,
+        E::NotFound(_) | E::Missing(_) => 404,
         E::Image(berth_image::Error::NotFound(_)) => 404,
         E::NameInUse { .. } | E::Conflict(_) => 409,
         E::Invalid(_) | E::Ambiguous(_) => 400,
@@ -106,6 +106,19 @@ pub(crate) fn engine_error(e: berth_engine::Error) -> Reply {
         return Reply::error(status, msg);
     }
     Reply::error(status, e)
+}
+
+/// Whether the client of a streamed reply (wait, logs -f) hung up; what it sends
+/// meanwhile is read and dropped.
+pub(crate) fn peer_gone(s: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 512];
+    let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+    match nix::sys::socket::recv(s.as_raw_fd(), &mut buf, flags) {
+        Ok(0) => true,
+        Ok(_) | Err(nix::Error::EAGAIN | nix::Error::EINTR) => false,
+        Err(_) => true,
+    }
 }
 
 pub(crate) fn flag(req: &Request, k: &str) -> bool {

@@ -9,6 +9,8 @@ use berth_engine::logs::{Entry, Stream};
 use berth_engine::State;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +80,8 @@ fn head(w: &mut impl Write, status: &str, ct: &str, extra: &str) -> std::io::Res
 }
 
 /// `POST /containers/{id}/attach`: upgrade, replay the log with `logs=1`, then hand
-/// the connection to the shim (at once when it runs, at its start when created).
+/// the connection to the shim (at once when it runs, at its next start when created
+/// or exited).
 fn attach(ctx: &Arc<Ctx>, req: &Request, id: &str, conn: &mut Conn) -> Streamed {
     let s = ctx.engine.inspect(id).map_err(|e| Some(engine_error(e)))?;
     let keys = match req.query.get("detachKeys").filter(|k| !k.is_empty()) {
@@ -92,10 +95,16 @@ fn attach(ctx: &Arc<Ctx>, req: &Request, id: &str, conn: &mut Conn) -> Streamed 
         detach_keys: keys,
     };
     let stream = flag(req, "stream");
-    if stream && !matches!(s.state, State::Running | State::Created) {
+    // a stopped container is attached to as a created one: its next start hands the
+    // stream over (`start -a` of an exited container); only docker's CLI refuses it
+    if stream && s.state == State::Dead {
         return fail(Reply::error(
             409,
-            "You cannot attach to a stopped container, start it first",
+            format!(
+                "container {} is dead (its supervisor died): remove it with `docker rm -f {}`",
+                &s.record.id[..12],
+                s.record.name
+            ),
         ));
     }
     let tty = s.record.options.tty;
@@ -127,7 +136,9 @@ fn attach(ctx: &Arc<Ctx>, req: &Request, id: &str, conn: &mut Conn) -> Streamed 
     let client = conn.writer.try_clone().map_err(io)?;
     super::containers::publish_now(ctx, "attach", &s.record.id, Vec::new());
     match s.state {
-        State::Created => ctx.containers.park(&s.record.id, client, opts),
+        State::Created | State::Exited(_) | State::Dead => {
+            ctx.containers.park(&s.record.id, client, opts)
+        }
         _ => {
             // the container may have exited meanwhile: then the stream just ends
             if let Err(e) = ctx.engine.attach(&s.record.id, &client, &opts) {
@@ -158,7 +169,7 @@ fn log_time(v: &str) -> Option<String> {
 
 /// `GET /containers/{id}/logs`: the json log as docker's stream; with `follow`, new
 /// entries as they come until the container stops.
-fn logs(ctx: &Ctx, req: &Request, id: &str, w: &mut impl Write) -> Streamed {
+fn logs(ctx: &Ctx, req: &Request, id: &str, w: &mut UnixStream) -> Streamed {
     let s = ctx.engine.inspect(id).map_err(|e| Some(engine_error(e)))?;
     let full = s.record.id.clone();
     let tty = s.record.options.tty;
@@ -183,34 +194,17 @@ fn logs(ctx: &Ctx, req: &Request, id: &str, w: &mut impl Write) -> Streamed {
     let follow = flag(req, "follow");
     let timestamps = flag(req, "timestamps");
     let path = ctx.engine.log_path(&full);
+    let dir = ctx.engine.container_dir(&full);
+    // opened before anything is read: the descriptor keeps the lines readable if the
+    // container is removed while we follow it
+    let mut log = berth_engine::logs::Follower::open(&path, &[&dir]);
     head(w, "200 OK", stream_type(tty), "").map_err(io)?;
-    let mut sent = 0usize;
-    let mut first = true;
-    loop {
-        let running = follow
-            && ctx
-                .engine
-                .inspect(&full)
-                .is_ok_and(|s| matches!(s.state, State::Running | State::Created));
-        let entries = berth_engine::logs::read(&path).unwrap_or_default();
-        // a rotation started the file over
-        if entries.len() < sent {
-            sent = 0;
-        }
-        let mut fresh: Vec<&Entry> = entries[sent..]
+    let send = |w: &mut dyn Write, entries: Vec<Entry>| -> std::io::Result<()> {
+        for e in entries
             .iter()
             .filter(|e| since.as_ref().is_none_or(|s| e.time >= *s))
             .filter(|e| until.as_ref().is_none_or(|u| e.time <= *u))
-            .collect();
-        if first {
-            if let Some(n) = tail {
-                let skip = fresh.len().saturating_sub(n);
-                fresh.drain(..skip);
-            }
-            first = false;
-        }
-        sent = entries.len();
-        for e in fresh {
+        {
             let st = stream_of(e);
             if (st == Stream::Stdout && !want_out) || (st == Stream::Stderr && !want_err) {
                 continue;
@@ -220,13 +214,40 @@ fn logs(ctx: &Ctx, req: &Request, id: &str, w: &mut impl Write) -> Streamed {
             } else {
                 e.log.clone()
             };
-            w.write_all(&frame(tty, st, line.as_bytes())).map_err(io)?;
+            w.write_all(&frame(tty, st, line.as_bytes()))?;
         }
-        w.flush().map_err(io)?;
+        w.flush()
+    };
+    let mut first = log.history();
+    if let Some(n) = tail {
+        first.retain(|e| {
+            since.as_ref().is_none_or(|s| e.time >= *s)
+                && until.as_ref().is_none_or(|u| e.time <= *u)
+        });
+        let skip = first.len().saturating_sub(n);
+        first.drain(..skip);
+    }
+    send(w, first).map_err(io)?;
+    if !follow {
+        return Ok(());
+    }
+    let client = w.try_clone().ok();
+    loop {
+        // looked at before reading: the supervisor writes the log, then records the exit
+        let running = ctx
+            .engine
+            .inspect(&full)
+            .is_ok_and(|s| matches!(s.state, State::Running | State::Created));
+        send(w, log.next_entries()).map_err(io)?;
         if !running {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // a safety net for exits no file change announces (a supervisor that died)
+        if log.wait(client.as_ref().map(|c| c.as_fd()), Duration::from_secs(1))
+            && client.as_ref().is_some_and(super::peer_gone)
+        {
+            return Ok(());
+        }
     }
 }
 
