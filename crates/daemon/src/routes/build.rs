@@ -291,34 +291,27 @@ struct Source {
     dockerfile: String,
 }
 
-/// berth's descriptor body: `{"dockerfile": text?, "ignore": text?}`.
-fn from_fd(q: &Query, req: &Request, conn: &mut Conn) -> Result<Source, Reply> {
-    let len = req
-        .headers
-        .get("content-length")
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(0);
-    let (body, fd) =
-        http::receive_fd_body(conn.reader, conn.writer, len).map_err(|e| Reply::error(400, e))?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| {
-        Reply::error(
-            400,
-            format!("the build request body is not JSON: {e}; send {{\"dockerfile\": …}}"),
-        )
+/// berth's descriptor body: `{"dockerfile": text?, "ignore": text?}`, and the context
+/// directory's descriptor.
+fn from_fd(q: &Query, body: &[u8], fd: std::os::fd::OwnedFd) -> Result<Source, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        format!("the build request body is not JSON: {e}; send {{\"dockerfile\": …}}")
     })?;
     let text = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
     let context = Context::from_dir(fd, Ignore::default())
-        .map_err(|e| Reply::error(400, format!("cannot use the build context: {e}")))?;
-    let in_context = text("dockerfile").is_none();
-    let ignore = match text("ignore") {
-        Some(t) => Ignore::new(&read_patterns(&t)),
+        .map_err(|e| format!("cannot use the build context: {e}"))?;
+    let context = match text("ignore") {
+        Some(t) => Ignore::new(&read_patterns(&t))
+            .map(|i| context.with_ignore(i))
+            .map_err(|e| e.to_string()),
+        // (a Dockerfile from outside the context: only the context's .dockerignore)
         None => {
-            let df = in_context.then(|| context.root().join(&q.dockerfile));
-            Ignore::for_build(context.root(), df.as_deref())
+            let df = text("dockerfile")
+                .is_none()
+                .then_some(q.dockerfile.as_str());
+            context.load_ignore(df).map_err(|e| e.to_string())
         }
-    }
-    .map_err(|e| Reply::error(400, e))?;
-    let context = context.with_ignore(ignore);
+    }?;
     let dockerfile = match text("dockerfile") {
         Some(t) => t,
         None => read_dockerfile(&context, &q.dockerfile)?,
@@ -330,23 +323,23 @@ fn from_fd(q: &Query, req: &Request, conn: &mut Conn) -> Result<Source, Reply> {
 }
 
 /// The Dockerfile `name` of the context (symlinks resolved inside it).
-fn read_dockerfile(context: &Context, name: &str) -> Result<String, Reply> {
+fn read_dockerfile(context: &Context, name: &str) -> Result<String, String> {
     let b = context.read_file(name).map_err(|_| {
-        Reply::error(
-            400,
-            format!("Cannot locate specified Dockerfile: {name} (it is not in the build context)"),
-        )
+        format!("Cannot locate specified Dockerfile: {name} (it is not in the build context)")
     })?;
-    String::from_utf8(b)
-        .map_err(|_| Reply::error(400, format!("the Dockerfile {name} is not UTF-8 text")))
+    String::from_utf8(b).map_err(|_| format!("the Dockerfile {name} is not UTF-8 text"))
 }
 
 /// A tar body (docker clients): unpacked once into `dir`.
-fn from_tar(q: &Query, req: &Request, conn: &mut Conn, dir: &Path) -> Result<Source, Reply> {
-    let body =
-        BodyReader::new(&mut *conn.reader, &req.headers).map_err(|e| Reply::error(400, e))?;
+fn from_tar(
+    q: &Query,
+    req: &Request,
+    reader: &mut std::io::BufReader<UnixStream>,
+    dir: &Path,
+) -> Result<Source, String> {
+    let body = BodyReader::new(reader, &req.headers).map_err(|e| e.to_string())?;
     let context = Context::from_tar(body, dir, Some(&q.dockerfile))
-        .map_err(|e| Reply::error(400, format!("cannot read the build context: {e}")))?;
+        .map_err(|e| format!("cannot read the build context: {e}"))?;
     let dockerfile = read_dockerfile(&context, &q.dockerfile)?;
     Ok(Source {
         context,
@@ -555,30 +548,50 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         .headers
         .get("x-berth-context")
         .is_some_and(|v| v.eq_ignore_ascii_case("fd"));
-    let source = match by_fd {
-        true => from_fd(&q, req, conn),
-        false => from_tar(&q, req, conn, &scratch.0.join("context")),
-    };
-    let source = match source {
-        Ok(s) => s,
-        Err(r) => return Some(r),
-    };
-    let images = match super::images::store(ctx) {
-        Ok(i) => i,
-        Err(r) => return Some(r),
-    };
-    let prepared = exec_request(&q, source.dockerfile.clone(), req).and_then(|r| {
-        let reg = registry_options(req, &scratch.0)?;
-        Ok((r, reg))
-    });
-    let (breq, registry) = match prepared {
-        Ok(p) => p,
-        Err(e) => return Some(Reply::error(400, e)),
+    // berth's descriptor comes before the reply starts (after a 100 Continue)
+    let fd_body = match by_fd {
+        true => {
+            let len = req
+                .headers
+                .get("content-length")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(0);
+            match http::receive_fd_body(conn.reader, conn.writer, len) {
+                Ok(b) => Some(b),
+                Err(e) => return Some(Reply::error(400, e)),
+            }
+        }
+        false => None,
     };
     let w = &*conn.writer;
     if http::start_chunked(&mut &*w, 200, "application/json").is_err() {
         return None;
     }
+    // From here on errors are messages of the stream, as dockerd sends them.
+    let source = match fd_body {
+        Some((body, fd)) => from_fd(&q, &body, fd),
+        None => from_tar(&q, req, &mut *conn.reader, &scratch.0.join("context")),
+    };
+    let prepared = source.and_then(|source| {
+        let images =
+            super::images::store(ctx).map_err(|r| String::from_utf8_lossy(&r.body).into_owned())?;
+        let breq = exec_request(&q, source.dockerfile.clone(), req)?;
+        let registry = registry_options(req, &scratch.0)?;
+        Ok((source, images, breq, registry))
+    });
+    let (source, images, breq, registry) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let still = AtomicBool::new(false);
+            let mut out = Chunks::new(w, &still);
+            let _ =
+                out.write_all(format!("{}\n", error_message(&ExecError::Invalid(e))).as_bytes());
+            drop(out);
+            drop(scratch);
+            let _ = http::end_chunked(&mut &*w);
+            return None;
+        }
+    };
     let gone = AtomicBool::new(false);
     let Ok((done_rd, done_wr)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
         return None;
