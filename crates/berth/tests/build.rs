@@ -644,6 +644,42 @@ fn concurrent_builds_share_the_daemon() {
         let got = b.ok(&["run", "--rm", &format!("both:{n}"), "cat", "/same", "/n"]);
         assert_eq!(got, format!("same\nbuild-{n}\n"));
     }
+    // The helper dies (killed): the next build's RUN starts another.
+    let daemon = b.kit.daemon_pid().expect("the daemon runs").to_string();
+    let helpers: Vec<String> = berth_testkit::processes_with("build-spawner")
+        .into_iter()
+        .filter_map(|p| p.split(':').next().map(str::to_string))
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.to_string())
+                .unwrap_or_default();
+            after.split_whitespace().nth(1) == Some(daemon.as_str())
+        })
+        .collect();
+    assert_eq!(helpers.len(), 1, "one RUN helper per daemon: {helpers:?}");
+    assert!(Command::new("kill")
+        .args(["-KILL", &helpers[0]])
+        .status()
+        .expect("kill")
+        .success());
+    // (dead once a zombie: its descriptors are closed; the daemon reaps it on replacing it)
+    berth_testkit::eventually("the helper's death", || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", helpers[0]));
+        stat.map_or(true, |s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next())
+                == Some("Z")
+        })
+    });
+    let again = b.context(
+        "again",
+        &[("Dockerfile", "FROM base\nRUN echo once more\n")],
+    );
+    let out = b.build(&again, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("once more"));
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }
 

@@ -66,9 +66,12 @@ impl Builds {
         if let Some(sp) = s.as_ref().filter(|sp| sp.alive()) {
             return Ok(sp.clone());
         }
-        let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
-        let mut cmd = std::process::Command::new(exe);
-        cmd.arg(SPAWNER_ARG).stdout(std::process::Stdio::null());
+        // /proc/self/exe: this very program, even when its file was replaced meanwhile
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        cmd.arg0(std::env::args_os().next().unwrap_or_else(|| "berthd".into()))
+            .arg(SPAWNER_ARG)
+            .stdout(std::process::Stdio::null());
         let sp = Arc::new(Spawner::spawn(runtime_root, cmd)?);
         *s = Some(sp.clone());
         Ok(sp)
