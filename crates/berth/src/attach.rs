@@ -422,6 +422,10 @@ fn copy_from(c: &Client, ctr: &str, path: &str, dest: &Path) -> anyhow::Result<(
             // symlinks in the archive too
             e.unpack_in(&tmp.0)?;
         }
+        // to the end of the response: the daemon ends it once its helper is done
+        // with the container (a stopped one's rootfs is unmounted again by then)
+        std::io::copy(&mut a.into_inner(), &mut std::io::sink())
+            .context("the daemon's archive stream broke off")?;
         std::fs::rename(tmp.0.join(&src_name), into.join(&name))
             .with_context(|| format!("move {} into {}", src_name, into.join(&name).display()))
     })();
