@@ -531,3 +531,60 @@ fn wait_on_a_container_a_previous_daemon_started() {
     assert_eq!(stdout(&d).trim(), "9");
     b.ok(&["rm", "ad", "ad2"]);
 }
+
+/// `script -qec COMMAND /dev/null` with stdin from /dev/null: script(1) sends its
+/// terminal an end-of-file key at once; stdout's bytes.
+fn under_script(b: &Berth, command: &str) -> Vec<u8> {
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("this test needs script(1): apt-get install -y bsdutils");
+    }
+    let berth = format!(
+        "{} --data-root {}",
+        b.bin().display(),
+        b.data_root().display()
+    );
+    let o = Command::new("script")
+        .arg("-qec")
+        .arg(command.replace("BERTH", &berth))
+        .arg("/dev/null")
+        .env("BERTH_RUNTIME_ROOT", b.runtime_root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    o.stdout
+}
+
+#[test]
+fn run_ti_under_script_passes_the_end_of_file_key_not_a_nul() {
+    let b = berth();
+    // the key typed before the terminal went raw reached the container as a NUL,
+    // which its terminal echoed as ^@
+    for _ in 0..3 {
+        let out = under_script(
+            &b,
+            "BERTH run -ti --rm someapp:1.0 sh -c 'sleep 0.5; echo hi'",
+        );
+        assert_eq!(String::from_utf8_lossy(&out), "hi\r\n");
+    }
+    let got = under_script(
+        &b,
+        "BERTH run -ti --rm someapp:1.0 sh -c 'stty raw -echo; dd bs=1 count=1 2>/dev/null | od -An -tx1'",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got).trim(),
+        "04",
+        "the EOF key (^D)"
+    );
+    // an interactive shell ends at it, as a shell in script(1) itself does
+    let out = under_script(&b, "BERTH run -ti --rm someapp:1.0 sh; echo status=$?");
+    assert!(!out.contains(&0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out).ends_with("status=0\r\n"),
+        "{out:?}"
+    );
+    b.ok(&["run", "-d", "--name", "e", "someapp:1.0", "sleep", "100311"]);
+    let out = under_script(&b, "BERTH exec -ti e sh -c 'sleep 0.5; echo in-exec'");
+    assert_eq!(String::from_utf8_lossy(&out), "in-exec\r\n");
+    b.ok(&["rm", "-f", "e"]);
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+}
