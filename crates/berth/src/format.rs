@@ -89,6 +89,47 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Docker's loop over the names of an `inspect`: one request per name, the
+/// documents found, and exit code 1 (the error on stderr) for each name that failed.
+pub fn inspect_each(
+    names: &[String],
+    mut get: impl FnMut(&str) -> berth_client::Result<Value>,
+) -> (Vec<Value>, i32) {
+    let mut docs = Vec::new();
+    let mut code = 0;
+    for n in names {
+        match get(n) {
+            Ok(v) => docs.push(v),
+            Err(e) => {
+                eprintln!("{e}");
+                code = 1;
+            }
+        }
+    }
+    (docs, code)
+}
+
+/// Docker's loop over the names of an `rm`: each name printed once removed (`remove`
+/// says whether it removed anything), each failure on stderr (the others still go),
+/// exit code 1 when any failed.
+pub fn remove_each(
+    names: &[String],
+    mut remove: impl FnMut(&str) -> berth_client::Result<bool>,
+) -> i32 {
+    let mut code = 0;
+    for n in names {
+        match remove(n) {
+            Ok(true) => println!("{n}"),
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("{e}");
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
 /// Print `inspect` documents: each through `--format` when given, else all as one
 /// pretty JSON array (docker's output). Returns 1 on a template error, else `code`.
 pub fn print_docs(docs: &[Value], format: Option<&str>, code: i32) -> i32 {

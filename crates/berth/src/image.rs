@@ -4,7 +4,6 @@
 use crate::format::{human_since, human_size, render, table};
 use anyhow::{bail, Context, Result};
 use berth_client::{enc, Body, Client};
-use berth_image::Images;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Read, Write};
@@ -146,13 +145,6 @@ pub struct PruneArgs {
     /// Provide filter values (label=, until=)
     #[arg(long = "filter")]
     filter: Vec<String>,
-}
-
-/// The image store under `root`, opened directly (the builder and its worker use it;
-/// every command goes through the daemon).
-pub fn open(root: &Path) -> Result<Images> {
-    Images::open(root)
-        .with_context(|| format!("cannot open the image store under {}", root.display()))
 }
 
 pub fn run(root: &Path, cmd: ImageCmd) -> Result<()> {

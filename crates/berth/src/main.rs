@@ -140,9 +140,6 @@ enum Cmd {
     Info(system::InfoArgs),
     /// Show the berth version information (client and daemon)
     Version,
-    /// One build for the daemon (internal)
-    #[command(hide = true)]
-    BuildWorker(build::WorkerArgs),
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
@@ -183,6 +180,8 @@ enum SystemCmd {
 }
 
 fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    lifecycle::supervisor_fast_path(&args);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
@@ -190,7 +189,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
+    let cli = Cli::try_parse_from(args).unwrap_or_else(|e| usage_error(e));
     let result = match cli.cmd {
         Cmd::Image { cmd } => build::image(&cli.data_root, cmd),
         Cmd::Build(a) => build::build(&cli.data_root, &a),
@@ -252,7 +251,6 @@ fn main() {
         Cmd::Attach(a) => container::run(&cli.data_root, container::ContainerCmd::Attach(a)),
         Cmd::Port(a) => container::run(&cli.data_root, container::ContainerCmd::Port(a)),
         Cmd::Commit(a) => container::run(&cli.data_root, container::ContainerCmd::Commit(a)),
-        Cmd::BuildWorker(a) => build::worker(&cli.data_root, &a),
         Cmd::Version => version(&cli.data_root),
         Cmd::Network { cmd } => network::run(&cli.data_root, cmd).map(exit_on_failure),
     };

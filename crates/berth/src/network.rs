@@ -1,7 +1,7 @@
 //! `berth network …`, through the daemon's API, and the network
 //! flags of `run`/`create` ([`NetArgs`]).
 
-use crate::format::{print_docs, table};
+use crate::format::{inspect_each, print_docs, remove_each, table};
 use anyhow::{bail, Context};
 use berth_client::{enc, Client};
 use berth_engine::network::{parse_mode, parse_publish};
@@ -182,6 +182,9 @@ pub struct InspectArgs {
 
 #[derive(Args)]
 pub struct RmArgs {
+    /// Do not error if the network does not exist
+    #[arg(short, long)]
+    force: bool,
     #[arg(required = true)]
     networks: Vec<String>,
 }
@@ -242,32 +245,18 @@ pub fn run(data_root: &Path, cmd: NetworkCmd) -> anyhow::Result<i32> {
         NetworkCmd::Create(a) => create(&c, &a),
         NetworkCmd::Ls(a) => ls(&c, &a),
         NetworkCmd::Inspect(a) => {
-            let mut docs = Vec::new();
-            let mut code = 0;
-            for n in &a.networks {
-                match c.get_json(&format!("/networks/{}", enc(n))) {
-                    Ok(v) => docs.push(v),
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        code = 1;
-                    }
-                }
-            }
+            let (docs, code) = inspect_each(&a.networks, |n| {
+                c.get_json(&format!("/networks/{}", enc(n)))
+            });
             Ok(print_docs(&docs, a.format.as_deref(), code))
         }
-        NetworkCmd::Rm(a) => {
-            let mut code = 0;
-            for n in &a.networks {
-                match c.delete(&format!("/networks/{}", enc(n))) {
-                    Ok(_) => println!("{n}"),
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        code = 1;
-                    }
-                }
+        NetworkCmd::Rm(a) => Ok(remove_each(&a.networks, |n| {
+            match c.delete(&format!("/networks/{}", enc(n))) {
+                // docker's `network rm -f`: a missing network is not an error
+                Err(berth_client::Error::Api { status: 404, .. }) if a.force => Ok(false),
+                r => r.map(|_| true),
             }
-            Ok(code)
-        }
+        })),
         NetworkCmd::Prune(a) => {
             if !a.force
                 && !crate::image::confirm("all custom networks not used by at least one container")?

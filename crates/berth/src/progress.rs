@@ -1,7 +1,7 @@
 //! Progress rendering: indicatif bars on a terminal, one plain line per finished item
 //! otherwise, nothing with `--quiet`.
 
-use berth_content::{NoProgress, Progress};
+use berth_content::Progress;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -12,9 +12,6 @@ pub struct Bars {
     multi: MultiProgress,
     bars: Mutex<HashMap<String, ProgressBar>>,
 }
-
-/// Plain `id: status` lines.
-pub struct Lines;
 
 impl Progress for Bars {
     fn start(&self, id: &str, total: Option<u64>) {
@@ -76,29 +73,6 @@ impl Bars {
         };
         self.advance(id, current.saturating_sub(prev));
         seen.insert(id.to_string(), current);
-    }
-}
-
-impl Progress for Lines {
-    fn start(&self, _: &str, _: Option<u64>) {}
-    fn advance(&self, _: &str, _: u64) {}
-    fn finish(&self, id: &str, status: &str) {
-        eprintln!("{id}: {status}");
-    }
-}
-
-/// The right renderer for this invocation.
-pub fn for_cli(quiet: bool) -> Box<dyn Progress> {
-    if quiet {
-        Box::new(NoProgress)
-    } else if std::io::stderr().is_terminal() {
-        let multi = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
-        Box::new(Bars {
-            multi,
-            bars: Mutex::new(HashMap::new()),
-        })
-    } else {
-        Box::new(Lines)
     }
 }
 

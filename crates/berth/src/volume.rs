@@ -1,6 +1,6 @@
 //! `berth volume create/ls/inspect/rm/prune`, over the daemon's API.
 
-use crate::format::{human_size, render, table};
+use crate::format::{human_size, inspect_each, remove_each, render, table};
 use berth_client::{enc, Client};
 use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
@@ -134,32 +134,16 @@ fn dispatch(c: &Client, cmd: VolumeCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         VolumeCmd::Inspect(a) => {
-            let mut docs = Vec::new();
-            let mut code = 0;
-            for n in &a.volumes {
-                match c.get_json(&format!("/volumes/{}", enc(n))) {
-                    Ok(v) => docs.push(v),
-                    Err(err) => {
-                        eprintln!("{err}");
-                        code = 1;
-                    }
-                }
-            }
+            let (docs, code) =
+                inspect_each(&a.volumes, |n| c.get_json(&format!("/volumes/{}", enc(n))));
             Ok(crate::format::print_docs(&docs, a.format.as_deref(), code))
         }
         VolumeCmd::Rm(a) => {
-            let mut code = 0;
             let force = if a.force { "?force=1" } else { "" };
-            for n in &a.volumes {
-                match c.delete(&format!("/volumes/{}{force}", enc(n))) {
-                    Ok(_) => println!("{n}"),
-                    Err(err) => {
-                        eprintln!("{err}");
-                        code = 1;
-                    }
-                }
-            }
-            Ok(code)
+            Ok(remove_each(&a.volumes, |n| {
+                c.delete(&format!("/volumes/{}{force}", enc(n)))
+                    .map(|_| true)
+            }))
         }
         VolumeCmd::Prune(a) => {
             if !a.force

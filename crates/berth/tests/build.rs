@@ -645,6 +645,160 @@ fn context_from_stdin_tar_dockerfile_elsewhere_and_onbuild_triggers() {
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }
 
+/// The context directory goes to the daemon as a descriptor and is read in place: no
+/// copy of it under the data root, `.dockerignore` applied, and symlinks resolved
+/// inside the context (one pointing at a host file copies as a link, never the file).
+#[test]
+fn a_context_directory_is_read_in_place_and_links_stay_inside() {
+    use std::io::BufRead;
+    let b = Berth::new();
+    let host = b.path("host-secret.txt");
+    std::fs::write(&host, "host secret\n").expect("write");
+    let host_rel = host
+        .to_str()
+        .expect("utf-8")
+        .trim_start_matches('/')
+        .to_string();
+    let df = "FROM base\nCOPY . /ctx/\nRUN echo started && sleep 3\n";
+    let ctx = b.context(
+        "ctx",
+        &[
+            ("Dockerfile", df),
+            (".dockerignore", "ignored.txt\ndocs\n"),
+            ("kept.txt", "kept\n"),
+            ("ignored.txt", "ignored\n"),
+            ("docs/a.md", "a\n"),
+        ],
+    );
+    std::os::unix::fs::symlink(&host, ctx.join("leak")).expect("symlink");
+    std::os::unix::fs::symlink("/", ctx.join("slash")).expect("symlink");
+    let mut child = b
+        .command()
+        .args(["build", "-t", "inplace:1", ctx.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn berth build");
+    let mut copies = Vec::new();
+    for l in std::io::BufReader::new(child.stdout.take().expect("stdout")).lines() {
+        let l = l.expect("read");
+        if let Some(id) = l.strip_prefix(" ---> Running in ") {
+            b.runs.borrow_mut().push(id.to_string());
+        }
+        if l == "started" {
+            // mid-build: the daemon's scratch directory for this build holds no copy of
+            // the context (the steps' own directories are `berth-build-*`)
+            let scratch = std::fs::read_dir(b.path("data/tmp")).into_iter().flatten();
+            for e in scratch
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("build-"))
+            {
+                copies.extend(
+                    std::fs::read_dir(e.path())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|f| f.path().display().to_string()),
+                );
+            }
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        copies,
+        Vec::<String>::new(),
+        "nothing unpacked under data/tmp"
+    );
+    let ls = b.ok(&["run", "--rm", "inplace:1", "ls", "-a", "/ctx"]);
+    let names: Vec<&str> = ls.split_whitespace().collect();
+    for want in ["kept.txt", "leak", "slash", ".dockerignore", "Dockerfile"] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    for gone in ["ignored.txt", "docs"] {
+        assert!(
+            !names.contains(&gone),
+            "{gone} is .dockerignored: {names:?}"
+        );
+    }
+    // the link came as a link; the host file behind it did not
+    assert_eq!(
+        b.ok(&["run", "--rm", "inplace:1", "readlink", "/ctx/leak"])
+            .trim(),
+        host.to_str().expect("utf-8")
+    );
+    let cat = b.run(&["run", "--rm", "inplace:1", "cat", "/ctx/leak"]);
+    assert!(!text(&cat.stdout).contains("host secret"));
+    // A source through a link resolves inside the context: the host file is not found.
+    for src in ["leak".to_string(), format!("slash/{host_rel}")] {
+        let c = b.context(
+            &format!("through-{}", src.len()),
+            &[("Dockerfile", &format!("FROM base\nCOPY {src} /x\n"))],
+        );
+        std::os::unix::fs::symlink(&host, c.join("leak")).expect("symlink");
+        std::os::unix::fs::symlink("/", c.join("slash")).expect("symlink");
+        let out = b.build(&c, &["-t", "through:1"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "COPY {src}: {}",
+            text(&out.stdout)
+        );
+        assert!(
+            text(&out.stderr).contains("not found"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!text(&out.stdout).contains("host secret"));
+    }
+    // Nor can the Dockerfile itself be a link out of the context.
+    let c = b.context("df-link", &[("x", "x")]);
+    std::os::unix::fs::symlink(&host, c.join("Dockerfile")).expect("symlink");
+    let out = b.build(&c, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("Cannot locate specified Dockerfile"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+/// `-f` outside the context: the Dockerfile's text travels in the request, and its own
+/// `<Dockerfile>.dockerignore` wins over the context's `.dockerignore`.
+#[test]
+fn a_dockerfile_outside_the_context_brings_its_ignore_file() {
+    let b = Berth::new();
+    let ctx = b.context(
+        "ctx",
+        &[
+            ("Dockerfile", "FROM base\nRUN exit 9\n"),
+            (".dockerignore", "b.txt\n"),
+            ("a.txt", "a\n"),
+            ("b.txt", "b\n"),
+        ],
+    );
+    let df = b.path("other/build.Dockerfile");
+    std::fs::create_dir_all(df.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&df, "FROM base\nCOPY . /c/\n").expect("write");
+    let out = b.build(
+        &ctx,
+        &["-f", df.to_str().expect("utf-8"), "-t", "outside:1"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ls = b.ok(&["run", "--rm", "outside:1", "ls", "/c"]);
+    assert!(ls.contains("a.txt") && !ls.contains("b.txt"), "{ls}");
+    std::fs::write(b.path("other/build.Dockerfile.dockerignore"), "a.txt\n").expect("write");
+    let out = b.build(
+        &ctx,
+        &["-f", df.to_str().expect("utf-8"), "-t", "outside:2"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ls = b.ok(&["run", "--rm", "outside:2", "ls", "/c"]);
+    assert!(!ls.contains("a.txt") && ls.contains("b.txt"), "{ls}");
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
 #[test]
 fn secrets_reach_run_but_no_layer() {
     let b = Berth::new();
@@ -757,27 +911,11 @@ fn a_killed_build_is_cleaned_up_by_the_next_one() {
             break;
         }
     }
-    // The build runs in the daemon's worker: SIGKILL that, as a crash would.
-    let data = b.path("data").display().to_string();
-    let procs: Vec<String> = berth_testkit::processes_with("build-worker")
-        .into_iter()
-        .filter(|p| p.contains(&data))
-        .map(|p| p.split(':').next().expect("pid").to_string())
-        .collect();
-    // the worker, not the RUN spawner it forked (same command line)
-    let ppid = |pid: &str| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let after = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.to_string())
-            .unwrap_or_default();
-        after.split_whitespace().nth(1).unwrap_or("").to_string()
-    };
-    let workers: Vec<&String> = procs.iter().filter(|p| !procs.contains(&ppid(p))).collect();
-    assert_eq!(workers.len(), 1, "{procs:?}");
-    let pid = workers[0].clone();
+    // The build runs in the daemon: SIGKILL that, as a crash would (its RUN helper
+    // then kills the RUN container; the build's mounts and snapshots stay behind).
+    let pid = b.kit.daemon_pid().expect("the daemon runs");
     assert!(Command::new("kill")
-        .args(["-KILL", &pid])
+        .args(["-KILL", &pid.to_string()])
         .status()
         .expect("kill")
         .success());

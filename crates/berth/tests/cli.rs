@@ -2,9 +2,7 @@
 //! inspect -f, history, save, load, rm, prune, system df, volumes, events, info, and
 //! login/push/pull on a loopback registry (needs root for mounts).
 
-use berth_testkit::{Berth, Registry};
-use std::path::Path;
-use std::process::Command;
+use berth_testkit::{rootfs_tar, Berth, Registry};
 
 fn berth(prefix: &str) -> Berth {
     Berth::empty(env!("CARGO_BIN_EXE_berth"), prefix)
@@ -18,28 +16,6 @@ fn run(b: &Berth, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn rootfs_tar(dir: &Path) -> std::path::PathBuf {
-    assert!(
-        Path::new("/bin/busybox").exists(),
-        "the CLI tests need Debian's busybox-static package"
-    );
-    let fs = dir.join("rootfs");
-    std::fs::create_dir_all(fs.join("bin")).expect("mkdir");
-    std::fs::copy("/bin/busybox", fs.join("bin/busybox")).expect("copy busybox");
-    std::os::unix::fs::symlink("busybox", fs.join("bin/sh")).expect("symlink");
-    let tar = dir.join("rootfs.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&fs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .expect("tar");
-    assert!(st.success());
-    tar
 }
 
 #[test]
@@ -256,6 +232,22 @@ fn volumes_events_info_and_system_prune_go_through_the_daemon() {
         ["volume create v1", "volume create v2", "volume destroy v1"],
         "{ev}"
     );
+    // docker's rm loops: each failure said in the daemon's words, the others still go
+    b.ok(&["volume", "create", "v3"]);
+    let (ok, out, err) = run(&b, &["volume", "rm", "nosuch", "v3"]);
+    assert!(!ok && out.trim() == "v3", "{out}");
+    assert_eq!(
+        err.trim(),
+        "Error response from daemon: get nosuch: no such volume"
+    );
+    let (ok, _, err) = run(&b, &["network", "rm", "nosuch"]);
+    assert!(!ok, "{err}");
+    assert_eq!(
+        err.trim(),
+        "Error response from daemon: network nosuch not found"
+    );
+    let (ok, out, err) = run(&b, &["network", "rm", "-f", "nosuch"]);
+    assert!(ok && out.is_empty() && err.is_empty(), "{out}{err}");
     assert_eq!(
         b.ok(&["info", "--format", "{{.Images}} {{.Containers}}"])
             .trim(),

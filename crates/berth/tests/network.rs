@@ -744,6 +744,23 @@ fn bad_input_says_what_to_do() {
         "{}",
         stderr(&o)
     );
+    // a start that fails in the network set-up (a host port taken): the supervisor,
+    // spawned while the network was being prepared, goes with it
+    let held = std::net::TcpListener::bind("0.0.0.0:0").expect("bind a port");
+    let port = held.local_addr().expect("port").port();
+    let o = docker(
+        &b,
+        &["run", "-d", "-p", &format!("{port}:80"), IMAGE, "true"],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("already in use"),
+        "{}",
+        stderr(&o)
+    );
+    let shims = format!("{} container-shim", b.data_root().display());
+    eventually("no supervisor left after the failed start", || {
+        berth_testkit::processes_with(&shims).is_empty()
+    });
     let o = docker(&b, &["run", "-d", "-p", "99999:80", IMAGE, "true"]);
     assert!(!o.status.success(), "{}", stderr(&o));
     b.ok(&["network", "rm", "one"]);

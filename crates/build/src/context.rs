@@ -102,6 +102,8 @@ pub struct Context {
     root: PathBuf,
     ignore: Ignore,
     memo: Mutex<HashMap<PathBuf, (Stamp, String)>>,
+    /// The directory a client opened ([`Context::from_dir`]), kept open.
+    _dir: Option<std::fs::File>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
@@ -132,7 +134,47 @@ impl Context {
             root: root.into(),
             ignore,
             memo: Mutex::new(HashMap::new()),
+            _dir: None,
         }
+    }
+
+    /// The directory `dir`, opened by a client and passed as a descriptor
+    /// (so the client could read it), as a context with `ignore`.
+    ///
+    /// Its path is read back from `/proc/self/fd` and used when it still
+    /// names the same directory (RUN bind mounts, made in the container's
+    /// own mount namespace, need a path); otherwise (another mount
+    /// namespace, a renamed directory) `/proc/<pid>/fd/<fd>` stands for it.
+    /// The descriptor is kept open as long as the context.
+    pub fn from_dir(dir: std::os::fd::OwnedFd, ignore: Ignore) -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        let file = std::fs::File::from(dir);
+        let m = file.metadata().map_err(io_err(&fd_path))?;
+        if !m.is_dir() {
+            return Err(ContextError::Io {
+                path: fd_path,
+                source: std::io::Error::other("the build context is not a directory"),
+            });
+        }
+        let same =
+            |p: &Path| std::fs::metadata(p).is_ok_and(|n| n.dev() == m.dev() && n.ino() == m.ino());
+        let root = std::fs::read_link(&fd_path)
+            .ok()
+            .filter(|p| p.is_absolute() && same(p))
+            .unwrap_or_else(|| {
+                PathBuf::from(format!(
+                    "/proc/{}/fd/{}",
+                    std::process::id(),
+                    file.as_raw_fd()
+                ))
+            });
+        Ok(Self {
+            root,
+            ignore,
+            memo: Mutex::new(HashMap::new()),
+            _dir: Some(file),
+        })
     }
 
     /// A context at `root`, reading `<dockerfile>.dockerignore` or `.dockerignore`.
@@ -153,12 +195,31 @@ impl Context {
         dockerfile: Option<&str>,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let mut archive = tar::Archive::new(reader);
+        let mut archive = tar::Archive::new(Padded {
+            inner: reader,
+            read: 0,
+            pad: None,
+        });
         archive.set_preserve_permissions(true);
         archive.set_overwrite(true);
         archive.unpack(dir).map_err(io_err(dir))?;
         let df = dockerfile.map(|d| dir.join(normalize_source(d)));
         Self::open(dir, df.as_deref())
+    }
+
+    /// This context with other ignore rules.
+    pub fn with_ignore(mut self, ignore: Ignore) -> Self {
+        self.ignore = ignore;
+        self
+    }
+
+    /// The contents of the file `rel`, symlinks on the way resolved inside the
+    /// context (as if it were the root directory), so that a link can never
+    /// make it read a file outside.
+    pub fn read_file(&self, rel: &str) -> Result<Vec<u8>> {
+        let real = self.resolve(&normalize_source(rel))?;
+        let p = self.root.join(&real);
+        std::fs::read(&p).map_err(io_err(&p))
     }
 
     /// The context directory.
@@ -464,6 +525,37 @@ impl Context {
             h.update(l.as_bytes());
         }
         Ok(format!("sha256:{}", hex::encode(h.finalize())))
+    }
+}
+
+/// A tar stream completed at its end: the docker CLI sends a Dockerfile from outside
+/// the context (`-f`) as a last entry with neither the padding of its data to a 512-byte
+/// block nor the end-of-archive blocks (Go's reader takes that, tar-rs does not). At a
+/// clean end of the stream the missing padding and two zero blocks follow; a stream that
+/// breaks off is an error from the reader, not an end.
+struct Padded<R> {
+    inner: R,
+    read: u64,
+    pad: Option<usize>,
+}
+
+impl<R: std::io::Read> std::io::Read for Padded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(left) = self.pad.as_mut() {
+            let n = (*left).min(buf.len());
+            buf[..n].fill(0);
+            *left -= n;
+            return Ok(n);
+        }
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let partial = (self.read % 512) as usize;
+            let fill = if partial == 0 { 0 } else { 512 - partial };
+            self.pad = Some(fill + 1024);
+            return self.read(buf);
+        }
+        self.read += n as u64;
+        Ok(n)
     }
 }
 
@@ -828,6 +920,62 @@ mod tests {
             sel(&orig),
             "same content, same hash, wherever it lives"
         );
+    }
+
+    /// The docker CLI's `-f` from outside the context: the Dockerfile is the last
+    /// entry, with neither padding nor end-of-archive blocks.
+    #[test]
+    fn tar_context_whose_last_entry_is_cut_short_as_the_docker_cli_sends_it() {
+        let mut buf = Vec::new();
+        {
+            let mut b = tar::Builder::new(&mut buf);
+            let mut h = tar::Header::new_gnu();
+            h.set_size(3);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, "a.txt", &b"abc"[..]).unwrap();
+            b.finish().unwrap();
+        }
+        buf.truncate(buf.len() - 1024); // no end-of-archive blocks
+        let text = b"FROM scratch\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_path(".dockerfile.0123").unwrap();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        buf.extend_from_slice(h.as_bytes());
+        buf.extend_from_slice(text); // and no padding
+        let out = tempfile::tempdir().unwrap();
+        let c = Context::from_tar(buf.as_slice(), out.path(), Some(".dockerfile.0123")).unwrap();
+        assert_eq!(c.read_file(".dockerfile.0123").unwrap(), text);
+        assert_eq!(c.read_file("a.txt").unwrap(), b"abc");
+    }
+
+    #[test]
+    fn a_directory_descriptor_is_a_context_and_links_stay_inside() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), "host secret").unwrap();
+        let d = tree();
+        symlink(outside.path().join("secret"), d.path().join("leak")).unwrap();
+        symlink("/", d.path().join("root")).unwrap();
+        let fd: std::os::fd::OwnedFd = fs::File::open(d.path()).unwrap().into();
+        let c = Context::from_dir(fd, Ignore::new(&["*.bin"]).unwrap()).unwrap();
+        assert_eq!(
+            c.root(),
+            d.path(),
+            "the directory's own path when it names it"
+        );
+        assert_eq!(c.read_file("home.txt").unwrap(), b"h");
+        // absolute link targets start again at the context's root
+        assert!(c.read_file("leak").is_err());
+        let rel = outside.path().join("secret");
+        let rel = rel.to_str().unwrap().trim_start_matches('/');
+        assert!(c.read_file(&format!("root/{rel}")).is_err());
+        assert!(c.select(&["leak".into()], &[]).is_err());
+        assert!(c.is_ignored("x.bin"));
+        // a file is not a context
+        let f: std::os::fd::OwnedFd = fs::File::open(d.path().join("home.txt")).unwrap().into();
+        assert!(Context::from_dir(f, Ignore::default()).is_err());
     }
 
     #[test]

@@ -176,6 +176,64 @@ impl Client {
         Response::read(s)
     }
 
+    /// berth's own: a request whose body goes with a descriptor (SCM_RIGHTS), e.g. a
+    /// build context directory the daemon reads in place. The request says
+    /// `Expect: 100-continue`; after the daemon's `100 Continue` the body is sent with
+    /// `fd` attached to its first byte (a daemon that reads the body as plain bytes
+    /// would drop the descriptor). Any other first answer is the reply.
+    pub fn request_with_fd(
+        &self,
+        method: &str,
+        path: &str,
+        body: (&[u8], &str),
+        headers: &[(&str, &str)],
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Response> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let (bytes, ct) = body;
+        if bytes.is_empty() {
+            return Err(bad("a request that passes a descriptor needs a body".into()));
+        }
+        let mut s = self.connect()?;
+        let mut head = format!(
+            "{method} /v{API_VERSION}{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth/{}\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!(
+            "Expect: 100-continue\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+            bytes.len()
+        ));
+        s.write_all(head.as_bytes())?;
+        let first = Response::read(s.try_clone()?)?;
+        if first.status != 100 {
+            return Ok(first);
+        }
+        if !first.conn.buffer().is_empty() {
+            return Err(bad("the daemon answered before the request body".into()));
+        }
+        let fds = [fd.as_raw_fd()];
+        let sent = loop {
+            match sendmsg::<()>(
+                s.as_raw_fd(),
+                &[std::io::IoSlice::new(bytes)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(Error::Io(e.into())),
+                Ok(n) => break n,
+            }
+        };
+        s.write_all(&bytes[sent..])?;
+        s.flush()?;
+        Response::read(s)
+    }
+
     /// GET and parse a JSON reply; an error status becomes [`Error::Api`].
     pub fn get_json(&self, path: &str) -> Result<Value> {
         self.request("GET", path, Body::Empty)?.ok()?.json()

@@ -257,15 +257,79 @@ pub fn start_chunked<W: Write>(w: &mut W, status: u16, content_type: &str) -> st
     w.flush()
 }
 
-/// One chunk of a streamed reply (flushed, so the client sees it at once).
+/// One chunk of a streamed reply, in one write (flushed, so the client sees it at once).
 pub fn write_chunk<W: Write>(w: &mut W, data: &[u8]) -> std::io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
-    write!(w, "{:x}\r\n", data.len())?;
-    w.write_all(data)?;
-    w.write_all(b"\r\n")?;
+    let mut c = Vec::with_capacity(data.len() + 12);
+    let _ = write!(c, "{:x}\r\n", data.len());
+    c.extend_from_slice(data);
+    c.extend_from_slice(b"\r\n");
+    w.write_all(&c)?;
     w.flush()
+}
+
+/// berth's descriptor passing (see `berth_client::Client::request_with_fd`): answer
+/// `100 Continue` to a request that expects it, then read its body of `len` bytes, the
+/// first of which carry a descriptor (SCM_RIGHTS). Nothing of the body may have been
+/// read yet (the client sends it only after the `100`).
+pub fn receive_fd_body(
+    r: &mut BufReader<std::os::unix::net::UnixStream>,
+    w: &mut std::os::unix::net::UnixStream,
+    len: usize,
+) -> Result<(Vec<u8>, std::os::fd::OwnedFd), Error> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, RawFd};
+    if !r.buffer().is_empty() {
+        return Err(Error::Bad(
+            "the body came before 100 Continue: send it only after the daemon's answer".into(),
+        ));
+    }
+    if len == 0 || len > MAX_BODY {
+        return Err(Error::Bad(format!(
+            "a body of {len} bytes cannot carry a descriptor: send 1 to {MAX_BODY}"
+        )));
+    }
+    w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    w.flush()?;
+    let mut body = vec![0u8; len];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let (n, mut fds) = loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut body)];
+        match recvmsg::<()>(
+            r.get_ref().as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(Error::Io(e.into())),
+            Ok(m) => {
+                let mut fds = Vec::new();
+                for c in m.cmsgs().map_err(|e| Error::Io(e.into()))? {
+                    if let ControlMessageOwned::ScmRights(raw) = c {
+                        fds.extend(raw.into_iter().map(berth_sys::proc::own_fd));
+                    }
+                }
+                break (m.bytes, fds);
+            }
+        }
+    };
+    if n == 0 {
+        return Err(Error::Bad(
+            "the client closed before sending the body".into(),
+        ));
+    }
+    r.read_exact(&mut body[n..])?;
+    if fds.len() != 1 {
+        return Err(Error::Bad(format!(
+            "expected one descriptor with the body, got {}",
+            fds.len()
+        )));
+    }
+    let fd = fds.remove(0);
+    Ok((body, fd))
 }
 
 /// The last chunk of a streamed reply.

@@ -3,8 +3,9 @@
 //! The routes ([`routes::all_routes`], listed in `api/openapi.yaml`): system (ping,
 //! version, info, df, auth, events), containers and exec, images (list, inspect,
 //! history, tag, remove, prune, pull and import, push, load, save), volumes and the
-//! legacy builder's `POST /build` (run in a `berth build-worker` child, since RUN
-//! forks), with and without the `/vX.YY` prefix, errors as docker's `{"message": …}`.
+//! legacy builder's `POST /build` (built in this process; RUN containers come from one
+//! `berthd build-spawner` helper, since forking here is not safe), with and without the
+//! `/vX.YY` prefix, errors as docker's `{"message": …}`.
 //! One thread per connection; a malformed request gets a 4xx and never disturbs other
 //! clients. Route modules publish what happens on the event bus (`ctx.events`).
 //!

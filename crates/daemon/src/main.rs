@@ -5,6 +5,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 fn main() {
+    // `berthd build-spawner`: the RUN helper of this daemon's builds (started by the
+    // daemon itself; single-threaded, so it may fork the containers)
+    if std::env::args().nth(1).as_deref() == Some(berth_daemon::routes::build::SPAWNER_ARG) {
+        std::process::exit(berth_daemon::routes::build::serve_spawner());
+    }
     // a thread per connection (and per waiting client): one shared heap, not one each
     berth_sys::proc::limit_malloc_arenas(2);
     tracing_subscriber::fmt()

@@ -356,6 +356,27 @@ fn legacy_builder_build_through_the_docker_cli() {
     std::fs::write(ctx.join("Dockerfile"), "FROM base:1\nNOPE x\n").expect("write");
     let o = e.docker(&["build", ctx.to_str().expect("utf-8")]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // -f outside the context: the CLI appends it to the tar, unpadded and unterminated
+    let df = e.b.root.path().join("outside.Dockerfile");
+    std::fs::write(
+        &df,
+        "FROM base:1\nCOPY hello.txt /h\nCMD [\"cat\", \"/h\"]\n",
+    )
+    .expect("write");
+    let out = e.ok(&[
+        "build",
+        "-q",
+        "-f",
+        df.to_str().expect("utf-8"),
+        "-t",
+        "outside:1",
+        ctx.to_str().expect("utf-8"),
+    ]);
+    assert!(out.trim().starts_with("sha256:"), "{out}");
+    assert_eq!(
+        e.ok(&["run", "--rm", "outside:1"]).trim(),
+        "hello from the context"
+    );
 }
 
 #[test]
@@ -543,6 +564,12 @@ fn malformed_input_to_image_volume_build_and_event_routes() {
         ),
         ("POST", "/images/create", Body::Empty),
         ("POST", "/images/create?fromImage=UPPER%2Fcase", Body::Empty),
+        (
+            "POST",
+            "/images/create?fromSrc=-&repo=UPPER",
+            Body::Bytes(b"not a tar", "application/x-tar"),
+        ),
+        ("POST", "/images/UPPER/push", Body::Empty),
         (
             "POST",
             "/images/create?fromSrc=http%3A%2F%2Fexample.invalid%2Fx.tar",

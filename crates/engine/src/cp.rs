@@ -251,7 +251,7 @@ impl Engine {
         let (r, w) = pipe()?;
         let res = self.in_container(what, move || {
             let meta = std::fs::symlink_metadata(&p)
-                .map_err(|e| Error::NotFound(format!("{}: {e}", p.display())))?;
+                .map_err(|e| Error::Missing(format!("{}: {e}", p.display())))?;
             let st = PathStat {
                 name: p
                     .file_name()
@@ -275,7 +275,7 @@ impl Engine {
         std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut out)
             .map_err(|e| Error::io("read", "stat helper", e))?;
         res.map_err(|_| {
-            Error::NotFound(format!(
+            Error::Missing(format!(
                 "could not find the file {path} in container {what}"
             ))
         })?;

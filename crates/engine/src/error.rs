@@ -8,6 +8,10 @@ pub enum Error {
     /// No container has that id, id prefix or name.
     #[error("no such container: {0}")]
     NotFound(String),
+    /// Something other than a container is missing (network, volume, a path in a
+    /// container): the whole message, in docker's words.
+    #[error("{0}")]
+    Missing(String),
     /// An id prefix names more than one container.
     #[error("multiple containers match {0:?}: use more of the id or the name")]
     Ambiguous(String),

@@ -251,7 +251,7 @@ fn net_err(e: berth_network::Error) -> Error {
     use berth_network::ipam::Error as I;
     use berth_network::Error as N;
     match e {
-        N::NoNetwork(n) => Error::NotFound(format!("network {n}")),
+        N::NoNetwork(n) => Error::Missing(format!("network {n} not found")),
         N::NetworkInUse { .. } | N::NotConnected { .. } => Error::Conflict(e.to_string()),
         N::Ipam(
             I::BadSubnet(_)
@@ -391,7 +391,7 @@ impl Networking {
             .collect();
         match by_prefix.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(Error::NotFound(format!("network {what}"))),
+            [] => Err(Error::Missing(format!("network {what} not found"))),
             _ => Err(Error::Ambiguous(what.to_string())),
         }
     }
@@ -677,8 +677,8 @@ impl Engine {
             for ep in &o.endpoints {
                 let info = n.find(&ep.network).map_err(|e| match e {
                     // a 404 would make docker's CLI try to pull the image
-                    Error::NotFound(what) => Error::Invalid(format!(
-                        "{what} not found: create it with `berth network create {}`",
+                    Error::Missing(what) => Error::Invalid(format!(
+                        "{what}: create it with `berth network create {}`",
                         ep.network
                     )),
                     e => e,

@@ -1,8 +1,10 @@
 //! The per-container supervisor (the *shim*) and its contract with its starter.
 //!
 //! [`Engine::start`] spawns the shim program (`<prog> <args…> --status-fd <n> <id>`)
-//! with a status pipe. The shim (running [`Engine::shim`]) detaches with `setsid`,
-//! becomes a child subreaper, creates the container in the runtime with pipes (or a
+//! with a status pipe, and prepares the container's network while the program starts
+//! up; then it writes the go on the shim's stdin (see [`GO_ENV`]: a shim whose stdin
+//! closes without it exits at once). The shim (running [`Engine::shim`]) detaches
+//! with `setsid`, becomes a child subreaper, waits for the go, creates the container in the runtime with pipes (or a
 //! pty) as its stdio, listens on the attach socket (see [`crate::attach`]) and reports
 //! one line per step on the status pipe:
 //! - `ready`: created and listening; the starter hands over the clients that attached
@@ -68,45 +70,72 @@ impl Engine {
     /// `before_start` is called with the container's directory once the shim listens
     /// on its attach socket and before the program starts: hand over the clients that
     /// attached early there (see [`crate::attach::send`]).
+    ///
+    /// The supervisor program starts up while the network namespace (and what goes
+    /// with it) is prepared here; it waits for the go (see [`GO_ENV`]) before it
+    /// reads the bundle.
     pub fn start(&self, id: &str, before_start: &mut dyn FnMut(&Path)) -> Result<Shim> {
-        // the network namespace and what goes with it, before the supervisor runs
-        let net = self.net_prepare(&self.dir(id).load()?)?;
-        let result = self.start_supervised(id, before_start);
+        let rec = self.dir(id).load()?;
+        let pending = self.spawn_shim(id)?;
+        let net = match self.net_prepare(&rec) {
+            Ok(n) => n,
+            Err(e) => {
+                pending.abort();
+                return Err(e);
+            }
+        };
+        let result = pending
+            .go()
+            .and_then(|shim| self.await_started(id, shim, before_start));
         self.net_started(id, net, result.is_ok());
         result
     }
 
-    fn start_supervised(&self, id: &str, before_start: &mut dyn FnMut(&Path)) -> Result<Shim> {
+    /// Spawns the supervisor program for `id`, held before its launch.
+    fn spawn_shim(&self, id: &str) -> Result<PendingShim> {
         let (prog, lead) = self
             .shim
             .split_first()
             .ok_or_else(|| Error::Shim("no shim program configured".into()))?;
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Error::sys("create status pipe", e))?;
+        let (r, w) = pipe()?;
         nix::fcntl::fcntl(
             &w,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
         )
         .map_err(|e| Error::sys("pass status pipe", e))?;
+        let (go_r, go_w) = pipe()?;
         let mut cmd = std::process::Command::new(prog);
         cmd.args(lead)
             .arg("--status-fd")
             .arg(w.as_raw_fd().to_string())
             .arg(id)
             .env("BERTH_RUNTIME_ROOT", self.runtime.root())
+            .env(GO_ENV, "1")
             // the shim must not pin the caller's working directory (and its mount)
             .current_dir("/")
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(go_r))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = cmd
             .spawn()
             .map_err(|e| Error::Shim(format!("cannot start {}: {e}", prog.to_string_lossy())))?;
         drop(w);
-        let mut shim = Shim {
-            status: BufReader::new(std::fs::File::from(r)),
-            child,
-        };
+        Ok(PendingShim {
+            shim: Shim {
+                status: BufReader::new(std::fs::File::from(r)),
+                child,
+            },
+            go: std::fs::File::from(go_w),
+        })
+    }
+
+    /// Follows the supervisor's reports until the program runs.
+    fn await_started(
+        &self,
+        id: &str,
+        mut shim: Shim,
+        before_start: &mut dyn FnMut(&Path),
+    ) -> Result<Shim> {
         let dir = self.dir(id);
         loop {
             let Some(line) = shim.line() else {
@@ -141,6 +170,11 @@ impl Engine {
     pub fn shim(&self, id: &str, status_fd: Option<RawFd>) -> i32 {
         let _ = nix::unistd::setsid();
         let _ = nix::sys::prctl::set_child_subreaper(true);
+        if !await_go() {
+            // the starter gave up (its network set-up failed, or it died): nothing
+            // was done, nothing to report
+            return 0;
+        }
         let mut status = status_fd
             .filter(|fd| *fd > 2 && std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists())
             .map(|fd| std::fs::File::from(berth_sys::proc::own_fd(fd)));
@@ -345,6 +379,54 @@ impl Engine {
         }
         Ok(code)
     }
+}
+
+/// The environment variable (`1`) that tells a supervisor to wait for its starter's
+/// go, one byte on its stdin, before it launches the container.
+pub const GO_ENV: &str = "BERTH_SHIM_AWAIT_GO";
+
+/// A supervisor spawned and held before its launch.
+struct PendingShim {
+    shim: Shim,
+    go: std::fs::File,
+}
+
+impl PendingShim {
+    /// Lets it launch the container.
+    fn go(mut self) -> Result<Shim> {
+        if let Err(e) = self.go.write_all(b"g") {
+            self.abort();
+            return Err(Error::Shim(format!("cannot start the supervisor: {e}")));
+        }
+        Ok(self.shim)
+    }
+
+    /// Lets it go without doing anything.
+    fn abort(self) {
+        let PendingShim { mut shim, go } = self;
+        drop(go);
+        let _ = shim.child.wait();
+    }
+}
+
+/// In a supervisor: waits for the starter's go on stdin when [`GO_ENV`] asks for
+/// it; false when the starter closed the pipe instead. Stdin is /dev/null after.
+fn await_go() -> bool {
+    if std::env::var_os(GO_ENV).is_none_or(|v| v != "1") {
+        return true;
+    }
+    let mut b = [0u8; 1];
+    let go = loop {
+        match std::io::Read::read(&mut std::io::stdin().lock(), &mut b) {
+            Ok(1) => break b[0] == b'g',
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            _ => break false,
+        }
+    };
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+    }
+    go
 }
 
 /// The container's init and our ends of its output.

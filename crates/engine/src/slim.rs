@@ -15,6 +15,13 @@
 //! it. Containers with `-t` or `-i` (a terminal or stdin to relay, resizes) and set-ups
 //! without `berth-shim` next to berth (or in `BERTH_SHIM_BIN`) stay with the full
 //! supervisor; `BERTH_SLIM_SHIM=0` turns the hand-over off.
+//!
+//! The hand-over costs two program starts (`berth-shim`, then the finisher), which
+//! is most of the time a short command (`run --rm IMG true`) spends after its exit.
+//! So the supervisor first gives the container [`GRACE`] to end: one that does
+//! is finished in this process, and only one that still runs is handed over. The
+//! wait costs a running container nothing (its output stays in the pipes meanwhile,
+//! and once it writes, the wait is cut to [`GRACE_AFTER_OUTPUT`]).
 
 use crate::record::Record;
 use crate::Engine;
@@ -23,6 +30,13 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How long a just-started container may take to end before it is handed over.
+pub(crate) const GRACE: Duration = Duration::from_millis(20);
+/// The rest of the wait once the container has written output (which its attached
+/// clients and log are waiting for).
+pub(crate) const GRACE_AFTER_OUTPUT: Duration = Duration::from_millis(3);
 
 /// The slim supervisor's program, if it is installed.
 fn program() -> Option<PathBuf> {
@@ -71,6 +85,9 @@ pub(crate) fn hand_over(engine: &Engine, rec: &Record, pid: i32, parts: Parts) {
     let (Some(prog), Ok(me)) = (program(), std::env::current_exe()) else {
         return;
     };
+    if ends_within_grace(pid, parts.out.as_fd(), parts.err.as_fd()) {
+        return;
+    }
     let mut fds: Vec<BorrowedFd> = vec![parts.out.as_fd(), parts.err.as_fd()];
     fds.extend(parts.listener.map(|l| l.as_fd()));
     fds.extend(parts.clients.iter().map(|(c, _, _)| c.as_fd()));
@@ -119,6 +136,47 @@ pub(crate) fn hand_over(engine: &Engine, rec: &Record, pid: i32, parts: Parts) {
     };
     let e = nix::unistd::execv(&c_prog, &c_argv);
     tracing::warn!(container = %rec.id, error = ?e, "cannot hand over to berth-shim; supervising on");
+}
+
+/// Whether the container's init `pid` ends within [`GRACE`] (cut short to
+/// [`GRACE_AFTER_OUTPUT`] once `out` or `err` has something to read). It is not
+/// reaped: that stays the supervisor's job.
+fn ends_within_grace(pid: i32, out: BorrowedFd, err: BorrowedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // our child, not reaped yet: pidfd_open fails only where it is not supported
+    let Ok(pidfd) = berth_sys::proc::pidfd_open(pid) else {
+        return false;
+    };
+    let mut deadline = Instant::now() + GRACE;
+    // the pipes are watched until they have data (or their writers are gone)
+    let mut pipes = vec![out, err];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut pfds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        pfds.extend(pipes.iter().map(|p| PollFd::new(*p, PollFlags::POLLIN)));
+        match poll(&mut pfds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(_) => return false,
+        }
+        let ready = |p: &PollFd| p.revents().unwrap_or(PollFlags::empty());
+        if ready(&pfds[0]).contains(PollFlags::POLLIN) {
+            return true;
+        }
+        let mut keep = Vec::new();
+        for (p, fd) in pfds[1..].iter().zip(&pipes) {
+            let r = ready(p);
+            if r.contains(PollFlags::POLLIN) {
+                deadline = deadline.min(Instant::now() + GRACE_AFTER_OUTPUT);
+            } else if r.is_empty() {
+                keep.push(*fd);
+            }
+        }
+        pipes = keep;
+    }
 }
 
 impl Engine {

@@ -37,7 +37,7 @@ impl Engine {
     fn load_volume(&self, name: &str) -> Result<Volume> {
         let dir = self.volumes_dir().join(name);
         if !dir.join("_data").is_dir() {
-            return Err(Error::NotFound(format!("volume {name}")));
+            return Err(Error::Missing(format!("get {name}: no such volume")));
         }
         let mut v: Volume = read_json(&dir.join("meta.json")).unwrap_or(Volume {
             name: name.into(),

@@ -68,9 +68,12 @@ impl Cache {
             lease.add(&c)?;
         }
         let path = self.dir.join(format!("{}.json", hex_of(key)));
-        let tmp = self
-            .dir
-            .join(format!(".{}.{}.tmp", hex_of(key), std::process::id()));
+        let tmp = self.dir.join(format!(
+            ".{}.{}.{}.tmp",
+            hex_of(key),
+            std::process::id(),
+            &super::fsutil::random_id()[..8]
+        ));
         let bytes = serde_json::to_vec(e).map_err(|e| super::ExecError::Invalid(e.to_string()))?;
         std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))

@@ -32,11 +32,14 @@
 //! RUN containers are created by a single-threaded helper process
 //! ([`spawner`]) forked when the build starts, since `berth_runtime` forks
 //! from its caller: call [`build`] from a single-threaded process; the
-//! build's own threads are safe. Every mount, snapshot, container and
+//! build's own threads are safe. A multi-threaded host (berthd) calls
+//! [`build_hosted`] instead: it hands over a helper it started as a program
+//! (asked for at the first RUN, shared by its builds) and a stop flag, and
+//! leaves the process's signals alone. Every mount, snapshot, container and
 //! scratch directory a step makes is held by a guard (module `guards`) and
 //! removed on failure; when one stage fails the others are cancelled.
 //! SIGINT, SIGTERM and SIGHUP are blocked during the build and turn into an
-//! error, so Ctrl-C cleans up too.
+//! error, so Ctrl-C cleans up too ([`build_hosted`]: setting its stop flag).
 //!
 //! Not yet: ADD of git repositories, SSH mounts, cache mounts seeded from a
 //! stage.
@@ -64,7 +67,7 @@ mod signals;
 mod sources;
 pub mod spawner;
 mod store;
-mod sweep;
+pub mod sweep;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -321,7 +324,7 @@ struct Shared<'a> {
     clamp: Option<i64>,
     cancel: Cancel,
     secrets: &'a BTreeMap<String, Vec<u8>>,
-    spawner: Spawner,
+    spawner: SpawnerSlot<'a>,
     locks: KeyLocks,
     next_id: AtomicUsize,
     cached: AtomicUsize,
@@ -365,7 +368,7 @@ pub fn build(
 
 /// Build `req` with `context`, RUN containers kept under `runtime_root`,
 /// reporting to `progress` (on this thread). Forks the RUN helper: call from
-/// a single-threaded process, or use [`build_using`].
+/// a single-threaded process, or use [`build_hosted`].
 pub fn build_with(
     images: &Images,
     runtime_root: &Path,
@@ -389,6 +392,78 @@ pub fn build_using(
     progress: &mut dyn Progress,
     spawner: impl FnOnce() -> Result<Spawner>,
 ) -> Result<Built> {
+    let prepared = prepare(images, req, progress)?;
+    let signals = signals::Interrupts::block()?;
+    let spawner = Arc::new(spawner()?);
+    let slot = SpawnerSlot {
+        ready: std::sync::OnceLock::from(spawner),
+        make: None,
+        making: Mutex::new(()),
+    };
+    let stop = Stop::Signals(&signals);
+    execute(
+        images,
+        runtime_root,
+        context,
+        req,
+        progress,
+        prepared,
+        slot,
+        stop,
+    )
+}
+
+/// What a build hosted by a long-running, multi-threaded process (a daemon)
+/// gets from it, instead of forking a RUN helper and watching signals.
+pub struct Host<'a> {
+    /// The RUN helper, asked for at the build's first RUN (a build whose
+    /// steps are all cached needs none); it may serve other builds too.
+    pub spawner: &'a (dyn Fn() -> Result<Arc<Spawner>> + Sync),
+    /// Set (from any thread) to stop the build: it fails with
+    /// [`ExecError::Interrupted`] by [`Host::stopped_by`] and cleans up.
+    pub stop: &'a AtomicBool,
+    /// Who stops the build, for the error message ("the client").
+    pub stopped_by: &'a str,
+}
+
+/// [`build_with`] in a process with other threads (a daemon): RUN containers
+/// come from `host.spawner`, signals are left alone, `host.stop` interrupts.
+pub fn build_hosted(
+    images: &Images,
+    runtime_root: &Path,
+    context: &Context,
+    req: &Request,
+    progress: &mut dyn Progress,
+    host: &Host<'_>,
+) -> Result<Built> {
+    let prepared = prepare(images, req, progress)?;
+    let slot = SpawnerSlot {
+        ready: std::sync::OnceLock::new(),
+        make: Some(host.spawner),
+        making: Mutex::new(()),
+    };
+    let stop = Stop::Flag(host.stop, host.stopped_by);
+    execute(
+        images,
+        runtime_root,
+        context,
+        req,
+        progress,
+        prepared,
+        slot,
+        stop,
+    )
+}
+
+/// The plan of a build, its stages evaluated, and its base images.
+struct Prepared {
+    plan: Plan,
+    plans: BTreeMap<usize, StagePlan>,
+    bases: BTreeMap<String, StageState>,
+    epoch: i64,
+}
+
+fn prepare(images: &Images, req: &Request, progress: &mut dyn Progress) -> Result<Prepared> {
     let mut opts = req.options.clone();
     let epoch = opts.created.unwrap_or(0);
     opts.created = Some(epoch);
@@ -406,7 +481,76 @@ pub fn build_using(
         bases.insert(img.to_string(), st);
         Ok(cfg)
     })?;
-    let signals = signals::Interrupts::block()?;
+    Ok(Prepared {
+        plan,
+        plans,
+        bases,
+        epoch,
+    })
+}
+
+/// What interrupts a build.
+enum Stop<'a> {
+    /// SIGINT, SIGTERM or SIGHUP (blocked and read from a signalfd).
+    Signals(&'a signals::Interrupts),
+    /// A flag another thread sets, and who sets it.
+    Flag(&'a AtomicBool, &'a str),
+}
+
+impl Stop<'_> {
+    fn check(&self) -> Result<()> {
+        match self {
+            Stop::Signals(s) => s.check(),
+            Stop::Flag(f, by) => match f.load(Ordering::SeqCst) {
+                true => Err(ExecError::Interrupted(by.to_string())),
+                false => Ok(()),
+            },
+        }
+    }
+}
+
+/// The RUN helper of a build: there from the start, or asked for at the
+/// first RUN.
+struct SpawnerSlot<'a> {
+    ready: std::sync::OnceLock<Arc<Spawner>>,
+    make: Option<&'a (dyn Fn() -> Result<Arc<Spawner>> + Sync)>,
+    making: Mutex<()>,
+}
+
+impl SpawnerSlot<'_> {
+    fn get(&self) -> Result<&Spawner> {
+        if let Some(s) = self.ready.get() {
+            return Ok(s);
+        }
+        let _one = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = self.ready.get() {
+            return Ok(s);
+        }
+        let make = self
+            .make
+            .ok_or_else(|| ExecError::Invalid("no RUN spawner".into()))?;
+        let made = make()?;
+        Ok(self.ready.get_or_init(|| made))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    images: &Images,
+    runtime_root: &Path,
+    context: &Context,
+    req: &Request,
+    progress: &mut dyn Progress,
+    prepared: Prepared,
+    spawner: SpawnerSlot<'_>,
+    stop: Stop<'_>,
+) -> Result<Built> {
+    let Prepared {
+        plan,
+        plans,
+        bases,
+        epoch,
+    } = prepared;
     sweep::sweep(images, &Runtime::new(runtime_root));
     let shared = Shared {
         images,
@@ -416,7 +560,7 @@ pub fn build_using(
         clamp: req.options.created,
         cancel: Cancel::new()?,
         secrets: &req.secrets,
-        spawner: spawner()?,
+        spawner,
         locks: KeyLocks::default(),
         next_id: AtomicUsize::new(1),
         cached: AtomicUsize::new(0),
@@ -432,7 +576,7 @@ pub fn build_using(
         bases: &bases,
         sh: &shared,
     };
-    let mut done = run.stages(&signals, progress)?;
+    let mut done = run.stages(&stop, progress)?;
     let target = done
         .remove(&plan.target)
         .ok_or_else(|| ExecError::Invalid("the target stage was not built".into()))?;
@@ -474,7 +618,7 @@ impl Run<'_> {
     /// first failure cancels the other stages and is returned.
     fn stages(
         &self,
-        signals: &signals::Interrupts,
+        stop: &Stop<'_>,
         progress: &mut dyn Progress,
     ) -> Result<BTreeMap<usize, StageState>> {
         let order = self.plan.order();
@@ -534,7 +678,7 @@ impl Run<'_> {
                     Err(RecvTimeoutError::Timeout) => progress.tick(),
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
-                if let Err(e) = signals.check() {
+                if let Err(e) = stop.check() {
                     if failed.is_none() || matches!(failed, Some(ExecError::Cancelled)) {
                         failed = Some(e);
                     }
@@ -894,7 +1038,7 @@ impl<'a> Executor<'a> {
                 let cache_dir = self.images.root().join("build-cache/mounts");
                 let binds = self.bind_sources(r, work, done)?;
                 let env = run::RunEnv {
-                    spawner: &self.sh.spawner,
+                    spawner: self.sh.spawner.get()?,
                     id,
                     bundle: &bundle,
                     rootfs: rootfs.path(),

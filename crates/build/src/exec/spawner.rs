@@ -14,13 +14,18 @@
 //!
 //! A caller with other threads (a daemon) must not fork: it starts the helper
 //! as a program instead ([`Spawner::spawn`], the program calls
-//! [`serve_stdin`]).
+//! [`serve_stdin`]). Such a helper may serve many builds, concurrently and
+//! one after the other (a daemon keeps one; [`Spawner::alive`] tells when it
+//! must start another).
 //!
 //! Cancelling: when the builder shuts down or closes its end of a reply
 //! socket ([`Job`]'s drop), the helper kills that container; when the control
 //! socket closes (the [`Spawner`] is dropped, or the builder died), it kills
-//! every container, reaps and deletes them and exits. It dies with the builder
-//! (`PR_SET_PDEATHSIG`); what a SIGKILLed build leaves is swept by the next.
+//! every container, reaps and deletes them and exits. A forked helper also
+//! dies with the builder (`PR_SET_PDEATHSIG`); a helper started as a program
+//! relies on the control socket alone (the parent-death signal follows the
+//! thread that started it, which a daemon does not keep); what a SIGKILLed
+//! build leaves is swept by the next.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -78,10 +83,11 @@ impl Spawner {
             Ok(berth_sys::proc::Forked::Child) => {
                 drop(ours);
                 let root = runtime_root.to_path_buf();
-                let code = match std::panic::catch_unwind(move || serve(theirs, &root, parent)) {
-                    Ok(()) => 0,
-                    Err(_) => 1,
-                };
+                let code =
+                    match std::panic::catch_unwind(move || serve(theirs, &root, Some(parent))) {
+                        Ok(()) => 0,
+                        Err(_) => 1,
+                    };
                 berth_sys::proc::exit_now(code)
             }
             Ok(berth_sys::proc::Forked::Parent(pid)) => {
@@ -111,6 +117,22 @@ impl Spawner {
             ctl: Some(ours),
             pid: Pid::from_raw(child.id() as i32),
         })
+    }
+
+    /// Whether the helper still serves: false once its end of the control
+    /// socket is closed (it exited or was killed).
+    pub fn alive(&self) -> bool {
+        let Some(ctl) = self.ctl.as_ref() else {
+            return false;
+        };
+        let mut fds = [PollFd::new(ctl.as_fd(), PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) => true,
+            Ok(_) => fds[0]
+                .revents()
+                .is_some_and(|r| !r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+            Err(_) => true,
+        }
     }
 
     /// Create and start container `id` from `bundle` with `stdio`.
@@ -238,7 +260,7 @@ pub fn serve_stdin() -> i32 {
     let Ok(ctl) = std::io::stdin().as_fd().try_clone_to_owned() else {
         return 2;
     };
-    serve(ctl, &PathBuf::from(root), nix::unistd::getppid());
+    serve(ctl, &PathBuf::from(root), None);
     0
 }
 
@@ -250,11 +272,14 @@ struct Running {
     killed: bool,
 }
 
-/// The helper's loop (in the forked child; single-threaded).
-fn serve(ctl: OwnedFd, runtime_root: &PathBuf, parent: Pid) {
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    if nix::unistd::getppid() != parent {
-        return;
+/// The helper's loop (single-threaded). A forked helper (`parent` given)
+/// dies with its parent.
+fn serve(ctl: OwnedFd, runtime_root: &PathBuf, parent: Option<Pid>) {
+    if let Some(parent) = parent {
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        if nix::unistd::getppid() != parent {
+            return;
+        }
     }
     // Ctrl-C reaches the whole process group: the builder handles it and
     // then closes the control socket; the helper must outlive it to clean up.

@@ -19,10 +19,21 @@ pub fn owner_stamp() -> String {
     format!("{pid} {}", start_time(pid).unwrap_or_default())
 }
 
+/// The start time of process `pid`; None when it is gone or a zombie (a killed
+/// process whose parent has not reaped it yet is gone for this purpose).
 fn start_time(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19).map(str::to_string)
+    let mut fields = after.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18).map(str::to_string)
+}
+
+/// Whether process `pid` runs (exists and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    start_time(pid).is_some()
 }
 
 /// Whether the process named in `owner` still runs (a missing file counts as

@@ -1,23 +1,43 @@
-//! `POST /build`: the legacy builder protocol (`DOCKER_BUILDKIT=0 docker build`): a tar
-//! context in the body, options in the query, docker's JSON lines back
-//! (`{"stream"}`, `{"aux":{"ID"}}`, `{"error","errorDetail"}`).
+//! `POST /build`: the legacy builder protocol (`DOCKER_BUILDKIT=0 docker build`): options
+//! in the query, docker's JSON lines back (`{"stream"}`, `{"aux":{"ID"}}`,
+//! `{"error","errorDetail"}`).
 //!
-//! RUN steps fork through the runtime, which must not happen in this multi-threaded
-//! daemon: each build runs in a child process, `berth build-worker`, which reads the
-//! context from its stdin and writes docker's classic build output on its stdout; the
-//! daemon relays both ways and turns the output into JSON lines.
+//! The context comes one of two ways:
+//! - a tar body (every Docker client), unpacked once into a scratch directory that is
+//!   removed after the reply;
+//! - berth's own (`X-Berth-Context: fd`): the client opens the context directory and
+//!   passes the descriptor (`Expect: 100-continue`, then a small JSON body with the
+//!   descriptor attached, see [`http::receive_fd_body`]), and the build reads the
+//!   directory in place: nothing is copied. The body may carry the Dockerfile's text
+//!   (from stdin or outside the context) and its ignore file.
+//!
+//! The build runs in this process, on the connection's thread (its stages on threads of
+//! their own); RUN containers come from one helper process per daemon, `berthd
+//! build-spawner` ([`Builds`]), started at the first RUN and shared by every build,
+//! since forking from this multi-threaded daemon is not safe. A client that goes away
+//! (or half-closes, as berth does on Ctrl-C) interrupts its build, which cleans up.
 
 use super::{flag, lock, Conn, Ctx, Reply};
 use crate::http::{self, BodyReader, Request};
+use berth_build::context::Context;
+use berth_build::eval::BuildOptions;
+use berth_build::exec::progress::{self as bp, Progress};
+use berth_build::exec::spawner::Spawner;
+use berth_build::exec::{self, ExecError};
+use berth_build::ignore::{read_patterns, Ignore};
 use serde_json::{json, Map, Value};
-use std::io::Read;
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What this module serves.
 pub const ROUTES: &[(&str, &str)] = &[("POST", "/build")];
+
+/// The argument that makes berthd serve as the RUN helper of its builds.
+pub const SPAWNER_ARG: &str = "build-spawner";
 
 /// Whether `req` uploads a build context.
 pub fn streams_body(req: &Request) -> bool {
@@ -32,23 +52,64 @@ pub fn route(ctx: &Ctx, req: &Request, parts: &[&str], conn: &mut Conn) -> Optio
     }
 }
 
-/// The `berth` binary that runs builds: `BERTH_BIN`, else next to berthd.
-pub fn berth_bin() -> PathBuf {
-    std::env::var_os("BERTH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(|d| d.join("berth")))
-                .unwrap_or_else(|| "berth".into())
-        })
+/// The daemon's RUN helper, shared by its builds: started at the first RUN, started
+/// again when it died.
+#[derive(Default)]
+pub struct Builds {
+    spawner: Mutex<Option<Arc<Spawner>>>,
+}
+
+impl Builds {
+    /// The running helper, or a new one (this executable with [`SPAWNER_ARG`]).
+    fn spawner(&self, runtime_root: &Path) -> exec::Result<Arc<Spawner>> {
+        let mut s = lock(&self.spawner);
+        if let Some(sp) = s.as_ref().filter(|sp| sp.alive()) {
+            return Ok(sp.clone());
+        }
+        let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg(SPAWNER_ARG).stdout(std::process::Stdio::null());
+        let sp = Arc::new(Spawner::spawn(runtime_root, cmd)?);
+        *s = Some(sp.clone());
+        Ok(sp)
+    }
+}
+
+/// `berthd build-spawner`'s main: serve the daemon's RUN requests on stdin until it
+/// closes; the exit code.
+pub fn serve_spawner() -> i32 {
+    berth_build::exec::spawner::serve_stdin()
+}
+
+/// How the build's progress is shown (berth's `progress` parameter; docker clients get
+/// the classic text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Classic,
+    Plain,
+    Tty,
+}
+
+/// A `POST /build` request, checked.
+#[derive(Debug)]
+struct Query {
+    dockerfile: String,
+    tags: Vec<String>,
+    build_args: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    target: Option<String>,
+    no_cache: bool,
+    pull: bool,
+    quiet: bool,
+    mode: Mode,
+    width: usize,
 }
 
 /// A JSON object of strings from a query value (`buildargs`, `labels`); `null` values
 /// (docker's "take it from the environment") are dropped.
-fn json_map(req: &Request, k: &str) -> Result<Map<String, Value>, String> {
+fn json_map(req: &Request, k: &str) -> Result<BTreeMap<String, String>, String> {
     let Some(raw) = req.query.get(k).filter(|v| !v.is_empty()) else {
-        return Ok(Map::new());
+        return Ok(BTreeMap::new());
     };
     let v: Value = serde_json::from_str(raw)
         .map_err(|e| format!("invalid {k} {raw:?}: {e}; send a JSON object of strings"))?;
@@ -57,11 +118,11 @@ fn json_map(req: &Request, k: &str) -> Result<Map<String, Value>, String> {
             "invalid {k} {raw:?}: send a JSON object of strings"
         ));
     };
-    let mut out = Map::new();
+    let mut out = BTreeMap::new();
     for (key, val) in o {
         match val {
-            Value::String(_) => {
-                out.insert(key, val);
+            Value::String(s) => {
+                out.insert(key, s);
             }
             Value::Null => {}
             other => {
@@ -74,8 +135,8 @@ fn json_map(req: &Request, k: &str) -> Result<Map<String, Value>, String> {
     Ok(out)
 }
 
-/// What the worker is asked to do (it parses the same JSON).
-fn worker_request(req: &Request) -> Result<Value, String> {
+/// The request's query, checked.
+fn query(req: &Request) -> Result<Query, String> {
     if let Some(r) = req.query.get("remote").filter(|r| !r.is_empty()) {
         return Err(format!(
             "remote build contexts ({r}) are not supported: send the context as a tar"
@@ -103,49 +164,53 @@ fn worker_request(req: &Request) -> Result<Value, String> {
             ));
         }
     }
-    Ok(json!({
-        "dockerfile": dockerfile,
-        "tags": tags,
-        "build_args": json_map(req, "buildargs")?,
-        "labels": json_map(req, "labels")?,
-        "target": req.query.get("target").filter(|t| !t.is_empty()),
-        "no_cache": flag(req, "nocache"),
-        "pull": flag(req, "pull"),
-        // berth's own: its CLI asks for BuildKit's displays on a terminal
-        "progress": progress_mode(req)?,
-        "width": req.query.get("width").and_then(|w| w.parse::<u16>().ok()).unwrap_or(80),
-    }))
-}
-
-/// `progress` (berth's extension; docker clients get the classic output): classic,
-/// plain or tty.
-fn progress_mode(req: &Request) -> Result<String, String> {
-    match req.query.get("progress").map(String::as_str) {
-        None | Some("") | Some("classic") => Ok("classic".into()),
-        Some(m @ ("plain" | "tty")) => Ok(m.into()),
-        Some(m) => Err(format!("progress {m:?}: use classic, plain or tty")),
-    }
+    let mode = match req.query.get("progress").map(String::as_str) {
+        None | Some("") | Some("classic") => Mode::Classic,
+        Some("plain") => Mode::Plain,
+        Some("tty") => Mode::Tty,
+        Some(m) => return Err(format!("progress {m:?}: use classic, plain or tty")),
+    };
+    Ok(Query {
+        dockerfile,
+        tags,
+        build_args: json_map(req, "buildargs")?,
+        labels: json_map(req, "labels")?,
+        target: req.query.get("target").filter(|t| !t.is_empty()).cloned(),
+        no_cache: flag(req, "nocache"),
+        pull: flag(req, "pull"),
+        quiet: flag(req, "q"),
+        mode,
+        width: req
+            .query
+            .get("width")
+            .and_then(|w| w.parse::<u16>().ok())
+            .map_or(80, usize::from),
+    })
 }
 
 /// Registry credentials of `X-Registry-Config` (base64 JSON `{"host": {"username",
-/// "password"}}`) as berth's credentials file, for the worker's base-image pulls.
-fn write_registry_config(req: &Request, dir: &std::path::Path) -> Result<(), String> {
+/// "password"}}`) in a private credentials file under `dir`, for base-image pulls.
+fn registry_options(req: &Request, dir: &Path) -> Result<berth_registry::Options, String> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
     use base64::Engine as _;
+    let creds = berth_registry::Credentials::new(dir.join("auth.json"));
+    let opts = berth_registry::Options {
+        credentials: creds.clone(),
+        ..Default::default()
+    };
     let Some(h) = req
         .headers
         .get("x-registry-config")
         .filter(|h| !h.trim().is_empty())
     else {
-        return Ok(());
+        return Ok(opts);
     };
-    use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
     let raw = [URL_SAFE, URL_SAFE_NO_PAD, STANDARD]
         .iter()
         .find_map(|e| e.decode(h.trim()).ok())
         .ok_or("X-Registry-Config is not base64")?;
     let v: Map<String, Value> = serde_json::from_slice(&raw)
         .map_err(|e| format!("X-Registry-Config is not base64 of a JSON object: {e}"))?;
-    let creds = berth_registry::Credentials::new(dir.join("auth.json"));
     for (host, a) in v {
         let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         if !s("username").is_empty() {
@@ -155,28 +220,27 @@ fn write_registry_config(req: &Request, dir: &std::path::Path) -> Result<(), Str
                 .map_err(|e| e.to_string())?;
         }
     }
-    Ok(())
+    Ok(opts)
 }
 
 /// `X-Berth-Build-Secrets` (berth's own header: base64 JSON `{"id": base64(value)}`,
-/// for `RUN --mount=type=secret`) as files, mode 0600, that the worker reads.
-fn write_secrets(req: &Request, dir: &std::path::Path) -> Result<(), String> {
+/// for `RUN --mount=type=secret`).
+fn secrets(req: &Request) -> Result<BTreeMap<String, Vec<u8>>, String> {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
-    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = BTreeMap::new();
     let Some(h) = req
         .headers
         .get("x-berth-build-secrets")
         .filter(|h| !h.trim().is_empty())
     else {
-        return Ok(());
+        return Ok(out);
     };
     let bad = |e: &dyn std::fmt::Display| {
         format!("X-Berth-Build-Secrets: {e}: send base64 of {{\"id\": base64(value)}}")
     };
     let raw = STANDARD.decode(h.trim()).map_err(|e| bad(&e))?;
     let v: Map<String, Value> = serde_json::from_slice(&raw).map_err(|e| bad(&e))?;
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     for (id, val) in v {
         if id.is_empty() || id.contains('/') || id.starts_with('.') {
             return Err(format!("secret id {id:?} is not a plain name"));
@@ -184,215 +248,419 @@ fn write_secrets(req: &Request, dir: &std::path::Path) -> Result<(), String> {
         let data = STANDARD
             .decode(val.as_str().unwrap_or_default())
             .map_err(|e| bad(&e))?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.join(&id))
-            .map_err(|e| e.to_string())?;
-        std::io::Write::write_all(&mut f, &data).map_err(|e| e.to_string())?;
+        out.insert(id, data);
     }
-    Ok(())
+    Ok(out)
 }
 
-struct TmpDir(PathBuf);
+/// A scratch directory (an unpacked context, credentials), removed on drop.
+struct Scratch(PathBuf);
 
-impl Drop for TmpDir {
+impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-/// The build's scratch directory (`<data-root>/tmp/build-PID-N`): the request, the
-/// registry credentials and secrets for the worker, and the id it writes.
-fn prepare(ctx: &Ctx, req: &Request, wreq: &Value) -> Result<TmpDir, String> {
+/// A new scratch directory `<data-root>/tmp/build-<pid>-<n>`; those of daemons that
+/// are gone are removed first.
+fn scratch(ctx: &Ctx) -> Result<Scratch, String> {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = ctx
-        .data_root
-        .join("tmp")
-        .join(format!("build-{}-{n}", std::process::id()));
-    let tmp = TmpDir(dir.clone());
-    std::fs::create_dir_all(dir.join("config")).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("request.json"), wreq.to_string()).map_err(|e| e.to_string())?;
-    write_registry_config(req, &dir.join("config"))?;
-    write_secrets(req, &dir.join("secrets"))?;
-    Ok(tmp)
-}
-
-fn spawn_worker(ctx: &Ctx, dir: &std::path::Path) -> Result<Child, Reply> {
-    let bin = berth_bin();
-    Command::new(&bin)
-        .arg("--data-root")
-        .arg(&ctx.data_root)
-        .arg("build-worker")
-        .arg("--request")
-        .arg(dir.join("request.json"))
-        .arg("--iidfile")
-        .arg(dir.join("iid"))
-        .env("BERTH_CONFIG", dir.join("config"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            Reply::error(
-                500,
-                format!("cannot start the build worker {}: {e}", bin.display()),
-            )
-        })
-}
-
-/// The worker's output to the client, one `{"stream"}` message per line as docker
-/// sends them (docker-py finds the image id in a message that is exactly
-/// `Successfully built ID`); with `raw` (a terminal display, which redraws without
-/// newlines) a partial line goes out at once. Whole UTF-8 characters per message. A
-/// failed write means the client left: the build is interrupted and the rest drained.
-fn relay_output(
-    mut o: impl Read,
-    w: &mut UnixStream,
-    raw: bool,
-    quiet: bool,
-    gone: &Mutex<bool>,
-    pid: u32,
-) {
-    let mut buf = vec![0u8; 16 << 10];
-    let mut pending: Vec<u8> = Vec::new();
-    let send = |text: String, w: &mut UnixStream| {
-        if text.is_empty() || quiet || *lock(gone) {
-            return;
-        }
-        let msg = json!({ "stream": text });
-        if http::write_chunk(w, format!("{msg}\n").as_bytes()).is_err() {
-            *lock(gone) = true;
-            interrupt(pid);
-        }
-    };
-    loop {
-        let n = match o.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        pending.extend_from_slice(&buf[..n]);
-        while let Some(p) = pending.iter().position(|&c| c == b'\n') {
-            let mut line: Vec<u8> = pending.drain(..=p).collect();
-            send(utf8_prefix(&mut line), w);
-        }
-        if raw {
-            send(utf8_prefix(&mut pending), w);
+    let tmp = ctx.data_root.join("tmp");
+    if let Ok(rd) = std::fs::read_dir(&tmp) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix("build-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| !exec::sweep::process_alive(p)) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
     }
-    send(String::from_utf8_lossy(&pending).into_owned(), w);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = tmp.join(format!("build-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(Scratch(dir))
 }
 
-/// docker's error message for a failed build: the worker's last line; a failed RUN
-/// carries its exit code, which the docker CLI exits with (as with dockerd).
-fn error_message(stderr: &str) -> Value {
-    let msg = stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("the build failed")
-        .trim_start_matches("Error: ")
-        .to_string();
-    let code = msg
-        .rsplit_once("returned a non-zero code: ")
-        .and_then(|(_, c)| c.trim().parse::<i64>().ok());
+/// The build context and the Dockerfile's text.
+struct Source {
+    context: Context,
+    dockerfile: String,
+}
+
+/// berth's descriptor body: `{"dockerfile": text?, "ignore": text?}`.
+fn from_fd(q: &Query, req: &Request, conn: &mut Conn) -> Result<Source, Reply> {
+    let len = req
+        .headers
+        .get("content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(0);
+    let (body, fd) =
+        http::receive_fd_body(conn.reader, conn.writer, len).map_err(|e| Reply::error(400, e))?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        Reply::error(
+            400,
+            format!("the build request body is not JSON: {e}; send {{\"dockerfile\": …}}"),
+        )
+    })?;
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
+    let context = Context::from_dir(fd, Ignore::default())
+        .map_err(|e| Reply::error(400, format!("cannot use the build context: {e}")))?;
+    let in_context = text("dockerfile").is_none();
+    let ignore = match text("ignore") {
+        Some(t) => Ignore::new(&read_patterns(&t)),
+        None => {
+            let df = in_context.then(|| context.root().join(&q.dockerfile));
+            Ignore::for_build(context.root(), df.as_deref())
+        }
+    }
+    .map_err(|e| Reply::error(400, e))?;
+    let context = context.with_ignore(ignore);
+    let dockerfile = match text("dockerfile") {
+        Some(t) => t,
+        None => read_dockerfile(&context, &q.dockerfile)?,
+    };
+    Ok(Source {
+        context,
+        dockerfile,
+    })
+}
+
+/// The Dockerfile `name` of the context (symlinks resolved inside it).
+fn read_dockerfile(context: &Context, name: &str) -> Result<String, Reply> {
+    let b = context.read_file(name).map_err(|_| {
+        Reply::error(
+            400,
+            format!("Cannot locate specified Dockerfile: {name} (it is not in the build context)"),
+        )
+    })?;
+    String::from_utf8(b)
+        .map_err(|_| Reply::error(400, format!("the Dockerfile {name} is not UTF-8 text")))
+}
+
+/// A tar body (docker clients): unpacked once into `dir`.
+fn from_tar(q: &Query, req: &Request, conn: &mut Conn, dir: &Path) -> Result<Source, Reply> {
+    let body =
+        BodyReader::new(&mut *conn.reader, &req.headers).map_err(|e| Reply::error(400, e))?;
+    let context = Context::from_tar(body, dir, Some(&q.dockerfile))
+        .map_err(|e| Reply::error(400, format!("cannot read the build context: {e}")))?;
+    let dockerfile = read_dockerfile(&context, &q.dockerfile)?;
+    Ok(Source {
+        context,
+        dockerfile,
+    })
+}
+
+/// Pull the images the build needs (bases and `--from` images) that the store lacks
+/// (all of them with `pull`), before the build starts.
+fn pull_bases(
+    images: &berth_image::Images,
+    req: &exec::Request,
+    always: bool,
+    registry: berth_registry::Options,
+) -> Result<(), String> {
+    use berth_build::plan::Plan;
+    use berth_build::stages::Base;
+    let plan = Plan::new(&req.dockerfile, req.options.clone(), req.target.as_deref())
+        .map_err(|e| e.to_string())?;
+    let mut wanted: Vec<String> = Vec::new();
+    for i in plan.order() {
+        if let Base::Image(img) = plan.base(i) {
+            wanted.push(img.clone());
+        }
+        for (line, r) in plan.refs.get(i).map_or(&[][..], |r| &r.from_refs[..]) {
+            if let Ok(None) = plan.stages.resolve_from(r, i, *line) {
+                wanted.push(r.clone());
+            }
+        }
+    }
+    wanted.sort();
+    wanted.dedup();
+    let wanted: Vec<String> = wanted
+        .into_iter()
+        .filter(|img| always || images.resolve(img).is_err())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let client = berth_registry::Client::new(registry);
+    for img in wanted {
+        let r = berth_image::Reference::parse(&img).map_err(|e| e.to_string())?;
+        client
+            .pull(images, &img, &berth_content::NoProgress)
+            .map_err(|e| format!("cannot pull the image {}: {e}", r.familiar()))?;
+    }
+    Ok(())
+}
+
+/// The reply stream of JSON messages: what was written up to its last newline goes
+/// out as one chunk (docker-py fails on a chunk that is only the newline ending the
+/// last message); a failed write means the client left, which stops the build.
+struct Chunks<'a> {
+    w: &'a UnixStream,
+    gone: &'a AtomicBool,
+    pending: Vec<u8>,
+}
+
+impl<'a> Chunks<'a> {
+    fn new(w: &'a UnixStream, gone: &'a AtomicBool) -> Self {
+        Self {
+            w,
+            gone,
+            pending: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, upto: usize) {
+        let msg: Vec<u8> = self.pending.drain(..upto).collect();
+        if !self.gone.load(Ordering::SeqCst) && http::write_chunk(&mut self.w, &msg).is_err() {
+            self.gone.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Write for Chunks<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(b);
+        if let Some(p) = self.pending.iter().rposition(|&c| c == b'\n') {
+            self.send(p + 1);
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Chunks<'_> {
+    fn drop(&mut self) {
+        self.send(self.pending.len());
+    }
+}
+
+/// Text as docker's `{"stream"}` messages, one per line as docker sends them
+/// (docker-py finds the image id in a message that is exactly `Successfully built ID`);
+/// with `raw` (a terminal display, which redraws without newlines) what is pending goes
+/// out at each flush. Whole UTF-8 characters per message.
+struct StreamLines<'a> {
+    out: Chunks<'a>,
+    raw: bool,
+    pending: Vec<u8>,
+}
+
+impl StreamLines<'_> {
+    fn send(&mut self, text: String) {
+        if !text.is_empty() {
+            let msg = json!({ "stream": text });
+            let _ = self.out.write_all(format!("{msg}\n").as_bytes());
+        }
+    }
+}
+
+impl Write for StreamLines<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(b);
+        while let Some(p) = self.pending.iter().position(|&c| c == b'\n') {
+            let mut line: Vec<u8> = self.pending.drain(..=p).collect();
+            let text = utf8_prefix(&mut line);
+            self.send(text);
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.raw {
+            let text = utf8_prefix(&mut self.pending);
+            self.send(text);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StreamLines<'_> {
+    fn drop(&mut self) {
+        let rest = String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned();
+        self.send(rest);
+    }
+}
+
+/// The renderer for `mode` on the reply (nothing with `q`).
+fn renderer<'a>(q: &Query, out: Chunks<'a>) -> Box<dyn Progress + 'a> {
+    if q.quiet {
+        return Box::new(bp::Quiet);
+    }
+    match q.mode {
+        Mode::Classic => Box::new(bp::JsonLines::new(out)),
+        Mode::Plain => Box::new(bp::Plain::new(StreamLines {
+            out,
+            raw: false,
+            pending: Vec::new(),
+        })),
+        Mode::Tty => Box::new(bp::Tty::new(
+            StreamLines {
+                out,
+                raw: true,
+                pending: Vec::new(),
+            },
+            q.width,
+        )),
+    }
+}
+
+/// docker's error message for a failed build; a failed RUN carries its exit code,
+/// which the docker CLI exits with (as with dockerd).
+fn error_message(e: &ExecError) -> Value {
+    let msg = e.to_string();
     let mut detail = json!({ "message": msg });
-    if let Some(c) = code {
-        detail["code"] = json!(c);
+    if let ExecError::RunFailed { code, .. } = e {
+        detail["code"] = json!(code);
     }
     json!({"errorDetail": detail, "error": msg})
 }
 
-fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
-    let wreq = match worker_request(req) {
-        Ok(w) => w,
-        Err(e) => return Some(Reply::error(400, e)),
+/// The library's request from the query (SOURCE_DATE_EPOCH, docker's way of asking
+/// for reproducible timestamps, comes as a build arg).
+fn exec_request(q: &Query, dockerfile: String, req: &Request) -> Result<exec::Request, String> {
+    let mut options = BuildOptions {
+        created: BuildOptions::source_date_epoch(),
+        build_args: q.build_args.clone(),
+        labels: q.labels.clone(),
+        ..BuildOptions::default()
     };
-    let tmp = match prepare(ctx, req, &wreq) {
-        Ok(t) => t,
-        Err(e) => return Some(Reply::error(400, e)),
-    };
-    let reader = &mut *conn.reader;
-    if let Err(e) = BodyReader::new(&mut *reader, &req.headers) {
-        return Some(Reply::error(400, e));
+    if let Some(epoch) = options.build_args.remove("SOURCE_DATE_EPOCH") {
+        options.created = epoch.trim().parse().ok();
     }
-    let mut child = match spawn_worker(ctx, &tmp.0) {
-        Ok(c) => c,
+    Ok(exec::Request {
+        dockerfile,
+        options,
+        target: q.target.clone(),
+        tags: q.tags.clone(),
+        no_cache: q.no_cache,
+        secrets: secrets(req)?,
+    })
+}
+
+fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
+    let q = match query(req) {
+        Ok(q) => q,
+        Err(e) => return Some(Reply::error(400, e)),
+    };
+    let scratch = match scratch(ctx) {
+        Ok(s) => s,
+        Err(e) => return Some(Reply::error(500, e)),
+    };
+    let by_fd = req
+        .headers
+        .get("x-berth-context")
+        .is_some_and(|v| v.eq_ignore_ascii_case("fd"));
+    let source = match by_fd {
+        true => from_fd(&q, req, conn),
+        false => from_tar(&q, req, conn, &scratch.0.join("context")),
+    };
+    let source = match source {
+        Ok(s) => s,
         Err(r) => return Some(r),
     };
-    let quiet = flag(req, "q");
-    let w = &mut *conn.writer;
-    if http::start_chunked(w, 200, "application/json").is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
+    let images = match super::images::store(ctx) {
+        Ok(i) => i,
+        Err(r) => return Some(r),
+    };
+    let prepared = exec_request(&q, source.dockerfile.clone(), req).and_then(|r| {
+        let reg = registry_options(req, &scratch.0)?;
+        Ok((r, reg))
+    });
+    let (breq, registry) = match prepared {
+        Ok(p) => p,
+        Err(e) => return Some(Reply::error(400, e)),
+    };
+    let w = &*conn.writer;
+    if http::start_chunked(&mut &*w, 200, "application/json").is_err() {
         return None;
     }
-    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
-    let pid = child.id();
-    let (gone, done) = (Mutex::new(false), Mutex::new(false));
-    let err_text = std::thread::scope(|s| {
-        // The context, into the worker; then watch the client: when it goes away (or
-        // half-closes, as berth does on Ctrl-C) the build is interrupted, as docker's.
-        let (done, gone) = (&done, &gone);
+    let gone = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        // the client going away (or half-closing, as berth does on Ctrl-C) stops the build
+        let reader = &*conn.reader;
+        let (gone, done) = (&gone, &done);
         s.spawn(move || {
-            if let (Some(mut i), Ok(mut body)) =
-                (stdin, BodyReader::new(&mut *reader, &req.headers))
-            {
-                let _ = std::io::copy(&mut body, &mut i);
-            }
-            while !*lock(done) {
+            while !done.load(Ordering::SeqCst) && !gone.load(Ordering::SeqCst) {
                 if http::peer_closed(reader) {
-                    interrupt(pid);
+                    gone.store(true, Ordering::SeqCst);
                     return;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
         });
-        let err = s.spawn(move || {
-            let mut t = String::new();
-            if let Some(mut e) = stderr {
-                let _ = e.read_to_string(&mut t);
-            }
-            t
-        });
-        if let Some(o) = stdout {
-            let raw = wreq["progress"] == "tty";
-            relay_output(o, w, raw, quiet, gone, pid);
-        }
-        let t = err.join().unwrap_or_default();
-        *lock(done) = true;
-        t
+        let r = run(ctx, &q, &breq, &images, &source.context, registry, w, gone);
+        done.store(true, Ordering::SeqCst);
+        r
     });
-    let status = child.wait();
-    let id = std::fs::read_to_string(tmp.0.join("iid")).unwrap_or_default();
     // Gone before the last message, so a client that reads it finds nothing left over.
-    drop(tmp);
-    if *lock(&gone) {
-        return None; // nobody to tell; a client that only half-closed gets the end
-    }
-    let mut send = |v: Value| http::write_chunk(w, format!("{v}\n").as_bytes());
-    let id = id.trim();
-    if status.is_ok_and(|s| s.success()) && !id.is_empty() {
-        let _ = send(json!({"aux": {"ID": id}}));
-        // (the worker's renderer printed "Successfully built/tagged" already)
-        if quiet {
-            let _ = send(json!({ "stream": format!("{id}\n") }));
+    drop(source);
+    drop(scratch);
+    // the client that half-closed still reads the end; one that left gets nothing
+    let still = AtomicBool::new(false);
+    let mut out = Chunks::new(w, &still);
+    let mut send = |v: Value| out.write_all(format!("{v}\n").as_bytes());
+    match result {
+        Ok(built) => {
+            if q.quiet || q.mode != Mode::Classic {
+                // (the classic renderer sent the aux message itself)
+                let _ = send(json!({"aux": {"ID": built.id}}));
+            }
+            if q.quiet {
+                let _ = send(json!({ "stream": format!("{}\n", built.id) }));
+            }
+            for t in &q.tags {
+                ctx.events
+                    .publish("image", "tag", &built.id, [("name", t.as_str())]);
+            }
         }
-        for t in wreq["tags"].as_array().into_iter().flatten() {
-            ctx.events
-                .publish("image", "tag", id, [("name", t.as_str().unwrap_or(""))]);
+        Err(e) => {
+            let _ = send(error_message(&e));
         }
-    } else {
-        let _ = send(error_message(&err_text));
     }
-    let _ = http::end_chunked(w);
+    drop(out);
+    let _ = http::end_chunked(&mut &*w);
     None
 }
 
+/// Pull what is missing, then build, rendering progress on `w`.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    ctx: &Ctx,
+    q: &Query,
+    breq: &exec::Request,
+    images: &berth_image::Images,
+    context: &Context,
+    registry: berth_registry::Options,
+    w: &UnixStream,
+    gone: &AtomicBool,
+) -> exec::Result<exec::Built> {
+    pull_bases(images, breq, q.pull, registry).map_err(ExecError::Invalid)?;
+    let mut progress = renderer(q, Chunks::new(w, gone));
+    let runtime_root = ctx.engine.runtime_root().to_path_buf();
+    let spawner = || ctx.builds.spawner(&runtime_root);
+    let host = exec::Host {
+        spawner: &spawner,
+        stop: gone,
+        stopped_by: "the client",
+    };
+    exec::build_hosted(
+        images,
+        &runtime_root,
+        context,
+        breq,
+        progress.as_mut(),
+        &host,
+    )
+}
+
 /// Takes the longest prefix of `b` that is whole UTF-8 (invalid bytes replaced),
-/// leaving an incomplete trailing character for the next read.
+/// leaving an incomplete trailing character for the next write.
 fn utf8_prefix(b: &mut Vec<u8>) -> String {
     let keep = match std::str::from_utf8(b) {
         Ok(_) => 0,
@@ -403,16 +671,6 @@ fn utf8_prefix(b: &mut Vec<u8>) -> String {
     let text = String::from_utf8_lossy(b).into_owned();
     *b = rest;
     text
-}
-
-/// Interrupt a build worker as Ctrl-C would: it fails the build and cleans up.
-fn interrupt(pid: u32) {
-    let _ = Command::new("kill")
-        .arg("-INT")
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 #[cfg(test)]
@@ -434,54 +692,78 @@ mod tests {
     }
 
     #[test]
-    fn query_to_worker_request() {
-        let r = worker_request(&req(&[
+    fn query_to_build_request() {
+        let r = query(&req(&[
             ("t", "a:1"),
             ("t", "b"),
             ("buildargs", r#"{"V":"2","U":null}"#),
             ("nocache", "1"),
         ]))
         .expect("test input");
-        assert_eq!(r["tags"], json!(["a:1", "b"]));
-        assert_eq!(r["build_args"], json!({"V": "2"}));
-        assert_eq!(r["dockerfile"], "Dockerfile");
-        assert_eq!(r["no_cache"], true);
+        assert_eq!(r.tags, ["a:1", "b"]);
+        assert_eq!(r.build_args.get("V").map(String::as_str), Some("2"));
+        assert_eq!(r.build_args.len(), 1);
+        assert_eq!(r.dockerfile, "Dockerfile");
+        assert!(r.no_cache);
+        assert_eq!(r.mode, Mode::Classic);
     }
 
     #[test]
     fn build_errors_carry_the_run_status() {
-        let e = error_message(
-            "step 2\nError: The command '/bin/sh -c exit 3' returned a non-zero code: 3\n",
-        );
+        let e = error_message(&ExecError::RunFailed {
+            command: "/bin/sh -c exit 3".into(),
+            code: 3,
+        });
         assert_eq!(e["errorDetail"]["code"], 3);
         assert_eq!(
             e["error"],
             "The command '/bin/sh -c exit 3' returned a non-zero code: 3"
         );
-        assert_eq!(error_message("")["error"], "the build failed");
-        assert!(error_message("Error: bad Dockerfile")["errorDetail"]
-            .get("code")
-            .is_none());
+        assert!(
+            error_message(&ExecError::Invalid("bad Dockerfile".into()))["errorDetail"]
+                .get("code")
+                .is_none()
+        );
+    }
+
+    fn streams(raw: bool, writes: &[&[u8]], flush: bool) -> Vec<String> {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let gone = AtomicBool::new(false);
+        {
+            let mut s = StreamLines {
+                out: Chunks::new(&a, &gone),
+                raw,
+                pending: Vec::new(),
+            };
+            for w in writes {
+                s.write_all(w).expect("write");
+                if flush {
+                    s.flush().expect("flush");
+                }
+            }
+        }
+        drop(a);
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut &b, &mut got).expect("read");
+        got.split("\r\n")
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(Value::is_object) // not the chunk sizes
+            .map(|v| v["stream"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
     #[test]
     fn output_goes_out_a_line_per_message() {
-        let (mut a, b) = UnixStream::pair().expect("pair");
-        let gone = Mutex::new(false);
-        let out = "Step 1/1 : FROM x\nSuccessfully built 0123\ntail";
-        relay_output(out.as_bytes(), &mut a, false, false, &gone, 0);
-        drop(a);
-        let mut got = String::new();
-        std::io::Read::read_to_string(&mut &b, &mut got).expect("read");
-        let streams: Vec<String> = got
-            .split("\r\n")
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(Value::is_object) // not the chunk sizes
-            .map(|v| v["stream"].as_str().unwrap_or_default().to_string())
-            .collect();
+        let out = b"Step 1/1 : FROM x\nSuccessfully built 0123\ntail";
         assert_eq!(
-            streams,
+            streams(false, &[out], true),
             ["Step 1/1 : FROM x\n", "Successfully built 0123\n", "tail"]
+        );
+        // a terminal display's redraw goes out at its flush, cut at whole characters
+        let e = "é".as_bytes();
+        assert_eq!(
+            streams(true, &[b"\x1b[1Aa", &e[..1], &e[1..]], true),
+            ["\x1b[1Aa", "é"]
         );
     }
 
@@ -507,7 +789,7 @@ mod tests {
             [("platform", "windows/arm64")],
             [("progress", "rainbow")],
         ] {
-            assert!(worker_request(&req(&q)).is_err(), "{q:?}");
+            assert!(query(&req(&q)).is_err(), "{q:?}");
         }
     }
 }

@@ -70,6 +70,12 @@ pub fn route(
     Some(Some(reply))
 }
 
+/// `name` parsed, or docker's 400 for a malformed reference.
+pub(crate) fn reference(name: &str) -> Result<Reference, Reply> {
+    Reference::parse(name)
+        .map_err(|e| Reply::error(400, format!("invalid reference format {name:?}: {e}")))
+}
+
 /// The image store, or a 500 that says where it is.
 pub(crate) fn store(ctx: &Ctx) -> Result<Images, Reply> {
     Images::open(&ctx.data_root).map_err(|e| {
@@ -256,8 +262,8 @@ fn tag(ctx: &Ctx, req: &Request, name: &str) -> Reply {
         Some(t) => format!("{repo}:{t}"),
         None => repo.clone(),
     };
-    if let Err(e) = Reference::parse(&target) {
-        return Reply::error(400, format!("invalid reference format {target:?}: {e}"));
+    if let Err(reply) = reference(&target) {
+        return reply;
     }
     let images = match store(ctx) {
         Ok(i) => i,

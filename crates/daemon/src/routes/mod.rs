@@ -67,6 +67,8 @@ pub struct Ctx {
     pub(crate) execs: exec::Execs,
     /// what happened, for `GET /events`: `ctx.events.publish(kind, action, id, attrs)`
     pub events: events::Events,
+    /// the RUN helper the builds share
+    pub(crate) builds: build::Builds,
 }
 
 impl Ctx {
@@ -78,6 +80,7 @@ impl Ctx {
             containers: containers::Shared::default(),
             execs: exec::Execs::default(),
             events: events::Events::default(),
+            builds: build::Builds::default(),
         })
     }
 }
@@ -85,7 +88,7 @@ impl Ctx {
 pub(crate) fn engine_error(e: berth_engine::Error) -> Reply {
     use berth_engine::Error as E;
     let status = match &e {
-        E::NotFound(_) => 404,
+        E::NotFound(_) | E::Missing(_) => 404,
         E::Image(berth_image::Error::NotFound(_)) => 404,
         E::NameInUse { .. } | E::Conflict(_) => 409,
         E::Invalid(_) | E::Ambiguous(_) => 400,

@@ -3,12 +3,11 @@
 //! `X-Registry-Auth` (base64 JSON, as the docker CLI sends them): the daemon keeps
 //! none of its own.
 
-use super::images::{image_error, store};
+use super::images::{image_error, reference, store};
 use super::{flag, Conn, Ctx, Reply};
 use crate::http::{self, BodyReader, Request};
 use base64::Engine as _;
 use berth_content::Progress;
-use berth_image::Reference;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
@@ -229,14 +228,9 @@ pub fn create(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         Some(t) => format!("{from}:{t}"),
         None => from.clone(),
     };
-    let r = match Reference::parse(&name) {
+    let r = match reference(&name) {
         Ok(r) => r,
-        Err(e) => {
-            return Some(Reply::error(
-                400,
-                format!("invalid reference format {name:?}: {e}"),
-            ))
-        }
+        Err(reply) => return Some(reply),
     };
     let (client, auth) = match registry(ctx, req, &r.domain) {
         Ok(c) => c,
@@ -283,13 +277,8 @@ fn import(ctx: &Ctx, req: &Request, src: &str, conn: &mut Conn) -> Option<Reply>
         (Some(r), None) => Some(r.clone()),
         (None, _) => None,
     };
-    if let Some(r) = &reference {
-        if let Err(e) = Reference::parse(r) {
-            return Some(Reply::error(
-                400,
-                format!("invalid reference format {r:?}: {e}"),
-            ));
-        }
+    if let Some(Err(reply)) = reference.as_deref().map(super::images::reference) {
+        return Some(reply);
     }
     let images = match store(ctx) {
         Ok(i) => i,
@@ -324,14 +313,9 @@ pub fn push(ctx: &Ctx, req: &Request, name: &str, conn: &mut Conn) -> Option<Rep
         Some(t) => format!("{name}:{t}"),
         None => name.to_string(),
     };
-    let r = match Reference::parse(&name) {
+    let r = match reference(&name) {
         Ok(r) => r,
-        Err(e) => {
-            return Some(Reply::error(
-                400,
-                format!("invalid reference format {name:?}: {e}"),
-            ))
-        }
+        Err(reply) => return Some(reply),
     };
     let images = match store(ctx) {
         Ok(i) => i,

@@ -165,7 +165,7 @@ fn remove(ctx: &Ctx, name: &str, force: bool) -> Reply {
                 .publish("volume", "destroy", name, [("driver", "local")]);
             Reply::empty(204)
         }
-        Err(berth_engine::Error::NotFound(_)) if force => Reply::empty(204),
+        Err(berth_engine::Error::Missing(_)) if force => Reply::empty(204),
         Err(e) => volume_error(name, e),
     }
 }
@@ -173,9 +173,7 @@ fn remove(ctx: &Ctx, name: &str, force: bool) -> Reply {
 /// docker's wording for a missing volume (`get NAME: no such volume`).
 fn volume_error(name: &str, e: berth_engine::Error) -> Reply {
     match e {
-        berth_engine::Error::NotFound(_) => {
-            Reply::error(404, format!("get {name}: no such volume"))
-        }
+        berth_engine::Error::Missing(_) => Reply::error(404, format!("get {name}: no such volume")),
         e => engine_error(e),
     }
 }
