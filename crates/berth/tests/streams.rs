@@ -588,3 +588,50 @@ fn run_ti_under_script_passes_the_end_of_file_key_not_a_nul() {
     b.ok(&["rm", "-f", "e"]);
     assert_eq!(b.ok(&["ps", "-aq"]), "");
 }
+
+/// `State.Health.Status` of container `name`, through the docker CLI.
+fn health_status(b: &Berth, name: &str) -> String {
+    b.docker_ok(&["inspect", "--format", "{{.State.Health.Status}}", name])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn healthchecks_run_in_the_daemon_and_go_on_after_its_restart() {
+    let b = berth();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hm",
+        "--health-cmd",
+        "echo checked; test -e /tmp/ok",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "1",
+        "someapp:1.0",
+        "sleep",
+        "100321",
+    ]);
+    berth_testkit::eventually("unhealthy", || health_status(&b, "hm") == "unhealthy");
+    b.ok(&["exec", "hm", "touch", "/tmp/ok"]);
+    berth_testkit::eventually("healthy", || health_status(&b, "hm") == "healthy");
+    let log = b.docker_ok(&["inspect", "--format", "{{json .State.Health.Log}}", "hm"]);
+    assert!(log.contains("checked\\n"), "{log}");
+    // no process per container: the daemon's thread runs the checks
+    let id = b.ok(&["container", "inspect", "--format", "{{.Id}}", "hm"]);
+    let monitors: Vec<String> = berth_testkit::processes_with(id.trim())
+        .into_iter()
+        .filter(|p| p.contains("health"))
+        .collect();
+    assert!(monitors.is_empty(), "{monitors:?}");
+    // a new daemon adopts the container and its check
+    b.stop_daemon();
+    b.ok(&["exec", "hm", "rm", "/tmp/ok"]);
+    berth_testkit::eventually("unhealthy again", || health_status(&b, "hm") == "unhealthy");
+    b.ok(&["rm", "-f", "hm"]);
+    berth_testkit::eventually("no check left running", || {
+        berth_testkit::processes_with(id.trim()).is_empty()
+    });
+}

@@ -59,6 +59,18 @@ pub struct ExecHandle {
 }
 
 impl ExecHandle {
+    /// Kills the process and its helper (a health check past its timeout).
+    pub fn kill(mut self) {
+        if self.pid > 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Blocks until the process has exited; its code, or `None` when the helper
     /// ended without reporting one.
     pub fn wait_exit(mut self) -> Option<i32> {
