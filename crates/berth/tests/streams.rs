@@ -635,3 +635,56 @@ fn healthchecks_run_in_the_daemon_and_go_on_after_its_restart() {
         berth_testkit::processes_with(id.trim()).is_empty()
     });
 }
+
+#[test]
+fn exec_failures_exit_like_docker() {
+    let b = berth();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "xf",
+        "someapp:1.0",
+        "sleep",
+        "100331",
+    ]);
+    for (args, code, says) in [
+        (
+            &["xf", "no-such-command"][..],
+            127,
+            "executable file not found",
+        ),
+        (&["xf", "/etc"][..], 126, "permission denied"),
+        (
+            &["xf", "/no/such/file"][..],
+            127,
+            "no such file or directory",
+        ),
+        (
+            &["-w", "/no/such/dir", "xf", "pwd"][..],
+            126,
+            "give -w a directory",
+        ),
+    ] {
+        let mut full = vec!["exec"];
+        full.extend_from_slice(args);
+        let o = b.run(&full);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "berth {full:?}: {}",
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains(says), "berth {full:?}: {}", stderr(&o));
+        let o = b.docker(&full);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "docker {full:?}: {}",
+            stderr(&o)
+        );
+    }
+    // the container runs on
+    assert_eq!(b.ok(&["exec", "xf", "echo", "fine"]), "fine\n");
+    b.ok(&["rm", "-f", "xf"]);
+}
