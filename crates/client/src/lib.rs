@@ -132,47 +132,20 @@ impl Client {
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
-        match body {
-            Body::Empty => {
-                head.push_str("\r\n");
-                s.write_all(head.as_bytes())?;
+        match send(&mut s, head, body) {
+            Ok(()) => {}
+            // a daemon may answer (an error) and hang up before it read the whole body,
+            // as dockerd does: its answer is the reply
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                return Response::read(s).map_err(|_| Error::Io(e));
             }
-            Body::Json(v) => {
-                let b = v.to_string();
-                head.push_str(&format!(
-                    "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                    b.len()
-                ));
-                s.write_all(head.as_bytes())?;
-                s.write_all(b.as_bytes())?;
-            }
-            Body::Bytes(b, ct) => {
-                head.push_str(&format!(
-                    "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
-                    b.len()
-                ));
-                s.write_all(head.as_bytes())?;
-                s.write_all(b)?;
-            }
-            Body::Stream(r, ct) => {
-                head.push_str(&format!(
-                    "Content-Type: {ct}\r\nTransfer-Encoding: chunked\r\n\r\n"
-                ));
-                s.write_all(head.as_bytes())?;
-                let mut buf = vec![0u8; 256 << 10];
-                loop {
-                    let n = r.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    write!(s, "{n:x}\r\n")?;
-                    s.write_all(&buf[..n])?;
-                    s.write_all(b"\r\n")?;
-                }
-                s.write_all(b"0\r\n\r\n")?;
-            }
+            Err(e) => return Err(e.into()),
         }
-        s.flush()?;
         Response::read(s)
     }
 
@@ -474,6 +447,51 @@ pub fn enc(s: &str) -> String {
         }
     }
     o
+}
+
+/// Writes a request: `head` (without its blank line) and `body` in its framing.
+fn send(s: &mut UnixStream, mut head: String, body: Body) -> std::io::Result<()> {
+    match body {
+        Body::Empty => {
+            head.push_str("\r\n");
+            s.write_all(head.as_bytes())?;
+        }
+        Body::Json(v) => {
+            let b = v.to_string();
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                b.len()
+            ));
+            s.write_all(head.as_bytes())?;
+            s.write_all(b.as_bytes())?;
+        }
+        Body::Bytes(b, ct) => {
+            head.push_str(&format!(
+                "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+                b.len()
+            ));
+            s.write_all(head.as_bytes())?;
+            s.write_all(b)?;
+        }
+        Body::Stream(r, ct) => {
+            head.push_str(&format!(
+                "Content-Type: {ct}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ));
+            s.write_all(head.as_bytes())?;
+            let mut buf = vec![0u8; 256 << 10];
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                write!(s, "{n:x}\r\n")?;
+                s.write_all(&buf[..n])?;
+                s.write_all(b"\r\n")?;
+            }
+            s.write_all(b"0\r\n\r\n")?;
+        }
+    }
+    s.flush()
 }
 
 #[cfg(test)]
