@@ -34,13 +34,23 @@ impl Engine {
     }
 
     /// Mounts the rootfs again (an exited container's was taken down) and forgets
-    /// the previous exit status.
+    /// the previous run: its exit status, and its supervisor and start, so that the
+    /// end of the previous supervisor, noticed late, is not taken for a death of
+    /// the next one (which would tear the fresh mount down under its start); until
+    /// the new supervisor launches, the container reads as created.
     pub(crate) fn prepare_restart(&self, id: &str) -> Result<()> {
         let dir = self.dir(id);
         let _lock = dir.lock()?;
         if !rootfs::is_mounted(&dir.rootfs()) {
             let mounts = self.images()?.container_mounts(id)?;
             rootfs::mount_rootfs(&mounts, &dir.rootfs())?;
+        }
+        let mut rec = dir.load()?;
+        if rec.started_at.is_some() || rec.shim_pid.is_some() || rec.pid.is_some() {
+            rec.started_at = None;
+            rec.shim_pid = None;
+            rec.pid = None;
+            dir.save(&rec)?;
         }
         match std::fs::remove_file(dir.exit_path()) {
             Ok(()) => Ok(()),
