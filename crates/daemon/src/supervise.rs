@@ -25,9 +25,10 @@ use std::time::Duration;
 /// start itself (a safety net: the starts it serves are watched at once).
 const RESCAN: Duration = Duration::from_secs(5);
 
-/// Stack of a health monitor thread: it parses the container's record and spawns
-/// the exec helper, nothing deep.
-const HEALTH_STACK: usize = 256 << 10;
+/// Stack of a health monitor thread: as a connection's (the same engine calls; debug
+/// builds need hundreds of KiB), virtual: it gives back what it does not use between
+/// checks.
+const HEALTH_STACK: usize = 2 << 20;
 
 /// The watch (see the module doc).
 pub struct Watch {

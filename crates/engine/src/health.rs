@@ -276,6 +276,8 @@ impl Engine {
                 && dir.load().is_ok_and(|r| r.shim_pid == Some(supervisor))
         };
         loop {
+            // between checks the thread keeps only the stack it uses
+            let _ = berth_sys::proc::release_idle_stack();
             // the interval, or the supervisor's end
             let mut fds = [PollFd::new(ended.as_fd(), PollFlags::POLLIN)];
             let ms = u16::try_from(cfg.interval().as_millis()).unwrap_or(u16::MAX);

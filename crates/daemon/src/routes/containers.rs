@@ -859,9 +859,9 @@ fn wait_streaming(
     Ok(())
 }
 
-/// Stack of a thread waiting for a container's exit (virtual: what it touches is what
-/// it costs, and it gives back what it no longer uses before it blocks).
-const WAIT_STACK: usize = 1 << 20;
+/// Stack of a thread waiting for a container's exit: as a connection's (the same
+/// engine calls), virtual: it gives back what it no longer uses before it blocks.
+const WAIT_STACK: usize = 2 << 20;
 
 /// Waits for `condition`: learns of exits from the shims' reports (at once), and of
 /// those of containers a previous daemon started from their supervisor's pidfd (at

@@ -257,9 +257,9 @@ fn logs(ctx: &Arc<Ctx>, req: &Request, id: &str, w: &mut UnixStream) -> Streamed
     Ok(())
 }
 
-/// Stack of a thread following a log (virtual: it gives back what it no longer uses
-/// before it blocks).
-const FOLLOW_STACK: usize = 1 << 20;
+/// Stack of a thread following a log: as a connection's (the same engine calls),
+/// virtual: it gives back what it no longer uses before it blocks.
+const FOLLOW_STACK: usize = 2 << 20;
 
 /// Sends container `id`'s new entries as they come, until it stops and its last ones
 /// are sent, or the client `w` hangs up.
