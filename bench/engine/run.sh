@@ -121,8 +121,8 @@ nb=$(echo $bshims | wc -w); nd=$(echo $dshims | wc -w)
 mr() { local a=(); local p; for p in "$@"; do a+=("$($F "$p")"); done; median "${a[@]}"; }
 F=rss; rb=$(mr $bshims); rd=$(mr $dshims)
 F=pss; pb=$(mr $bshims); pd=$(mr $dshims)
-printf 'supervisor RSS    berth-shim %6d kB   containerd-shim %6d kB   ratio %.3f   (medians over %d / %d)\n' "$rb" "$rd" "$(echo "$rb/$rd" | bc -l)" "$nb" "$nd"
-printf 'supervisor PSS    berth-shim %6d kB   containerd-shim %6d kB   ratio %.3f\n' "$pb" "$pd" "$(echo "$pb/$pd" | bc -l)"
+printf 'supervisor RSS    berth-shim %6.0f kB   containerd-shim %6.0f kB   ratio %.3f   (medians over %d / %d)\n' "$rb" "$rd" "$(echo "$rb/$rd" | bc -l)" "$nb" "$nd"
+printf 'supervisor PSS    berth-shim %6.0f kB   containerd-shim %6.0f kB   ratio %.3f\n' "$pb" "$pd" "$(echo "$pb/$pd" | bc -l)"
 tb=$(( $(total pss $berthd) + $(total pss $bshims) + $(total pss $bkids) ))
 td=$(( $(total pss $dockerd_pid $containerd_pid) + $(total pss $dshims) + $(total pss $dkids) ))
 printf '%d idle containers, total PSS (daemons + supervisors + containers)   berth %7d kB   docker %7d kB   ratio %.3f\n' \

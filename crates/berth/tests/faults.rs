@@ -210,3 +210,41 @@ fn supervisor_killed_while_the_daemon_is_down_is_recorded_at_its_start() {
         b.mounts().iter().all(|m| !m.contains(&id))
     });
 }
+
+#[test]
+fn files_a_dead_supervisor_left_of_its_rm_container_go_at_the_daemon_start() {
+    let b = berth();
+    let (code, out) = {
+        let o = b.run(&["run", "--rm", "someapp:1.0", "echo", "gone"]);
+        (o.status.code(), stdout(&o))
+    };
+    assert_eq!((code, out.as_str()), (Some(0), "gone\n"));
+    let containers = b.data_root().join("containers");
+    let snap_trash = b.data_root().join("snapshots/overlayfs/trash");
+    let empty = |d: &std::path::Path| std::fs::read_dir(d).map_or(true, |mut r| r.next().is_none());
+    eventually("the --rm container's files deleted", || {
+        std::fs::read_dir(&containers)
+            .expect("containers dir")
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with(".trash-"))
+            && empty(&snap_trash)
+    });
+    // what a supervisor killed between its exit report and the deletion leaves
+    b.stop_daemon();
+    let left = containers.join(format!(".trash-{}", "ab".repeat(32)));
+    std::fs::create_dir_all(left.join("logs")).expect("trash dir");
+    std::fs::write(left.join("logs").join("x-json.log"), "{}\n").expect("trash file");
+    let left_snap = snap_trash.join("999999");
+    std::fs::create_dir_all(left_snap.join("fs/etc")).expect("snapshot trash dir");
+    b.ok(&["version"]);
+    assert!(
+        !left.exists(),
+        "{} left after the daemon start",
+        left.display()
+    );
+    assert!(
+        empty(&snap_trash),
+        "snapshot files left after the daemon start"
+    );
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+}

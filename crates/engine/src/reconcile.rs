@@ -7,7 +7,8 @@
 //!   255 when it was already gone and its status is lost), its runtime state and
 //!   rootfs mount are taken down, so it is never left "running" or "dead";
 //! - leftovers of removed or exited containers are cleaned: runtime state in our
-//!   runtime root without a container, rootfs mounts of exited containers.
+//!   runtime root without a container, rootfs mounts of exited containers, the files
+//!   of removed ones (`containers/.trash-<id>`).
 //!
 //! Only what belongs to this data root and runtime root is touched: cgroups are
 //! removed through the runtime state of our own containers, never by scanning the
@@ -34,6 +35,8 @@ impl Engine {
     /// Adopts, records and cleans (see the module doc). Call once when a daemon starts.
     pub fn reconcile(&self) -> Result<Reconciled> {
         let mut out = Reconciled::default();
+        // files of --rm containers whose supervisor died before deleting them
+        self.empty_trash(None);
         let ids = self.ids()?;
         for id in &ids {
             let dir = self.dir(id);

@@ -80,6 +80,20 @@ impl Engine {
     /// Removes the container; a running one only with `force` (killed first). With
     /// `volumes`, its anonymous volumes go too (`rm -v`, `--rm`).
     pub fn remove(&self, what: &str, force: bool, volumes: bool) -> Result<()> {
+        self.remove_as(what, force, volumes, false)
+    }
+
+    /// [`Engine::remove`]; with `defer_dir`, the container's directory and its
+    /// snapshot's files are only moved aside (see [`Engine::empty_trash`]): a
+    /// supervisor removing its `--rm` container reports the exit first and deletes
+    /// the files after.
+    pub(crate) fn remove_as(
+        &self,
+        what: &str,
+        force: bool,
+        volumes: bool,
+        defer_dir: bool,
+    ) -> Result<()> {
         let s = self.inspect(what)?;
         let id = s.record.id.clone();
         if s.state == State::Running {
@@ -101,7 +115,7 @@ impl Engine {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        self.teardown(&id, &s.record.name)?;
+        self.teardown(&id, &s.record.name, defer_dir)?;
         if volumes {
             self.remove_anonymous(&s.record.volumes);
         }
@@ -109,7 +123,7 @@ impl Engine {
     }
 
     /// Removes whatever is left of container `id` under its lock; already gone is fine.
-    fn teardown(&self, id: &str, name: &str) -> Result<()> {
+    fn teardown(&self, id: &str, name: &str, defer_dir: bool) -> Result<()> {
         let dir = self.dir(id);
         let _lock = match dir.lock() {
             Ok(l) => l,
@@ -127,14 +141,52 @@ impl Engine {
             self.net_release(&rec);
         }
         rootfs::unmount_rootfs(&dir.rootfs())?;
-        self.images()?.remove_container(id)?;
+        if defer_dir {
+            self.images()?.remove_container_deferred(id)?;
+        } else {
+            self.images()?.remove_container(id)?;
+        }
         // the record goes first, so a half-removed container is never listed
         std::fs::remove_file(dir.record_path())
             .map_err(|e| Error::io("remove", dir.record_path(), e))?;
         self.names().release(name, id)?;
-        remove_tree(&dir.dir)?;
+        let trash = self.trash_path(id);
+        if !(defer_dir && std::fs::rename(&dir.dir, &trash).is_ok()) {
+            remove_tree(&dir.dir)?;
+        }
         tracing::info!(container = id, "removed");
         Ok(())
+    }
+
+    /// Where a removed container's directory waits for [`Engine::empty_trash`]:
+    /// `<data-root>/containers/.trash-<id>` (not a container id, so never listed).
+    fn trash_path(&self, id: &str) -> std::path::PathBuf {
+        self.containers.join(format!(".trash-{id}"))
+    }
+
+    /// Deletes what a deferred removal of container `id` moved aside (its directory,
+    /// and the files of removed snapshots); with `None`, whatever any left (a daemon
+    /// start cleans after supervisors that died).
+    pub fn empty_trash(&self, id: Option<&str>) {
+        if let Err(e) = self.images().and_then(|im| Ok(im.empty_snapshot_trash()?)) {
+            tracing::warn!(error = %e, "cannot delete removed snapshots' files");
+        }
+        let dirs: Vec<std::path::PathBuf> = match id {
+            Some(id) => vec![self.trash_path(id)],
+            None => std::fs::read_dir(&self.containers)
+                .map(|rd| {
+                    rd.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with(".trash-"))
+                        .map(|e| e.path())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        for d in dirs {
+            if let Err(e) = remove_tree(&d) {
+                tracing::warn!(path = %d.display(), error = %e, "cannot delete a removed container's files");
+            }
+        }
     }
 }
 

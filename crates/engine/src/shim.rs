@@ -11,7 +11,8 @@
 //!   before the start, then sends `start` on the socket;
 //! - `started`: the program runs;
 //! - `exit <code>`: it has exited, the exit is recorded, the runtime state and rootfs
-//!   mount are torn down (and the container removed for `--rm`);
+//!   mount are torn down (and the container removed for `--rm`: its directory is
+//!   moved aside, and deleted after this report, see [`Engine::empty_trash`]);
 //! - or `error <code> <message>` at any point before `exit`.
 //!
 //! While the container runs, the shim copies its output into the json-file log and
@@ -54,14 +55,27 @@ impl Shim {
     /// Blocks until the container has exited and its supervisor has torn it down;
     /// the exit code, or `None` when the supervisor ended without reporting one.
     pub fn wait_exit(mut self) -> Option<i32> {
-        let mut code = None;
+        let code = self.exit_code();
+        self.reap();
+        code
+    }
+
+    /// Blocks until the supervisor reports the exit (the container is down, and gone
+    /// for `--rm`; the supervisor may still be deleting its files): the code, or
+    /// `None` when the supervisor ended without reporting one. Then [`Shim::reap`].
+    pub fn exit_code(&mut self) -> Option<i32> {
         while let Some(l) = self.line() {
             if let Some(c) = l.strip_prefix("exit ") {
-                code = c.trim().parse().ok();
+                return c.trim().parse().ok();
             }
         }
+        None
+    }
+
+    /// Waits for the supervisor process to end.
+    pub fn reap(mut self) {
+        while self.line().is_some() {}
         let _ = self.child.wait();
-        code
     }
 }
 
@@ -186,6 +200,7 @@ impl Engine {
         match self.supervise(id, &mut report) {
             Ok(code) => {
                 report(format!("exit {code}"));
+                self.empty_trash(Some(id));
                 0
             }
             Err(e) => {
@@ -204,7 +219,7 @@ impl Engine {
         let (rec, pid, mut session) = self.launch(&dir, report)?;
         let mut log = Writer::new(RotatingFile::open(&dir.log_path(), rec.options.log)?);
         report("started".into());
-        let _health = self.spawn_health_monitor(&rec);
+        self.reset_health(&rec);
         if let Some(parts) = session.slim_parts() {
             crate::slim::hand_over(self, &rec, pid, parts);
         }
@@ -375,7 +390,8 @@ impl Engine {
             unmounted?;
         }
         if rec.options.auto_remove {
-            self.remove(&rec.id, true, true)?;
+            // its files are deleted after the exit is reported (empty_trash)
+            self.remove_as(&rec.id, true, true, true)?;
         }
         Ok(code)
     }

@@ -202,6 +202,7 @@ impl Engine {
             use std::io::Write;
             let _ = f.write_all(line.as_bytes());
         }
+        self.empty_trash(Some(id));
         match r {
             Ok(_) => 0,
             Err(e) => e.exit_code(),

@@ -319,4 +319,21 @@ impl Images {
             Err(e) => Err(e.into()),
         }
     }
+
+    /// [`Images::remove_container`], with the files left for
+    /// [`Images::empty_snapshot_trash`] (see `Snapshotter::remove_deferred`).
+    pub fn remove_container_deferred(&self, container_id: &str) -> Result<()> {
+        match self
+            .snapshotter
+            .remove_deferred(&container_key(container_id))
+        {
+            Ok(()) | Err(berth_snapshot::Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes the files of snapshots removed with a deferred removal.
+    pub fn empty_snapshot_trash(&self) -> Result<()> {
+        Ok(self.snapshotter.empty_trash()?)
+    }
 }

@@ -443,7 +443,6 @@ impl Runtime {
         while let Err(nix::Error::EINTR) = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::NONE) {
         }
         st.started = true;
-        dir.save(&st)?;
         let json = serde_json::to_vec(&oci_state(&st, Status::Running)).unwrap_or_default();
         if let Err(e) = crate::hooks::run_all(
             "poststart",

@@ -54,7 +54,11 @@ pub struct Persisted {
     pub created: String,
     /// cgroup path relative to the hierarchy roots
     pub cgroup_path: PathBuf,
-    /// whether `start` has been called (kept for readers; status comes from the fifo)
+    /// whether `start` has been called (kept for readers; status comes from the fifo).
+    /// Derived from the fifo's absence when the state is loaded: `start` does not
+    /// rewrite the file, since on a disk filesystem (a /run that is no tmpfs) that
+    /// replace makes ext4 write the new file out at once, and the `delete` that
+    /// follows a short-lived container then waits for that write (about 1 ms).
     pub started: bool,
     /// annotations from the spec
     #[serde(default)]
@@ -175,8 +179,11 @@ impl StateDir {
                 Error::io("read state", &p, e)
             }
         })?;
-        serde_json::from_slice(&text)
-            .map_err(|e| Error::Invalid(format!("corrupt state file {}: {e}", p.display())))
+        let mut st: Persisted = serde_json::from_slice(&text)
+            .map_err(|e| Error::Invalid(format!("corrupt state file {}: {e}", p.display())))?;
+        // `start` removes the fifo and does not rewrite the file (see `started`)
+        st.started = st.started || !self.fifo().exists();
+        Ok(st)
     }
 
     /// Write the state atomically (temp file + rename). No fsync: the state lives on
@@ -269,6 +276,36 @@ mod tests {
     fn civil() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_000), (2024, 10, 4));
+    }
+
+    #[test]
+    fn started_is_the_fifo_gone() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let d = StateDir::new(root.path(), "c1").expect("dir");
+        d.create("c1").expect("create");
+        let st = Persisted {
+            id: "c1".into(),
+            pid: 1,
+            pid_start: 0,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: now_rfc3339(),
+            cgroup_path: "berth/c1".into(),
+            started: false,
+            annotations: HashMap::new(),
+            spec: oci_spec::runtime::Spec::default(),
+        };
+        d.save(&st).expect("save");
+        std::fs::write(d.fifo(), "").expect("fifo stand-in");
+        assert!(
+            !d.load("c1").expect("load").started,
+            "created: the fifo is there"
+        );
+        std::fs::remove_file(d.fifo()).expect("start removes it");
+        assert!(
+            d.load("c1").expect("load").started,
+            "started: the fifo is gone"
+        );
     }
 
     #[test]

@@ -221,6 +221,29 @@ pub fn check_lifecycle_errors(sn: &dyn Snapshotter) {
     assert!(matches!(sn.remove("layer"), Err(Error::NotFound(_))));
 }
 
+/// A deferred removal is a removal for every method at once; its files go with
+/// `empty_trash`.
+pub fn check_deferred_removal(sn: &dyn Snapshotter) {
+    let mounts = sn.prepare("d", None).expect("prepare");
+    {
+        let g = MountGuard::new(&mounts).expect("mount");
+        fs::write(g.path().join("f"), "data").expect("write");
+    }
+    sn.remove_deferred("d").expect("remove deferred");
+    assert!(matches!(sn.stat("d"), Err(Error::NotFound(_))));
+    assert!(sn.list().expect("list").is_empty());
+    assert!(matches!(sn.remove_deferred("d"), Err(Error::NotFound(_))));
+    // the key is free again, with an empty snapshot
+    let mounts = sn.prepare("d", None).expect("prepare again");
+    {
+        let g = MountGuard::new(&mounts).expect("mount");
+        assert!(!g.path().join("f").exists(), "the old files show through");
+    }
+    sn.empty_trash().expect("empty trash");
+    sn.empty_trash().expect("empty trash twice");
+    sn.remove("d").expect("remove");
+}
+
 /// Usage counts a snapshot's own data; removal frees it.
 pub fn check_usage(sn: &dyn Snapshotter) {
     let mounts = sn.prepare("u", None).expect("prepare");

@@ -152,8 +152,9 @@ impl Inner {
         })
     }
 
-    fn remove(&self, key: &str) -> Result<()> {
-        let id = self.meta.update(|db| {
+    /// Drops `key` from the metadata; the id of its directory.
+    fn forget(&self, key: &str) -> Result<u64> {
+        self.meta.update(|db| {
             let id = db.get(key)?.id;
             let children = db.children(key);
             if !children.is_empty() {
@@ -164,17 +165,43 @@ impl Inner {
             }
             db.snapshots.remove(key);
             Ok(id)
-        })?;
-        let dir = self.meta.dir(id);
-        fs::remove_dir_all(&dir)
-            .or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
+        })
+    }
+
+    fn remove(&self, key: &str) -> Result<()> {
+        let dir = self.meta.dir(self.forget(key)?);
+        remove_all(&dir)
+    }
+
+    fn remove_deferred(&self, key: &str) -> Result<()> {
+        let id = self.forget(key)?;
+        let (dir, trash) = (self.meta.dir(id), self.meta.trash());
+        let moved =
+            fs::create_dir_all(&trash).and_then(|_| fs::rename(&dir, trash.join(id.to_string())));
+        match moved {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => Ok(()),
+            Err(_) => remove_all(&dir),
+        }
+    }
+
+    fn empty_trash(&self) -> Result<()> {
+        let trash = self.meta.trash();
+        let entries = match fs::read_dir(&trash) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("read directory", &trash)(e)),
+        };
+        let mut first = Ok(());
+        for e in entries.flatten() {
+            // another process emptying the trash at the same time is fine
+            if let Err(e) = remove_all(&e.path()) {
+                if first.is_ok() {
+                    first = Err(e);
                 }
-            })
-            .map_err(io_err("remove", &dir))
+            }
+        }
+        first
     }
 
     fn usage(&self, key: &str) -> Result<Usage> {
@@ -188,6 +215,15 @@ impl Inner {
 
 /// Copies a tree with everything preserved (modes, owners, times, xattrs, links,
 /// devices); uses reflinks where the filesystem has them.
+/// `remove_dir_all`; already gone is fine.
+fn remove_all(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", dir)(e)),
+    }
+}
+
 fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     fs::create_dir_all(dst).map_err(io_err("create directory", dst))?;
     let out = Command::new("cp")
@@ -275,6 +311,12 @@ macro_rules! snapshotter {
             }
             fn remove(&self, key: &str) -> Result<()> {
                 self.0.remove(key)
+            }
+            fn remove_deferred(&self, key: &str) -> Result<()> {
+                self.0.remove_deferred(key)
+            }
+            fn empty_trash(&self) -> Result<()> {
+                self.0.empty_trash()
             }
             fn stat(&self, key: &str) -> Result<Info> {
                 self.0.meta.read(|db| db.info(key))

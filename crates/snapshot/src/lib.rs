@@ -134,6 +134,17 @@ pub trait Snapshotter: Send + Sync {
     fn commit(&self, name: &str, key: &str) -> Result<()>;
     /// Removes a snapshot that has no children.
     fn remove(&self, key: &str) -> Result<()>;
+    /// Like [`Snapshotter::remove`] (the snapshot is gone for every other method at
+    /// once), but its files are only moved aside until [`Snapshotter::empty_trash`]:
+    /// for a caller with something more urgent to do first.
+    fn remove_deferred(&self, key: &str) -> Result<()> {
+        self.remove(key)
+    }
+    /// Deletes the files of every snapshot [`Snapshotter::remove_deferred`] moved
+    /// aside (also those a crashed process left).
+    fn empty_trash(&self) -> Result<()> {
+        Ok(())
+    }
     /// Describes one snapshot.
     fn stat(&self, key: &str) -> Result<Info>;
     /// Describes every snapshot.

@@ -99,6 +99,11 @@ impl Meta {
         self.root.join("snapshots").join(id.to_string())
     }
 
+    /// Where removed snapshots' directories wait to be deleted.
+    pub fn trash(&self) -> PathBuf {
+        self.root.join("trash")
+    }
+
     /// Reads the metadata under the lock.
     pub fn read<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
         f(&self.file.read()?)

@@ -37,6 +37,10 @@ macro_rules! suite {
                 run(conformance::check_usage)
             }
             #[test]
+            fn deferred_removal() {
+                run(conformance::check_deferred_removal)
+            }
+            #[test]
             fn deep_chain() {
                 run(conformance::check_deep_chain)
             }
