@@ -39,7 +39,8 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     # what dockerd's containerd left mounted
-    grep -o " $T[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    # (`|| true`: with pipefail, a grep that finds nothing would end the cleanup here)
+    { grep -o " $T[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     for _ in 1 2 3 4 5; do rm -rf "$T" 2>/dev/null && break; sleep 1; done
 }
 trap cleanup EXIT

@@ -1006,6 +1006,35 @@ mod tests {
     }
 
     #[test]
+    fn ignore_files_are_read_inside_the_context() {
+        let d = tree();
+        fs::write(d.path().join(".dockerignore"), "home.txt\n").unwrap();
+        fs::create_dir_all(d.path().join("sub")).unwrap();
+        fs::write(d.path().join("sub/Dockerfile.dockerignore"), "src\n").unwrap();
+        let c = Context::new(d.path(), Ignore::default());
+        let c = c.load_ignore(Some("sub/Dockerfile")).unwrap();
+        assert!(c.is_ignored("src/main.rs") && !c.is_ignored("home.txt"));
+        let c = c.load_ignore(Some("Dockerfile")).unwrap();
+        assert!(c.is_ignored("home.txt") && !c.is_ignored("src/main.rs"));
+        // a link to a host file reads as the context's own path: here, nothing
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("ignore"), "*\n").unwrap();
+        fs::remove_file(d.path().join(".dockerignore")).unwrap();
+        symlink(
+            outside.path().join("ignore"),
+            d.path().join(".dockerignore"),
+        )
+        .unwrap();
+        let c = Context::new(d.path(), Ignore::default())
+            .load_ignore(None)
+            .unwrap();
+        assert!(
+            !c.is_ignored("home.txt"),
+            "the host file's patterns were read"
+        );
+    }
+
+    #[test]
     fn empty_wildcards_are_allowed() {
         let d = tree();
         let c = ctx(&d, "");

@@ -69,9 +69,13 @@ impl Builds {
         // /proc/self/exe: this very program, even when its file was replaced meanwhile
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new("/proc/self/exe");
-        cmd.arg0(std::env::args_os().next().unwrap_or_else(|| "berthd".into()))
-            .arg(SPAWNER_ARG)
-            .stdout(std::process::Stdio::null());
+        cmd.arg0(
+            std::env::args_os()
+                .next()
+                .unwrap_or_else(|| "berthd".into()),
+        )
+        .arg(SPAWNER_ARG)
+        .stdout(std::process::Stdio::null());
         let sp = Arc::new(Spawner::spawn(runtime_root, cmd)?);
         *s = Some(sp.clone());
         Ok(sp)
@@ -538,6 +542,40 @@ fn exec_request(q: &Query, dockerfile: String, req: &Request) -> Result<exec::Re
     })
 }
 
+/// What a build needs once its request is read.
+struct Prepared {
+    source: Source,
+    images: berth_image::Images,
+    breq: exec::Request,
+    registry: berth_registry::Options,
+}
+
+/// The context (the descriptor's, else the tar body's), the image store, the library's
+/// request and the registry options.
+fn prepare(
+    ctx: &Ctx,
+    q: &Query,
+    req: &Request,
+    fd_body: Option<(Vec<u8>, std::os::fd::OwnedFd)>,
+    reader: &mut std::io::BufReader<UnixStream>,
+    scratch: &Path,
+) -> Result<Prepared, String> {
+    let source = match fd_body {
+        Some((body, fd)) => from_fd(q, &body, fd)?,
+        None => from_tar(q, req, reader, &scratch.join("context"))?,
+    };
+    let images =
+        super::images::store(ctx).map_err(|r| String::from_utf8_lossy(&r.body).into_owned())?;
+    let breq = exec_request(q, source.dockerfile.clone(), req)?;
+    let registry = registry_options(req, scratch)?;
+    Ok(Prepared {
+        source,
+        images,
+        breq,
+        registry,
+    })
+}
+
 fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
     let q = match query(req) {
         Ok(q) => q,
@@ -552,66 +590,61 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         .get("x-berth-context")
         .is_some_and(|v| v.eq_ignore_ascii_case("fd"));
     // berth's descriptor comes before the reply starts (after a 100 Continue)
-    let fd_body = match by_fd {
-        true => {
-            let len = req
-                .headers
-                .get("content-length")
-                .and_then(|l| l.parse::<usize>().ok())
-                .unwrap_or(0);
-            match http::receive_fd_body(conn.reader, conn.writer, len) {
-                Ok(b) => Some(b),
-                Err(e) => return Some(Reply::error(400, e)),
-            }
+    let mut fd_body = None;
+    if by_fd {
+        let len = req
+            .headers
+            .get("content-length")
+            .and_then(|l| l.parse::<usize>().ok())
+            .unwrap_or(0);
+        match http::receive_fd_body(conn.reader, conn.writer, len) {
+            Ok(b) => fd_body = Some(b),
+            Err(e) => return Some(Reply::error(400, e)),
         }
-        false => None,
-    };
+    }
     let w = &*conn.writer;
     if http::start_chunked(&mut &*w, 200, "application/json").is_err() {
         return None;
     }
     // From here on errors are messages of the stream, as dockerd sends them.
-    let source = match fd_body {
-        Some((body, fd)) => from_fd(&q, &body, fd),
-        None => from_tar(&q, req, &mut *conn.reader, &scratch.0.join("context")),
-    };
-    let prepared = source.and_then(|source| {
-        let images =
-            super::images::store(ctx).map_err(|r| String::from_utf8_lossy(&r.body).into_owned())?;
-        let breq = exec_request(&q, source.dockerfile.clone(), req)?;
-        let registry = registry_options(req, &scratch.0)?;
-        Ok((source, images, breq, registry))
-    });
-    let (source, images, breq, registry) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            let still = AtomicBool::new(false);
-            let mut out = Chunks::new(w, &still);
-            let _ =
-                out.write_all(format!("{}\n", error_message(&ExecError::Invalid(e))).as_bytes());
-            drop(out);
-            drop(scratch);
-            let _ = http::end_chunked(&mut &*w);
-            return None;
-        }
-    };
+    let result = prepare(ctx, &q, req, fd_body, &mut *conn.reader, &scratch.0)
+        .map_err(ExecError::Invalid)
+        .and_then(|p| {
+            let sock = conn.reader.get_ref();
+            let built = watched(sock, |gone| run(ctx, &q, &p, w, gone));
+            drop(p); // the context's descriptor, before the end
+            built
+        });
+    // Gone before the last message, so a client that reads it finds nothing left over.
+    drop(scratch);
+    finish(ctx, &q, w, result);
+    None
+}
+
+/// Runs `build` while a thread watches `sock`: the flag it gets is set when the client
+/// closes or half-closes the connection (berth does on Ctrl-C), which stops the build.
+fn watched<T>(
+    sock: &UnixStream,
+    build: impl FnOnce(&AtomicBool) -> exec::Result<T>,
+) -> exec::Result<T> {
     let gone = AtomicBool::new(false);
-    let Ok((done_rd, done_wr)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
-        return None;
-    };
-    let result = std::thread::scope(|s| {
-        // the client going away (or half-closing, as berth does on Ctrl-C) stops the build
-        let sock = conn.reader.get_ref();
+    let (done_rd, done_wr) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|error| ExecError::Sys {
+            op: "create a pipe".into(),
+            error,
+        })?;
+    std::thread::scope(|s| {
         let gone = &gone;
         s.spawn(move || watch_client(sock, &done_rd, gone));
-        let r = run(ctx, &q, &breq, &images, &source.context, registry, w, gone);
+        let r = build(gone);
         drop(done_wr); // the watcher sees the pipe close and ends
         r
-    });
-    // Gone before the last message, so a client that reads it finds nothing left over.
-    drop(source);
-    drop(scratch);
-    // the client that half-closed still reads the end; one that left gets nothing
+    })
+}
+
+/// The reply's last messages: the id (and the tag events), or the error. A client that
+/// half-closed still reads them; one that left gets nothing.
+fn finish(ctx: &Ctx, q: &Query, w: &UnixStream, result: exec::Result<exec::Built>) {
     let still = AtomicBool::new(false);
     let mut out = Chunks::new(w, &still);
     let mut send = |v: Value| out.write_all(format!("{v}\n").as_bytes());
@@ -635,7 +668,6 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
     }
     drop(out);
     let _ = http::end_chunked(&mut &*w);
-    None
 }
 
 /// Until `done` closes: when the client closes or half-closes `sock`, set `gone`.
@@ -666,18 +698,20 @@ fn watch_client(sock: &UnixStream, done: &std::os::fd::OwnedFd, gone: &AtomicBoo
 }
 
 /// Pull what is missing, then build, rendering progress on `w`.
-#[allow(clippy::too_many_arguments)]
 fn run(
     ctx: &Ctx,
     q: &Query,
-    breq: &exec::Request,
-    images: &berth_image::Images,
-    context: &Context,
-    registry: berth_registry::Options,
+    p: &Prepared,
     w: &UnixStream,
     gone: &AtomicBool,
 ) -> exec::Result<exec::Built> {
-    pull_bases(images, breq, q.pull, registry).map_err(ExecError::Invalid)?;
+    let Prepared {
+        source,
+        images,
+        breq,
+        registry,
+    } = p;
+    pull_bases(images, breq, q.pull, registry.clone()).map_err(ExecError::Invalid)?;
     let mut progress = renderer(q, Chunks::new(w, gone));
     let runtime_root = ctx.engine.runtime_root().to_path_buf();
     let spawner = || ctx.builds.spawner(&runtime_root);
@@ -689,7 +723,7 @@ fn run(
     exec::build_hosted(
         images,
         &runtime_root,
-        context,
+        &source.context,
         breq,
         progress.as_mut(),
         &host,
