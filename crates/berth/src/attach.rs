@@ -101,20 +101,60 @@ pub fn start_exec(c: &Client, id: &str, s: &Streams) -> anyhow::Result<Session> 
 struct RawMode(Option<nix::sys::termios::Termios>);
 
 impl RawMode {
-    fn enter() -> RawMode {
+    /// Raw mode on our stdin, if it is a terminal. With `take_input`, what was typed
+    /// before (complete lines, and end-of-file keys) is returned, to be sent first.
+    fn enter(take_input: bool) -> (RawMode, Vec<u8>) {
         let stdin = std::io::stdin();
         if !stdin.is_terminal() {
-            return RawMode(None);
+            return (RawMode(None), Vec::new());
         }
         let Ok(saved) = nix::sys::termios::tcgetattr(stdin.as_fd()) else {
-            return RawMode(None);
+            return (RawMode(None), Vec::new());
+        };
+        let early = if take_input {
+            typed_ahead(&saved)
+        } else {
+            Vec::new()
         };
         let mut raw = saved.clone();
         nix::sys::termios::cfmakeraw(&mut raw);
         let _ =
             nix::sys::termios::tcsetattr(stdin.as_fd(), nix::sys::termios::SetArg::TCSANOW, &raw);
-        RawMode(Some(saved))
+        (RawMode(Some(saved)), early)
     }
+}
+
+/// What the line discipline holds of our (canonical) terminal's input: the complete
+/// lines, and each end-of-file key as the terminal's EOF character. Left there, an EOF
+/// key (script(1) sends one when its own stdin ends) turns into a NUL byte once the
+/// terminal is raw, which the container's terminal then echoes as `^@`.
+fn typed_ahead(t: &nix::sys::termios::Termios) -> Vec<u8> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::termios::{LocalFlags, SpecialCharacterIndices};
+    let mut out = Vec::new();
+    if !t.local_flags.contains(LocalFlags::ICANON) {
+        return out;
+    }
+    let eof = t.control_chars[SpecialCharacterIndices::VEOF as usize];
+    let stdin = std::io::stdin();
+    let mut buf = [0u8; 4096];
+    // canonical: readable means a whole line or an end-of-file key is waiting
+    for _ in 0..64 {
+        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+        let ready = matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLIN) && !r.contains(PollFlags::POLLHUP));
+        if !ready {
+            break;
+        }
+        match nix::unistd::read(stdin.as_fd(), &mut buf) {
+            Ok(0) => out.push(eof),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    out
 }
 
 impl Drop for RawMode {
@@ -168,7 +208,12 @@ impl Session {
     ) -> anyhow::Result<Ended> {
         let keys = detach_keys(s)?;
         let detached = Arc::new(AtomicBool::new(false));
-        let _raw = if s.tty { Some(RawMode::enter()) } else { None };
+        let (_raw, early) = if s.tty {
+            let (r, early) = RawMode::enter(s.stdin);
+            (Some(r), early)
+        } else {
+            (None, Vec::new())
+        };
         // signals: window changes become resizes; others go to the container
         let mut sigs = vec![];
         if s.tty {
@@ -194,7 +239,11 @@ impl Session {
             // the detach keys are ours to spot only with a terminal (docker's CLI); the
             // daemon's side spots them in every stream
             let local_keys = if s.tty { keys } else { Vec::new() };
-            relay_stdin(self.writer.try_clone()?, local_keys, detached.clone());
+            let mut w = self.writer.try_clone()?;
+            if !early.is_empty() {
+                w.write_all(&early)?;
+            }
+            relay_stdin(w, local_keys, detached.clone());
         }
         let mut reader = self.reader;
         let res = if s.tty {
@@ -422,6 +471,10 @@ fn copy_from(c: &Client, ctr: &str, path: &str, dest: &Path) -> anyhow::Result<(
             // symlinks in the archive too
             e.unpack_in(&tmp.0)?;
         }
+        // to the end of the response: the daemon ends it once its helper is done
+        // with the container (a stopped one's rootfs is unmounted again by then)
+        std::io::copy(&mut a.into_inner(), &mut std::io::sink())
+            .context("the daemon's archive stream broke off")?;
         std::fs::rename(tmp.0.join(&src_name), into.join(&name))
             .with_context(|| format!("move {} into {}", src_name, into.join(&name).display()))
     })();

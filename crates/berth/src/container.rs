@@ -1878,6 +1878,62 @@ mod tests {
         assert_eq!(failure_code(&anyhow::anyhow!("bad flag"), true), 125);
     }
 
+    /// `run ARGS… img` as parsed flags.
+    fn run_args(args: &[&str]) -> RunArgs {
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(flatten)]
+            a: RunArgs,
+        }
+        let argv = std::iter::once("run")
+            .chain(args.iter().copied())
+            .chain(std::iter::once("img"));
+        <T as clap::Parser>::try_parse_from(argv).expect("flags").a
+    }
+
+    #[test]
+    fn attached_streams_follow_dockers_table() {
+        let at =
+            |args: &[&str]| attach_streams(&run_args(args)).map(|a| (a.stdin, a.stdout, a.stderr));
+        assert_eq!(at(&[]).expect("none"), (false, true, true));
+        assert_eq!(at(&["-a", "stdin"]).expect("stdin"), (true, false, false));
+        assert_eq!(at(&["-i"]).expect("-i"), (true, true, true));
+        assert_eq!(
+            at(&["-i", "-a", "STDERR"]).expect("-i -a"),
+            (true, false, true)
+        );
+        assert_eq!(at(&["-d", "-i"]).expect("-d"), (false, false, false));
+        let refused = at(&["-d", "-a", "stdout"]).expect_err("-a with -d");
+        assert_eq!(failure_code(&refused, true), 1);
+        assert_eq!(failure_code(&at(&["-a", "x"]).expect_err("bad"), true), 125);
+    }
+
+    #[test]
+    fn health_flags_follow_docker() {
+        let hc = |args: &[&str]| health_config(&run_args(args));
+        assert_eq!(hc(&[]).expect("none"), None);
+        assert_eq!(
+            hc(&["--no-healthcheck"]).expect("off"),
+            Some(json!({"Test": ["NONE"]}))
+        );
+        let only_interval = hc(&["--health-interval", "2s"])
+            .expect("interval")
+            .expect("set");
+        assert_eq!(only_interval["Test"], json!([]));
+        assert_eq!(only_interval["Interval"], 2_000_000_000i64);
+        for bad in [
+            &["--no-healthcheck", "--health-cmd", "x"][..],
+            &["--health-timeout", "-1s"][..],
+            &["--health-retries", "-2"][..],
+        ] {
+            assert_eq!(
+                failure_code(&hc(bad).expect_err("refused"), true),
+                125,
+                "{bad:?}"
+            );
+        }
+    }
+
     #[test]
     fn health_durations_and_restart_policies() {
         assert_eq!(

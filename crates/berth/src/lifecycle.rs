@@ -1,6 +1,5 @@
-//! The hidden commands of a container's lifecycle: `container-shim-finish` (the slim
-//! supervisor hands a container's exit back with it) and `health-monitor` (started by
-//! a container's supervisor to run its healthcheck). And [`supervisor_fast_path`]: the
+//! The hidden command of a container's lifecycle: `container-shim-finish` (the slim
+//! supervisor hands a container's exit back with it). And [`supervisor_fast_path`]: the
 //! supervisor's own command lines, recognised before the full grammar is built.
 
 use berth_engine::Engine;
@@ -29,13 +28,6 @@ fn engine(data_root: &Path) -> anyhow::Result<Engine> {
     let runtime_root =
         std::env::var_os("BERTH_RUNTIME_ROOT").unwrap_or_else(|| "/run/berth/runtime".into());
     Ok(Engine::new(data_root, runtime_root)?)
-}
-
-/// The hidden `health-monitor` command: runs container `id`'s healthcheck until it
-/// stops (started by the container's supervisor).
-pub fn health_monitor(data_root: &Path, id: &str) -> anyhow::Result<()> {
-    engine(data_root)?.health_monitor(id)?;
-    Ok(())
 }
 
 /// The supervisor's command lines exactly as the engine spawns them, recognised

@@ -146,9 +146,6 @@ enum Cmd {
     /// The end of a container the slim supervisor ran (internal)
     #[command(hide = true)]
     ContainerShimFinish(lifecycle::FinishArgs),
-    /// A container's health monitor (internal)
-    #[command(hide = true)]
-    HealthMonitor { id: String },
     /// The helper that runs one exec (internal)
     #[command(hide = true)]
     ContainerExec(container::ExecHelperArgs),
@@ -245,7 +242,6 @@ fn main() {
         Cmd::Volume { cmd } => volume::run(&cli.data_root, cmd),
         Cmd::ContainerShim(a) => container::shim(&cli.data_root, a),
         Cmd::ContainerShimFinish(a) => lifecycle::finish(&cli.data_root, &a),
-        Cmd::HealthMonitor { id } => lifecycle::health_monitor(&cli.data_root, &id),
         Cmd::ContainerExec(a) => container::exec_helper(&cli.data_root, a),
         Cmd::ContainerArchive(a) => container::archive_helper(&cli.data_root, a),
         Cmd::Attach(a) => container::run(&cli.data_root, container::ContainerCmd::Attach(a)),

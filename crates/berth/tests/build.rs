@@ -573,6 +573,116 @@ fn ctrl_c_during_run_fails_the_build_and_cleans_up() {
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }
 
+/// The build runs in the daemon: a client that dies (SIGKILL, no Ctrl-C handling)
+/// closes its connection, which stops the build; the daemon cleans up and keeps
+/// serving, and its shared RUN helper serves the next build.
+#[test]
+fn a_client_killed_mid_build_stops_it_in_the_daemon() {
+    use std::io::BufRead;
+    let b = Berth::new();
+    let df = "FROM base\nRUN echo started && sleep 1000 && echo berth-test-never\n";
+    let ctx = b.context("ctx", &[("Dockerfile", df)]);
+    let mut child = b
+        .command()
+        .args(["build", "-t", "orphan:1", ctx.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn berth build");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for l in lines.by_ref() {
+        let l = l.expect("read");
+        if let Some(id) = l.strip_prefix(" ---> Running in ") {
+            b.runs.borrow_mut().push(id.to_string());
+        }
+        if l == "started" {
+            break;
+        }
+    }
+    let daemon = b.kit.daemon_pid().expect("the daemon runs");
+    child.kill().expect("kill the client");
+    child.wait().expect("reap");
+    berth_testkit::eventually("the build's cleanup", || b.leftovers().is_empty());
+    assert_eq!(b.kit.daemon_pid(), Some(daemon), "the daemon kept running");
+    assert!(b.run(&["image", "inspect", "orphan:1"]).status.code() != Some(0));
+    let next = b.context("next", &[("Dockerfile", "FROM base\nRUN echo again\n")]);
+    let out = b.build(&next, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("again"));
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+/// Two clients build at once in one daemon: both RUN through its one shared helper,
+/// and the same step reached by both is recorded once without a clash.
+#[test]
+fn concurrent_builds_share_the_daemon() {
+    let b = Berth::new();
+    let mut children = Vec::new();
+    for n in 0..2 {
+        let df = format!("FROM base\nRUN echo same > /same\nRUN echo build-{n} > /n\n");
+        let ctx = b.context(&format!("ctx{n}"), &[("Dockerfile", &df)]);
+        let child = b
+            .command()
+            .args([
+                "build",
+                "-q",
+                "-t",
+                &format!("both:{n}"),
+                ctx.to_str().expect("utf-8"),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn berth build");
+        children.push(child);
+    }
+    for c in children {
+        let out = c.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    for n in 0..2 {
+        let got = b.ok(&["run", "--rm", &format!("both:{n}"), "cat", "/same", "/n"]);
+        assert_eq!(got, format!("same\nbuild-{n}\n"));
+    }
+    // The helper dies (killed): the next build's RUN starts another.
+    let daemon = b.kit.daemon_pid().expect("the daemon runs").to_string();
+    let helpers: Vec<String> = berth_testkit::processes_with("build-spawner")
+        .into_iter()
+        .filter_map(|p| p.split(':').next().map(str::to_string))
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.to_string())
+                .unwrap_or_default();
+            after.split_whitespace().nth(1) == Some(daemon.as_str())
+        })
+        .collect();
+    assert_eq!(helpers.len(), 1, "one RUN helper per daemon: {helpers:?}");
+    assert!(Command::new("kill")
+        .args(["-KILL", &helpers[0]])
+        .status()
+        .expect("kill")
+        .success());
+    // (dead once a zombie: its descriptors are closed; the daemon reaps it on replacing it)
+    berth_testkit::eventually("the helper's death", || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", helpers[0]));
+        stat.map_or(true, |s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next())
+                == Some("Z")
+        })
+    });
+    let again = b.context(
+        "again",
+        &[("Dockerfile", "FROM base\nRUN echo once more\n")],
+    );
+    let out = b.build(&again, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("once more"));
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
 #[test]
 fn run_has_no_network_unless_network_host() {
     let b = Berth::new();

@@ -531,3 +531,160 @@ fn wait_on_a_container_a_previous_daemon_started() {
     assert_eq!(stdout(&d).trim(), "9");
     b.ok(&["rm", "ad", "ad2"]);
 }
+
+/// `script -qec COMMAND /dev/null` with stdin from /dev/null: script(1) sends its
+/// terminal an end-of-file key at once; stdout's bytes.
+fn under_script(b: &Berth, command: &str) -> Vec<u8> {
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("this test needs script(1): apt-get install -y bsdutils");
+    }
+    let berth = format!(
+        "{} --data-root {}",
+        b.bin().display(),
+        b.data_root().display()
+    );
+    let o = Command::new("script")
+        .arg("-qec")
+        .arg(command.replace("BERTH", &berth))
+        .arg("/dev/null")
+        .env("BERTH_RUNTIME_ROOT", b.runtime_root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    o.stdout
+}
+
+#[test]
+fn run_ti_under_script_passes_the_end_of_file_key_not_a_nul() {
+    let b = berth();
+    // the key typed before the terminal went raw reached the container as a NUL,
+    // which its terminal echoed as ^@
+    for _ in 0..3 {
+        let out = under_script(
+            &b,
+            "BERTH run -ti --rm someapp:1.0 sh -c 'sleep 0.5; echo hi'",
+        );
+        assert_eq!(String::from_utf8_lossy(&out), "hi\r\n");
+    }
+    let got = under_script(
+        &b,
+        "BERTH run -ti --rm someapp:1.0 sh -c 'stty raw -echo; dd bs=1 count=1 2>/dev/null | od -An -tx1'",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got).trim(),
+        "04",
+        "the EOF key (^D)"
+    );
+    // an interactive shell ends at it, as a shell in script(1) itself does
+    let out = under_script(&b, "BERTH run -ti --rm someapp:1.0 sh; echo status=$?");
+    assert!(!out.contains(&0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out).ends_with("status=0\r\n"),
+        "{out:?}"
+    );
+    b.ok(&["run", "-d", "--name", "e", "someapp:1.0", "sleep", "100311"]);
+    let out = under_script(&b, "BERTH exec -ti e sh -c 'sleep 0.5; echo in-exec'");
+    assert_eq!(String::from_utf8_lossy(&out), "in-exec\r\n");
+    b.ok(&["rm", "-f", "e"]);
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+}
+
+/// `State.Health.Status` of container `name`, through the docker CLI.
+fn health_status(b: &Berth, name: &str) -> String {
+    b.docker_ok(&["inspect", "--format", "{{.State.Health.Status}}", name])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn healthchecks_run_in_the_daemon_and_go_on_after_its_restart() {
+    let b = berth();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hm",
+        "--health-cmd",
+        "echo checked; test -e /tmp/ok",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "1",
+        "someapp:1.0",
+        "sleep",
+        "100321",
+    ]);
+    berth_testkit::eventually("unhealthy", || health_status(&b, "hm") == "unhealthy");
+    b.ok(&["exec", "hm", "touch", "/tmp/ok"]);
+    berth_testkit::eventually("healthy", || health_status(&b, "hm") == "healthy");
+    let log = b.docker_ok(&["inspect", "--format", "{{json .State.Health.Log}}", "hm"]);
+    assert!(log.contains("checked\\n"), "{log}");
+    // no process per container: the daemon's thread runs the checks
+    let id = b.ok(&["container", "inspect", "--format", "{{.Id}}", "hm"]);
+    let monitors: Vec<String> = berth_testkit::processes_with(id.trim())
+        .into_iter()
+        .filter(|p| p.contains("health"))
+        .collect();
+    assert!(monitors.is_empty(), "{monitors:?}");
+    // a new daemon adopts the container and its check
+    b.stop_daemon();
+    b.ok(&["exec", "hm", "rm", "/tmp/ok"]);
+    berth_testkit::eventually("unhealthy again", || health_status(&b, "hm") == "unhealthy");
+    b.ok(&["rm", "-f", "hm"]);
+    berth_testkit::eventually("no check left running", || {
+        berth_testkit::processes_with(id.trim()).is_empty()
+    });
+}
+
+#[test]
+fn exec_failures_exit_like_docker() {
+    let b = berth();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "xf",
+        "someapp:1.0",
+        "sleep",
+        "100331",
+    ]);
+    for (args, code, says) in [
+        (
+            &["xf", "no-such-command"][..],
+            127,
+            "executable file not found",
+        ),
+        (&["xf", "/etc"][..], 126, "permission denied"),
+        (
+            &["xf", "/no/such/file"][..],
+            127,
+            "no such file or directory",
+        ),
+        (
+            &["-w", "/no/such/dir", "xf", "pwd"][..],
+            126,
+            "give -w a directory",
+        ),
+    ] {
+        let mut full = vec!["exec"];
+        full.extend_from_slice(args);
+        let o = b.run(&full);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "berth {full:?}: {}",
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains(says), "berth {full:?}: {}", stderr(&o));
+        let o = b.docker(&full);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "docker {full:?}: {}",
+            stderr(&o)
+        );
+    }
+    // the container runs on
+    assert_eq!(b.ok(&["exec", "xf", "echo", "fine"]), "fine\n");
+    b.ok(&["rm", "-f", "xf"]);
+}

@@ -203,8 +203,35 @@ impl Context {
         archive.set_preserve_permissions(true);
         archive.set_overwrite(true);
         archive.unpack(dir).map_err(io_err(dir))?;
-        let df = dockerfile.map(|d| dir.join(normalize_source(d)));
-        Self::open(dir, df.as_deref())
+        Self::new(dir, Ignore::default()).load_ignore(dockerfile)
+    }
+
+    /// This context with the ignore file of a build whose Dockerfile is
+    /// `dockerfile` (a path in the context): `<dockerfile>.dockerignore`, else
+    /// `.dockerignore`, both read inside the context (a link cannot make it
+    /// read a file outside).
+    pub fn load_ignore(self, dockerfile: Option<&str>) -> Result<Self> {
+        let mut candidates: Vec<String> = dockerfile
+            .map(|d| format!("{}.dockerignore", normalize_source(d)))
+            .into_iter()
+            .collect();
+        candidates.push(".dockerignore".into());
+        for c in candidates {
+            match self.read_file(&c) {
+                Ok(b) => {
+                    let text = String::from_utf8_lossy(&b);
+                    let ignore = Ignore::new(&crate::ignore::read_patterns(&text))?;
+                    return Ok(self.with_ignore(ignore));
+                }
+                Err(ContextError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self)
     }
 
     /// This context with other ignore rules.

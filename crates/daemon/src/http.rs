@@ -232,28 +232,30 @@ pub fn respond<W: Write>(
     content_type: &str,
     body: &[u8],
 ) -> std::io::Result<()> {
-    write!(
-        w,
+    // one write for the head (each `write!` piece would be a system call on a socket)
+    let mut out = format!(
         "HTTP/1.1 {status} {}\r\nApi-Version: {}\r\nDocker-Experimental: false\r\nOstype: linux\r\nServer: berth/{}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         reason(status),
         crate::API_VERSION,
         env!("CARGO_PKG_VERSION"),
         body.len()
-    )?;
-    w.write_all(body)?;
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    w.write_all(&out)?;
     w.flush()
 }
 
 /// Start a streamed reply: status line and headers with `Transfer-Encoding: chunked`;
 /// follow with [`write_chunk`]s and [`end_chunked`].
 pub fn start_chunked<W: Write>(w: &mut W, status: u16, content_type: &str) -> std::io::Result<()> {
-    write!(
-        w,
+    let head = format!(
         "HTTP/1.1 {status} {}\r\nApi-Version: {}\r\nDocker-Experimental: false\r\nOstype: linux\r\nServer: berth/{}\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         reason(status),
         crate::API_VERSION,
         env!("CARGO_PKG_VERSION"),
-    )?;
+    );
+    w.write_all(head.as_bytes())?;
     w.flush()
 }
 

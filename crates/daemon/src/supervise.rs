@@ -9,7 +9,8 @@
 //! is a separate process (the daemon never forks in-process).
 //!
 //! Starts the daemon serves are announced with [`Watch::started`]; a slow rescan
-//! catches what it did not start itself (a CLI that used the engine directly).
+//! catches what it did not start itself (a CLI that used the engine directly). Each
+//! supervisor it starts watching gets its container's health monitor, a thread.
 
 use berth_engine::{Engine, State};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -23,6 +24,10 @@ use std::time::Duration;
 /// How often the whole data root is rescanned for supervisors the daemon did not
 /// start itself (a safety net: the starts it serves are watched at once).
 const RESCAN: Duration = Duration::from_secs(5);
+
+/// Stack of a health monitor thread: it parses the container's record and spawns
+/// the exec helper, nothing deep.
+const HEALTH_STACK: usize = 256 << 10;
 
 /// The watch (see the module doc).
 pub struct Watch {
@@ -152,6 +157,7 @@ impl Watch {
             match berth_sys::proc::pidfd_open(pid) {
                 Ok(fd) => {
                     lock(&self.watched).insert(id.to_string(), (pid, fd));
+                    self.monitor_health(&s.record, pid);
                     return;
                 }
                 Err(e) => {
@@ -161,6 +167,26 @@ impl Watch {
         }
         if s.record.started_at.is_some() {
             self.after_exit(id, daemon_start);
+        }
+    }
+
+    /// Runs the healthcheck of container `rec` (if it has one) on a thread of its own
+    /// while its supervisor `pid` lives (see [`berth_engine::health`]).
+    fn monitor_health(&self, rec: &berth_engine::Record, pid: i32) {
+        if !rec.options.healthcheck.as_ref().is_some_and(|h| h.active()) {
+            return;
+        }
+        let (engine, id) = (self.engine.clone(), rec.id.clone());
+        let spawned = std::thread::Builder::new()
+            .name("health".into())
+            .stack_size(HEALTH_STACK)
+            .spawn(move || {
+                if let Err(e) = engine.monitor_health(&id, pid) {
+                    tracing::warn!(container = %id, error = %e, "health monitor stopped");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(container = %rec.id, error = %e, "no health monitor");
         }
     }
 

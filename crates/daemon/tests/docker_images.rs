@@ -762,3 +762,39 @@ fn hostile_tars_do_not_write_outside_their_snapshot() {
     );
     assert!(c.ping());
 }
+
+/// berth's descriptor upload (`X-Berth-Context: fd`) without a descriptor: a 400 that
+/// says what is missing, and the daemon keeps serving. Sent by hand: once before the
+/// daemon's `100 Continue` (a client that does not wait), once after it.
+#[test]
+fn a_descriptor_build_without_a_descriptor_is_refused() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let e = Env::new("berth-test-dfd-");
+    let head = "POST /v1.45/build?t=nofd%3A1 HTTP/1.1\r\nHost: berth\r\nX-Berth-Context: fd\r\nExpect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n";
+    for wait_for_continue in [false, true] {
+        let mut s = std::os::unix::net::UnixStream::connect(e.b.socket()).expect("connect");
+        s.write_all(head.as_bytes()).expect("head");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        if wait_for_continue {
+            let mut line = String::new();
+            r.read_line(&mut line).expect("read");
+            assert!(line.starts_with("HTTP/1.1 100"), "{line}");
+            r.read_line(&mut line).expect("blank line");
+        }
+        s.write_all(b"{}").expect("body");
+        let mut reply = String::new();
+        r.read_to_string(&mut reply).expect("reply");
+        let first = reply
+            .lines()
+            .find(|l| !l.starts_with("HTTP/1.1 100") && !l.is_empty());
+        assert!(
+            first.is_some_and(|l| l.starts_with("HTTP/1.1 400")),
+            "{reply}"
+        );
+        assert!(
+            reply.contains("descriptor") || reply.contains("100 Continue"),
+            "{reply}"
+        );
+    }
+    assert!(e.client().ping(), "the daemon keeps serving");
+}

@@ -59,6 +59,18 @@ pub struct ExecHandle {
 }
 
 impl ExecHandle {
+    /// Kills the process and its helper (a health check past its timeout).
+    pub fn kill(mut self) {
+        if self.pid > 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Blocks until the process has exited; its code, or `None` when the helper
     /// ended without reporting one.
     pub fn wait_exit(mut self) -> Option<i32> {
@@ -309,7 +321,10 @@ impl Engine {
                 unconfined: opts.privileged,
                 ..Default::default()
             };
-            let pid = self.runtime.exec(id, p, rt).map_err(exec_error)?;
+            let pid = self
+                .runtime
+                .exec(id, p, rt)
+                .map_err(|e| exec_error(e, &dir.rootfs(), &opts.cmd))?;
             let m = berth_runtime::tty::recv_fd(ours.as_raw_fd())?;
             if let Some((rows, cols)) = opts.console_size {
                 let _ = berth_sys::proc::set_window_size(m.as_fd(), rows, cols);
@@ -342,7 +357,10 @@ impl Engine {
                 unconfined: opts.privileged,
                 ..Default::default()
             };
-            let pid = self.runtime.exec(id, p, rt).map_err(exec_error)?;
+            let pid = self
+                .runtime
+                .exec(id, p, rt)
+                .map_err(|e| exec_error(e, &dir.rootfs(), &opts.cmd))?;
             (Some(out_r), Some(err_r), in_w, pid)
         };
         let name = exec_socket(exec_id);
@@ -420,15 +438,45 @@ impl Engine {
     }
 }
 
-fn exec_error(e: berth_runtime::Error) -> Error {
+/// docker's codes for an exec that cannot start: 127 when the command is not found,
+/// 126 when it cannot be run (a directory, no permission, a bad working directory).
+fn exec_error(e: berth_runtime::Error, rootfs: &std::path::Path, cmd: &[String]) -> Error {
     let msg = e.to_string();
-    if msg.contains("not found") || msg.contains("no such file") {
-        Error::CommandNotFound(format!(
-            "exec failed: {msg}: check the command and the container's PATH"
-        ))
-    } else {
-        e.into()
+    let hint = "check the command and the container's PATH";
+    if msg.contains("executable file not found") {
+        return Error::CommandNotFound(format!("exec failed: {msg}: {hint}"));
     }
+    if msg.contains("no such file or directory, or not executable") {
+        let there = cmd.first().filter(|c| c.contains('/')).is_some_and(|c| {
+            std::fs::symlink_metadata(rootfs.join(c.trim_start_matches('/'))).is_ok()
+        });
+        return if there {
+            Error::CommandNotExecutable(format!(
+                "exec failed: {}: check that it is an executable file",
+                msg.replace(
+                    "no such file or directory, or not executable",
+                    "permission denied"
+                )
+            ))
+        } else {
+            Error::CommandNotFound(format!(
+                "exec failed: {}: {hint}",
+                msg.replace(
+                    "no such file or directory, or not executable",
+                    "no such file or directory"
+                )
+            ))
+        };
+    }
+    if msg.contains("not found") || msg.contains("no such file") {
+        return Error::CommandNotFound(format!("exec failed: {msg}: {hint}"));
+    }
+    if msg.contains("process.cwd") {
+        return Error::CommandNotExecutable(format!(
+            "exec failed: {msg}: give -w a directory that exists in the container"
+        ));
+    }
+    e.into()
 }
 
 fn wait_for(pid: i32) -> i32 {

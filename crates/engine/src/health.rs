@@ -1,21 +1,19 @@
 //! Healthchecks: the image's `Healthcheck` and `--health-*` options merged into one
-//! [`HealthConfig`], a monitor process that runs the check inside the container every
+//! [`HealthConfig`], a monitor that runs the check inside the container every
 //! interval, and the result docker shows as `State.Health` (`health.json`).
 //!
-//! The monitor is its own small process, started by the container's supervisor once
-//! the container runs (`<berth> --data-root D health-monitor <id>`): it keeps running
-//! without the daemon, it is single-threaded (the runtime's exec forks), and it dies
-//! with the supervisor (parent-death signal). Containers without a check pay nothing.
+//! The monitor is a thread of the daemon, as docker's (started when the daemon starts
+//! or adopts a container with a check, ending with the container's supervisor): each
+//! check runs through the exec helper ([`Engine::spawn_exec`]), a short-lived process,
+//! since the runtime's exec forks. The supervisor only resets `health.json` to
+//! `starting` at each start. Containers without a check pay nothing.
 
 use crate::error::{Error, Result};
 use crate::record::{read_json, write_json, Record};
 use crate::Engine;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 /// docker's defaults.
@@ -242,55 +240,66 @@ impl Engine {
         read_json(&self.dir(id).dir.join("health.json")).ok()
     }
 
-    /// Starts the health monitor of a container that just started, if it has a check
-    /// (called by its supervisor, whose child the monitor is). The monitor runs the
-    /// berth program the supervisor was started from.
-    pub(crate) fn spawn_health_monitor(&self, rec: &Record) -> Option<std::process::Child> {
-        rec.options.healthcheck.as_ref().filter(|h| h.active())?;
-        let dir = self.dir(&rec.id);
-        let _ = write_json(&dir.dir.join("health.json"), &Health::default());
-        let prog = self.shim.first()?;
-        std::process::Command::new(prog)
-            .arg("--data-root")
-            .arg(self.data_root())
-            .arg("health-monitor")
-            .arg(&rec.id)
-            .env("BERTH_RUNTIME_ROOT", self.runtime.root())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| tracing::warn!(container = %rec.id, error = %e, "no health monitor"))
-            .ok()
+    /// Marks the health of a container that just started with a check as `starting`
+    /// (called by its supervisor; the daemon's monitor takes it from there).
+    pub(crate) fn reset_health(&self, rec: &Record) {
+        if rec.options.healthcheck.as_ref().is_some_and(|h| h.active()) {
+            let _ = write_json(
+                &self.dir(&rec.id).dir.join("health.json"),
+                &Health::default(),
+            );
+        }
     }
 
-    /// The health monitor (see the module doc): checks container `id` every interval
-    /// until it stops. Forks: call from a single-threaded process.
-    pub fn health_monitor(&self, id: &str) -> Result<()> {
-        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    /// The health monitor of container `id` while its supervisor `supervisor` runs
+    /// (see the module doc); returns at once for a container without a check. Blocks:
+    /// the daemon runs it on a thread of its own.
+    pub fn monitor_health(&self, id: &str, supervisor: i32) -> Result<()> {
         let dir = self.dir(id);
         let rec = dir.load()?;
         let Some(cfg) = rec.options.healthcheck.clone().filter(|h| h.active()) else {
             return Ok(());
         };
+        let ended = berth_sys::proc::pidfd_open(supervisor)
+            .map_err(|e| Error::io("watch the supervisor of", &dir.dir, e))?;
         let path = dir.dir.join("health.json");
-        let mut health = Health::default();
-        write_json(&path, &health)?;
-        let began = Instant::now();
-        let start_period = Duration::from_nanos(cfg.start_period);
+        // a monitor taking over (the daemon restarted) goes on from what was recorded
+        let mut health: Health = read_json(&path).unwrap_or_default();
+        let started = rec
+            .started_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let start_period =
+            chrono::Duration::nanoseconds(cfg.start_period.min(i64::MAX as u64) as i64);
+        let running = || {
+            dir.exit_status().ok().flatten().is_none()
+                && dir.load().is_ok_and(|r| r.shim_pid == Some(supervisor))
+        };
         loop {
-            std::thread::sleep(cfg.interval());
-            let running = dir.exit_status().ok().flatten().is_none()
-                && rec
-                    .pid
-                    .or_else(|| dir.load().ok()?.pid)
-                    .is_some_and(crate::list::alive)
-                && nix::unistd::getppid().as_raw() != 1;
-            if !running {
+            // the interval, or the supervisor's end
+            let mut fds = [PollFd::new(ended.as_fd(), PollFlags::POLLIN)];
+            let ms = u16::try_from(cfg.interval().as_millis()).unwrap_or(u16::MAX);
+            let mut left = cfg.interval();
+            let t0 = Instant::now();
+            while !left.is_zero() {
+                let step =
+                    PollTimeout::from(ms.min(u16::try_from(left.as_millis()).unwrap_or(u16::MAX)));
+                if matches!(poll(&mut fds, step), Ok(n) if n > 0) {
+                    return Ok(());
+                }
+                left = cfg.interval().saturating_sub(t0.elapsed());
+            }
+            if !running() {
                 return Ok(());
             }
             let p = self.probe(id, &cfg);
-            health.record(p, cfg.retries(), began.elapsed() < start_period);
+            // stopped while it ran: its failure is not the container's health
+            if !running() {
+                return Ok(());
+            }
+            let in_start_period =
+                started.is_some_and(|s| chrono::Utc::now().signed_duration_since(s) < start_period);
+            health.record(p, cfg.retries(), in_start_period);
             write_json(&path, &health)?;
         }
     }
@@ -310,85 +319,84 @@ impl Engine {
         }
     }
 
+    /// The check through the exec helper: its output (both streams) arrives on a
+    /// socket pair as an attached client's would; killed at the timeout.
     fn run_check(&self, id: &str, cfg: &HealthConfig) -> Result<(i32, String)> {
-        let dir = self.dir(id);
-        let spec: oci_spec::runtime::Spec = read_json(&dir.bundle().join("config.json"))?;
-        let mut p = spec.process().clone().unwrap_or_default();
-        p.set_args(Some(cfg.command()));
-        p.set_terminal(Some(false));
-        let devnull =
-            std::fs::File::open("/dev/null").map_err(|e| Error::io("open", "/dev/null", e))?;
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Error::sys("create pipe", e))?;
-        let opts = berth_runtime::ExecOptions {
-            stdio: Some([devnull.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()]),
+        let exec_id = crate::names::new_id()?;
+        let opts = crate::ExecOptions {
+            cmd: cfg.command(),
             ..Default::default()
         };
-        let pid = self.runtime.exec(id, p, opts)?;
-        drop(w);
-        Ok(collect(pid, r, cfg.timeout()))
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| Error::io("create a socket pair for", "the health check", e))?;
+        let attach = crate::attach::AttachOptions {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            detach_keys: Vec::new(),
+        };
+        let h = self.spawn_exec(id, &exec_id, &opts, Some((&theirs, attach)))?;
+        drop(theirs);
+        let output = collect(ours, cfg.timeout());
+        let exit = self
+            .dir(id)
+            .dir
+            .join("execs")
+            .join(format!("{exec_id}.exit"));
+        let result = match output {
+            Some(out) => (h.wait_exit().unwrap_or(-1), out),
+            None => {
+                h.kill();
+                (
+                    -1,
+                    format!("Health check exceeded timeout ({})", human(cfg.timeout())),
+                )
+            }
+        };
+        let _ = std::fs::remove_file(exit);
+        Ok(result)
     }
 }
 
-/// Reads the check's output until it exits (or the timeout: then it is killed and
-/// the result is docker's "exceeded timeout").
-fn collect(pid: i32, r: std::os::fd::OwnedFd, timeout: Duration) -> (i32, String) {
+/// Reads docker's frames from `s` until it ends: the payloads (both streams, at most
+/// [`MAX_OUTPUT`] bytes) as text; `None` at the timeout.
+fn collect(mut s: std::os::unix::net::UnixStream, timeout: Duration) -> Option<String> {
+    use std::io::Read;
     let deadline = Instant::now() + timeout;
-    let mut out = Vec::new();
-    let mut open = true;
+    let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
-    let pid = Pid::from_raw(pid);
     loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, c)) => return (c, drain(&r, out, &mut buf)),
-            Ok(WaitStatus::Signaled(_, s, _)) => return (128 + s as i32, drain(&r, out, &mut buf)),
-            Err(nix::Error::ECHILD) => return (-1, drain(&r, out, &mut buf)),
-            _ => {}
-        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-            return (
-                -1,
-                format!("Health check exceeded timeout ({})", human(timeout)),
-            );
+            return None;
         }
-        let wait = left.min(Duration::from_millis(20));
-        if open {
-            let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
-            let ms = PollTimeout::try_from(wait.as_millis() as i32).unwrap_or(PollTimeout::ZERO);
-            if matches!(poll(&mut fds, ms), Ok(n) if n > 0) {
-                match nix::unistd::read(r.as_fd(), &mut buf) {
-                    Ok(0) | Err(_) => open = false,
-                    Ok(n) if out.len() < MAX_OUTPUT => out.extend_from_slice(&buf[..n]),
-                    Ok(_) => {}
-                }
+        let _ = s.set_read_timeout(Some(left));
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if raw.len() < 4 * MAX_OUTPUT => raw.extend_from_slice(&buf[..n]),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
             }
-        } else {
-            std::thread::sleep(wait);
+            Err(_) => break,
         }
     }
-}
-
-/// What is left in the pipe right now (without waiting for processes the check left
-/// behind), as text of at most [`MAX_OUTPUT`] bytes.
-fn drain(r: &std::os::fd::OwnedFd, mut out: Vec<u8>, buf: &mut [u8]) -> String {
-    loop {
-        let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
-        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
-            break;
-        }
-        match nix::unistd::read(r.as_fd(), buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-        if out.len() >= MAX_OUTPUT {
-            break;
-        }
+    let mut out = Vec::new();
+    let mut rest = raw.as_slice();
+    while rest.len() >= 8 {
+        let len = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        let end = (8 + len).min(rest.len());
+        out.extend_from_slice(&rest[8..end]);
+        rest = &rest[end..];
     }
     out.truncate(MAX_OUTPUT);
-    String::from_utf8_lossy(&out).into_owned()
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// `30s`, `1.5s`, `200ms` as Go prints durations.

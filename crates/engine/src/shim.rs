@@ -219,7 +219,7 @@ impl Engine {
         let (rec, pid, mut session) = self.launch(&dir, report)?;
         let mut log = Writer::new(RotatingFile::open(&dir.log_path(), rec.options.log)?);
         report("started".into());
-        let _health = self.spawn_health_monitor(&rec);
+        self.reset_health(&rec);
         if let Some(parts) = session.slim_parts() {
             crate::slim::hand_over(self, &rec, pid, parts);
         }

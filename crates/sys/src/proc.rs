@@ -177,6 +177,48 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(own_fd(r as i32))
 }
 
+/// Gives back the pages of the calling thread's stack below the current frame (less
+/// a 16 KiB margin for what it calls next): a thread that did deep work and then
+/// blocks for long (a daemon's `wait` or `logs -f` client) keeps resident only what it
+/// still uses. Pages touched again come back zero-filled. Only for spawned threads
+/// (the main thread's stack is not a fixed mapping).
+pub fn release_idle_stack() -> io::Result<()> {
+    const MARGIN: usize = 16 << 10;
+    const PAGE: usize = 4096;
+    let marker = 0u8;
+    let sp = std::hint::black_box(std::ptr::addr_of!(marker)) as usize;
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: pthread_getattr_np initialises `attr` for the calling thread (it is
+    // destroyed below, whatever happens next).
+    let r = unsafe { libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    let mut addr: *mut libc::c_void = std::ptr::null_mut();
+    let mut size: libc::size_t = 0;
+    // SAFETY: `attr` was initialised above; `addr` and `size` are valid out-pointers.
+    let r = unsafe { libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size) };
+    // SAFETY: `attr` was initialised by pthread_getattr_np and is not used after this.
+    unsafe { libc::pthread_attr_destroy(attr.as_mut_ptr()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    let low = (addr as usize).div_ceil(PAGE) * PAGE;
+    let high = sp.saturating_sub(MARGIN) / PAGE * PAGE;
+    if sp < addr as usize || sp > addr as usize + size || high <= low {
+        return Ok(());
+    }
+    // SAFETY: [low, high) is in this thread's own stack and at least MARGIN below the
+    // current frame: the stack grows down, so no live frame, and nothing else, uses
+    // it. MADV_DONTNEED on this private anonymous memory only drops its pages; they
+    // read as zeros when touched again.
+    let r = unsafe { libc::madvise(low as *mut libc::c_void, high - low, libc::MADV_DONTNEED) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// mallopt(M_ARENA_MAX, n): glibc keeps at most `n` malloc arenas, instead of one per
 /// thread that ever allocated (up to 8 per core), so a daemon with a thread per
 /// connection does not keep a heap per thread. Returns whether glibc took it.
@@ -293,4 +335,37 @@ pub fn set_personality(persona: libc::c_ulong) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Touches about `kib` KiB of stack.
+    #[inline(never)]
+    fn deep(kib: usize) -> u8 {
+        let mut a = [0u8; 1024];
+        a[kib % 1024] = kib as u8;
+        let a = std::hint::black_box(a);
+        if kib == 0 {
+            return a[0];
+        }
+        a[kib % 1024].wrapping_add(deep(kib - 1))
+    }
+
+    #[test]
+    fn idle_stack_is_given_back_and_can_be_used_again() {
+        let t = std::thread::Builder::new()
+            .stack_size(4 << 20)
+            .spawn(|| {
+                let before = deep(1024);
+                let keep = [7u8; 512];
+                release_idle_stack().expect("release");
+                // what is in use survives; what was given back works again
+                assert_eq!(std::hint::black_box(keep)[511], 7);
+                assert_eq!(deep(1024), before);
+            })
+            .expect("spawn");
+        t.join().expect("the thread ran");
+    }
 }

@@ -38,15 +38,7 @@ pub fn write_image(
     cfg.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
     cfg.created = Some(rfc3339(epoch));
     let content = images.content();
-    let lease_id = format!(
-        "build-{}-{}",
-        std::process::id(),
-        &super::fsutil::random_id()[..16]
-    );
-    let mut lease = content.lease(&lease_id, true)?;
     let cbytes = json_bytes(&cfg)?;
-    let cdigest = content.put(&cbytes, None)?;
-    lease.add(&cdigest)?;
     let layer_json: Vec<_> = layers
         .iter()
         .map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size}))
@@ -54,10 +46,22 @@ pub fn write_image(
     let m = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": cdigest.to_string(), "size": cbytes.len()},
+        "config": {"mediaType": OCI_CONFIG, "digest": Digest::of(&cbytes).to_string(), "size": cbytes.len()},
         "layers": layer_json,
     });
-    let mdigest: Digest = content.put(&json_bytes(&m)?, None)?;
+    let mbytes = json_bytes(&m)?;
+    if let Some(id) = already_stored(images, &cbytes, &mbytes, tags) {
+        return Ok(id);
+    }
+    let lease_id = format!(
+        "build-{}-{}",
+        std::process::id(),
+        &super::fsutil::random_id()[..16]
+    );
+    let mut lease = content.lease(&lease_id, true)?;
+    let cdigest = content.put(&cbytes, None)?;
+    lease.add(&cdigest)?;
+    let mdigest: Digest = content.put(&mbytes, None)?;
     lease.add(&mdigest)?;
     let id = images.register(&mdigest, &[])?;
     for t in tags {
@@ -65,4 +69,31 @@ pub fn write_image(
     }
     lease.release()?;
     Ok(id)
+}
+
+/// The id of the image these config and manifest bytes make when it is stored and
+/// every tag already names it (a rebuild with nothing changed): then nothing needs
+/// writing.
+fn already_stored(
+    images: &Images,
+    cbytes: &[u8],
+    mbytes: &[u8],
+    tags: &[String],
+) -> Option<String> {
+    let (cdigest, mdigest) = (Digest::of(cbytes), Digest::of(mbytes));
+    let content = images.content();
+    if !content.exists(&cdigest) || !content.exists(&mdigest) {
+        return None;
+    }
+    let id = cdigest.to_string();
+    let db = images.db().ok()?;
+    if db.images.get(&id)?.manifest != mdigest.to_string() {
+        return None;
+    }
+    tags.iter()
+        .all(|t| {
+            berth_image::Reference::parse(t)
+                .is_ok_and(|r| r.digest.is_none() && db.refs.get(&r.to_string()) == Some(&id))
+        })
+        .then_some(id)
 }

@@ -66,9 +66,12 @@ impl Builds {
         if let Some(sp) = s.as_ref().filter(|sp| sp.alive()) {
             return Ok(sp.clone());
         }
-        let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
-        let mut cmd = std::process::Command::new(exe);
-        cmd.arg(SPAWNER_ARG).stdout(std::process::Stdio::null());
+        // /proc/self/exe: this very program, even when its file was replaced meanwhile
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        cmd.arg0(std::env::args_os().next().unwrap_or_else(|| "berthd".into()))
+            .arg(SPAWNER_ARG)
+            .stdout(std::process::Stdio::null());
         let sp = Arc::new(Spawner::spawn(runtime_root, cmd)?);
         *s = Some(sp.clone());
         Ok(sp)
@@ -291,34 +294,27 @@ struct Source {
     dockerfile: String,
 }
 
-/// berth's descriptor body: `{"dockerfile": text?, "ignore": text?}`.
-fn from_fd(q: &Query, req: &Request, conn: &mut Conn) -> Result<Source, Reply> {
-    let len = req
-        .headers
-        .get("content-length")
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(0);
-    let (body, fd) =
-        http::receive_fd_body(conn.reader, conn.writer, len).map_err(|e| Reply::error(400, e))?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| {
-        Reply::error(
-            400,
-            format!("the build request body is not JSON: {e}; send {{\"dockerfile\": …}}"),
-        )
+/// berth's descriptor body: `{"dockerfile": text?, "ignore": text?}`, and the context
+/// directory's descriptor.
+fn from_fd(q: &Query, body: &[u8], fd: std::os::fd::OwnedFd) -> Result<Source, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        format!("the build request body is not JSON: {e}; send {{\"dockerfile\": …}}")
     })?;
     let text = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
     let context = Context::from_dir(fd, Ignore::default())
-        .map_err(|e| Reply::error(400, format!("cannot use the build context: {e}")))?;
-    let in_context = text("dockerfile").is_none();
-    let ignore = match text("ignore") {
-        Some(t) => Ignore::new(&read_patterns(&t)),
+        .map_err(|e| format!("cannot use the build context: {e}"))?;
+    let context = match text("ignore") {
+        Some(t) => Ignore::new(&read_patterns(&t))
+            .map(|i| context.with_ignore(i))
+            .map_err(|e| e.to_string()),
+        // (a Dockerfile from outside the context: only the context's .dockerignore)
         None => {
-            let df = in_context.then(|| context.root().join(&q.dockerfile));
-            Ignore::for_build(context.root(), df.as_deref())
+            let df = text("dockerfile")
+                .is_none()
+                .then_some(q.dockerfile.as_str());
+            context.load_ignore(df).map_err(|e| e.to_string())
         }
-    }
-    .map_err(|e| Reply::error(400, e))?;
-    let context = context.with_ignore(ignore);
+    }?;
     let dockerfile = match text("dockerfile") {
         Some(t) => t,
         None => read_dockerfile(&context, &q.dockerfile)?,
@@ -330,23 +326,23 @@ fn from_fd(q: &Query, req: &Request, conn: &mut Conn) -> Result<Source, Reply> {
 }
 
 /// The Dockerfile `name` of the context (symlinks resolved inside it).
-fn read_dockerfile(context: &Context, name: &str) -> Result<String, Reply> {
+fn read_dockerfile(context: &Context, name: &str) -> Result<String, String> {
     let b = context.read_file(name).map_err(|_| {
-        Reply::error(
-            400,
-            format!("Cannot locate specified Dockerfile: {name} (it is not in the build context)"),
-        )
+        format!("Cannot locate specified Dockerfile: {name} (it is not in the build context)")
     })?;
-    String::from_utf8(b)
-        .map_err(|_| Reply::error(400, format!("the Dockerfile {name} is not UTF-8 text")))
+    String::from_utf8(b).map_err(|_| format!("the Dockerfile {name} is not UTF-8 text"))
 }
 
 /// A tar body (docker clients): unpacked once into `dir`.
-fn from_tar(q: &Query, req: &Request, conn: &mut Conn, dir: &Path) -> Result<Source, Reply> {
-    let body =
-        BodyReader::new(&mut *conn.reader, &req.headers).map_err(|e| Reply::error(400, e))?;
+fn from_tar(
+    q: &Query,
+    req: &Request,
+    reader: &mut std::io::BufReader<UnixStream>,
+    dir: &Path,
+) -> Result<Source, String> {
+    let body = BodyReader::new(reader, &req.headers).map_err(|e| e.to_string())?;
     let context = Context::from_tar(body, dir, Some(&q.dockerfile))
-        .map_err(|e| Reply::error(400, format!("cannot read the build context: {e}")))?;
+        .map_err(|e| format!("cannot read the build context: {e}"))?;
     let dockerfile = read_dockerfile(&context, &q.dockerfile)?;
     Ok(Source {
         context,
@@ -555,47 +551,61 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         .headers
         .get("x-berth-context")
         .is_some_and(|v| v.eq_ignore_ascii_case("fd"));
-    let source = match by_fd {
-        true => from_fd(&q, req, conn),
-        false => from_tar(&q, req, conn, &scratch.0.join("context")),
-    };
-    let source = match source {
-        Ok(s) => s,
-        Err(r) => return Some(r),
-    };
-    let images = match super::images::store(ctx) {
-        Ok(i) => i,
-        Err(r) => return Some(r),
-    };
-    let prepared = exec_request(&q, source.dockerfile.clone(), req).and_then(|r| {
-        let reg = registry_options(req, &scratch.0)?;
-        Ok((r, reg))
-    });
-    let (breq, registry) = match prepared {
-        Ok(p) => p,
-        Err(e) => return Some(Reply::error(400, e)),
+    // berth's descriptor comes before the reply starts (after a 100 Continue)
+    let fd_body = match by_fd {
+        true => {
+            let len = req
+                .headers
+                .get("content-length")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(0);
+            match http::receive_fd_body(conn.reader, conn.writer, len) {
+                Ok(b) => Some(b),
+                Err(e) => return Some(Reply::error(400, e)),
+            }
+        }
+        false => None,
     };
     let w = &*conn.writer;
     if http::start_chunked(&mut &*w, 200, "application/json").is_err() {
         return None;
     }
+    // From here on errors are messages of the stream, as dockerd sends them.
+    let source = match fd_body {
+        Some((body, fd)) => from_fd(&q, &body, fd),
+        None => from_tar(&q, req, &mut *conn.reader, &scratch.0.join("context")),
+    };
+    let prepared = source.and_then(|source| {
+        let images =
+            super::images::store(ctx).map_err(|r| String::from_utf8_lossy(&r.body).into_owned())?;
+        let breq = exec_request(&q, source.dockerfile.clone(), req)?;
+        let registry = registry_options(req, &scratch.0)?;
+        Ok((source, images, breq, registry))
+    });
+    let (source, images, breq, registry) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let still = AtomicBool::new(false);
+            let mut out = Chunks::new(w, &still);
+            let _ =
+                out.write_all(format!("{}\n", error_message(&ExecError::Invalid(e))).as_bytes());
+            drop(out);
+            drop(scratch);
+            let _ = http::end_chunked(&mut &*w);
+            return None;
+        }
+    };
     let gone = AtomicBool::new(false);
-    let done = AtomicBool::new(false);
+    let Ok((done_rd, done_wr)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+        return None;
+    };
     let result = std::thread::scope(|s| {
         // the client going away (or half-closing, as berth does on Ctrl-C) stops the build
-        let reader = &*conn.reader;
-        let (gone, done) = (&gone, &done);
-        s.spawn(move || {
-            while !done.load(Ordering::SeqCst) && !gone.load(Ordering::SeqCst) {
-                if http::peer_closed(reader) {
-                    gone.store(true, Ordering::SeqCst);
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-        });
+        let sock = conn.reader.get_ref();
+        let gone = &gone;
+        s.spawn(move || watch_client(sock, &done_rd, gone));
         let r = run(ctx, &q, &breq, &images, &source.context, registry, w, gone);
-        done.store(true, Ordering::SeqCst);
+        drop(done_wr); // the watcher sees the pipe close and ends
         r
     });
     // Gone before the last message, so a client that reads it finds nothing left over.
@@ -626,6 +636,33 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
     drop(out);
     let _ = http::end_chunked(&mut &*w);
     None
+}
+
+/// Until `done` closes: when the client closes or half-closes `sock`, set `gone`.
+fn watch_client(sock: &UnixStream, done: &std::os::fd::OwnedFd, gone: &AtomicBool) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    // Linux's POLLRDHUP (the peer shut its writing side down), which nix leaves out
+    const POLLRDHUP: PollFlags = PollFlags::from_bits_retain(0x2000);
+    loop {
+        let mut fds = [
+            PollFd::new(sock.as_fd(), POLLRDHUP),
+            PollFd::new(done.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return,
+            Ok(_) => {}
+        }
+        // (nix reports events it has no name for, POLLRDHUP among them, as None)
+        if fds[1].any() != Some(false) {
+            return;
+        }
+        if fds[0].any() != Some(false) {
+            gone.store(true, Ordering::SeqCst);
+            return;
+        }
+    }
 }
 
 /// Pull what is missing, then build, rendering progress on `w`.
@@ -765,6 +802,35 @@ mod tests {
             streams(true, &[b"\x1b[1Aa", &e[..1], &e[1..]], true),
             ["\x1b[1Aa", "é"]
         );
+    }
+
+    #[test]
+    fn a_client_that_half_closes_stops_the_build_and_done_ends_the_watch() {
+        use std::os::fd::OwnedFd;
+        let pipe = || -> (OwnedFd, OwnedFd) {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe")
+        };
+        // the build ends first: the watcher returns, the client is not gone
+        let (a, _b) = UnixStream::pair().expect("pair");
+        let gone = AtomicBool::new(false);
+        let (rd, wr) = pipe();
+        std::thread::scope(|s| {
+            s.spawn(|| watch_client(&a, &rd, &gone));
+            drop(wr);
+        });
+        assert!(!gone.load(Ordering::SeqCst));
+        // the client half-closes (berth on Ctrl-C): gone
+        let (a, b) = UnixStream::pair().expect("pair");
+        let (rd, _wr) = pipe();
+        b.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        watch_client(&a, &rd, &gone);
+        assert!(gone.load(Ordering::SeqCst));
+        // or goes away altogether
+        let (a, b) = UnixStream::pair().expect("pair");
+        let gone = AtomicBool::new(false);
+        drop(b);
+        watch_client(&a, &rd, &gone);
+        assert!(gone.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -810,7 +810,7 @@ fn restart(ctx: &Arc<Ctx>, id: &str, t: Option<Duration>) -> Reply {
 
 /// Headers now, `{"StatusCode": …}` once the container has exited.
 fn wait_streaming(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     req: &Request,
     id: &str,
     w: &mut UnixStream,
@@ -841,14 +841,27 @@ fn wait_streaming(
         crate::API_VERSION
     )?;
     w.flush()?;
-    let body = match wait_exit(ctx, &full, condition, seen, w) {
-        Some(Ok(code)) => json!({"StatusCode": code, "Error": null}),
-        Some(Err(e)) => json!({"StatusCode": -1, "Error": {"Message": e.to_string()}}),
-        None => return Ok(()), // the client went away
-    };
-    w.write_all(body.to_string().as_bytes())?;
-    w.flush()
+    // the wait goes on in a thread of its own: this one ends, and with it its stack,
+    // which the request's handling made deep (a waiting client costs what it uses)
+    let (ctx, condition, mut w) = (ctx.clone(), condition.to_string(), w.try_clone()?);
+    std::thread::Builder::new()
+        .name("wait".into())
+        .stack_size(WAIT_STACK)
+        .spawn(move || {
+            let body = match wait_exit(&ctx, &full, &condition, seen, &w) {
+                Some(Ok(code)) => json!({"StatusCode": code, "Error": null}),
+                Some(Err(e)) => json!({"StatusCode": -1, "Error": {"Message": e.to_string()}}),
+                None => return, // the client went away
+            };
+            let _ = w.write_all(body.to_string().as_bytes());
+            let _ = w.flush();
+        })?;
+    Ok(())
 }
+
+/// Stack of a thread waiting for a container's exit (virtual: what it touches is what
+/// it costs, and it gives back what it no longer uses before it blocks).
+const WAIT_STACK: usize = 1 << 20;
 
 /// Waits for `condition`: learns of exits from the shims' reports (at once), and of
 /// those of containers a previous daemon started from their supervisor's pidfd (at
@@ -906,6 +919,8 @@ fn wait_exit(
             .then(|| ctx.engine.live_supervisor(&s.record))
             .flatten()
             .and_then(|pid| berth_sys::proc::pidfd_open(pid).ok());
+        // a waiting client costs only the stack it still uses
+        let _ = berth_sys::proc::release_idle_stack();
         match supervisor {
             Some(fd) => {
                 if wait_readable(&fd, client) {
@@ -920,11 +935,11 @@ fn wait_exit(
                     }
                 }
             }
-            None => ctx.containers.wait_change(
-                id,
-                reported.map(|e| e.0),
-                Duration::from_millis(250),
-            ),
+            // the shims' reports wake us; the timeout catches a removal (condition
+            // `removed`) and starts by something else than this daemon
+            None => ctx
+                .containers
+                .wait_change(id, reported.map(|e| e.0), Duration::from_secs(1)),
         }
     }
 }

@@ -167,13 +167,45 @@ fn log_time(v: &str) -> Option<String> {
     Some(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
 }
 
+/// Which log entries a `logs` request wants, and how.
+struct LogFilter {
+    since: Option<String>,
+    until: Option<String>,
+    stdout: bool,
+    stderr: bool,
+    timestamps: bool,
+    tty: bool,
+}
+
+impl LogFilter {
+    fn wants(&self, e: &Entry) -> bool {
+        self.since.as_ref().is_none_or(|s| e.time >= *s)
+            && self.until.as_ref().is_none_or(|u| e.time <= *u)
+    }
+
+    /// Writes the wanted `entries` as docker's stream.
+    fn send(&self, w: &mut impl Write, entries: &[Entry]) -> std::io::Result<()> {
+        for e in entries.iter().filter(|e| self.wants(e)) {
+            let st = stream_of(e);
+            if (st == Stream::Stdout && !self.stdout) || (st == Stream::Stderr && !self.stderr) {
+                continue;
+            }
+            let line = if self.timestamps {
+                format!("{} {}", e.time, e.log)
+            } else {
+                e.log.clone()
+            };
+            w.write_all(&frame(self.tty, st, line.as_bytes()))?;
+        }
+        w.flush()
+    }
+}
+
 /// `GET /containers/{id}/logs`: the json log as docker's stream; with `follow`, new
 /// entries as they come until the container stops.
-fn logs(ctx: &Ctx, req: &Request, id: &str, w: &mut UnixStream) -> Streamed {
+fn logs(ctx: &Arc<Ctx>, req: &Request, id: &str, w: &mut UnixStream) -> Streamed {
     let s = ctx.engine.inspect(id).map_err(|e| Some(engine_error(e)))?;
     let full = s.record.id.clone();
-    let tty = s.record.options.tty;
-    let (want_out, want_err) = (flag(req, "stdout"), flag(req, "stderr"));
     let tail: Option<usize> = req
         .query
         .get("tail")
@@ -190,63 +222,68 @@ fn logs(ctx: &Ctx, req: &Request, id: &str, w: &mut UnixStream) -> Streamed {
             }),
         }
     };
-    let (since, until) = (time("since")?, time("until")?);
-    let follow = flag(req, "follow");
-    let timestamps = flag(req, "timestamps");
+    let filter = LogFilter {
+        since: time("since")?,
+        until: time("until")?,
+        stdout: flag(req, "stdout"),
+        stderr: flag(req, "stderr"),
+        timestamps: flag(req, "timestamps"),
+        tty: s.record.options.tty,
+    };
     let path = ctx.engine.log_path(&full);
     let dir = ctx.engine.container_dir(&full);
     // opened before anything is read: the descriptor keeps the lines readable if the
     // container is removed while we follow it
     let mut log = berth_engine::logs::Follower::open(&path, &[&dir]);
-    head(w, "200 OK", stream_type(tty), "").map_err(io)?;
-    let send = |w: &mut dyn Write, entries: Vec<Entry>| -> std::io::Result<()> {
-        for e in entries
-            .iter()
-            .filter(|e| since.as_ref().is_none_or(|s| e.time >= *s))
-            .filter(|e| until.as_ref().is_none_or(|u| e.time <= *u))
-        {
-            let st = stream_of(e);
-            if (st == Stream::Stdout && !want_out) || (st == Stream::Stderr && !want_err) {
-                continue;
-            }
-            let line = if timestamps {
-                format!("{} {}", e.time, e.log)
-            } else {
-                e.log.clone()
-            };
-            w.write_all(&frame(tty, st, line.as_bytes()))?;
-        }
-        w.flush()
-    };
+    head(w, "200 OK", stream_type(filter.tty), "").map_err(io)?;
     let mut first = log.history();
     if let Some(n) = tail {
-        first.retain(|e| {
-            since.as_ref().is_none_or(|s| e.time >= *s)
-                && until.as_ref().is_none_or(|u| e.time <= *u)
-        });
+        first.retain(|e| filter.wants(e));
         let skip = first.len().saturating_sub(n);
         first.drain(..skip);
     }
-    send(w, first).map_err(io)?;
-    if !follow {
+    filter.send(w, &first).map_err(io)?;
+    if !flag(req, "follow") {
         return Ok(());
     }
-    let client = w.try_clone().ok();
+    // followed in a thread of its own: this one ends, and with it its stack, which the
+    // request's handling made deep (a following client costs what it uses)
+    let (ctx, w) = (ctx.clone(), w.try_clone().map_err(io)?);
+    std::thread::Builder::new()
+        .name("logs-follow".into())
+        .stack_size(FOLLOW_STACK)
+        .spawn(move || follow(&ctx, &full, log, &filter, w))
+        .map_err(io)?;
+    Ok(())
+}
+
+/// Stack of a thread following a log (virtual: it gives back what it no longer uses
+/// before it blocks).
+const FOLLOW_STACK: usize = 1 << 20;
+
+/// Sends container `id`'s new entries as they come, until it stops and its last ones
+/// are sent, or the client `w` hangs up.
+fn follow(
+    ctx: &Ctx,
+    id: &str,
+    mut log: berth_engine::logs::Follower,
+    filter: &LogFilter,
+    mut w: UnixStream,
+) {
     loop {
         // looked at before reading: the supervisor writes the log, then records the exit
         let running = ctx
             .engine
-            .inspect(&full)
+            .inspect(id)
             .is_ok_and(|s| matches!(s.state, State::Running | State::Created));
-        send(w, log.next_entries()).map_err(io)?;
-        if !running {
-            return Ok(());
+        if filter.send(&mut w, &log.next_entries()).is_err() || !running {
+            return;
         }
-        // a safety net for exits no file change announces (a supervisor that died)
-        if log.wait(client.as_ref().map(|c| c.as_fd()), Duration::from_secs(1))
-            && client.as_ref().is_some_and(super::peer_gone)
-        {
-            return Ok(());
+        let _ = berth_sys::proc::release_idle_stack();
+        // the timeout: a safety net for exits no file change announces (a supervisor
+        // that died)
+        if log.wait(Some(w.as_fd()), Duration::from_secs(1)) && super::peer_gone(&w) {
+            return;
         }
     }
 }
