@@ -26,8 +26,13 @@ use std::time::Duration;
 const RESCAN: Duration = Duration::from_secs(5);
 
 /// Stack of a health monitor thread: it parses the container's record and spawns
-/// the exec helper, nothing deep.
-const HEALTH_STACK: usize = 256 << 10;
+/// the exec helper, nothing deep. An unoptimised (test) build overflowed 256 KiB
+/// (berthd aborted in the lifecycle healthcheck tests), so it gets more there.
+const HEALTH_STACK: usize = if cfg!(debug_assertions) {
+    1 << 20
+} else {
+    256 << 10
+};
 
 /// The watch (see the module doc).
 pub struct Watch {
