@@ -206,8 +206,12 @@ fn stop_sends_sigterm_then_sigkill() {
         "someapp:1.0",
         "sh",
         "-c",
-        "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+        "trap 'exit 42' TERM; echo trapped; while true; do sleep 0.1; done",
     ]);
+    // a SIGTERM before the trap is set is ignored (pid 1 without a handler)
+    eventually("the trap set", || {
+        stdout(&b.run(&["logs", "t"])) == "trapped\n"
+    });
     b.ok(&["stop", "t"]);
     assert!(b.ok(&["ps", "-a"]).contains("Exited (42)"));
     b.ok(&["rm", "s", "t"]);

@@ -28,7 +28,7 @@ impl Inner {
     }
 
     fn create(&self, key: &str, parent: Option<&str>, kind: Kind) -> Result<Vec<Mount>> {
-        let (id, chain) = self.meta.update(|db| {
+        let (id, chain) = self.meta.update_choosing(|db| {
             if db.snapshots.contains_key(key) {
                 return Err(Error::Exists(key.to_string()));
             }
@@ -52,7 +52,9 @@ impl Inner {
                 created: now(),
             };
             db.snapshots.insert(key.to_string(), rec);
-            Ok((id, chain))
+            // an active snapshot may be lost in a power failure (as its container's
+            // record may): no fsync on `run`'s critical path
+            Ok(((id, chain), kind == Kind::Active))
         })?;
         Ok(self.mounts_for(id, &chain, kind))
     }
@@ -154,8 +156,9 @@ impl Inner {
 
     /// Drops `key` from the metadata; the id of its directory.
     fn forget(&self, key: &str) -> Result<u64> {
-        self.meta.update(|db| {
-            let id = db.get(key)?.id;
+        self.meta.update_choosing(|db| {
+            let r = db.get(key)?;
+            let (id, lazy) = (r.id, r.kind == Kind::Active);
             let children = db.children(key);
             if !children.is_empty() {
                 return Err(Error::HasChildren {
@@ -164,7 +167,9 @@ impl Inner {
                 });
             }
             db.snapshots.remove(key);
-            Ok(id)
+            // an active snapshot that comes back after a power failure has no files:
+            // removing it again is all it takes
+            Ok((id, lazy))
         })
     }
 

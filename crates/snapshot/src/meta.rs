@@ -113,4 +113,11 @@ impl Meta {
     pub fn update<T>(&self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
         self.file.update(f)
     }
+
+    /// [`Meta::update`] where `f` also says whether the change may be lost in a power
+    /// failure (written without fsync, see `berth_statefile`): the creation and
+    /// removal of active snapshots, whose containers' records are not synced either.
+    pub fn update_choosing<T>(&self, f: impl FnOnce(&mut Db) -> Result<(T, bool)>) -> Result<T> {
+        self.file.update_choosing(f)
+    }
 }

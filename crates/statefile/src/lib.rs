@@ -3,6 +3,12 @@
 //! their metadata in. Readers and writers in other processes see either the old or
 //! the new file, never a torn one.
 //!
+//! Changes that can be lost in a power failure (a container's writable snapshot,
+//! whose container record is not synced either) use [`LockedJson::update_lazy`]: no
+//! fsync. Every durable update also names its synced file `<file>.durable`, and a
+//! reader that finds `<file>` torn (a lazy write the power failure cut) falls back
+//! to it: the last durable state is never lost.
+//!
 //! ```
 //! let dir = tempfile::tempdir()?;
 //! let f = berth_statefile::LockedJson::new(dir.path().join("db.json"), dir.path().join("lock"));
@@ -81,19 +87,53 @@ pub fn load_or_default<T: DeserializeOwned + Default>(path: &Path) -> Result<T> 
     }
 }
 
+/// `path` with `suffix` appended.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
 /// Write `v` to `path` atomically: `<path>.tmp`, fsync, rename.
 pub fn write_atomic<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    write_as(path, v, Durability::Synced, None)
+}
+
+/// How an update reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// fsync before the rename
+    Synced,
+    /// no fsync: may be lost (or torn) in a power failure, never in a process crash
+    Lazy,
+}
+
+/// `<path>.tmp`, (fsync,) rename; a synced write is also linked as `durable`.
+fn write_as<T: Serialize>(
+    path: &Path,
+    v: &T,
+    how: Durability,
+    durable: Option<&Path>,
+) -> Result<()> {
+    let tmp = with_suffix(path, ".tmp");
     let body = serde_json::to_vec_pretty(v).map_err(|source| Error::Corrupt {
         path: path.to_path_buf(),
         source,
     })?;
     let mut f = File::create(&tmp).map_err(io_err("write", &tmp))?;
     f.write_all(&body)
-        .and_then(|_| f.sync_all())
+        .and_then(|_| match how {
+            Durability::Synced => f.sync_all(),
+            Durability::Lazy => Ok(()),
+        })
         .map_err(io_err("write", &tmp))?;
+    if let (Durability::Synced, Some(d)) = (how, durable) {
+        // the same synced inode under a second name, which lazy writes do not replace
+        let dtmp = with_suffix(d, ".tmp");
+        let _ = std::fs::remove_file(&dtmp);
+        std::fs::hard_link(&tmp, &dtmp).map_err(io_err("link", &dtmp))?;
+        std::fs::rename(&dtmp, d).map_err(io_err("rename", d))?;
+    }
     std::fs::rename(&tmp, path).map_err(io_err("rename", path))
 }
 
@@ -121,10 +161,26 @@ impl LockedJson {
     /// A consistent copy of the state (default when the file does not exist yet).
     pub fn read<T: DeserializeOwned + Default>(&self) -> Result<T> {
         let _l = lock_exclusive(&self.lock)?;
-        load_or_default(&self.file)
+        self.load()
     }
 
-    /// Change the state under the lock; it is saved only when `f` succeeds.
+    /// The state; the last durable one when a power failure tore a lazy write.
+    fn load<T: DeserializeOwned + Default>(&self) -> Result<T> {
+        match load_or_default(&self.file) {
+            Err(Error::Corrupt { path, source }) => {
+                let durable = with_suffix(&self.file, ".durable");
+                match std::fs::read(&durable) {
+                    Ok(b) => {
+                        serde_json::from_slice(&b).map_err(|_| Error::Corrupt { path, source })
+                    }
+                    Err(_) => Err(Error::Corrupt { path, source }),
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// Change the state under the lock; it is saved (synced) only when `f` succeeds.
     pub fn update<D, T, E>(
         &self,
         f: impl FnOnce(&mut D) -> std::result::Result<T, E>,
@@ -133,10 +189,29 @@ impl LockedJson {
         D: DeserializeOwned + Serialize + Default,
         E: From<Error>,
     {
+        self.update_choosing(|d| f(d).map(|t| (t, false)))
+    }
+
+    /// [`LockedJson::update`] where `f` also says whether the change may be lost in
+    /// a power failure (`true`: written without fsync; see the crate doc).
+    pub fn update_choosing<D, T, E>(
+        &self,
+        f: impl FnOnce(&mut D) -> std::result::Result<(T, bool), E>,
+    ) -> std::result::Result<T, E>
+    where
+        D: DeserializeOwned + Serialize + Default,
+        E: From<Error>,
+    {
         let _l = lock_exclusive(&self.lock)?;
-        let mut d: D = load_or_default(&self.file)?;
-        let out = f(&mut d)?;
-        write_atomic(&self.file, &d)?;
+        let mut d: D = self.load()?;
+        let (out, lazy) = f(&mut d)?;
+        let how = if lazy {
+            Durability::Lazy
+        } else {
+            Durability::Synced
+        };
+        let durable = with_suffix(&self.file, ".durable");
+        write_as(&self.file, &d, how, Some(&durable))?;
         Ok(out)
     }
 }
@@ -174,6 +249,40 @@ mod tests {
         let mut v = f.read::<Vec<u32>>().expect("read");
         v.sort_unstable();
         assert_eq!(v, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_torn_lazy_write_falls_back_to_the_last_durable_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = LockedJson::new(dir.path().join("s.json"), dir.path().join("lock"));
+        f.update(|v: &mut Vec<u32>| {
+            v.push(1);
+            Ok::<_, Error>(())
+        })
+        .expect("durable update");
+        f.update_choosing(|v: &mut Vec<u32>| {
+            v.push(2);
+            Ok::<_, Error>(((), true))
+        })
+        .expect("lazy update");
+        assert_eq!(f.read::<Vec<u32>>().expect("read"), vec![1, 2]);
+        // what a power failure can leave of a lazy write: its new file, renamed in
+        // place but empty or cut
+        let tear = |content: &str| {
+            let t = dir.path().join("torn");
+            std::fs::write(&t, content).expect("write");
+            std::fs::rename(&t, dir.path().join("s.json")).expect("rename");
+        };
+        tear("");
+        assert_eq!(f.read::<Vec<u32>>().expect("read"), vec![1]);
+        // and the next durable update carries on from there
+        f.update(|v: &mut Vec<u32>| {
+            v.push(3);
+            Ok::<_, Error>(())
+        })
+        .expect("durable update");
+        tear("[1, 3");
+        assert_eq!(f.read::<Vec<u32>>().expect("read"), vec![1, 3]);
     }
 
     #[test]
