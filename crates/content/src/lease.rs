@@ -127,7 +127,15 @@ impl Lease {
 
     fn save(&self) -> Result<()> {
         let json = self.dir.join(format!("{}.json", self.id));
-        let tmp = self.dir.join(format!(".{}.json.tmp", self.id));
+        // one temporary file per writer: two builds in one daemon may save the same
+        // lease (the same cache step) at once
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.dir.join(format!(
+            ".{}.json.{}-{seq}.tmp",
+            self.id,
+            std::process::id()
+        ));
         let body = serde_json::to_vec(&self.data).map_err(|source| Error::Lease {
             id: self.id.clone(),
             source,
