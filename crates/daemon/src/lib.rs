@@ -59,6 +59,8 @@ pub fn stop_on_signals(set: nix::sys::signal::SigSet, ctx: Arc<routes::Ctx>) -> 
                 let running = ctx.engine.list(false).map_or(true, |l| !l.is_empty());
                 n.shutdown(running);
             }
+            // the shared parent cgroups, where no container is left in them
+            ctx.engine.release_shared_cgroups();
             std::process::exit(0);
         })?;
     Ok(())

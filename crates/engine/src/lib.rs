@@ -100,7 +100,8 @@ impl Engine {
         Ok(Engine {
             data_root,
             containers,
-            runtime: Runtime::new(abs(runtime_root.into())),
+            // the daemon lets the shared parent cgroup go when it stops
+            runtime: Runtime::new(abs(runtime_root.into())).keeping_shared_cgroup(),
             shim: Vec::new(),
             network: None,
         })

@@ -634,6 +634,12 @@ impl Engine {
         Ok(self)
     }
 
+    /// Lets the shared parent cgroups go where no container is left in them (the
+    /// engine keeps them while it runs: see `Runtime::keeping_shared_cgroup`).
+    pub fn release_shared_cgroups(&self) {
+        self.runtime.release_shared_cgroups();
+    }
+
     /// The networking service, when on.
     pub fn networking(&self) -> Option<&Arc<Networking>> {
         self.network.as_ref()

@@ -50,6 +50,8 @@ pub struct Created {
 pub struct Runtime {
     root: PathBuf,
     cgroup_root: PathBuf,
+    /// leave the shared parent cgroup ("berth") when the last container goes
+    keep_parent: bool,
 }
 
 /// Kills, reaps and removes whatever a failed create left behind.
@@ -58,6 +60,7 @@ struct CreateGuard<'a> {
     cgroup: Option<Box<dyn CgroupManager>>,
     child: Option<i32>,
     armed: bool,
+    keep_parent: bool,
 }
 
 impl Drop for CreateGuard<'_> {
@@ -71,14 +74,17 @@ impl Drop for CreateGuard<'_> {
         }
         if let Some(cg) = &self.cgroup {
             let _ = cg.destroy();
+            if !self.keep_parent {
+                remove_empty_parents(cg.as_ref());
+            }
         }
         let _ = self.dir.remove();
     }
 }
 
 /// Create the cgroup, retrying when something removed the shared parent ("berth")
-/// between our mkdir of it and of our own directory (this runtime leaves it, an
-/// administrator or an older berth may not).
+/// between our mkdir of it and of our own directory (a concurrent delete of the last
+/// other container, or an engine that let it go).
 fn create_cgroup(cg: &dyn CgroupManager) -> Result<()> {
     let mut tries = 0;
     loop {
@@ -89,6 +95,17 @@ fn create_cgroup(cg: &dyn CgroupManager) -> Result<()> {
                 tries += 1;
             }
             r => return Ok(r?),
+        }
+    }
+}
+
+/// Remove the per-runtime parent cgroup ("berth") when the last container is gone.
+fn remove_empty_parents(cg: &dyn CgroupManager) {
+    for (_, p) in cg.paths() {
+        if let Some(parent) = p.parent() {
+            if parent.file_name().is_some_and(|n| n == "berth") {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
     }
 }
@@ -137,6 +154,29 @@ impl Runtime {
         Runtime {
             root: root.into(),
             cgroup_root: PathBuf::from(CGROUP_ROOT),
+            keep_parent: false,
+        }
+    }
+
+    /// This runtime leaves the shared parent cgroup ("berth") when its last container
+    /// goes, as dockerd leaves "docker": removing and making it again (and, for
+    /// cpuset, copying its cpus and mems) costs every short-lived container 18
+    /// cgroupfs operations. Whoever asks for this lets it go when done, with
+    /// [`Runtime::release_shared_cgroups`].
+    pub fn keeping_shared_cgroup(mut self) -> Self {
+        self.keep_parent = true;
+        self
+    }
+
+    /// Removes the shared parent cgroup ("berth") from every hierarchy where it is
+    /// empty (a busy one stays: the kernel refuses to remove it).
+    pub fn release_shared_cgroups(&self) {
+        let mut dirs = vec![self.cgroup_root.join("berth")];
+        if let Ok(rd) = std::fs::read_dir(&self.cgroup_root) {
+            dirs.extend(rd.flatten().map(|e| e.path().join("berth")));
+        }
+        for d in dirs {
+            let _ = std::fs::remove_dir(d);
         }
     }
 
@@ -194,6 +234,7 @@ impl Runtime {
             cgroup: None,
             child: None,
             armed: true,
+            keep_parent: self.keep_parent,
         };
         let _lock = dir.lock(id)?;
         let fifo_path = dir.fifo();
@@ -535,10 +576,10 @@ impl Runtime {
         ) {
             eprintln!("berth-runtime: warning: {e}");
         }
-        // the shared parent ("berth") stays, as dockerd's "docker" does: removing and
-        // making it again (and, for cpuset, copying its cpus and mems) cost every
-        // short-lived container 18 cgroupfs operations more
         cg.destroy()?;
+        if !self.keep_parent {
+            remove_empty_parents(cg.as_ref());
+        }
         dir.remove()
     }
 
