@@ -149,8 +149,12 @@ def main():
                   f"{before} -> {kib(b.pid())} kB; {len(mons)} monitor processes, PSS {mon} kB")
             b("rm", "-f", *[f"h{i}" for i in range(n)])
     finally:
-        subprocess.run([BERTH, "--data-root", b.data, "rm", "-f", "sl"], env=b.env,
-                       capture_output=True)
+        # every container goes, whatever failed: a leftover would keep its mount
+        ids = subprocess.run([BERTH, "--data-root", b.data, "ps", "-aq"], env=b.env,
+                             capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run([BERTH, "--data-root", b.data, "rm", "-f", *ids], env=b.env,
+                           capture_output=True)
         try:
             os.kill(b.pid(), 15)
         except (OSError, ValueError):
