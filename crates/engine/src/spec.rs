@@ -10,10 +10,11 @@
 use crate::error::{Error, Result};
 use crate::record::{CreateOptions, NetworkMode};
 use crate::user::ResolvedUser;
+use berth_runtime::spec::mount;
 use oci_spec::image::Config as ImageConfig;
 use oci_spec::runtime::{
-    Capability, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespaceType,
-    LinuxPids, Mount, Spec,
+    Capability, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespaceType, LinuxPids, Mount,
+    Spec,
 };
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -255,14 +256,7 @@ fn process(
         u.set_additional_gids(Some(ctx.user.additional_gids.clone()));
     }
     p.set_user(u);
-    let caps = capabilities(opts)?;
-    let mut c = LinuxCapabilities::default();
-    c.set_bounding(Some(caps.clone()));
-    c.set_effective(Some(caps.clone()));
-    c.set_permitted(Some(caps));
-    c.set_inheritable(None);
-    c.set_ambient(None);
-    p.set_capabilities(Some(c));
+    p.set_capabilities(Some(berth_runtime::spec::capabilities(capabilities(opts)?)));
     p.set_no_new_privileges(Some(opts.no_new_privileges));
     // other rlimits are inherited from the engine, as docker's come from its daemon
     let rl = opts
@@ -272,15 +266,6 @@ fn process(
         .collect::<Result<Vec<_>>>()?;
     p.set_rlimits(Some(rl).filter(|r| !r.is_empty()));
     Ok(p)
-}
-
-fn mount(dest: &str, typ: &str, source: &Path, options: &[&str]) -> Mount {
-    let mut m = Mount::default();
-    m.set_destination(PathBuf::from(dest));
-    m.set_typ(Some(typ.into()));
-    m.set_source(Some(source.to_path_buf()));
-    m.set_options(Some(options.iter().map(|s| s.to_string()).collect()));
-    m
 }
 
 fn mounts(opts: &CreateOptions, dir: &Path) -> Vec<Mount> {

@@ -1,4 +1,5 @@
-//! Loading and validating an OCI bundle's config.json.
+//! Loading and validating an OCI bundle's config.json, and the small builders the
+//! engine and the builder share when they write one.
 
 use crate::error::{Error, Result};
 use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
@@ -16,6 +17,30 @@ pub struct Bundle {
     pub spec: Spec,
     /// non-fatal findings to show the user (e.g. unsupported LSM labels)
     pub warnings: Vec<String>,
+}
+
+/// A mount of the spec: `source` of type `typ` at `dest` with `options`.
+pub fn mount(dest: &str, typ: &str, source: &Path, options: &[&str]) -> oci_spec::runtime::Mount {
+    let mut m = oci_spec::runtime::Mount::default();
+    m.set_destination(PathBuf::from(dest));
+    m.set_typ(Some(typ.into()));
+    m.set_source(Some(source.to_path_buf()));
+    m.set_options(Some(options.iter().map(|s| s.to_string()).collect()));
+    m
+}
+
+/// A process's capability sets as docker gives them: `caps` bounding, effective
+/// and permitted; nothing inheritable or ambient.
+pub fn capabilities(
+    caps: HashSet<oci_spec::runtime::Capability>,
+) -> oci_spec::runtime::LinuxCapabilities {
+    let mut c = oci_spec::runtime::LinuxCapabilities::default();
+    c.set_bounding(Some(caps.clone()));
+    c.set_effective(Some(caps.clone()));
+    c.set_permitted(Some(caps));
+    c.set_inheritable(None);
+    c.set_ambient(None);
+    c
 }
 
 /// Parse config.json text, naming the offending field on error.

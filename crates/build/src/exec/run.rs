@@ -10,9 +10,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{
-    Capability, LinuxCapabilities, LinuxNamespaceType, Mount, Process, Spec, User,
-};
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec, User};
 
 use crate::ast::{MountType, NetworkMode};
 use crate::eval::{CopyFrom, RunMount, RunStep, Step};
@@ -23,6 +21,7 @@ use super::{io_err, ExecError, Result};
 
 /// docker's default capabilities (one list for the engine and the builder).
 use berth_runtime::features::DOCKER_DEFAULT_CAPS as CAPS;
+use berth_runtime::spec::mount;
 
 /// Where a RUN executes.
 pub struct RunEnv<'a> {
@@ -136,14 +135,9 @@ fn spec(env: &RunEnv<'_>, step: &Step, r: &RunStep, (uid, gid): (u32, u32)) -> R
     u.set_uid(uid);
     u.set_gid(gid);
     p.set_user(u);
-    let caps: std::collections::HashSet<Capability> = CAPS.into_iter().collect();
-    let mut c = LinuxCapabilities::default();
-    c.set_bounding(Some(caps.clone()));
-    c.set_effective(Some(caps.clone()));
-    c.set_permitted(Some(caps));
-    c.set_inheritable(None);
-    c.set_ambient(None);
-    p.set_capabilities(Some(c));
+    p.set_capabilities(Some(berth_runtime::spec::capabilities(
+        CAPS.into_iter().collect(),
+    )));
     spec.set_process(Some(p));
     let mut mounts = oci_spec::runtime::get_default_mounts();
     mounts.extend(extra_mounts);
@@ -157,15 +151,6 @@ fn spec(env: &RunEnv<'_>, step: &Step, r: &RunStep, (uid, gid): (u32, u32)) -> R
     linux.set_cgroups_path(Some(PathBuf::from(format!("berth/{}", env.id))));
     spec.set_linux(Some(linux));
     Ok(spec)
-}
-
-fn oci_mount(dest: &str, typ: &str, source: &Path, options: &[&str]) -> Mount {
-    let mut m = Mount::default();
-    m.set_destination(PathBuf::from(dest));
-    m.set_typ(Some(typ.into()));
-    m.set_source(Some(source.to_path_buf()));
-    m.set_options(Some(options.iter().map(|s| s.to_string()).collect()));
-    m
 }
 
 /// Mount points a RUN's mounts need that the rootfs lacks (and their missing
@@ -209,7 +194,7 @@ fn run_mounts(env: &RunEnv<'_>, r: &RunStep) -> Result<(Vec<Mount>, Vec<String>)
         std::fs::write(&host, &f.data).map_err(io_err("write", &host))?;
         let perm = std::os::unix::fs::PermissionsExt::from_mode(f.mode);
         std::fs::set_permissions(&host, perm).map_err(io_err("chmod", &host))?;
-        out.push(oci_mount(&f.path, "bind", &host, &["rbind", "ro"]));
+        out.push(mount(&f.path, "bind", &host, &["rbind", "ro"]));
     }
     if r.network == NetworkMode::Host {
         // The host's name resolution, bound over files the image already has
@@ -217,7 +202,7 @@ fn run_mounts(env: &RunEnv<'_>, r: &RunStep) -> Result<(Vec<Mount>, Vec<String>)
         for f in ["/etc/resolv.conf", "/etc/hosts"] {
             let inside = super::fsutil::secure_join(env.rootfs, f, true)?;
             if Path::new(f).is_file() && inside.is_file() {
-                out.push(oci_mount(f, "bind", Path::new(f), &["rbind", "ro"]));
+                out.push(mount(f, "bind", Path::new(f), &["rbind", "ro"]));
             }
         }
     }
@@ -260,19 +245,19 @@ fn secret_mount(
         .map_err(io_err("chown", &host))?;
     let perm = std::os::unix::fs::PermissionsExt::from_mode(m.mode.unwrap_or(0o400));
     std::fs::set_permissions(&host, perm).map_err(io_err("chmod", &host))?;
-    Ok(Some(oci_mount(target, "bind", &host, &["rbind", "ro"])))
+    Ok(Some(mount(target, "bind", &host, &["rbind", "ro"])))
 }
 
 fn run_mount(env: &RunEnv<'_>, m: &RunMount, i: usize) -> Result<Option<Mount>> {
     let target = m.target.clone().unwrap_or_default();
     match m.kind {
-        MountType::Tmpfs => Ok(Some(oci_mount(&target, "tmpfs", Path::new("tmpfs"), &["nosuid", "nodev"]))),
+        MountType::Tmpfs => Ok(Some(mount(&target, "tmpfs", Path::new("tmpfs"), &["nosuid", "nodev"]))),
         MountType::Bind => {
             let host = env.binds.get(&i).ok_or_else(|| {
                 ExecError::Invalid(format!("no source prepared for the bind mount on {target}"))
             })?;
             let ro = if m.read_only { "ro" } else { "rw" };
-            Ok(Some(oci_mount(&target, "bind", host, &["rbind", ro])))
+            Ok(Some(mount(&target, "bind", host, &["rbind", ro])))
         }
         MountType::Cache if m.from == CopyFrom::Context => {
             let id = m.id.clone().unwrap_or_else(|| target.clone());
@@ -285,7 +270,7 @@ fn run_mount(env: &RunEnv<'_>, m: &RunMount, i: usize) -> Result<Option<Mount>> 
                 let perm = std::os::unix::fs::PermissionsExt::from_mode(m.mode.unwrap_or(0o755));
                 std::fs::set_permissions(&host, perm).map_err(io_err("chmod", &host))?;
             }
-            Ok(Some(oci_mount(&target, "bind", &host, &["rbind", "rw"])))
+            Ok(Some(mount(&target, "bind", &host, &["rbind", "rw"])))
         }
         MountType::Ssh if !m.required => Ok(None),
         _ => Err(ExecError::Unsupported(format!(
