@@ -70,6 +70,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Clone, Debug)]
 pub struct Client {
     socket: PathBuf,
+    /// how long [`Client::request_with_fd`] waits for `100 Continue`
+    continue_wait: std::time::Duration,
 }
 
 /// A request body.
@@ -89,6 +91,7 @@ impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Client {
         Client {
             socket: socket.into(),
+            continue_wait: CONTINUE_WAIT,
         }
     }
 
@@ -125,13 +128,7 @@ impl Client {
         headers: &[(&str, &str)],
     ) -> Result<Response> {
         let mut s = self.connect()?;
-        let mut head = format!(
-            "{method} /v{API_VERSION}{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth/{}\r\n",
-            env!("CARGO_PKG_VERSION")
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
+        let head = request_head(method, path, headers);
         match send(&mut s, head, body) {
             Ok(()) => {}
             // a daemon may answer (an error) and hang up before it read the whole body,
@@ -169,18 +166,24 @@ impl Client {
             return Err(bad("a request that passes a descriptor needs a body".into()));
         }
         let mut s = self.connect()?;
-        let mut head = format!(
-            "{method} /v{API_VERSION}{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth/{}\r\n",
-            env!("CARGO_PKG_VERSION")
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
+        let mut head = request_head(method, path, headers);
         head.push_str(&format!(
             "Expect: 100-continue\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
             bytes.len()
         ));
         s.write_all(head.as_bytes())?;
+        // a daemon that predates descriptor passing ignores the Expect and waits for
+        // the body, which would wait for its answer forever
+        if !readable_within(&s, self.continue_wait)? {
+            return Err(bad(format!(
+                "the daemon at unix://{} did not answer `Expect: 100-continue` in {} s: it \
+                 is probably older than this berth; stop it (`kill $(cat <data-root>/berthd.pid)`, \
+                 data root /var/lib/berth by default) and the next berth command starts this \
+                 version's",
+                self.socket.display(),
+                self.continue_wait.as_secs()
+            )));
+        }
         let first = Response::read(s.try_clone()?)?;
         if first.status != 100 {
             return Ok(first);
@@ -494,6 +497,42 @@ fn send(s: &mut UnixStream, mut head: String, body: Body) -> std::io::Result<()>
     s.flush()
 }
 
+/// How long [`Client::request_with_fd`] waits for the daemon's `100 Continue`
+/// (berthd sends it as soon as it has read the request's head).
+const CONTINUE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Whether `s` has something to read (or was hung up) within `wait`.
+fn readable_within(s: &UnixStream, wait: std::time::Duration) -> std::io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+        }
+    }
+}
+
+/// A request's first line and berth's own headers, then `headers`; the caller adds
+/// the body's headers and the blank line.
+fn request_head(method: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut head = format!(
+        "{method} /v{API_VERSION}{path} HTTP/1.1\r\nHost: berth\r\nUser-Agent: berth/{}\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,6 +587,51 @@ mod tests {
             "{e}"
         );
         assert_eq!(e.to_string(), "Error response from daemon: No such thing");
+    }
+
+    #[test]
+    fn a_daemon_that_ignores_expect_continue_is_named_not_waited_for() {
+        use std::os::fd::AsFd;
+        // an older berthd reads the head and then waits for the body
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("s.sock");
+        let l = UnixListener::bind(&sock).expect("bind");
+        let t = std::thread::spawn(move || {
+            let (c, _) = l.accept().expect("accept");
+            let mut r = BufReader::new(c);
+            let mut line = String::new();
+            while r.read_line(&mut line).expect("read") > 0 && !line.ends_with("\r\n\r\n") {}
+            // hold the connection until the client gives up
+            let mut rest = Vec::new();
+            let _ = r.read_to_end(&mut rest);
+            (line, rest)
+        });
+        let mut c = Client::new(&sock);
+        c.continue_wait = std::time::Duration::from_millis(200);
+        let ctx = tempfile::tempdir().expect("context");
+        let fd = std::fs::File::open(ctx.path()).expect("open");
+        let Err(e) = c.request_with_fd(
+            "POST",
+            "/build",
+            (b"{}", "application/json"),
+            &[],
+            fd.as_fd(),
+        ) else {
+            panic!("a reply without 100 Continue");
+        };
+        assert!(
+            e.to_string()
+                .contains("did not answer `Expect: 100-continue`"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("older than this berth"), "{e}");
+        drop(c);
+        let (head, rest) = t.join().expect("join");
+        assert!(head.contains("Expect: 100-continue\r\n"), "{head}");
+        assert!(
+            rest.is_empty(),
+            "the body went without the daemon's go: {rest:?}"
+        );
     }
 
     #[test]

@@ -418,13 +418,7 @@ impl Engine {
                 ..Default::default()
             };
             let caps = crate::spec::capabilities(&all)?;
-            let mut c = oci_spec::runtime::LinuxCapabilities::default();
-            c.set_bounding(Some(caps.clone()));
-            c.set_effective(Some(caps.clone()));
-            c.set_permitted(Some(caps));
-            c.set_inheritable(None);
-            c.set_ambient(None);
-            p.set_capabilities(Some(c));
+            p.set_capabilities(Some(berth_runtime::spec::capabilities(caps)));
         }
         if let Some(u) = &opts.user {
             let r = crate::user::resolve_in(&dir.rootfs(), u)?;
