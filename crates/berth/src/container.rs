@@ -227,6 +227,9 @@ pub struct InspectArgs {
     /// Format output using a Go-template subset ({{.State.Status}}, {{json .}}, ...)
     #[arg(short, long)]
     format: Option<String>,
+    /// Display total file sizes
+    #[arg(short, long)]
+    size: bool,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -711,17 +714,10 @@ fn wait(c: &Client, a: &WaitArgs) -> anyhow::Result<i32> {
 
 /// `inspect`: docker's documents, or `--format` of each.
 fn inspect(c: &Client, a: &InspectArgs) -> anyhow::Result<i32> {
-    let mut docs = Vec::new();
-    let mut code = 0;
-    for x in &a.containers {
-        match c.get_json(&format!("/containers/{}/json", enc(x))) {
-            Ok(v) => docs.push(v),
-            Err(err) => {
-                eprintln!("{err}");
-                code = 1;
-            }
-        }
-    }
+    let size = if a.size { "?size=1" } else { "" };
+    let (docs, code) = crate::format::inspect_each(&a.containers, |x| {
+        c.get_json(&format!("/containers/{}/json{size}", enc(x)))
+    });
     Ok(crate::format::print_docs(&docs, a.format.as_deref(), code))
 }
 

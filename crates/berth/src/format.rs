@@ -91,9 +91,9 @@ pub fn table(rows: &[Vec<String>]) -> String {
 
 /// Docker's loop over the names of an `inspect`: one request per name, the
 /// documents found, and exit code 1 (the error on stderr) for each name that failed.
-pub fn inspect_each(
+pub fn inspect_each<E: std::fmt::Display>(
     names: &[String],
-    mut get: impl FnMut(&str) -> berth_client::Result<Value>,
+    mut get: impl FnMut(&str) -> Result<Value, E>,
 ) -> (Vec<Value>, i32) {
     let mut docs = Vec::new();
     let mut code = 0;

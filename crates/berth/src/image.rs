@@ -354,18 +354,13 @@ fn rm(c: &Client, a: &RmArgs) -> Result<()> {
 }
 
 fn inspect(c: &Client, a: &InspectArgs) -> Result<()> {
-    let mut all = Vec::new();
-    for n in &a.images {
-        let v = c.get_json(&format!("/images/{n}/json"))?;
-        match &a.format {
-            Some(f) => println!("{}", render(f, &v)?),
-            None => all.push(v),
-        }
+    let (docs, code) = crate::format::inspect_each(&a.images, |n| {
+        c.get_json(&format!("/images/{}/json", berth_client::enc(n)))
+    });
+    match crate::format::print_docs(&docs, a.format.as_deref(), code) {
+        0 => Ok(()),
+        code => std::process::exit(code),
     }
-    if a.format.is_none() {
-        println!("{}", serde_json::to_string_pretty(&all)?);
-    }
-    Ok(())
 }
 
 fn history(c: &Client, a: &HistoryArgs) -> Result<()> {

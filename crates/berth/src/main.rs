@@ -7,6 +7,7 @@ mod container;
 mod daemon;
 mod format;
 mod image;
+mod inspect;
 mod lifecycle;
 mod network;
 mod progress;
@@ -138,6 +139,8 @@ enum Cmd {
     Events(system::EventsArgs),
     /// Display system-wide information
     Info(system::InfoArgs),
+    /// Return low-level information on containers, images, networks or volumes
+    Inspect(inspect::InspectArgs),
     /// Show the berth version information (client and daemon)
     Version,
     /// The per-container supervisor (internal)
@@ -247,6 +250,7 @@ fn main() {
         Cmd::Attach(a) => container::run(&cli.data_root, container::ContainerCmd::Attach(a)),
         Cmd::Port(a) => container::run(&cli.data_root, container::ContainerCmd::Port(a)),
         Cmd::Commit(a) => container::run(&cli.data_root, container::ContainerCmd::Commit(a)),
+        Cmd::Inspect(a) => inspect::run(&cli.data_root, &a).map(exit_on_failure),
         Cmd::Version => version(&cli.data_root),
         Cmd::Network { cmd } => network::run(&cli.data_root, cmd).map(exit_on_failure),
     };

@@ -351,6 +351,187 @@ fn limits_land_in_the_cgroup() {
     assert_eq!(cgroups_of(&id), Vec::<PathBuf>::new());
 }
 
+/// A resource file of the container's cgroup: the v1 controller's, else the unified one.
+fn cgroup_value(id: &str, v1: &str, v2: &str) -> String {
+    let (ctrl, file) = v1.split_once('/').expect("controller/file");
+    let p1 = Path::new("/sys/fs/cgroup")
+        .join(ctrl)
+        .join("berth")
+        .join(id)
+        .join(file);
+    let p2 = Path::new("/sys/fs/cgroup/berth").join(id).join(v2);
+    std::fs::read_to_string(&p1)
+        .or_else(|_| std::fs::read_to_string(&p2))
+        .unwrap_or_else(|_| panic!("neither {} nor {}", p1.display(), p2.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn cpuset_cpu_shares_and_memory_swap_land_in_the_cgroup() {
+    let b = berth();
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--cpuset-cpus",
+            "0",
+            "--cpu-shares",
+            "512",
+            "--memory",
+            "64m",
+            "--memory-swap",
+            "128m",
+            "someapp:1.0",
+            "sleep",
+            "100212",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(cgroup_value(&id, "cpuset/cpuset.cpus", "cpuset.cpus"), "0");
+    let shares = cgroup_value(&id, "cpu/cpu.shares", "cpu.weight");
+    // v1 takes the shares as they are; v2 gets runc's conversion to a weight
+    assert!(shares == "512" || shares == "20", "{shares}");
+    let swap = cgroup_value(&id, "memory/memory.memsw.limit_in_bytes", "memory.swap.max");
+    // docker's --memory-swap is memory + swap; v2's file holds the swap alone
+    assert!(
+        swap == (128u64 << 20).to_string() || swap == (64u64 << 20).to_string(),
+        "{swap}"
+    );
+    let hc = b.ok(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.CpusetCpus}} {{.HostConfig.CpuShares}} {{.HostConfig.MemorySwap}}",
+        &id,
+    ]);
+    assert_eq!(hc.trim(), format!("0 512 {}", 128u64 << 20));
+    b.ok(&["rm", "-f", &id]);
+    assert_eq!(cgroups_of(&id), Vec::<PathBuf>::new());
+    // a swap limit below the memory limit is refused before anything is made
+    let out = b.run(&[
+        "run",
+        "--rm",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "32m",
+        "someapp:1.0",
+        "true",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("swap"), "{}", stderr(&out));
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn stop_signal_and_entrypoint_override_the_defaults() {
+    let b = berth();
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--stop-signal",
+            "USR1",
+            "someapp:1.0",
+            "sh",
+            "-c",
+            "trap 'echo got-usr1; exit 7' USR1; echo ready; while :; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    eventually("the trap set", || b.ok(&["logs", &id]).contains("ready"));
+    assert_eq!(
+        b.ok(&["inspect", "-f", "{{.Config.StopSignal}}", &id])
+            .trim(),
+        "USR1"
+    );
+    b.ok(&["stop", &id]);
+    // the container ended from its own trap, not from the SIGKILL after the timeout
+    assert_eq!(
+        b.ok(&["inspect", "-f", "{{.State.ExitCode}}", &id]).trim(),
+        "7"
+    );
+    assert!(b.ok(&["logs", &id]).contains("got-usr1"));
+    b.ok(&["rm", &id]);
+
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "echo",
+        "someapp:1.0",
+        "a",
+        "b",
+    ]);
+    assert_eq!(out, "a b\n");
+    let out = b.run(&["run", "--rm", "--entrypoint", "/no/such", "someapp:1.0"]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn inspect_finds_containers_images_networks_and_volumes() {
+    let b = berth();
+    b.ok(&["volume", "create", "iv"]);
+    let id = b
+        .ok(&[
+            "create",
+            "--name",
+            "ic",
+            "-v",
+            "iv:/data",
+            "someapp:1.0",
+            "true",
+        ])
+        .trim()
+        .to_string();
+    // docker's order: a container, else an image, a network, a volume
+    let out = b.ok(&[
+        "inspect",
+        "-f",
+        "{{.Id}}{{.Name}}",
+        "ic",
+        "someapp:1.0",
+        "bridge",
+        "iv",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines[0], format!("{id}/ic"));
+    assert!(lines[1].starts_with("sha256:"), "{out}");
+    assert!(lines[2].ends_with("bridge") && lines[2].len() > 64, "{out}");
+    // a volume has no Id: Go's template prints a missing key of a map so
+    assert_eq!(lines[3], "<no value>iv");
+    // --type narrows the search; an unknown name or type says so and exits 1
+    let out = b.run(&["inspect", "--type", "volume", "ic"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim(), "Error: No such volume: ic");
+    let out = b.run(&["inspect", "nothing-here", "ic"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim(), "Error: No such object: nothing-here");
+    let docs: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON array");
+    assert_eq!(docs[0]["Id"], id.as_str(), "the found one still printed");
+    let out = b.run(&["inspect", "--type", "plugin", "ic"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("not a valid value for --type"));
+    // -s: the sizes docker adds for containers
+    let out = b.ok(&[
+        "container",
+        "inspect",
+        "-s",
+        "-f",
+        "{{.SizeRw}} {{.SizeRootFs}}",
+        "ic",
+    ]);
+    let sizes: Vec<u64> = out
+        .split_whitespace()
+        .map(|n| n.parse().expect("size"))
+        .collect();
+    assert!(sizes.len() == 2 && sizes[1] > 0, "{out}");
+    b.ok(&["rm", "-v", "ic"]);
+    b.ok(&["volume", "rm", "iv"]);
+}
+
 #[test]
 fn foreground_run_proxies_signals_to_the_container() {
     use std::io::BufRead;

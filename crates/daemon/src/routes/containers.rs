@@ -106,7 +106,15 @@ pub fn route(
         ("POST", ["containers", "create"]) => create(ctx, req),
         ("POST", ["containers", "prune"]) => prune(ctx),
         ("GET", ["containers", id, "json"]) => match ctx.engine.inspect(id) {
-            Ok(s) => Reply::json(200, &inspect_json(ctx, &s)),
+            Ok(s) => {
+                let mut v = inspect_json(ctx, &s);
+                if flag(req, "size") {
+                    let (rw, root) = ctx.engine.sizes(&s.record.id).unwrap_or((0, 0));
+                    v["SizeRw"] = json!(rw);
+                    v["SizeRootFs"] = json!(root);
+                }
+                Reply::json(200, &v)
+            }
             Err(e) => engine_error(e),
         },
         ("POST", ["containers", id, "start"]) => start(ctx, id),
