@@ -410,32 +410,98 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 /// `cp`: between a container and a local path, in either direction.
-pub fn cp(c: &Client, src: &str, dest: &str) -> anyhow::Result<()> {
-    match (split_container(src), split_container(dest)) {
-        (Some((ctr, p)), None) => copy_from(c, ctr, p, Path::new(dest)),
-        (None, Some((ctr, p))) => copy_to(c, Path::new(src), ctr, p),
+/// `cp`'s flags: `-a` keeps uid/gid, `-L` follows a symlink in the source, `-q`
+/// hides the "Successfully copied" line (shown on a terminal only, as docker's).
+pub struct CpOptions {
+    pub archive: bool,
+    pub follow_link: bool,
+    pub quiet: bool,
+}
+
+pub fn cp(c: &Client, src: &str, dest: &str, o: &CpOptions) -> anyhow::Result<()> {
+    let copied = match (split_container(src), split_container(dest)) {
+        (Some((ctr, p)), None) => copy_from(c, ctr, p, Path::new(dest), o)?,
+        (None, Some((ctr, p))) => copy_to(c, Path::new(src), ctr, p, o)?,
         _ => bail!(
             "copying between containers or between local paths is not supported: one side must be CONTAINER:PATH"
         ),
+    };
+    if !o.quiet && std::io::stderr().is_terminal() {
+        eprintln!(
+            "Successfully copied {} to {dest}",
+            crate::format::human_size(copied)
+        );
+    }
+    Ok(())
+}
+
+/// Go's `os.ModeSymlink` in a path stat's mode.
+const GO_MODE_SYMLINK: u64 = 1 << 27;
+
+/// With `-L`, where a symlink at `path` in the container leads (docker resolves a
+/// relative target against the link's directory); else `path` itself.
+fn followed(c: &Client, ctr: &str, path: &str) -> anyhow::Result<String> {
+    let Some(st) = stat(c, ctr, path)? else {
+        return Ok(path.to_string());
+    };
+    let target = st["linkTarget"].as_str().unwrap_or("");
+    if st["mode"].as_u64().unwrap_or(0) & GO_MODE_SYMLINK == 0 || target.is_empty() {
+        return Ok(path.to_string());
+    }
+    if target.starts_with('/') {
+        return Ok(target.to_string());
+    }
+    let parent = Path::new(path).parent().unwrap_or(Path::new("/"));
+    Ok(parent.join(target).display().to_string())
+}
+
+/// Counts the bytes read through it (the size `cp` reports).
+struct Counted<R> {
+    inner: R,
+    n: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n.set(self.n.get() + k as u64);
+        Ok(k)
     }
 }
 
 /// Container → host: the daemon's tar, extracted here with its top entry renamed to
 /// the destination's name (docker's rules); entries never leave the destination.
-fn copy_from(c: &Client, ctr: &str, path: &str, dest: &Path) -> anyhow::Result<()> {
+/// The files belong to the caller, or with `-a` keep the container's uid/gid.
+/// Returns the bytes copied.
+fn copy_from(
+    c: &Client,
+    ctr: &str,
+    path: &str,
+    dest: &Path,
+    o: &CpOptions,
+) -> anyhow::Result<u64> {
+    let fetch = if o.follow_link {
+        followed(c, ctr, path)?
+    } else {
+        path.to_string()
+    };
     let r = c
         .request(
             "GET",
-            &format!("/containers/{}/archive?path={}", enc(ctr), enc(path)),
+            &format!("/containers/{}/archive?path={}", enc(ctr), enc(&fetch)),
             Body::Empty,
         )?
         .ok()?;
-    let src_name = Path::new(path)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| ".".into());
+    let base = |p: &str| {
+        Path::new(p)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| ".".into())
+    };
+    // the tar's top entry is named after what was fetched; the copy after the source
+    let (tar_name, src_name) = (base(&fetch), base(path));
     let (into, name) = if dest.is_dir() {
-        (dest.to_path_buf(), src_name.clone())
+        (dest.to_path_buf(), src_name)
     } else {
         let parent = dest
             .parent()
@@ -452,9 +518,14 @@ fn copy_from(c: &Client, ctr: &str, path: &str, dest: &Path) -> anyhow::Result<(
         (parent, name)
     };
     let tmp = tempdir_in(&into)?;
+    let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let res = (|| -> anyhow::Result<()> {
-        let mut a = tar::Archive::new(r.reader());
+        let mut a = tar::Archive::new(Counted {
+            inner: r.reader(),
+            n: count.clone(),
+        });
         a.set_preserve_permissions(true);
+        a.set_preserve_ownerships(o.archive);
         a.set_overwrite(true);
         for e in a.entries()? {
             let mut e = e?;
@@ -475,11 +546,11 @@ fn copy_from(c: &Client, ctr: &str, path: &str, dest: &Path) -> anyhow::Result<(
         // with the container (a stopped one's rootfs is unmounted again by then)
         std::io::copy(&mut a.into_inner(), &mut std::io::sink())
             .context("the daemon's archive stream broke off")?;
-        std::fs::rename(tmp.0.join(&src_name), into.join(&name))
-            .with_context(|| format!("move {} into {}", src_name, into.join(&name).display()))
+        std::fs::rename(tmp.0.join(&tar_name), into.join(&name))
+            .with_context(|| format!("move {} into {}", tar_name, into.join(&name).display()))
     })();
     drop(tmp);
-    res
+    res.map(|()| count.get())
 }
 
 /// A directory removed on drop.
@@ -506,8 +577,15 @@ fn tempdir_in(dir: &Path) -> anyhow::Result<TempDir> {
 
 /// Host → container: a tar of `src` with its top entry named as docker would at the
 /// destination, extracted by the daemon inside the container's root.
-fn copy_to(c: &Client, src: &Path, ctr: &str, path: &str) -> anyhow::Result<()> {
-    let meta = std::fs::symlink_metadata(src).with_context(|| format!("{}", src.display()))?;
+/// The files belong to the container's root, or with `-a` keep their uid/gid; with
+/// `-L` a symlink `src` is copied as the file it leads to. Returns the bytes sent.
+fn copy_to(c: &Client, src: &Path, ctr: &str, path: &str, o: &CpOptions) -> anyhow::Result<u64> {
+    let meta = if o.follow_link {
+        std::fs::metadata(src)
+    } else {
+        std::fs::symlink_metadata(src)
+    }
+    .with_context(|| format!("{}", src.display()))?;
     let dest_is_dir = stat(c, ctr, path)?
         .is_some_and(|st| st["mode"].as_u64().is_some_and(|m| m & (1 << 31) != 0));
     let (dir, name) = if dest_is_dir {
@@ -530,20 +608,28 @@ fn copy_to(c: &Client, src: &Path, ctr: &str, path: &str) -> anyhow::Result<()> 
         (parent, n)
     };
     let mut b = tar::Builder::new(Vec::new());
+    // -L follows the top symlink only, as docker's; links inside a directory stay links
     b.follow_symlinks(false);
     if meta.is_dir() {
         b.append_dir_all(&name, src)?;
+    } else if o.follow_link {
+        b.append_file(&name, &mut std::fs::File::open(src)?)?;
     } else {
         b.append_path_with_name(src, &name)?;
     }
     let data = b.into_inner()?;
     let r = c.request(
         "PUT",
-        &format!("/containers/{}/archive?path={}", enc(ctr), enc(&dir)),
+        &format!(
+            "/containers/{}/archive?path={}&copyUIDGID={}",
+            enc(ctr),
+            enc(&dir),
+            o.archive as u8
+        ),
         Body::Bytes(&data, "application/x-tar"),
     )?;
     r.ok()?;
-    Ok(())
+    Ok(data.len() as u64)
 }
 
 #[cfg(test)]

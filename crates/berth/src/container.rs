@@ -80,6 +80,15 @@ pub enum ContainerCmd {
 
 #[derive(Args)]
 pub struct CpArgs {
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short, long)]
+    archive: bool,
+    /// Always follow symbol link in SRC_PATH
+    #[arg(short = 'L', long)]
+    follow_link: bool,
+    /// Suppress progress output during copy (it is shown on a terminal only)
+    #[arg(short, long)]
+    quiet: bool,
     /// CONTAINER:SRC_PATH or a local path
     src: String,
     /// CONTAINER:DEST_PATH or a local path
@@ -105,6 +114,11 @@ pub struct StatsArgs {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
+    /// Format output using a Go-template subset: "table" (default), "table TEMPLATE",
+    /// "json" or TEMPLATE with .Container .Name .ID .CPUPerc .MemUsage .MemPerc .NetIO
+    /// .BlockIO .PIDs
+    #[arg(long)]
+    format: Option<String>,
     containers: Vec<String>,
 }
 
@@ -190,6 +204,27 @@ pub struct UpdateArgs {
     /// Tune container pids limit (-1 for unlimited)
     #[arg(long, allow_hyphen_values = true)]
     pids_limit: Option<i64>,
+    /// Memory soft limit
+    #[arg(long)]
+    memory_reservation: Option<String>,
+    /// Limit CPU CFS (Completely Fair Scheduler) period
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    /// Limit CPU CFS (Completely Fair Scheduler) quota (-1 for none)
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_quota: Option<i64>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// MEMs in which to allow execution (0-3, 0,1)
+    #[arg(long)]
+    cpuset_mems: Option<String>,
+    /// Block IO (relative weight), between 10 and 1000, or 0 to disable
+    #[arg(long)]
+    blkio_weight: Option<u16>,
+    /// Restart policy to apply when a container exits
+    #[arg(long)]
+    restart: Option<String>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -199,6 +234,9 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short, long)]
     force: bool,
+    /// Provide filter values (e.g. "until=<timestamp>", "label=<key>=<value>", "label!=<key>")
+    #[arg(long = "filter")]
+    filter: Vec<String>,
 }
 
 #[derive(Args)]
@@ -430,6 +468,10 @@ pub struct LogsArgs {
     /// Show logs before a timestamp (2013-01-02T13:23:37Z) or relative (42m)
     #[arg(long)]
     until: Option<String>,
+    /// Show extra details provided to logs (the --log-opt labels/env attributes;
+    /// lines without any are shown unchanged)
+    #[arg(long)]
+    details: bool,
     container: String,
 }
 
@@ -450,6 +492,9 @@ pub struct ExecArgs {
     /// Set environment variables
     #[arg(short, long = "env")]
     env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long)]
+    env_file: Vec<PathBuf>,
     /// Username or UID (format: <name|uid>[:<group|gid>])
     #[arg(short, long)]
     user: Option<String>,
@@ -467,9 +512,13 @@ pub struct ExecArgs {
 
 #[derive(Args)]
 pub struct StopArgs {
-    /// Seconds to wait before killing the container (default: its --stop-timeout, else 10)
-    #[arg(short = 't', long = "time")]
-    time: Option<u64>,
+    /// Signal to send to the container (default: its --stop-signal, else SIGTERM)
+    #[arg(short, long)]
+    signal: Option<String>,
+    /// Seconds to wait before killing the container (default: its --stop-timeout,
+    /// else 10; -1 waits for ever)
+    #[arg(short = 't', long = "timeout", visible_alias = "time", allow_hyphen_values = true)]
+    time: Option<i64>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -567,12 +616,12 @@ pub fn archive_helper(data_root: &Path, a: ArchiveArgs) -> anyhow::Result<()> {
             .try_clone_to_owned()
             .map_err(|err| berth_engine::Error::Invalid(err.to_string()))
             .and_then(|fd| e.archive_get(&a.id, &a.path, fd)),
-        "put" => std::io::stdin()
+        op @ ("put" | "put-owned") => std::io::stdin()
             .as_fd()
             .try_clone_to_owned()
             .map_err(|err| berth_engine::Error::Invalid(err.to_string()))
-            .and_then(|fd| e.archive_put(&a.id, &a.path, fd)),
-        op => bail!("unknown archive operation {op:?}: use stat, get or put"),
+            .and_then(|fd| e.archive_put(&a.id, &a.path, fd, op == "put-owned")),
+        op => bail!("unknown archive operation {op:?}: use stat, get, put or put-owned"),
     };
     if let Err(err) = r {
         eprintln!("berth: {err}");
@@ -646,20 +695,18 @@ fn dispatch(c: &Client, cmd: ContainerCmd) -> anyhow::Result<i32> {
         }),
         ContainerCmd::Logs(a) => logs(c, &a),
         ContainerCmd::Exec(a) => exec(c, a),
-        ContainerCmd::Stop(a) => each(&a.containers, |x| {
-            c.post(&format!(
-                "/containers/{}/stop{}",
-                enc(x),
-                time_query(a.time)
-            ))
-        }),
-        ContainerCmd::Restart(a) => each(&a.containers, |x| {
-            c.post(&format!(
-                "/containers/{}/restart{}",
-                enc(x),
-                time_query(a.time)
-            ))
-        }),
+        ContainerCmd::Stop(a) => {
+            let q = stop_query(&a)?;
+            each(&a.containers, |x| {
+                c.post(&format!("/containers/{}/stop{q}", enc(x)))
+            })
+        }
+        ContainerCmd::Restart(a) => {
+            let q = stop_query(&a)?;
+            each(&a.containers, |x| {
+                c.post(&format!("/containers/{}/restart{q}", enc(x)))
+            })
+        }
         ContainerCmd::Kill(a) => each(&a.containers, |x| {
             c.post(&format!(
                 "/containers/{}/kill?signal={}",
@@ -691,7 +738,14 @@ fn dispatch(c: &Client, cmd: ContainerCmd) -> anyhow::Result<i32> {
         ContainerCmd::Stats(a) => stats(c, &a),
         ContainerCmd::Diff(a) => diff(c, &a),
         ContainerCmd::Export(a) => export(c, &a),
-        ContainerCmd::Cp(a) => io::cp(c, &a.src, &a.dest).map(|_| 0),
+        ContainerCmd::Cp(a) => {
+            let opts = io::CpOptions {
+                archive: a.archive,
+                follow_link: a.follow_link,
+                quiet: a.quiet,
+            };
+            io::cp(c, &a.src, &a.dest, &opts).map(|_| 0)
+        }
         ContainerCmd::Port(a) => port(c, &a),
         ContainerCmd::Commit(a) => commit(c, &a),
     }
@@ -739,6 +793,44 @@ fn update(c: &Client, a: &UpdateArgs) -> anyhow::Result<i32> {
     if let Some(n) = a.pids_limit {
         b.insert("PidsLimit".into(), json!(n));
     }
+    if let Some(m) = &a.memory_reservation {
+        let bytes = berth_engine::record::parse_size(m)
+            .map_err(|e| refuse(125, format!("invalid argument {m:?} for \"--memory-reservation\" flag: {e}")))?;
+        b.insert("MemoryReservation".into(), json!(bytes));
+    }
+    if let Some(n) = a.cpu_period {
+        b.insert("CpuPeriod".into(), json!(n));
+    }
+    if let Some(n) = a.cpu_quota {
+        b.insert("CpuQuota".into(), json!(n));
+    }
+    if let Some(v) = &a.cpuset_cpus {
+        b.insert("CpusetCpus".into(), json!(v));
+    }
+    if let Some(v) = &a.cpuset_mems {
+        b.insert("CpusetMems".into(), json!(v));
+    }
+    if let Some(w) = a.blkio_weight {
+        if w != 0 && !(10..=1000).contains(&w) {
+            return Err(refuse(
+                125,
+                format!("invalid argument \"{w}\" for \"--blkio-weight\" flag: use 10 to 1000, or 0 to disable"),
+            ));
+        }
+        b.insert("BlkioWeight".into(), json!(w));
+    }
+    if let Some(r) = &a.restart {
+        b.insert(
+            "RestartPolicy".into(),
+            restart_policy(r).map_err(|e| refuse(125, format!("{e:#}")))?,
+        );
+    }
+    if b.is_empty() {
+        return Err(refuse(
+            1,
+            "you must provide one or more flags when using this command",
+        ));
+    }
     let body = Value::Object(b);
     each(&a.containers, |x| {
         c.post_json(&format!("/containers/{}/update", enc(x)), Some(&body))
@@ -760,8 +852,20 @@ fn diff(c: &Client, a: &DiffArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn time_query(t: Option<u64>) -> String {
-    t.map(|t| format!("?t={t}")).unwrap_or_default()
+/// `stop`/`restart`: docker's `?signal=&t=` query (the daemon checks the signal).
+fn stop_query(a: &StopArgs) -> anyhow::Result<String> {
+    let mut q = Vec::new();
+    if let Some(s) = &a.signal {
+        q.push(format!("signal={}", enc(s)));
+    }
+    if let Some(t) = a.time {
+        q.push(format!("t={t}"));
+    }
+    Ok(if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    })
 }
 
 /// Applies `f` to every container, printing each as typed; 1 if any failed.
@@ -1220,10 +1324,13 @@ fn exec(c: &Client, a: ExecArgs) -> anyhow::Result<i32> {
     if attached {
         check_tty(a.interactive, a.tty)?;
     }
+    // docker's order: the files first, then -e (a later value wins)
+    let mut env = env_files(&a.env_file).map_err(|e| refuse(125, format!("{e:#}")))?;
+    env.extend(a.env.iter().filter_map(|v| env_value(v)));
     let mut body = json!({
         "Cmd": a.command, "Tty": a.tty, "AttachStdin": a.interactive && attached,
         "AttachStdout": attached, "AttachStderr": attached,
-        "Env": a.env.iter().filter_map(|v| env_value(v)).collect::<Vec<_>>(),
+        "Env": env,
         "User": a.user.clone().unwrap_or_default(), "WorkingDir": a.workdir.clone().unwrap_or_default(),
         "DetachKeys": a.detach_keys.clone().unwrap_or_default(),
         "Privileged": a.privileged,
@@ -1446,6 +1553,9 @@ fn logs(c: &Client, a: &LogsArgs) -> anyhow::Result<i32> {
         "/containers/{id}/logs?stdout=1&stderr=1&tail={tail}&follow={}&timestamps={}",
         a.follow as u8, a.timestamps as u8
     );
+    if a.details {
+        q.push_str("&details=1");
+    }
     if let Some(s) = &a.since {
         q.push_str(&format!("&since={}", unix_query(&log_time("--since", s)?)));
     }
@@ -1497,6 +1607,7 @@ fn top(c: &Client, a: &TopArgs) -> anyhow::Result<i32> {
 }
 
 fn prune(c: &Client, a: &PruneArgs) -> anyhow::Result<i32> {
+    let q = crate::image::filters_query(&a.filter, &[])?;
     if !a.force {
         eprint!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
         let mut answer = String::new();
@@ -1505,7 +1616,7 @@ fn prune(c: &Client, a: &PruneArgs) -> anyhow::Result<i32> {
             return Ok(0);
         }
     }
-    let v = c.post_json("/containers/prune", None)?;
+    let v = c.post_json(&format!("/containers/prune?filters={q}"), None)?;
     let removed = v["ContainersDeleted"]
         .as_array()
         .cloned()
@@ -1524,8 +1635,13 @@ fn prune(c: &Client, a: &PruneArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// One `stats` row from docker's stats document.
-fn stats_row(name: &str, v: &Value, no_trunc: bool) -> Vec<String> {
+/// docker's default `stats` columns.
+const STATS_TABLE: &str =
+    "{{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}";
+
+/// One `stats` row from docker's stats document, with docker's placeholder names;
+/// `container` is the name or id as the user gave it (`.Container`).
+fn stats_row(container: &str, v: &Value, no_trunc: bool) -> Value {
     let n = |x: &Value| x.as_u64().unwrap_or(0);
     let cpu_delta = n(&v["cpu_stats"]["cpu_usage"]["total_usage"])
         .saturating_sub(n(&v["precpu_stats"]["cpu_usage"]["total_usage"]))
@@ -1554,20 +1670,23 @@ fn stats_row(name: &str, v: &Value, no_trunc: bool) -> Vec<String> {
             .map(|e| n(&e["value"]))
             .sum::<u64>()
     };
-    vec![
-        short_id(v["id"].as_str().unwrap_or(""), no_trunc),
-        name.to_string(),
-        format!("{cpu:.2}%"),
-        format!("{} / {}", bytes_size(usage), bytes_size(limit)),
-        format!("{mem_pct:.2}%"),
-        "0B / 0B".into(),
-        format!(
-            "{} / {}",
-            crate::format::human_size(blk("read")),
-            crate::format::human_size(blk("write"))
-        ),
-        n(&v["pids_stats"]["current"]).to_string(),
-    ]
+    let (rx, tx) = v["networks"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .fold((0, 0), |(r, t), i| (r + n(&i["rx_bytes"]), t + n(&i["tx_bytes"])));
+    let hs = crate::format::human_size;
+    json!({
+        "Container": container,
+        "ID": short_id(v["id"].as_str().unwrap_or(""), no_trunc),
+        "Name": v["name"].as_str().unwrap_or("").trim_start_matches('/'),
+        "CPUPerc": format!("{cpu:.2}%"),
+        "MemUsage": format!("{} / {}", bytes_size(usage), bytes_size(limit)),
+        "MemPerc": format!("{mem_pct:.2}%"),
+        "NetIO": format!("{} / {}", hs(rx), hs(tx)),
+        "BlockIO": format!("{} / {}", hs(blk("read")), hs(blk("write"))),
+        "PIDs": n(&v["pids_stats"]["current"]).to_string(),
+    })
 }
 
 fn stats(c: &Client, a: &StatsArgs) -> anyhow::Result<i32> {
@@ -1581,6 +1700,12 @@ fn stats(c: &Client, a: &StatsArgs) -> anyhow::Result<i32> {
     } else {
         a.containers.clone()
     };
+    let format = a.format.as_deref().unwrap_or("table");
+    let headers = json!({
+        "Container": "CONTAINER", "ID": "CONTAINER ID", "Name": "NAME", "CPUPerc": "CPU %",
+        "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %", "NetIO": "NET I/O",
+        "BlockIO": "BLOCK I/O", "PIDs": "PIDS",
+    });
     loop {
         let docs: Vec<(String, Value)> = std::thread::scope(|s| {
             let hs: Vec<_> = targets
@@ -1596,26 +1721,16 @@ fn stats(c: &Client, a: &StatsArgs) -> anyhow::Result<i32> {
                 .filter_map(|h| h.join().ok())
                 .collect::<berth_client::Result<Vec<_>>>()
         })?;
-        let mut rows = vec![[
-            "CONTAINER ID",
-            "NAME",
-            "CPU %",
-            "MEM USAGE / LIMIT",
-            "MEM %",
-            "NET I/O",
-            "BLOCK I/O",
-            "PIDS",
-        ]
-        .map(String::from)
-        .to_vec()];
-        for (_, v) in &docs {
-            let name = v["name"].as_str().unwrap_or("").trim_start_matches('/');
-            rows.push(stats_row(name, v, a.no_trunc));
-        }
+        let rows: Vec<Value> = docs
+            .iter()
+            .map(|(t, v)| stats_row(t, v, a.no_trunc))
+            .collect();
+        let out = crate::format::format_rows(format, STATS_TABLE, &headers, &rows)
+            .map_err(|e| refuse(125, format!("{e:#}")))?;
         if !a.no_stream {
             print!("\x1b[2J\x1b[H");
         }
-        print!("{}", table(&rows));
+        print!("{out}");
         std::io::stdout().flush()?;
         if a.no_stream {
             return Ok(0);

@@ -153,6 +153,45 @@ pub fn print_docs(docs: &[Value], format: Option<&str>, code: i32) -> i32 {
     code
 }
 
+/// docker's `--format` for a list command: `table` (the default columns), `table
+/// TEMPLATE` (columns with the headers that `headers` renders), `json` (one JSON
+/// document a line) or a bare TEMPLATE (one line a row, no header).
+pub fn format_rows(
+    f: &str,
+    default_table: &str,
+    headers: &Value,
+    rows: &[Value],
+) -> anyhow::Result<String> {
+    let f = f.trim_start();
+    if f == "json" {
+        return Ok(rows
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
+            .collect());
+    }
+    let (is_table, tpl) = match f.strip_prefix("table") {
+        Some("") => (true, default_table),
+        Some(rest) => (true, rest.trim_start()),
+        None => (false, f),
+    };
+    let render = |v: &Value| render(tpl, v).map_err(|e| anyhow::anyhow!("template: {e:#}"));
+    let mut lines = Vec::new();
+    if is_table {
+        lines.push(render(headers)?);
+    }
+    for r in rows {
+        lines.push(render(r)?);
+    }
+    if !is_table {
+        return Ok(lines.iter().map(|l| format!("{l}\n")).collect());
+    }
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| l.split('\t').map(String::from).collect())
+        .collect();
+    Ok(table(&rows))
+}
+
 /// Renders a Go-template subset against `v`: `{{.A.B}}`, `{{json .A}}`, `{{json .}}`,
 /// `\t` and `\n` escapes. Values print the way Go's templates print them.
 pub fn render(template: &str, v: &Value) -> anyhow::Result<String> {

@@ -57,6 +57,9 @@ pub struct LsArgs {
     /// Filter output (reference=, dangling=, label=, before=, since=)
     #[arg(short, long = "filter")]
     filter: Vec<String>,
+    /// List multi-platform images as a tree (not supported by berth)
+    #[arg(long)]
+    tree: bool,
     /// Only images matching this reference
     reference: Option<String>,
 }
@@ -72,6 +75,12 @@ pub struct RmArgs {
     /// Force removal of the image
     #[arg(short, long)]
     force: bool,
+    /// Do not delete untagged parents
+    #[arg(long)]
+    no_prune: bool,
+    /// Remove only the given platform variant (linux/amd64 only)
+    #[arg(long)]
+    platform: Vec<String>,
     #[arg(required = true)]
     images: Vec<String>,
 }
@@ -81,6 +90,9 @@ pub struct InspectArgs {
     /// Format output using a Go-template subset ({{.Id}}, {{.Config.Cmd}}, {{json .}})
     #[arg(short, long)]
     format: Option<String>,
+    /// Inspect the given platform variant (linux/amd64 only)
+    #[arg(long)]
+    platform: Option<String>,
     #[arg(required = true)]
     images: Vec<String>,
 }
@@ -96,6 +108,13 @@ pub struct HistoryArgs {
     /// Print sizes and dates in human readable format
     #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
     human: bool,
+    /// Format output using a Go-template subset: "table" (default), "table TEMPLATE",
+    /// "json" or TEMPLATE with .ID .CreatedSince .CreatedAt .CreatedBy .Size .Comment
+    #[arg(long)]
+    format: Option<String>,
+    /// Show history for the given platform (linux/amd64 only)
+    #[arg(long)]
+    platform: Option<String>,
     image: String,
 }
 
@@ -107,6 +126,9 @@ pub struct SaveArgs {
     /// Suppress progress output
     #[arg(short, long)]
     quiet: bool,
+    /// Save only the given platform variant (linux/amd64 only)
+    #[arg(long)]
+    platform: Vec<String>,
     #[arg(required = true)]
     images: Vec<String>,
 }
@@ -119,6 +141,9 @@ pub struct LoadArgs {
     /// Suppress the load output
     #[arg(short, long)]
     quiet: bool,
+    /// Load only the given platform variant (linux/amd64 only)
+    #[arg(long)]
+    platform: Vec<String>,
 }
 
 #[derive(Args)]
@@ -129,6 +154,9 @@ pub struct ImportArgs {
     /// Set commit message for imported image
     #[arg(short, long, default_value = "")]
     message: String,
+    /// Set platform if server is multi-platform capable (linux/amd64 only)
+    #[arg(long)]
+    platform: Option<String>,
     /// A rootfs tarball, or - for STDIN
     file: String,
     reference: Option<String>,
@@ -201,6 +229,9 @@ fn split_tag(name: &str) -> (String, String) {
 }
 
 fn ls(c: &Client, a: &LsArgs) -> Result<()> {
+    if a.tree {
+        bail!("--tree is not supported: berth stores single-platform (linux/amd64) images, so there is no platform tree to show; use `berth image ls`");
+    }
     let mut extra = Vec::new();
     if let Some(r) = &a.reference {
         extra.push(("reference", r.as_str()));
@@ -330,10 +361,16 @@ fn tag(c: &Client, a: &TagArgs) -> Result<()> {
 }
 
 fn rm(c: &Client, a: &RmArgs) -> Result<()> {
+    for p in &a.platform {
+        check_platform(Some(p))?;
+    }
     let mut failed = false;
     for name in &a.images {
-        let force = if a.force { "?force=1" } else { "" };
-        match c.delete(&format!("/images/{name}{force}")) {
+        let q = format!(
+            "?force={}&noprune={}",
+            a.force as u8, a.no_prune as u8
+        );
+        match c.delete(&format!("/images/{}{q}", enc(name))) {
             Ok(v) => {
                 for line in v.as_array().into_iter().flatten() {
                     for (k, v) in line.as_object().into_iter().flatten() {
@@ -354,6 +391,7 @@ fn rm(c: &Client, a: &RmArgs) -> Result<()> {
 }
 
 fn inspect(c: &Client, a: &InspectArgs) -> Result<()> {
+    check_platform(a.platform.as_deref())?;
     let (docs, code) = crate::format::inspect_each(&a.images, |n| {
         c.get_json(&format!("/images/{}/json", berth_client::enc(n)))
     });
@@ -364,6 +402,7 @@ fn inspect(c: &Client, a: &InspectArgs) -> Result<()> {
 }
 
 fn history(c: &Client, a: &HistoryArgs) -> Result<()> {
+    check_platform(a.platform.as_deref())?;
     let rows = c.get_json(&format!("/images/{}/history", a.image))?;
     let rows = rows.as_array().cloned().unwrap_or_default();
     let id_of = |r: &Value| {
@@ -378,13 +417,7 @@ fn history(c: &Client, a: &HistoryArgs) -> Result<()> {
         rows.iter().for_each(|r| println!("{}", id_of(r)));
         return Ok(());
     }
-    let mut t = vec![vec![
-        "IMAGE".into(),
-        "CREATED".into(),
-        "CREATED BY".into(),
-        "SIZE".into(),
-        "COMMENT".into(),
-    ]];
+    let mut out = Vec::new();
     for r in &rows {
         let mut by = r["CreatedBy"]
             .as_str()
@@ -395,19 +428,48 @@ fn history(c: &Client, a: &HistoryArgs) -> Result<()> {
         }
         let created = r["Created"].as_i64().and_then(rfc3339);
         let size = r["Size"].as_u64().unwrap_or(0);
-        let (created, size) = if a.human {
+        let (since, size) = if a.human {
             (human_since(created.as_deref()), human_size(size))
         } else {
-            (created.unwrap_or_default(), size.to_string())
+            (created.clone().unwrap_or_default(), size.to_string())
         };
-        let comment = r["Comment"].as_str().unwrap_or_default().to_string();
-        t.push(vec![id_of(r), created, by, size, comment]);
+        out.push(json!({
+            "ID": id_of(r), "CreatedSince": since, "CreatedAt": created.unwrap_or_default(),
+            "CreatedBy": by, "Size": size, "Comment": r["Comment"].as_str().unwrap_or_default(),
+        }));
     }
-    print!("{}", table(&t));
+    let headers = json!({
+        "ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
+        "CreatedBy": "CREATED BY", "Size": "SIZE", "Comment": "COMMENT",
+    });
+    let f = a.format.as_deref().unwrap_or("table");
+    print!(
+        "{}",
+        crate::format::format_rows(f, HISTORY_TABLE, &headers, &out)?
+    );
     Ok(())
 }
 
+/// docker's default `history` columns.
+const HISTORY_TABLE: &str = "{{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}";
+
+/// `--platform`: berth runs linux/amd64 images only; anything else fails clearly.
+pub fn check_platform(p: Option<&str>) -> Result<()> {
+    match p.map(|p| p.trim().to_ascii_lowercase()) {
+        None => Ok(()),
+        Some(p) if p.is_empty() || p == "linux" || p == "linux/amd64" || p == "linux/x86_64" => {
+            Ok(())
+        }
+        Some(p) => bail!(
+            "platform {p:?} is not supported: berth runs linux/amd64 images only; leave --platform out or use linux/amd64"
+        ),
+    }
+}
+
 fn save(c: &Client, a: &SaveArgs) -> Result<()> {
+    for p in &a.platform {
+        check_platform(Some(p))?;
+    }
     let names: Vec<String> = a
         .images
         .iter()
@@ -447,6 +509,9 @@ fn save(c: &Client, a: &SaveArgs) -> Result<()> {
 }
 
 fn load(c: &Client, a: &LoadArgs) -> Result<()> {
+    for p in &a.platform {
+        check_platform(Some(p))?;
+    }
     let mut input: Box<dyn Read> = match &a.input {
         Some(p) => Box::new(
             std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
@@ -472,6 +537,7 @@ fn load(c: &Client, a: &LoadArgs) -> Result<()> {
 }
 
 fn import(c: &Client, a: &ImportArgs) -> Result<()> {
+    check_platform(a.platform.as_deref())?;
     let mut input: Box<dyn Read> = if a.file == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -539,9 +605,31 @@ fn prune(c: &Client, a: &PruneArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+pub struct SystemPruneArgs {
+    /// Remove all unused images, not just dangling ones
+    #[arg(short, long)]
+    all: bool,
+    /// Prune anonymous volumes
+    #[arg(long)]
+    volumes: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+    /// Provide filter values (e.g. "label=<key>=<value>", "label!=<key>", "until=24h")
+    #[arg(long = "filter")]
+    filter: Vec<String>,
+}
+
 /// `berth system prune`: stopped containers, unused networks, dangling (or all unused)
-/// images and, with `--volumes`, unused anonymous volumes, as docker does.
-pub fn system_prune(root: &Path, all: bool, volumes: bool, force: bool) -> Result<()> {
+/// images and, with `--volumes`, unused anonymous volumes, as docker does; the
+/// filters go to every prune.
+pub fn system_prune(root: &Path, a: &SystemPruneArgs) -> Result<()> {
+    let (all, volumes, force) = (a.all, a.volumes, a.force);
+    if volumes && a.filter.iter().any(|f| f.starts_with("until=")) {
+        bail!("the \"until\" filter is not supported with \"--volumes\": leave one of them out");
+    }
+    let q = filters_query(&a.filter, &[])?;
     let c = crate::daemon::client(root)?;
     if !force {
         let mut what =
@@ -571,7 +659,7 @@ pub fn system_prune(root: &Path, all: bool, volumes: bool, force: bool) -> Resul
         ),
         ("/networks/prune", "NetworksDeleted", "Deleted Networks:"),
     ] {
-        match c.post_json(path, None) {
+        match c.post_json(&format!("{path}?filters={q}"), None) {
             Ok(v) => {
                 let gone = v[key].as_array().cloned().unwrap_or_default();
                 if !gone.is_empty() {
@@ -592,17 +680,34 @@ pub fn system_prune(root: &Path, all: bool, volumes: bool, force: bool) -> Resul
         }
     }
     if volumes {
-        total += crate::volume::prune_volumes(&c, false, &[])?;
+        total += crate::volume::prune_volumes(&c, false, &a.filter)?;
     }
-    total += prune_images(&c, all, &[])?;
+    total += prune_images(&c, all, &a.filter)?;
     println!("Total reclaimed space: {}", human_size(total));
     Ok(())
 }
 
-/// `berth system df`.
-pub fn system_df(root: &Path) -> Result<()> {
+#[derive(Args)]
+pub struct DfArgs {
+    /// Show detailed information on space usage
+    #[arg(short, long)]
+    verbose: bool,
+    /// Format output using a Go-template subset: "table" (default), "table TEMPLATE",
+    /// "json" or TEMPLATE with .Type .TotalCount .Active .Size .Reclaimable
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// docker's default `system df` columns.
+const DF_TABLE: &str = "{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}";
+
+/// `berth system df`: the summary table, `--format`, or with `-v` each object.
+pub fn system_df(root: &Path, a: &DfArgs) -> Result<()> {
     let c = crate::daemon::client(root)?;
     let v = c.get_json("/system/df")?;
+    if a.verbose {
+        return df_verbose(&v, a.format.as_deref());
+    }
     let arr = |k: &str| v[k].as_array().cloned().unwrap_or_default();
     let pct = |part: u64, whole: u64| {
         (part * 100)
@@ -649,22 +754,16 @@ pub fn system_df(root: &Path) -> Result<()> {
         .map(|v| v["UsageData"]["Size"].as_u64().unwrap_or(0))
         .sum();
     let row = |name: &str, total: usize, active: usize, size: u64, free: u64| {
-        vec![
-            name.to_string(),
-            total.to_string(),
-            active.to_string(),
-            human_size(size),
-            format!("{}{}", human_size(free), pct(free, size)),
-        ]
+        json!({
+            "Type": name, "TotalCount": total.to_string(), "Active": active.to_string(),
+            "Size": human_size(size), "Reclaimable": format!("{}{}", human_size(free), pct(free, size)),
+        })
     };
+    let headers = json!({
+        "Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
+        "Reclaimable": "RECLAIMABLE",
+    });
     let t = vec![
-        vec![
-            "TYPE".into(),
-            "TOTAL".into(),
-            "ACTIVE".into(),
-            "SIZE".into(),
-            "RECLAIMABLE".into(),
-        ],
         row("Images", images.len(), active_imgs, img_size, img_free),
         row("Containers", containers.len(), running, ct_size, ct_free),
         row(
@@ -676,6 +775,110 @@ pub fn system_df(root: &Path) -> Result<()> {
         ),
         row("Build Cache", 0, 0, 0, 0),
     ];
-    print!("{}", table(&t));
+    let f = a.format.as_deref().unwrap_or("table");
+    print!(
+        "{}",
+        crate::format::format_rows(f, DF_TABLE, &headers, &t)?
+    );
+    Ok(())
+}
+
+/// `system df -v`: docker's four sections (images, containers, volumes, build cache);
+/// with `--format`, the template over the whole document (`{{json .}}`).
+fn df_verbose(v: &Value, format: Option<&str>) -> Result<()> {
+    if let Some(f) = format {
+        if f.trim() == "json" {
+            println!("{}", serde_json::to_string(v)?);
+        } else {
+            println!("{}", render(f, v)?);
+        }
+        return Ok(());
+    }
+    let arr = |k: &str| v[k].as_array().cloned().unwrap_or_default();
+    let when = |x: &Value| human_since(x["Created"].as_i64().and_then(rfc3339).as_deref());
+    let n = |x: &Value, k: &str| x[k].as_u64().unwrap_or(0);
+    let mut t = vec![[
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE",
+        "CONTAINERS",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for i in arr("Images") {
+        let tags: Vec<String> = i["RepoTags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect();
+        let names = if tags.is_empty() {
+            vec![("<none>".to_string(), "<none>".to_string())]
+        } else {
+            tags.iter().map(|t| split_tag(t)).collect()
+        };
+        let (size, shared) = (n(&i, "Size"), n(&i, "SharedSize"));
+        for (repo, tag) in names {
+            t.push(vec![
+                repo,
+                tag,
+                short(i["Id"].as_str().unwrap_or_default()),
+                when(&i),
+                human_size(size),
+                human_size(shared),
+                human_size(size.saturating_sub(shared)),
+                n(&i, "Containers").to_string(),
+            ]);
+        }
+    }
+    print!("Images space usage:\n\n{}", table(&t));
+    let mut t = vec![[
+        "CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for x in arr("Containers") {
+        let cmd = x["Command"].as_str().unwrap_or_default();
+        let cmd = if cmd.chars().count() > 19 {
+            cmd.chars().take(19).collect::<String>() + "…"
+        } else {
+            cmd.to_string()
+        };
+        let vols = x["Mounts"]
+            .as_array()
+            .map(|m| m.iter().filter(|m| m["Type"] == "volume").count())
+            .unwrap_or(0);
+        t.push(vec![
+            short(x["Id"].as_str().unwrap_or_default()),
+            x["Image"].as_str().unwrap_or_default().to_string(),
+            format!("\"{cmd}\""),
+            vols.to_string(),
+            human_size(n(&x, "SizeRw")),
+            when(&x),
+            x["Status"].as_str().unwrap_or_default().to_string(),
+            x["Names"][0]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+        ]);
+    }
+    print!("\nContainers space usage:\n\n{}", table(&t));
+    let mut t = vec![["VOLUME NAME", "LINKS", "SIZE"].map(String::from).to_vec()];
+    for x in arr("Volumes") {
+        t.push(vec![
+            x["Name"].as_str().unwrap_or_default().to_string(),
+            n(&x["UsageData"], "RefCount").to_string(),
+            human_size(n(&x["UsageData"], "Size")),
+        ]);
+    }
+    print!("\nLocal Volumes space usage:\n\n{}", table(&t));
+    println!("\nBuild cache usage: 0B\n");
+    print!(
+        "{}",
+        table(&[[
+            "CACHE ID", "CACHE TYPE", "SIZE", "CREATED", "LAST USED", "USAGE", "SHARED"
+        ]
+        .map(String::from)
+        .to_vec()])
+    );
     Ok(())
 }

@@ -160,19 +160,9 @@ enum Cmd {
 #[derive(Subcommand)]
 enum SystemCmd {
     /// Show berth disk usage
-    Df,
+    Df(image::DfArgs),
     /// Remove unused data (stopped containers, unused networks, dangling images)
-    Prune {
-        /// Remove all unused images, not just dangling ones
-        #[arg(short, long)]
-        all: bool,
-        /// Prune anonymous volumes
-        #[arg(long)]
-        volumes: bool,
-        /// Do not prompt for confirmation
-        #[arg(short, long)]
-        force: bool,
-    },
+    Prune(image::SystemPruneArgs),
     /// Display system-wide information
     Info(system::InfoArgs),
     /// Get real time events from the server
@@ -200,15 +190,12 @@ fn main() {
         Cmd::Load(a) => image::run(&cli.data_root, image::ImageCmd::Load(a)),
         Cmd::Import(a) => image::run(&cli.data_root, image::ImageCmd::Import(a)),
         Cmd::History(a) => image::run(&cli.data_root, image::ImageCmd::History(a)),
-        Cmd::System { cmd: SystemCmd::Df } => image::system_df(&cli.data_root),
         Cmd::System {
-            cmd:
-                SystemCmd::Prune {
-                    all,
-                    volumes,
-                    force,
-                },
-        } => image::system_prune(&cli.data_root, all, volumes, force),
+            cmd: SystemCmd::Df(a),
+        } => image::system_df(&cli.data_root, &a),
+        Cmd::System {
+            cmd: SystemCmd::Prune(a),
+        } => image::system_prune(&cli.data_root, &a),
         Cmd::System {
             cmd: SystemCmd::Info(a),
         }

@@ -125,7 +125,7 @@ impl Engine {
                     into.display()
                 )));
             }
-            unpack_renamed(std::fs::File::from(r), &base, &into, &name)
+            unpack_renamed(std::fs::File::from(r), &base, &into, &name, true)
         });
         let st = host.wait().map_err(|e| Error::io("wait for tar", src, e))?;
         res?;
@@ -296,9 +296,16 @@ impl Engine {
     }
 
     /// Extracts the tar archive read from `input` into directory `dir` of container
-    /// `what`, resolving every path inside the container. Forks: call from a
-    /// single-threaded process.
-    pub fn archive_put(&self, what: &str, dir: &str, input: OwnedFd) -> Result<()> {
+    /// `what`, resolving every path inside the container. The files belong to the
+    /// container's root, or with `keep_owner` (docker's `cp -a`, `copyUIDGID`) to
+    /// the uid/gid the archive gives them. Forks: call from a single-threaded process.
+    pub fn archive_put(
+        &self,
+        what: &str,
+        dir: &str,
+        input: OwnedFd,
+        keep_owner: bool,
+    ) -> Result<()> {
         let into = container_path(dir)?;
         self.in_container(what, move || {
             if !into.is_dir() {
@@ -307,7 +314,13 @@ impl Engine {
                     into.display()
                 )));
             }
-            unpack_renamed(std::fs::File::from(input), Path::new(""), &into, "")
+            unpack_renamed(
+                std::fs::File::from(input),
+                Path::new(""),
+                &into,
+                "",
+                keep_owner,
+            )
         })
     }
 }
@@ -336,11 +349,18 @@ fn wait(pid: i32) -> i32 {
 }
 
 /// Unpacks the archive read from `r` into `into`, renaming its top entry `base` to
-/// `name`. Entries with absolute paths or `..` are refused.
-fn unpack_renamed(r: std::fs::File, base: &Path, into: &Path, name: &str) -> Result<()> {
+/// `name`. Entries with absolute paths or `..` are refused. Without `keep_owner` the
+/// files belong to the extracting process (root).
+fn unpack_renamed(
+    r: std::fs::File,
+    base: &Path,
+    into: &Path,
+    name: &str,
+    keep_owner: bool,
+) -> Result<()> {
     let mut a = tar::Archive::new(r);
     a.set_preserve_permissions(true);
-    a.set_preserve_ownerships(true);
+    a.set_preserve_ownerships(keep_owner);
     a.set_overwrite(true);
     let entries = a
         .entries()

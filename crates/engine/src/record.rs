@@ -221,6 +221,21 @@ pub struct CreateOptions {
     /// `--init`: a small init (tini) runs as pid 1, forwards signals and reaps
     #[serde(default)]
     pub init: bool,
+    /// `update --cpuset-mems`
+    #[serde(default)]
+    pub cpuset_mems: Option<String>,
+    /// `update --cpu-period` in microseconds
+    #[serde(default)]
+    pub cpu_period: Option<u64>,
+    /// `update --cpu-quota` in microseconds (-1: none)
+    #[serde(default)]
+    pub cpu_quota: Option<i64>,
+    /// `update --memory-reservation` in bytes (the soft limit)
+    #[serde(default)]
+    pub memory_reservation: Option<i64>,
+    /// `update --blkio-weight` (10 to 1000)
+    #[serde(default)]
+    pub blkio_weight: Option<u16>,
 }
 
 impl CreateOptions {

@@ -27,6 +27,21 @@ impl Engine {
     /// `timeout` (default: its `--stop-timeout`, else 10 s). A container that is not
     /// running is left as it is.
     pub fn stop(&self, what: &str, timeout: Option<Duration>) -> Result<String> {
+        self.stop_with(what, timeout, None)
+    }
+
+    /// [`Engine::stop`] with `signal` in place of the container's stop signal
+    /// (docker's `stop --signal`); a bad signal name fails before anything is sent.
+    pub fn stop_with(
+        &self,
+        what: &str,
+        timeout: Option<Duration>,
+        signal: Option<&str>,
+    ) -> Result<String> {
+        let chosen = signal
+            .filter(|s| !s.is_empty())
+            .map(berth_runtime::signal::parse)
+            .transpose()?;
         let s = self.inspect(what)?;
         let id = s.record.id.clone();
         let timeout = timeout
@@ -37,7 +52,9 @@ impl Engine {
         }
         // a frozen container could not act on the signal
         self.thaw(&id);
-        let sig = berth_runtime::signal::parse(&s.record.stop_signal).unwrap_or(Signal::SIGTERM);
+        let sig = chosen.unwrap_or_else(|| {
+            berth_runtime::signal::parse(&s.record.stop_signal).unwrap_or(Signal::SIGTERM)
+        });
         match self.runtime.kill(&id, sig, false) {
             Ok(()) => {}
             Err(berth_runtime::Error::NotFound(_) | berth_runtime::Error::BadState { .. }) => {}

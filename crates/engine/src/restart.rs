@@ -233,6 +233,11 @@ impl Engine {
         if !st.restarting || st.manually_stopped || !matches!(s.state, State::Exited(_)) {
             return Ok(false);
         }
+        // `update --restart no` during the back-off cancels the pending restart
+        if s.record.options.restart.name == RestartName::No {
+            self.update_restart_state(id, |s| s.restarting = false)?;
+            return Ok(false);
+        }
         // counted now, still "restarting" until the new run has started
         self.update_restart_state(id, |s| s.count += 1)?;
         self.prepare_restart(id)?;

@@ -104,7 +104,7 @@ pub fn route(
     let reply = match (req.method.as_str(), parts) {
         ("GET", ["containers", "json"]) => list(ctx, req),
         ("POST", ["containers", "create"]) => create(ctx, req),
-        ("POST", ["containers", "prune"]) => prune(ctx),
+        ("POST", ["containers", "prune"]) => prune(ctx, req),
         ("GET", ["containers", id, "json"]) => match ctx.engine.inspect(id) {
             Ok(s) => {
                 let mut v = inspect_json(ctx, &s);
@@ -125,9 +125,9 @@ pub fn route(
             return Some(None);
         }
         ("POST", ["containers", id, "stop"]) => {
-            done(ctx.engine.stop(id, seconds(q("t"))).map(|_| ()))
+            done(ctx.engine.stop_with(id, seconds(q("t")), q("signal")).map(|_| ()))
         }
-        ("POST", ["containers", id, "restart"]) => restart(ctx, id, seconds(q("t"))),
+        ("POST", ["containers", id, "restart"]) => restart(ctx, id, seconds(q("t")), q("signal")),
         ("POST", ["containers", id, "kill"]) => done(
             ctx.engine
                 .kill(id, q("signal").unwrap_or("KILL"))
@@ -236,9 +236,15 @@ pub(crate) fn publish_now(ctx: &Ctx, action: &str, id: &str, extra: Vec<(&str, S
     }
 }
 
+/// `?t=`: seconds to wait before SIGKILL; a negative one waits for ever (docker's -1).
 fn seconds(v: Option<&str>) -> Option<Duration> {
-    v.and_then(|t| t.parse::<i64>().ok())
-        .map(|t| Duration::from_secs(t.max(0) as u64))
+    v.and_then(|t| t.parse::<i64>().ok()).map(|t| {
+        if t < 0 {
+            Duration::from_secs(100 * 365 * 86_400)
+        } else {
+            Duration::from_secs(t as u64)
+        }
+    })
 }
 
 pub(crate) fn done(r: berth_engine::Result<()>) -> Reply {
@@ -806,8 +812,8 @@ fn start(ctx: &Arc<Ctx>, id: &str) -> Reply {
     }
 }
 
-fn restart(ctx: &Arc<Ctx>, id: &str, t: Option<Duration>) -> Reply {
-    if let Err(e) = ctx.engine.stop(id, t) {
+fn restart(ctx: &Arc<Ctx>, id: &str, t: Option<Duration>, signal: Option<&str>) -> Reply {
+    if let Err(e) = ctx.engine.stop_with(id, t, signal) {
         return engine_error(e);
     }
     match start_container(ctx, id) {
@@ -1004,17 +1010,44 @@ fn commit(ctx: &Ctx, req: &Request) -> Reply {
     }
 }
 
+/// `POST /containers/{id}/update`: docker's UpdateConfig; zero and empty values
+/// (which docker's CLI sends for every flag not given) leave the value as it is.
 fn update(ctx: &Ctx, id: &str, req: &Request) -> Reply {
-    let b: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let b: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(_) if req.body.is_empty() => json!({}),
+        Err(e) => return Reply::error(400, format!("update: the body is not JSON: {e}")),
+    };
+    let restart = match b["RestartPolicy"]["Name"].as_str().filter(|n| !n.is_empty()) {
+        Some(n) => {
+            let max = b["RestartPolicy"]["MaximumRetryCount"].as_i64().unwrap_or(0);
+            match berth_engine::RestartPolicy::from_docker(n, max) {
+                Ok(p) => Some(p),
+                Err(e) => return engine_error(e),
+            }
+        }
+        None => None,
+    };
+    let text = |k: &str| b[k].as_str().filter(|s| !s.is_empty()).map(String::from);
     let u = berth_engine::Update {
         memory: b["Memory"].as_i64().filter(|m| *m > 0),
         memory_swap: b["MemorySwap"].as_i64().filter(|m| *m != 0),
+        memory_reservation: b["MemoryReservation"].as_i64().filter(|m| *m > 0),
         cpus: b["NanoCpus"]
             .as_i64()
             .filter(|n| *n > 0)
             .map(|n| n as f64 / 1e9),
         cpu_shares: b["CpuShares"].as_u64().filter(|n| *n > 0),
+        cpu_period: b["CpuPeriod"].as_u64().filter(|n| *n > 0),
+        cpu_quota: b["CpuQuota"].as_i64().filter(|n| *n != 0),
+        cpuset_cpus: text("CpusetCpus"),
+        cpuset_mems: text("CpusetMems"),
+        blkio_weight: b["BlkioWeight"]
+            .as_u64()
+            .filter(|n| *n > 0)
+            .map(|n| n.min(u16::MAX as u64) as u16),
         pids_limit: b["PidsLimit"].as_i64().filter(|n| *n != 0),
+        restart,
     };
     match ctx.engine.update(id, &u) {
         Ok(_) => Reply::json(200, &json!({"Warnings": []})),
@@ -1022,8 +1055,15 @@ fn update(ctx: &Ctx, id: &str, req: &Request) -> Reply {
     }
 }
 
-fn prune(ctx: &Ctx) -> Reply {
-    match ctx.engine.prune() {
+/// `POST /containers/prune`: every container that is not running, narrowed by the
+/// `until`, `label` and `label!` filters.
+fn prune(ctx: &Ctx, req: &Request) -> Reply {
+    let f = match super::system::PruneFilter::parse(req, &["until"]) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let pick = |s: &Summary| f.matches(Some(unix(&s.record.created)), &s.record.options.labels);
+    match ctx.engine.prune_matching(pick) {
         Ok(ids) => Reply::json(200, &json!({"ContainersDeleted": ids, "SpaceReclaimed": 0})),
         Err(e) => engine_error(e),
     }

@@ -304,37 +304,28 @@ fn remove(ctx: &Ctx, req: &Request, name: &str) -> Reply {
     Reply::json(200, &Value::Array(out))
 }
 
+/// `POST /images/prune`: dangling images (every unused one with `dangling=false`),
+/// narrowed by the `until`, `label` and `label!` filters.
 fn prune(ctx: &Ctx, req: &Request) -> Reply {
-    let filters = match parse_filters(req) {
+    let f = match super::system::PruneFilter::parse(req, &["until", "dangling"]) {
         Ok(f) => f,
-        Err(e) => return Reply::error(400, e),
+        Err(r) => return r,
     };
-    let all = filters
+    let all = f
+        .rest
         .get("dangling")
         .is_some_and(|d| d.iter().any(|d| matches!(d.as_str(), "false" | "0")));
     let images = match store(ctx) {
         Ok(i) => i,
         Err(r) => return r,
     };
-    let selective = filters.contains_key("label") || filters.contains_key("until");
+    let selective = f.until.is_some() || f.has_labels();
     let (deleted, bytes) = if !selective {
         match images.prune(all) {
             Ok(r) => r,
             Err(e) => return image_error(e),
         }
     } else {
-        let until = match filters.get("until").and_then(|u| u.first()) {
-            None => None,
-            Some(u) => match super::events::parse_time_or_ago(u) {
-                Some(t) => Some(t / 1_000_000_000),
-                None => {
-                    return Reply::error(
-                        400,
-                        format!("invalid until {u:?}: give a unix timestamp, an RFC 3339 time or a duration like 24h"),
-                    )
-                }
-            },
-        };
         let list = match images.list() {
             Ok(l) => l,
             Err(e) => return image_error(e),
@@ -342,13 +333,9 @@ fn prune(ctx: &Ctx, req: &Request) -> Reply {
         let (mut ids, mut bytes) = (Vec::new(), 0);
         for i in list {
             let labels = labels_of(&images, &i.id);
-            let old = until.is_none_or(|u| i.created.as_deref().map(unix).unwrap_or(0) < u);
             if (all || i.tags.is_empty())
                 && i.containers == 0
-                && old
-                && filters
-                    .get("label")
-                    .is_none_or(|ls| ls.iter().all(|l| label_matches(l, &labels)))
+                && f.matches(i.created.as_deref().map(unix), &labels)
                 && images.remove(&i.id, true).is_ok()
             {
                 bytes += i.size;

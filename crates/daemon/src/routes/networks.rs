@@ -288,17 +288,15 @@ fn remove(ctx: &Ctx, id: &str) -> Reply {
 
 fn prune(ctx: &Ctx, req: &Request) -> Reply {
     let run = || -> Result<Reply, Reply> {
-        let f = filters(req)?;
+        let f = super::system::PruneFilter::parse(req, &["until"])?;
         let n = networking(ctx)?;
         let mut deleted = Vec::new();
         for info in n.networks().map_err(engine_error)? {
             if info.is_default() || !info.pool.allocations.is_empty() {
                 continue;
             }
-            let label_ok = f
-                .get("label")
-                .is_none_or(|ls| ls.iter().all(|l| label_matches(&info.spec.labels, l)));
-            if label_ok && n.remove_network(&info.spec.name).is_ok() {
+            let created = Some(super::unix(&info.spec.created)).filter(|_| !info.spec.created.is_empty());
+            if f.matches(created, &info.spec.labels) && n.remove_network(&info.spec.name).is_ok() {
                 event(ctx, "destroy", &info, None);
                 deleted.push(info.spec.name);
             }

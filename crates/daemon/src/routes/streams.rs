@@ -440,9 +440,15 @@ fn archive_put(ctx: &Ctx, req: &Request, id: &str, conn: &mut Conn) -> Streamed 
     let Some(path) = req.query.get("path").filter(|p| !p.is_empty()) else {
         return fail(Reply::error(400, "archive: path is required (?path=)"));
     };
+    // docker's cp -a: keep the archive's uid/gid
+    let op = if super::flag(req, "copyUIDGID") {
+        "put-owned"
+    } else {
+        "put"
+    };
     let mut child = helper(
         ctx,
-        "put",
+        op,
         &s.record.id,
         path,
         Stdio::piped(),

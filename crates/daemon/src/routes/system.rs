@@ -32,6 +32,85 @@ pub fn route(ctx: &Ctx, req: &Request, parts: &[&str]) -> Option<Reply> {
     })
 }
 
+/// The `filters` of a prune (`POST /containers|images|networks|volumes/prune`):
+/// `until` (a unix time, an RFC 3339 time or a duration back from now) keeps what was
+/// created at or after it; `label=k[=v]` keeps only matches (all of them must match);
+/// `label!=k[=v]` spares matches (any of them).
+#[derive(Debug, Default)]
+pub(crate) struct PruneFilter {
+    /// unix seconds: only what was created before goes
+    pub until: Option<i64>,
+    labels: Vec<String>,
+    not_labels: Vec<String>,
+    /// other filters the caller handles itself (`dangling`, `all`)
+    pub rest: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl PruneFilter {
+    /// Parses the request's `filters`; `allowed` names the filters the route takes
+    /// besides `label` and `label!` (docker's 400 "invalid filter" for the others).
+    pub fn parse(req: &Request, allowed: &[&str]) -> Result<Self, Reply> {
+        let f = super::events::parse_filters(req).map_err(|e| Reply::error(400, e))?;
+        let mut out = PruneFilter::default();
+        for (k, vs) in f {
+            match k.as_str() {
+                "label" => out.labels = vs,
+                "label!" => out.not_labels = vs,
+                "until" if allowed.contains(&"until") => {
+                    let u = vs.first().map(String::as_str).unwrap_or("");
+                    if vs.len() > 1 {
+                        return Err(Reply::error(400, "more than one until filter specified"));
+                    }
+                    let t = super::events::parse_time_or_ago(u).ok_or_else(|| {
+                        Reply::error(
+                            400,
+                            format!("invalid until {u:?}: give a unix timestamp, an RFC 3339 time or a duration like 24h"),
+                        )
+                    })?;
+                    out.until = Some(t.div_euclid(1_000_000_000));
+                }
+                k if allowed.contains(&k) => {
+                    out.rest.insert(k.to_string(), vs);
+                }
+                k => {
+                    let mut names: Vec<&str> = allowed.to_vec();
+                    names.extend(["label", "label!"]);
+                    return Err(Reply::error(
+                        400,
+                        format!("invalid filter '{k}': use {}", names.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a `label` or `label!` filter was given.
+    pub fn has_labels(&self) -> bool {
+        !self.labels.is_empty() || !self.not_labels.is_empty()
+    }
+
+    /// Whether an object created at `created` (unix seconds, `None` when unknown)
+    /// with `labels` is to be pruned.
+    pub fn matches(
+        &self,
+        created: Option<i64>,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        let old = self
+            .until
+            .is_none_or(|u| created.is_some_and(|c| c < u));
+        old && self
+            .labels
+            .iter()
+            .all(|l| super::events::label_matches(l, labels))
+            && !self
+                .not_labels
+                .iter()
+                .any(|l| super::events::label_matches(l, labels))
+    }
+}
+
 fn version() -> Value {
     let uts = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     json!({
@@ -122,8 +201,9 @@ fn df(ctx: &Ctx) -> Reply {
             json!({
                 "Id": r.id, "Names": [format!("/{}", r.name)], "Image": r.options.image,
                 "Command": r.path, "Created": super::unix(&r.created), "State": state,
-                "Status": state, "SizeRw": size, "SizeRootFs": size, "Labels": r.options.labels,
-                "Mounts": []
+                "Status": super::containers::status_text(s), "SizeRw": size, "SizeRootFs": size,
+                "Labels": r.options.labels,
+                "Mounts": r.volumes.iter().map(|v| json!({"Type": "volume", "Name": v})).collect::<Vec<_>>()
             })
         })
         .collect();

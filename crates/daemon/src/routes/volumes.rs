@@ -192,11 +192,12 @@ pub(crate) fn du(p: &Path) -> u64 {
 }
 
 fn prune(ctx: &Ctx, req: &Request) -> Reply {
-    let filters = match parse_filters(req) {
+    let f = match super::system::PruneFilter::parse(req, &["all"]) {
         Ok(f) => f,
-        Err(e) => return Reply::error(400, e),
+        Err(r) => return r,
     };
-    let all = filters
+    let all = f
+        .rest
         .get("all")
         .is_some_and(|v| v.iter().any(|x| matches!(x.as_str(), "true" | "1")));
     let vols = match ctx.engine.volume_list() {
@@ -206,12 +207,7 @@ fn prune(ctx: &Ctx, req: &Request) -> Reply {
     let mut deleted = Vec::new();
     let mut bytes = 0;
     for v in vols {
-        let labelled = filters
-            .get("label")
-            .is_none_or(|vs| vs.iter().all(|x| label_matches(x, &v.labels)))
-            && filters
-                .get("label!")
-                .is_none_or(|vs| !vs.iter().any(|x| label_matches(x, &v.labels)));
+        let labelled = f.matches(None, &v.labels);
         if !(all || v.anonymous) || !labelled {
             continue;
         }
