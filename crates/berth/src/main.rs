@@ -142,7 +142,7 @@ enum Cmd {
     /// Return low-level information on containers, images, networks or volumes
     Inspect(inspect::InspectArgs),
     /// Show the berth version information (client and daemon)
-    Version,
+    Version(VersionArgs),
     /// The per-container supervisor (internal)
     #[command(hide = true)]
     ContainerShim(container::ShimArgs),
@@ -238,7 +238,7 @@ fn main() {
         Cmd::Port(a) => container::run(&cli.data_root, container::ContainerCmd::Port(a)),
         Cmd::Commit(a) => container::run(&cli.data_root, container::ContainerCmd::Commit(a)),
         Cmd::Inspect(a) => inspect::run(&cli.data_root, &a).map(exit_on_failure),
-        Cmd::Version => version(&cli.data_root),
+        Cmd::Version(a) => version(&cli.data_root, &a),
         Cmd::Network { cmd } => network::run(&cli.data_root, cmd).map(exit_on_failure),
     };
     if let Err(e) = result {
@@ -268,9 +268,43 @@ fn exit_on_failure(code: i32) {
     }
 }
 
-/// `berth version`: the client's, then the daemon's (over the API), as docker prints.
-fn version(data_root: &std::path::Path) -> anyhow::Result<()> {
-    println!("Client:\n Version:           {}\n API version:       {}\n OS/Arch:           linux/amd64\n", env!("CARGO_PKG_VERSION"), berth_client::API_VERSION);
+#[derive(clap::Args)]
+struct VersionArgs {
+    /// Format output using a Go-template subset ({{.Client.Version}},
+    /// {{.Server.Version}}, {{json .}}) or "json"
+    #[arg(short, long)]
+    format: Option<String>,
+}
+
+/// `berth version`: the client's, then the daemon's (over the API), as docker prints;
+/// with `--format`, docker's `{Client, Server}` document through the template.
+fn version(data_root: &std::path::Path, a: &VersionArgs) -> anyhow::Result<()> {
+    let client = serde_json::json!({
+        "Platform": {"Name": "berth"}, "Version": env!("CARGO_PKG_VERSION"),
+        "ApiVersion": berth_client::API_VERSION, "DefaultAPIVersion": berth_client::API_VERSION,
+        "GitCommit": "berth", "GoVersion": "none (Rust)", "Os": "linux", "Arch": "amd64",
+        "BuildTime": "", "Context": "default",
+    });
+    if let Some(f) = &a.format {
+        let server = daemon::client(data_root).and_then(|c| Ok(c.get_json("/version")?));
+        let doc = serde_json::json!({
+            "Client": client,
+            "Server": server.as_ref().ok(),
+        });
+        let out = if f.trim() == "json" {
+            serde_json::to_string(&doc)?
+        } else {
+            format::render(f, &doc).map_err(|e| anyhow::anyhow!("template: {e:#}"))?
+        };
+        println!("{out}");
+        return server.map(|_| ());
+    }
+    let s = |k: &str| client[k].as_str().unwrap_or("").to_string();
+    println!(
+        "Client:\n Version:           {}\n API version:       {}\n OS/Arch:           linux/amd64\n",
+        s("Version"),
+        s("ApiVersion")
+    );
     let v = daemon::client(data_root)?.get_json("/version")?;
     let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
     println!(

@@ -30,8 +30,110 @@ pub struct CreateArgs {
     /// Set metadata for a volume (key=value)
     #[arg(short, long = "label")]
     label: Vec<String>,
+    /// Specify volume driver name (local only)
+    #[arg(short, long, default_value = "local")]
+    driver: String,
+    /// Set driver specific options: type=, device=, o= (e.g. -o type=tmpfs -o
+    /// device=tmpfs -o o=size=64m)
+    #[arg(short, long)]
+    opt: Vec<String>,
+    /// Cluster Volume availability (swarm only: not supported)
+    #[arg(long)]
+    availability: Option<String>,
+    /// Cluster Volume group (swarm only: not supported)
+    #[arg(long)]
+    group: Option<String>,
+    /// Minimum size of the Cluster Volume in bytes (swarm only: not supported)
+    #[arg(long)]
+    limit_bytes: Option<String>,
+    /// Maximum size of the Cluster Volume in bytes (swarm only: not supported)
+    #[arg(long)]
+    required_bytes: Option<String>,
+    /// Cluster Volume access scope (swarm only: not supported)
+    #[arg(long)]
+    scope: Option<String>,
+    /// Cluster Volume secrets (swarm only: not supported)
+    #[arg(long)]
+    secret: Vec<String>,
+    /// Cluster Volume access sharing (swarm only: not supported)
+    #[arg(long)]
+    sharing: Option<String>,
+    /// A topology that the Cluster Volume would be preferred in (swarm only: not supported)
+    #[arg(long)]
+    topology_preferred: Vec<String>,
+    /// A topology that the Cluster Volume must be accessible from (swarm only: not supported)
+    #[arg(long)]
+    topology_required: Vec<String>,
+    /// Cluster Volume access type (swarm only: not supported)
+    #[arg(long = "type")]
+    access_type: Option<String>,
     /// Volume name
     name: Option<String>,
+}
+
+impl CreateArgs {
+    /// The swarm-only flags given, by name.
+    fn cluster_flags(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut add = |given: bool, name: &'static str| {
+            if given {
+                out.push(name);
+            }
+        };
+        add(self.availability.is_some(), "--availability");
+        add(self.group.is_some(), "--group");
+        add(self.limit_bytes.is_some(), "--limit-bytes");
+        add(self.required_bytes.is_some(), "--required-bytes");
+        add(self.scope.is_some(), "--scope");
+        add(!self.secret.is_empty(), "--secret");
+        add(self.sharing.is_some(), "--sharing");
+        add(!self.topology_preferred.is_empty(), "--topology-preferred");
+        add(!self.topology_required.is_empty(), "--topology-required");
+        add(self.access_type.is_some(), "--type");
+        out
+    }
+}
+
+/// `volume create`: the local driver only, with its options; the swarm flags fail.
+fn create(c: &Client, a: CreateArgs) -> anyhow::Result<i32> {
+    let cluster = a.cluster_flags();
+    if !cluster.is_empty() {
+        anyhow::bail!(
+            "{} {} only supported for cluster volumes (swarm), which berth does not run",
+            cluster.join(", "),
+            if cluster.len() == 1 { "is" } else { "are" }
+        );
+    }
+    if a.driver != "local" {
+        anyhow::bail!(
+            "volume driver {:?} is not supported: berth has the local driver only (leave --driver out)",
+            a.driver
+        );
+    }
+    let kv = |flag: &str, l: &str| -> anyhow::Result<(String, String)> {
+        match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ if flag == "--label" && !l.is_empty() => Ok((l.to_string(), String::new())),
+            _ => anyhow::bail!("{flag} {l:?}: use key=value"),
+        }
+    };
+    let labels = a
+        .label
+        .iter()
+        .map(|l| kv("--label", l))
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let opts = a
+        .opt
+        .iter()
+        .map(|o| kv("--opt", o))
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let name = a.name.or(a.name_flag).unwrap_or_default();
+    let v = c.post_json(
+        "/volumes/create",
+        Some(&serde_json::json!({"Name": name, "Labels": labels, "Driver": "local", "DriverOpts": opts})),
+    )?;
+    println!("{}", v["Name"].as_str().unwrap_or_default());
+    Ok(0)
 }
 
 #[derive(Args)]
@@ -96,23 +198,7 @@ pub fn run(data_root: &Path, cmd: VolumeCmd) -> anyhow::Result<()> {
 
 fn dispatch(c: &Client, cmd: VolumeCmd) -> anyhow::Result<i32> {
     match cmd {
-        VolumeCmd::Create(a) => {
-            let labels: BTreeMap<String, String> = a
-                .label
-                .iter()
-                .map(|l| {
-                    let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
-                    (k.to_string(), v.to_string())
-                })
-                .collect();
-            let name = a.name.or(a.name_flag).unwrap_or_default();
-            let v = c.post_json(
-                "/volumes/create",
-                Some(&serde_json::json!({"Name": name, "Labels": labels, "Driver": "local"})),
-            )?;
-            println!("{}", v["Name"].as_str().unwrap_or_default());
-            Ok(0)
-        }
+        VolumeCmd::Create(a) => create(c, a),
         VolumeCmd::Ls(a) => {
             let q = crate::image::filters_query(&a.filter, &[])?;
             let v = c.get_json(&format!("/volumes?filters={q}"))?;

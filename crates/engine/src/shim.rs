@@ -90,6 +90,8 @@ impl Engine {
     /// reads the bundle.
     pub fn start(&self, id: &str, before_start: &mut dyn FnMut(&Path)) -> Result<Shim> {
         let rec = self.dir(id).load()?;
+        // volumes with the local driver's mount options (tmpfs, bind, ...)
+        self.volumes_mount(&rec)?;
         let pending = self.spawn_shim(id)?;
         let net = match self.net_prepare(&rec) {
             Ok(n) => n,
@@ -365,6 +367,7 @@ impl Engine {
     /// After a failed create or start: unmount, and remove for `--rm`.
     fn failed_start(&self, dir: &ContainerDir, rec: &Record, e: Error) -> Error {
         let _ = rootfs::unmount_rootfs(&dir.rootfs());
+        self.volumes_release(rec);
         if rec.options.auto_remove {
             let _ = self.remove(&rec.id, true, true);
         }
@@ -383,6 +386,7 @@ impl Engine {
                 Err(e) => tracing::warn!(container = %rec.id, error = %e, "runtime delete failed"),
             }
             let unmounted = rootfs::unmount_rootfs(&dir.rootfs());
+            self.volumes_release(rec);
             dir.save_exit(&ExitStatus {
                 code,
                 finished_at: crate::record::now(),

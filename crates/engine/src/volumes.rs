@@ -24,6 +24,11 @@ pub struct Volume {
     /// made for an image's VOLUME, removed with its container
     #[serde(default)]
     pub anonymous: bool,
+    /// the local driver's options (`--opt type=tmpfs --opt device=tmpfs --opt
+    /// o=size=64m`): what is mounted on the volume's data directory while a
+    /// container uses it
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
     /// where its data lives on the host
     #[serde(skip)]
     pub mountpoint: PathBuf,
@@ -44,6 +49,7 @@ impl Engine {
             created_at: String::new(),
             labels: BTreeMap::new(),
             anonymous: false,
+            options: BTreeMap::new(),
             mountpoint: PathBuf::new(),
         });
         v.mountpoint = dir.join("_data");
@@ -58,6 +64,19 @@ impl Engine {
         labels: BTreeMap<String, String>,
         anonymous: bool,
     ) -> Result<Volume> {
+        self.volume_create_with(name, labels, BTreeMap::new(), anonymous)
+    }
+
+    /// [`Engine::volume_create`] with the local driver's options (see
+    /// [`VolumeMount::from_options`]), checked here.
+    pub fn volume_create_with(
+        &self,
+        name: Option<&str>,
+        labels: BTreeMap<String, String>,
+        options: BTreeMap<String, String>,
+        anonymous: bool,
+    ) -> Result<Volume> {
+        VolumeMount::from_options(&options)?;
         let name = match name {
             Some(n) => names::validate(n)?.to_string(),
             None => names::new_id()?,
@@ -79,6 +98,7 @@ impl Engine {
             created_at: crate::record::now(),
             labels,
             anonymous,
+            options,
             mountpoint: dir.join("_data"),
         };
         write_json(&dir.join("meta.json"), &v)?;
@@ -133,6 +153,10 @@ impl Engine {
                 users.join(", ")
             )));
         }
+        // a mount left by a container that died without its supervisor's clean-up
+        if !v.options.is_empty() && crate::rootfs::is_mounted(&v.mountpoint) {
+            crate::rootfs::unmount_rootfs(&v.mountpoint)?;
+        }
         let dir = self.volumes_dir().join(&v.name);
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))
     }
@@ -184,13 +208,52 @@ impl Engine {
                 continue;
             }
             let v = self.volume_create(name.as_deref(), BTreeMap::new(), name.is_none())?;
-            copy_up(rootfs, &b.target, &v.mountpoint)?;
+            // a volume with mount options is filled by its mount, not the image
+            if v.options.is_empty() {
+                copy_up(rootfs, &b.target, &v.mountpoint)?;
+            }
             b.source = v.mountpoint.clone();
             b.volume = Some(v.name.clone());
             used.push(v.name);
             out.push(b);
         }
         Ok((out, used))
+    }
+
+    /// Mounts what the options of the volumes of `rec` ask for on their data
+    /// directories, unless mounted already (another container uses the volume).
+    pub(crate) fn volumes_mount(&self, rec: &crate::Record) -> Result<()> {
+        for name in &rec.volumes {
+            let Ok(v) = self.load_volume(name) else { continue };
+            if let Some(m) = VolumeMount::from_options(&v.options)? {
+                if !crate::rootfs::is_mounted(&v.mountpoint) {
+                    m.mount(&v.mountpoint)
+                        .map_err(|e| Error::Invalid(format!("volume {name}: {e}")))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmounts the volumes of `rec` that were mounted for it, once no other running
+    /// container uses them (the local driver's reference count).
+    pub(crate) fn volumes_release(&self, rec: &crate::Record) {
+        for name in &rec.volumes {
+            let Ok(v) = self.load_volume(name) else { continue };
+            if v.options.is_empty() || !crate::rootfs::is_mounted(&v.mountpoint) {
+                continue;
+            }
+            let others = self.volume_users(name).unwrap_or_default();
+            let busy = others.iter().filter(|id| **id != rec.id).any(|id| {
+                self.inspect(id)
+                    .is_ok_and(|s| s.state == crate::list::State::Running)
+            });
+            if !busy {
+                if let Err(e) = crate::rootfs::unmount_rootfs(&v.mountpoint) {
+                    tracing::warn!(volume = %name, error = %e, "volume unmount failed");
+                }
+            }
+        }
     }
 
     /// Removes the anonymous ones among `names` (after their container went).
@@ -200,6 +263,111 @@ impl Engine {
                 let _ = self.volume_remove(n);
             }
         }
+    }
+}
+
+/// What the local driver mounts for a volume's options, as docker's: `type` (the
+/// filesystem type; `none` with `o=bind` for a bind mount), `device` (the source)
+/// and `o` (mount options: flags such as `ro`, `nosuid` or `bind`, and data such as
+/// `size=64m`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// the filesystem type (`none` for a bind)
+    pub fstype: String,
+    /// the source (a device, `tmpfs`, or the host directory of a bind)
+    pub device: String,
+    /// mount flags from `o`
+    pub flags: nix::mount::MsFlags,
+    /// the rest of `o`, passed to the filesystem
+    pub data: String,
+}
+
+impl VolumeMount {
+    /// The mount of `options`; `None` without options. Unknown keys, a bind of a
+    /// relative or missing directory, and a type without device fail.
+    pub fn from_options(options: &BTreeMap<String, String>) -> Result<Option<VolumeMount>> {
+        use nix::mount::MsFlags as F;
+        if options.is_empty() {
+            return Ok(None);
+        }
+        if let Some(k) = options
+            .keys()
+            .find(|k| !["type", "device", "o"].contains(&k.as_str()))
+        {
+            return Err(Error::Invalid(format!(
+                "invalid option key: {k:?}: the local volume driver takes type, device and o"
+            )));
+        }
+        let fstype = options.get("type").cloned().unwrap_or_default();
+        let device = options.get("device").cloned().unwrap_or_default();
+        if fstype.is_empty() {
+            return Err(Error::Invalid(
+                "missing required option: \"type\" (e.g. --opt type=tmpfs, or type=none with o=bind)".into(),
+            ));
+        }
+        if device.is_empty() {
+            return Err(Error::Invalid(
+                "missing required option: \"device\" (e.g. --opt device=tmpfs, or the host directory of a bind)".into(),
+            ));
+        }
+        let (mut flags, mut data) = (F::empty(), Vec::new());
+        for o in options.get("o").into_iter().flat_map(|o| o.split(',')) {
+            let f = match o {
+                "" => continue,
+                "ro" => F::MS_RDONLY,
+                "rw" => F::empty(),
+                "bind" => F::MS_BIND,
+                "rbind" => F::MS_BIND | F::MS_REC,
+                "nosuid" => F::MS_NOSUID,
+                "nodev" => F::MS_NODEV,
+                "noexec" => F::MS_NOEXEC,
+                "noatime" => F::MS_NOATIME,
+                "nodiratime" => F::MS_NODIRATIME,
+                "relatime" => F::MS_RELATIME,
+                "sync" => F::MS_SYNCHRONOUS,
+                _ => {
+                    data.push(o.to_string());
+                    continue;
+                }
+            };
+            flags |= f;
+        }
+        if flags.contains(F::MS_BIND) {
+            let p = Path::new(&device);
+            if !p.is_absolute() || !p.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "bind volume device {device:?}: use the absolute path of an existing host directory"
+                )));
+            }
+        }
+        Ok(Some(VolumeMount {
+            fstype,
+            device,
+            flags,
+            data: data.join(","),
+        }))
+    }
+
+    /// Mounts it on `target`; a bind read-only is remounted so (the kernel ignores
+    /// `ro` on the first pass of a bind).
+    fn mount(&self, target: &Path) -> std::result::Result<(), String> {
+        use nix::mount::{mount, MsFlags as F};
+        let bind = self.flags.contains(F::MS_BIND);
+        let fstype = (!bind).then_some(self.fstype.as_str());
+        let data = (!self.data.is_empty()).then_some(self.data.as_str());
+        mount(Some(self.device.as_str()), target, fstype, self.flags, data)
+            .map_err(|e| format!("mount {} ({}) on {}: {e}", self.device, self.fstype, target.display()))?;
+        if bind && self.flags.contains(F::MS_RDONLY) {
+            mount(
+                None::<&str>,
+                target,
+                None::<&str>,
+                self.flags | F::MS_REMOUNT,
+                None::<&str>,
+            )
+            .map_err(|e| format!("remount {} read-only: {e}", target.display()))?;
+        }
+        Ok(())
     }
 }
 
@@ -243,6 +411,40 @@ fn copy_up(rootfs: &Path, target: &Path, data: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn local_driver_options_follow_docker() {
+        use nix::mount::MsFlags as F;
+        assert_eq!(VolumeMount::from_options(&BTreeMap::new()).expect("none"), None);
+        let m = VolumeMount::from_options(&opts(&[
+            ("type", "tmpfs"),
+            ("device", "tmpfs"),
+            ("o", "size=64m,nosuid,uid=1000"),
+        ]))
+        .expect("tmpfs")
+        .expect("a mount");
+        assert_eq!((m.fstype.as_str(), m.device.as_str()), ("tmpfs", "tmpfs"));
+        assert_eq!((m.flags, m.data.as_str()), (F::MS_NOSUID, "size=64m,uid=1000"));
+        let d = tempfile::tempdir().expect("tempdir");
+        let dev = d.path().display().to_string();
+        let b = VolumeMount::from_options(&opts(&[("type", "none"), ("o", "bind,ro"), ("device", &dev)]))
+            .expect("bind")
+            .expect("a mount");
+        assert_eq!(b.flags, F::MS_BIND | F::MS_RDONLY);
+        for bad in [
+            opts(&[("type", "tmpfs")]),
+            opts(&[("device", "tmpfs")]),
+            opts(&[("type", "tmpfs"), ("device", "tmpfs"), ("size", "1m")]),
+            opts(&[("type", "none"), ("o", "bind"), ("device", "relative/dir")]),
+            opts(&[("type", "none"), ("o", "bind"), ("device", "/no/such/dir/berth")]),
+        ] {
+            assert!(VolumeMount::from_options(&bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn copy_up_fills_only_empty_volumes_and_skips_symlinks() {

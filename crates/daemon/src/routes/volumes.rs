@@ -36,7 +36,7 @@ pub fn route(ctx: &Ctx, req: &Request, parts: &[&str]) -> Option<Reply> {
 pub fn doc(v: &Volume) -> Value {
     json!({
         "CreatedAt": v.created_at, "Driver": "local", "Labels": v.labels,
-        "Mountpoint": v.mountpoint, "Name": v.name, "Options": {}, "Scope": "local",
+        "Mountpoint": v.mountpoint, "Name": v.name, "Options": v.options, "Scope": "local",
     })
 }
 
@@ -71,20 +71,22 @@ fn create(ctx: &Ctx, req: &Request) -> Reply {
             )
         }
     }
-    if let Some(o) = body.get("DriverOpts").and_then(Value::as_object) {
-        if !o.is_empty() {
-            return Reply::error(
-                400,
-                "driver options are not supported by berth's local volume driver (leave --opt out)",
-            );
-        }
+    if body.get("ClusterVolumeSpec").is_some_and(|c| !c.is_null()) {
+        return Reply::error(
+            400,
+            "a cluster volume spec (--scope, --sharing, --availability, --group, --secret, --topology-*, --limit-bytes, --required-bytes) is only supported for cluster volumes (swarm), which berth does not run",
+        );
     }
+    let opts = match string_map(body.get("DriverOpts"), "DriverOpts") {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
     let labels = match string_map(body.get("Labels"), "Labels") {
         Ok(l) => l,
         Err(r) => return r,
     };
     let existed = name.is_some_and(|n| ctx.engine.volume_inspect(n).is_ok());
-    match ctx.engine.volume_create(name, labels, false) {
+    match ctx.engine.volume_create_with(name, labels, opts, false) {
         Ok(v) => {
             if !existed {
                 ctx.events

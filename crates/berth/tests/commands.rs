@@ -1,0 +1,497 @@
+//! docker 28's flags of the commands other than run/create/build, end to end through
+//! the `berth` binary on a busybox image: stop/restart --signal/--timeout, logs
+//! --details, exec --env-file, cp -a/-L/-q, stats --format, update (cgroup limits and
+//! the restart policy), the prune filters, the --format of history/version/system df,
+//! volume create --opt, the network create/connect flags, and the flags berth refuses
+//! clearly. Needs root (mounts, namespaces, cgroups) and Debian's busybox-static.
+
+use berth_testkit::{eventually, stderr, stdout};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+type Berth = berth_testkit::Berth;
+
+/// A berth with someapp:1.0 (busybox) imported.
+fn berth() -> Berth {
+    Berth::with_busybox(
+        env!("CARGO_BIN_EXE_berth"),
+        "berth-test-commands-",
+        "someapp:1.0",
+    )
+}
+
+/// A resource file of the container's cgroup: the v1 controller's, else the unified one.
+fn cgroup_value(id: &str, v1: &str, v2: &str) -> String {
+    let (ctrl, file) = v1.split_once('/').expect("controller/file");
+    let p1 = Path::new("/sys/fs/cgroup")
+        .join(ctrl)
+        .join("berth")
+        .join(id)
+        .join(file);
+    let p2 = Path::new("/sys/fs/cgroup/berth").join(id).join(v2);
+    std::fs::read_to_string(&p1)
+        .or_else(|_| std::fs::read_to_string(&p2))
+        .unwrap_or_else(|_| panic!("neither {} nor {}", p1.display(), p2.display()))
+        .trim()
+        .to_string()
+}
+
+fn inspect(b: &Berth, name: &str, format: &str) -> String {
+    b.ok(&["inspect", "-f", format, name]).trim().to_string()
+}
+
+/// A container that reports the signals it traps in its log and exits with 3 on
+/// USR1, 4 on USR2.
+fn trapping(b: &Berth, name: &str) {
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "trap 'echo trapped USR1; exit 3' USR1; trap 'echo trapped USR2; exit 4' USR2; echo ready; while :; do sleep 0.1; done",
+    ]);
+    eventually("the traps are set", || {
+        stdout(&b.run(&["logs", name])).contains("ready")
+    });
+}
+
+#[test]
+fn stop_and_restart_send_the_signal_given_and_logs_details_keeps_lines() {
+    let b = berth();
+    trapping(&b, "sig");
+    let out = b.run(&["stop", "--signal", "USR1", "--timeout", "20", "sig"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "sig\n");
+    assert_eq!(inspect(&b, "sig", "{{.State.ExitCode}}"), "3");
+    assert_eq!(stdout(&b.run(&["logs", "sig"])), "ready\ntrapped USR1\n");
+    // no --log-opt attributes: --details shows the lines as they are
+    assert_eq!(
+        stdout(&b.run(&["logs", "--details", "sig"])),
+        "ready\ntrapped USR1\n"
+    );
+
+    // restart: -s and the old -t/--time spelling
+    b.ok(&["start", "sig"]);
+    eventually("the traps are set again", || {
+        stdout(&b.run(&["logs", "sig"])).matches("ready").count() == 2
+    });
+    b.ok(&["restart", "-s", "SIGUSR2", "-t", "20", "sig"]);
+    assert!(stdout(&b.run(&["logs", "sig"])).contains("trapped USR2"));
+    assert_eq!(inspect(&b, "sig", "{{.State.Status}}"), "running");
+    b.ok(&["stop", "-s", "12", "--time", "20", "sig"]);
+    assert_eq!(inspect(&b, "sig", "{{.State.ExitCode}}"), "4");
+
+    // a bad signal: docker's status 1, the container untouched
+    b.ok(&["start", "sig"]);
+    let out = b.run(&["stop", "--signal", "NOPE", "sig"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("signal"), "{}", stderr(&out));
+    assert_eq!(inspect(&b, "sig", "{{.State.Status}}"), "running");
+}
+
+#[test]
+fn exec_env_file_and_stats_format() {
+    let b = berth();
+    b.ok(&["run", "-d", "--name", "st", "someapp:1.0", "sleep", "100301"]);
+    let env = b.data_root().join("exec.env");
+    std::fs::write(&env, "# a comment\nA=from-file\nB=from-file\n\nC=c\n").expect("env file");
+    let env = env.to_str().expect("utf-8");
+    let out = b.ok(&[
+        "exec",
+        "--env-file",
+        env,
+        "-e",
+        "B=from-flag",
+        "st",
+        "sh",
+        "-c",
+        "echo $A $B $C",
+    ]);
+    assert_eq!(out, "from-file from-flag c\n");
+    let out = b.run(&["exec", "--env-file", "/no/such/berth.env", "st", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("/no/such/berth.env"), "{}", stderr(&out));
+
+    let out = b.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}}|{{.Container}}|{{.PIDs}}|{{.CPUPerc}}",
+        "st",
+    ]);
+    let fields: Vec<&str> = out.trim().split('|').collect();
+    assert_eq!(fields[..3], ["st", "st", "1"], "{out}");
+    assert!(fields[3].ends_with('%'), "{out}");
+    let out = b.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "table {{.ID}}\t{{.MemUsage}}\t{{.NetIO}}",
+        "st",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("CONTAINER ID") && lines[0].contains("MEM USAGE / LIMIT"),
+        "{out}"
+    );
+    assert!(lines[0].contains("NET I/O"), "{out}");
+    let id = inspect(&b, "st", "{{.Id}}");
+    assert!(lines[1].starts_with(&id[..12]), "{out}");
+    let json = b.ok(&["stats", "--no-stream", "--format", "json", "st"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).expect("json line");
+    assert_eq!(v["Name"], "st");
+    let out = b.run(&["stats", "--no-stream", "--format", "{{.Nope", "st"]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn cp_archive_keeps_owners_follow_link_and_quiet() {
+    let b = berth();
+    b.ok(&["run", "-d", "--name", "cp", "someapp:1.0", "sleep", "100302"]);
+    let host = b.data_root().join("cp-host");
+    std::fs::create_dir_all(&host).expect("mkdir");
+    let f = host.join("owned.txt");
+    std::fs::write(&f, "owned\n").expect("write");
+    std::os::unix::fs::chown(&f, Some(1234), Some(5678)).expect("chown");
+    let src = f.to_str().expect("utf-8");
+
+    // host → container: root's without -a, the file's own with -a
+    let out = b.run(&["cp", src, "cp:/tmp/plain.txt"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "no progress line off a terminal");
+    b.ok(&["cp", "-a", src, "cp:/tmp/kept.txt"]);
+    let owners = b.ok(&[
+        "exec",
+        "cp",
+        "stat",
+        "-c",
+        "%u:%g",
+        "/tmp/plain.txt",
+        "/tmp/kept.txt",
+    ]);
+    assert_eq!(owners, "0:0\n1234:5678\n");
+
+    // container → host: -L copies what a link leads to, -a keeps the owner
+    b.ok(&[
+        "exec",
+        "cp",
+        "sh",
+        "-c",
+        "echo target > /tmp/t.txt && chown 42:43 /tmp/t.txt && ln -s t.txt /tmp/link",
+    ]);
+    let to = |n: &str| host.join(n).to_str().expect("utf-8").to_string();
+    b.ok(&["cp", "-q", "cp:/tmp/link", &to("as-link")]);
+    let m = std::fs::symlink_metadata(host.join("as-link")).expect("copied");
+    assert!(m.file_type().is_symlink(), "without -L the link is copied");
+    b.ok(&["cp", "-L", "cp:/tmp/link", &to("followed")]);
+    let m = std::fs::symlink_metadata(host.join("followed")).expect("copied");
+    assert!(m.is_file());
+    assert_eq!(
+        std::fs::read_to_string(host.join("followed")).expect("read"),
+        "target\n"
+    );
+    b.ok(&["cp", "--archive", "cp:/tmp/t.txt", &to("kept")]);
+    let m = std::fs::metadata(host.join("kept")).expect("copied");
+    assert_eq!((m.uid(), m.gid()), (42, 43));
+    b.ok(&["cp", "cp:/tmp/t.txt", &to("mine")]);
+    let m = std::fs::metadata(host.join("mine")).expect("copied");
+    assert_eq!((m.uid(), m.gid()), (0, 0), "without -a: the caller's");
+    // a directory link with -L: its content
+    b.ok(&[
+        "exec",
+        "cp",
+        "sh",
+        "-c",
+        "mkdir -p /srv/d && echo in-d > /srv/d/f && ln -s /srv/d /tmp/dlink",
+    ]);
+    b.ok(&["cp", "-L", "cp:/tmp/dlink", &to("dcopy")]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("dcopy/f")).expect("read"),
+        "in-d\n"
+    );
+}
+
+#[test]
+fn update_changes_the_cgroup_and_the_restart_policy() {
+    let b = berth();
+    b.ok(&["run", "-d", "--name", "up", "someapp:1.0", "sleep", "100303"]);
+    let id = inspect(&b, "up", "{{.Id}}");
+    let out = b.run(&[
+        "update",
+        "--cpuset-cpus",
+        "0",
+        "--cpuset-mems",
+        "0",
+        "--cpu-period",
+        "50000",
+        "--cpu-quota",
+        "25000",
+        "--memory-reservation",
+        "32m",
+        "--restart",
+        "on-failure:2",
+        "up",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "up\n");
+    assert_eq!(cgroup_value(&id, "cpuset/cpuset.cpus", "cpuset.cpus"), "0");
+    assert_eq!(cgroup_value(&id, "cpuset/cpuset.mems", "cpuset.mems"), "0");
+    assert_eq!(
+        cgroup_value(&id, "cpu/cpu.cfs_period_us", "cpu.max"),
+        "50000"
+    );
+    assert_eq!(
+        cgroup_value(&id, "cpu/cpu.cfs_quota_us", "cpu.max"),
+        "25000"
+    );
+    assert_eq!(
+        cgroup_value(&id, "memory/memory.soft_limit_in_bytes", "memory.low"),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(
+        inspect(
+            &b,
+            "up",
+            "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}"
+        ),
+        "on-failure:2"
+    );
+
+    // bad input fails before anything changes
+    let out = b.run(&["update", "--cpus", "1", "--cpu-period", "100000", "up"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--cpus"), "{}", stderr(&out));
+    let out = b.run(&["update", "--blkio-weight", "5", "up"]);
+    assert_eq!(out.status.code(), Some(125));
+    let out = b.run(&["update", "--restart", "sometimes", "up"]);
+    assert_eq!(out.status.code(), Some(125));
+    let out = b.run(&["update", "up"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("one or more flags"), "{}", stderr(&out));
+
+    // a stopped container's policy, used by the daemon's restart logic
+    b.ok(&["create", "--name", "fails", "someapp:1.0", "sh", "-c", "exit 1"]);
+    b.ok(&["update", "--restart", "on-failure:2", "fails"]);
+    b.ok(&["start", "fails"]);
+    eventually("two restarts by the updated policy, then it stays down", || {
+        inspect(&b, "fails", "{{.RestartCount}} {{.State.Status}}") == "2 exited"
+    });
+}
+
+#[test]
+fn prune_filters_pick_by_label_and_age() {
+    let b = berth();
+    for (name, label) in [("keep", "keep=1"), ("tst", "env=test"), ("plain", "x=y")] {
+        b.ok(&[
+            "create",
+            "--name",
+            name,
+            "--label",
+            label,
+            "someapp:1.0",
+            "true",
+        ]);
+    }
+    let names = |b: &Berth| {
+        let mut v: Vec<String> = b
+            .ok(&["ps", "-a", "--format", "{{.Names}}"])
+            .lines()
+            .map(String::from)
+            .collect();
+        v.sort();
+        v
+    };
+    // all created just now: nothing is older than an hour
+    b.ok(&["container", "prune", "-f", "--filter", "until=1h"]);
+    assert_eq!(names(&b), ["keep", "plain", "tst"]);
+    let out = b.ok(&["container", "prune", "-f", "--filter", "label=env=test"]);
+    assert!(out.starts_with("Deleted Containers:"), "{out}");
+    assert_eq!(names(&b), ["keep", "plain"]);
+    b.ok(&["container", "prune", "--force", "--filter", "label!=keep"]);
+    assert_eq!(names(&b), ["keep"]);
+    let out = b.run(&["container", "prune", "-f", "--filter", "colour=red"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("invalid filter 'colour'"), "{}", stderr(&out));
+    let out = b.run(&["container", "prune", "-f", "--filter", "until=soon"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // system prune passes the filters on; an until in the future takes everything
+    b.ok(&["network", "create", "--label", "keep=1", "kept-net"]);
+    b.ok(&["network", "create", "loose-net"]);
+    b.ok(&["system", "prune", "-f", "--filter", "label!=keep"]);
+    assert_eq!(names(&b), ["keep"]);
+    let nets = b.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(nets.contains("kept-net") && !nets.contains("loose-net"), "{nets}");
+    let later = (chrono_now() + 3600).to_string();
+    b.ok(&["system", "prune", "-f", "--filter", &format!("until={later}")]);
+    assert_eq!(names(&b), Vec::<String>::new());
+    let out = b.run(&["system", "prune", "-f", "--volumes", "--filter", "until=1h"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("until"), "{}", stderr(&out));
+}
+
+fn chrono_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+#[test]
+fn formats_of_history_version_and_system_df_and_clear_refusals() {
+    let b = berth();
+    let out = b.ok(&["history", "--format", "{{.ID}}|{{.CreatedBy}}", "someapp:1.0"]);
+    assert!(!out.is_empty() && out.lines().all(|l| l.contains('|')), "{out}");
+    let out = b.ok(&[
+        "image",
+        "history",
+        "--format",
+        "table {{.ID}}\t{{.Size}}",
+        "someapp:1.0",
+    ]);
+    let head = out.lines().next().expect("a header");
+    assert!(head.starts_with("IMAGE") && head.contains("SIZE"), "{out}");
+
+    let v = b.ok(&["version", "--format", "{{.Client.Version}} {{.Server.Version}}"]);
+    let want = env!("CARGO_PKG_VERSION");
+    assert_eq!(v, format!("{want} {want}\n"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&b.ok(&["version", "-f", "{{json .}}"])).expect("json");
+    assert_eq!(doc["Server"]["ApiVersion"], doc["Client"]["ApiVersion"]);
+
+    b.ok(&["run", "--name", "df", "someapp:1.0", "true"]);
+    let types = b.ok(&["system", "df", "--format", "{{.Type}}"]);
+    assert_eq!(types, "Images\nContainers\nLocal Volumes\nBuild Cache\n");
+    let t = b.ok(&["system", "df", "--format", "table {{.Type}}\t{{.TotalCount}}"]);
+    assert!(t.starts_with("TYPE") && t.contains("Containers"), "{t}");
+    let verbose = b.ok(&["system", "df", "-v"]);
+    for section in [
+        "Images space usage:",
+        "Containers space usage:",
+        "Local Volumes space usage:",
+        "Build cache usage: 0B",
+    ] {
+        assert!(verbose.contains(section), "{verbose}");
+    }
+    assert!(
+        verbose.lines().any(|l| l.starts_with("someapp")),
+        "{verbose}"
+    );
+    assert!(verbose.lines().any(|l| l.ends_with(" df")), "{verbose}");
+
+    // flags berth takes but cannot honour fail clearly
+    for (args, needle) in [
+        (vec!["image", "ls", "--tree"], "not supported"),
+        (
+            vec!["pull", "--platform", "linux/arm64", "someapp:1.0"],
+            "linux/arm64",
+        ),
+        (
+            vec!["image", "inspect", "--platform", "windows/amd64", "someapp:1.0"],
+            "windows/amd64",
+        ),
+    ] {
+        let out = b.run(&args);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    b.ok(&["image", "inspect", "--platform", "linux/amd64", "someapp:1.0"]);
+    b.ok(&["tag", "someapp:1.0", "other:1"]);
+    b.ok(&["rmi", "--no-prune", "--platform", "linux/amd64", "other:1"]);
+}
+
+#[test]
+fn volume_create_options_mount_while_used() {
+    let b = berth();
+    b.ok(&[
+        "volume",
+        "create",
+        "--driver",
+        "local",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "--opt",
+        "o=size=64m",
+        "--label",
+        "kind=scratch",
+        "scratch",
+    ]);
+    assert_eq!(
+        b.ok(&["volume", "inspect", "-f", "{{.Options.type}} {{.Labels.kind}}", "scratch"]),
+        "tmpfs scratch\n"
+    );
+    let mounts = b.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "scratch:/data",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "grep ' /data ' /proc/mounts",
+    ]);
+    assert!(mounts.starts_with("tmpfs /data tmpfs"), "{mounts}");
+    assert!(mounts.contains("size=65536k"), "{mounts}");
+    let data = b
+        .ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", "scratch"])
+        .trim()
+        .to_string();
+    assert!(
+        !b.mounts().iter().any(|m| *m == data),
+        "unmounted once no container uses it: {:?}",
+        b.mounts()
+    );
+
+    // type=none,o=bind: the host directory
+    let dir = b.data_root().join("bound");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let dev = format!("device={}", dir.display());
+    b.ok(&[
+        "volume", "create", "-o", "type=none", "-o", "o=bind", "-o", &dev, "bound",
+    ]);
+    b.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "bound:/b",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo through > /b/f",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("f")).expect("written through the bind"),
+        "through\n"
+    );
+    b.ok(&["volume", "rm", "scratch", "bound"]);
+
+    for (args, needle) in [
+        (vec!["volume", "create", "--driver", "nfs", "v"], "local driver only"),
+        (
+            vec!["volume", "create", "-o", "type=tmpfs", "v"],
+            "device",
+        ),
+        (
+            vec!["volume", "create", "-o", "colour=red", "v"],
+            "invalid option key",
+        ),
+        (
+            vec!["volume", "create", "--scope", "multi", "--sharing", "all", "v"],
+            "--scope, --sharing are only supported for cluster volumes (swarm), which berth does not run",
+        ),
+        (
+            vec!["volume", "create", "--topology-required", "region=r1", "v"],
+            "is only supported for cluster volumes (swarm)",
+        ),
+    ] {
+        let out = b.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), "");
+}
