@@ -13,6 +13,15 @@ pub struct PullArgs {
     /// Suppress verbose output
     #[arg(short, long)]
     quiet: bool,
+    /// Download all tagged images in the repository
+    #[arg(short, long)]
+    all_tags: bool,
+    /// Set platform if server is multi-platform capable (linux/amd64 only)
+    #[arg(long)]
+    platform: Option<String>,
+    /// Skip image verification (berth does not verify signatures: accepted, no effect)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    disable_content_trust: bool,
     /// Plain HTTP for this registry (loopback registries always use it)
     #[arg(long)]
     insecure: bool,
@@ -24,10 +33,32 @@ pub struct PushArgs {
     /// Suppress verbose output
     #[arg(short, long)]
     quiet: bool,
+    /// Push all tags of an image to the repository
+    #[arg(short, long)]
+    all_tags: bool,
+    /// Push the given platform's manifest (linux/amd64 only)
+    #[arg(long)]
+    platform: Option<String>,
+    /// Skip image signing (berth does not sign: accepted, no effect)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    disable_content_trust: bool,
     /// Plain HTTP for this registry (loopback registries always use it)
     #[arg(long)]
     insecure: bool,
     name: String,
+}
+
+/// Whether `name` gives a tag or digest (a registry's `host:port/` is not a tag).
+fn names_tag(name: &str) -> bool {
+    name.contains('@') || name.rsplit('/').next().is_some_and(|last| last.contains(':'))
+}
+
+/// `-a` with a tag is docker's usage error.
+fn check_all_tags(name: &str, all: bool) -> Result<()> {
+    if all && names_tag(name) {
+        bail!("tag can't be used with --all-tags/-a: give the repository only ({})", name.split('@').next().unwrap_or(name).rsplit_once(':').map(|(r, _)| r).unwrap_or(name));
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -76,9 +107,13 @@ pub fn registry_auth(domain: &str) -> Result<String> {
 }
 
 pub fn pull(c: &berth_client::Client, a: &PullArgs) -> Result<()> {
+    crate::image::check_platform(a.platform.as_deref())?;
+    check_all_tags(&a.name, a.all_tags)?;
     let r = Reference::parse(&a.name)?;
     check_insecure(&r.domain, a.insecure)?;
     let (from, tag) = match (&r.tag, &r.digest) {
+        // docker's API: an empty tag pulls every tag
+        _ if a.all_tags => (r.repository(), String::new()),
         (_, Some(d)) => (r.repository(), d.clone()),
         (Some(t), None) => (r.repository(), t.clone()),
         (None, None) => (r.repository(), "latest".to_string()),
@@ -93,14 +128,25 @@ pub fn pull(c: &berth_client::Client, a: &PullArgs) -> Result<()> {
         )?
         .ok()?;
     crate::progress::show_json_stream(resp.reader(), a.quiet)?;
-    println!("{r}");
+    if a.all_tags {
+        println!("{}", r.repository());
+    } else {
+        println!("{r}");
+    }
     Ok(())
 }
 
 pub fn push(c: &berth_client::Client, a: &PushArgs) -> Result<()> {
+    crate::image::check_platform(a.platform.as_deref())?;
+    check_all_tags(&a.name, a.all_tags)?;
     let r = Reference::parse(&a.name)?;
     check_insecure(&r.domain, a.insecure)?;
-    let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+    // docker's API: an empty tag pushes every local tag of the repository
+    let tag = if a.all_tags {
+        String::new()
+    } else {
+        r.tag.clone().unwrap_or_else(|| "latest".into())
+    };
     let auth = registry_auth(&r.domain)?;
     let resp = c
         .request_with(

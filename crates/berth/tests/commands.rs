@@ -495,3 +495,47 @@ fn volume_create_options_mount_while_used() {
     }
     assert_eq!(b.ok(&["volume", "ls", "-q"]), "");
 }
+
+#[test]
+fn pull_and_push_all_tags_through_a_registry() {
+    let b = berth();
+    let reg = berth_testkit::Registry::start(false);
+    let repo = format!("{}/berth-test/all", reg.host);
+    for t in ["1", "2"] {
+        b.ok(&["tag", "someapp:1.0", &format!("{repo}:{t}")]);
+    }
+    let out = b.run(&["push", "-a", &format!("{repo}:1")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("tag can't be used with --all-tags"), "{}", stderr(&out));
+    let out = b.ok(&["push", "--all-tags", "--disable-content-trust", &repo]);
+    assert!(
+        out.contains("1: digest: sha256:") && out.contains("2: digest: sha256:"),
+        "{out}"
+    );
+    let out = b.run(&["push", "--platform", "linux/s390x", &format!("{repo}:1")]);
+    assert_ne!(out.status.code(), Some(0));
+    for t in ["1", "2"] {
+        b.ok(&["rmi", &format!("{repo}:{t}")]);
+    }
+    let tags = |b: &Berth| {
+        b.ok(&["image", "ls", "--format", "{{.Tag}}", &repo])
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tags(&b), Vec::<String>::new());
+    let out = b.ok(&["pull", "-a", "--platform", "linux/amd64", &repo]);
+    assert!(out.trim_end().ends_with(&repo), "{out}");
+    let mut got = tags(&b);
+    got.sort();
+    assert_eq!(got, ["1", "2"]);
+
+    // the docker CLI's pull -a (an empty tag) gets the same from berthd
+    for t in ["1", "2"] {
+        b.ok(&["rmi", &format!("{repo}:{t}")]);
+    }
+    b.docker_ok(&["pull", "-a", "-q", &repo]);
+    let mut got = tags(&b);
+    got.sort();
+    assert_eq!(got, ["1", "2"]);
+}

@@ -113,6 +113,58 @@ impl Client {
 
     /// Fetches the manifest `r` names, following an index to the host platform.
     /// Returns the digest of what the tag (or digest) points at, and the manifest.
+    /// Every tag of `r`'s repository (`GET /v2/<name>/tags/list`, following the
+    /// registry's `Link` pages), sorted: what `pull --all-tags` pulls.
+    pub fn tags(&self, r: &Reference) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut url = self.url(r, "tags/list?n=1000");
+        for _ in 0..1000 {
+            let mut resp = self.send(r, "pull", &url, &|auth| {
+                with_auth(self.agent.get(&url), auth).call()
+            })?;
+            if resp.status() == 404 {
+                return Err(Error::NotFound(r.repository()));
+            }
+            if !resp.status().is_success() {
+                return Err(status_error(&url, &mut resp));
+            }
+            let next = resp
+                .headers()
+                .get("link")
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| l.split_once('<'))
+                .and_then(|(_, rest)| rest.split_once('>'))
+                .map(|(path, _)| path.to_string());
+            let bytes = resp
+                .body_mut()
+                .with_config()
+                .limit(8 << 20)
+                .read_to_vec()
+                .map_err(|e| Error::Http {
+                    url: url.clone(),
+                    source: e,
+                })?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Invalid(format!("tag list of {} is not JSON: {e}", r.repository()))
+            })?;
+            out.extend(
+                v["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str().map(String::from)),
+            );
+            match next {
+                Some(p) if p.starts_with('/') => url = format!("{}{p}", self.base_url(&r.domain)),
+                Some(p) => url = p,
+                None => break,
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     fn fetch_image_manifest(
         &self,
         images: &Images,

@@ -244,25 +244,57 @@ pub fn create(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         Ok(o) => o,
         Err(e) => return Some(Reply::error(500, e)),
     };
-    out.send(&json!({"status": format!("Pulling from {}", r.path), "id": r.tag.as_deref().or(r.digest.as_deref()).unwrap_or("latest")}));
-    let pulled = client.pull(&images, &name, &out);
-    drop(auth);
-    match pulled {
-        Ok(p) => {
-            out.status(&format!("Digest: {}", p.digest));
-            let what = if p.downloaded {
-                "Downloaded newer image"
-            } else {
-                "Image is up to date"
-            };
-            out.status(&format!("Status: {what} for {}", r.familiar()));
-            ctx.events
-                .publish("image", "pull", &r.familiar(), [("name", r.familiar())]);
-            out.end();
-            None
+    // docker's API: no tag and no digest pulls every tag of the repository
+    let names = if names_tag(&name) {
+        vec![(name.clone(), r.clone())]
+    } else {
+        match client.tags(&r) {
+            Ok(tags) if tags.is_empty() => {
+                return out.fail(404, format!("repository {} has no tags", r.repository()))
+            }
+            Ok(tags) => tags
+                .iter()
+                .filter_map(|t| {
+                    let n = format!("{}:{t}", r.repository());
+                    reference(&n).ok().map(|r| (n, r))
+                })
+                .collect(),
+            Err(e) => return out.fail(registry_status(&e), e),
         }
-        Err(e) => out.fail(registry_status(&e), e),
+    };
+    let mut downloaded = false;
+    for (name, r) in &names {
+        out.send(&json!({"status": format!("Pulling from {}", r.path), "id": r.tag.as_deref().or(r.digest.as_deref()).unwrap_or("latest")}));
+        match client.pull(&images, name, &out) {
+            Ok(p) => {
+                out.status(&format!("Digest: {}", p.digest));
+                downloaded |= p.downloaded;
+                ctx.events
+                    .publish("image", "pull", &r.familiar(), [("name", r.familiar())]);
+            }
+            Err(e) => return out.fail(registry_status(&e), e),
+        }
     }
+    drop(auth);
+    let what = if downloaded {
+        "Downloaded newer image"
+    } else {
+        "Image is up to date"
+    };
+    let shown = if names.len() == 1 && names_tag(&name) {
+        r.familiar()
+    } else {
+        r.familiar_repository()
+    };
+    out.status(&format!("Status: {what} for {shown}"));
+    out.end();
+    None
+}
+
+/// Whether `name` says which tag or digest (`repo:tag`, `repo@sha256:…`) rather
+/// than a bare repository (a registry's `host:port/` is not a tag).
+fn names_tag(name: &str) -> bool {
+    name.contains('@') || name.rsplit('/').next().is_some_and(|last| last.contains(':'))
 }
 
 fn import(ctx: &Ctx, req: &Request, src: &str, conn: &mut Conn) -> Option<Reply> {
@@ -307,7 +339,8 @@ fn import(ctx: &Ctx, req: &Request, src: &str, conn: &mut Conn) -> Option<Reply>
     }
 }
 
-/// `POST /images/{name}/push?tag=`.
+/// `POST /images/{name}/push?tag=`; without a tag (docker's `push --all-tags`), every
+/// local tag of the repository.
 pub fn push(ctx: &Ctx, req: &Request, name: &str, conn: &mut Conn) -> Option<Reply> {
     let name = match req.query.get("tag").filter(|t| !t.is_empty()) {
         Some(t) => format!("{name}:{t}"),
@@ -321,9 +354,35 @@ pub fn push(ctx: &Ctx, req: &Request, name: &str, conn: &mut Conn) -> Option<Rep
         Ok(i) => i,
         Err(r) => return Some(r),
     };
-    if let Err(e) = images.resolve(&name) {
-        return Some(image_error(e));
-    }
+    let names: Vec<(String, berth_image::Reference)> = if names_tag(&name) {
+        if let Err(e) = images.resolve(&name) {
+            return Some(image_error(e));
+        }
+        vec![(name.clone(), r.clone())]
+    } else {
+        let list = match images.list() {
+            Ok(l) => l,
+            Err(e) => return Some(image_error(e)),
+        };
+        let mut tagged: Vec<(String, berth_image::Reference)> = list
+            .iter()
+            .flat_map(|i| i.tags.iter())
+            .filter_map(|t| reference(t).ok().map(|x| (t.clone(), x)))
+            .filter(|(_, x)| x.repository() == r.repository())
+            .collect();
+        tagged.sort_by(|a, b| a.0.cmp(&b.0));
+        if tagged.is_empty() {
+            return Some(Reply::error(
+                404,
+                format!(
+                    "An image does not exist locally with the tag: {}: tag one first (berth tag IMAGE {}:TAG)",
+                    r.familiar_repository(),
+                    r.familiar_repository()
+                ),
+            ));
+        }
+        tagged
+    };
     let (client, auth) = match registry(ctx, req, &r.domain) {
         Ok(c) => c,
         Err(e) => return Some(Reply::error(400, e)),
@@ -336,20 +395,21 @@ pub fn push(ctx: &Ctx, req: &Request, name: &str, conn: &mut Conn) -> Option<Rep
         "The push refers to repository [{}]",
         r.repository()
     ));
-    let pushed = client.push(&images, &name, &out);
-    drop(auth);
-    match pushed {
-        Ok((digest, size)) => {
-            let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
-            out.status(&format!("{tag}: digest: {digest} size: {size}"));
-            out.send(&json!({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest.to_string(), "Size": size}}));
-            ctx.events
-                .publish("image", "push", &r.familiar(), [("name", r.familiar())]);
-            out.end();
-            None
+    for (name, r) in &names {
+        match client.push(&images, name, &out) {
+            Ok((digest, size)) => {
+                let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+                out.status(&format!("{tag}: digest: {digest} size: {size}"));
+                out.send(&json!({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest.to_string(), "Size": size}}));
+                ctx.events
+                    .publish("image", "push", &r.familiar(), [("name", r.familiar())]);
+            }
+            Err(e) => return out.fail(registry_status(&e), e),
         }
-        Err(e) => out.fail(registry_status(&e), e),
     }
+    drop(auth);
+    out.end();
+    None
 }
 
 /// `POST /images/load`: a docker-archive (or OCI) tar of any size in the body.
