@@ -152,6 +152,37 @@ pub struct CreateArgs {
     /// Set driver specific options (com.docker.network.driver.mtu=N)
     #[arg(short, long = "opt")]
     opt: Vec<String>,
+    /// Enable manual container attachment (every berth network takes `connect`)
+    #[arg(long)]
+    attachable: bool,
+    /// Auxiliary IPv4 addresses used by Network driver (name=ip; never given to
+    /// containers)
+    #[arg(long)]
+    aux_address: Vec<String>,
+    /// IP Address Management Driver (default only)
+    #[arg(long, default_value = "default")]
+    ipam_driver: String,
+    /// Set IPAM driver specific options (key=value)
+    #[arg(long)]
+    ipam_opt: Vec<String>,
+    /// Enable or disable IPv4 address assignment
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    ipv4: bool,
+    /// Enable or disable IPv6 address assignment (not supported)
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    ipv6: bool,
+    /// Create a configuration only network (swarm: not supported)
+    #[arg(long)]
+    config_only: bool,
+    /// The network from which to copy the configuration (swarm: not supported)
+    #[arg(long)]
+    config_from: Option<String>,
+    /// Create swarm routing-mesh network (not supported)
+    #[arg(long)]
+    ingress: bool,
+    /// Control the network's scope (local only)
+    #[arg(long)]
+    scope: Option<String>,
     name: String,
 }
 
@@ -176,6 +207,9 @@ pub struct InspectArgs {
     /// Format output using a Go-template subset
     #[arg(short, long)]
     format: Option<String>,
+    /// Verbose output for diagnostics (a local network has nothing more to show)
+    #[arg(short, long)]
+    verbose: bool,
     #[arg(required = true)]
     networks: Vec<String>,
 }
@@ -207,6 +241,21 @@ pub struct ConnectArgs {
     /// IPv4 address
     #[arg(long)]
     ip: Option<String>,
+    /// IPv6 address (not supported: berth networks are IPv4 only)
+    #[arg(long)]
+    ip6: Option<String>,
+    /// Add link to another container (NAME[:ALIAS])
+    #[arg(long)]
+    link: Vec<String>,
+    /// Add a link-local address for the container (not supported)
+    #[arg(long)]
+    link_local_ip: Vec<String>,
+    /// driver options for the network (none for berth's bridge)
+    #[arg(long)]
+    driver_opt: Vec<String>,
+    /// Highest gw-priority provides the default gateway (0 only)
+    #[arg(long, allow_hyphen_values = true)]
+    gw_priority: Option<i64>,
     network: String,
     container: String,
 }
@@ -245,8 +294,9 @@ pub fn run(data_root: &Path, cmd: NetworkCmd) -> anyhow::Result<i32> {
         NetworkCmd::Create(a) => create(&c, &a),
         NetworkCmd::Ls(a) => ls(&c, &a),
         NetworkCmd::Inspect(a) => {
+            let q = if a.verbose { "?verbose=true" } else { "" };
             let (docs, code) = inspect_each(&a.networks, |n| {
-                c.get_json(&format!("/networks/{}", enc(n)))
+                c.get_json(&format!("/networks/{}{q}", enc(n)))
             });
             Ok(print_docs(&docs, a.format.as_deref(), code))
         }
@@ -282,9 +332,33 @@ pub fn run(data_root: &Path, cmd: NetworkCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         NetworkCmd::Connect(a) => {
-            let mut ep = json!({"Aliases": a.alias});
+            let mut ep = json!({"Aliases": a.alias, "Links": a.link});
+            let mut ipam = Map::new();
             if let Some(ip) = &a.ip {
-                ep["IPAMConfig"] = json!({"IPv4Address": ip});
+                ipam.insert("IPv4Address".into(), json!(ip));
+            }
+            if let Some(ip) = &a.ip6 {
+                ipam.insert("IPv6Address".into(), json!(ip));
+            }
+            if !a.link_local_ip.is_empty() {
+                ipam.insert("LinkLocalIPs".into(), json!(a.link_local_ip));
+            }
+            if !ipam.is_empty() {
+                ep["IPAMConfig"] = Value::Object(ipam);
+            }
+            if !a.driver_opt.is_empty() {
+                let opts = a
+                    .driver_opt
+                    .iter()
+                    .map(|o| match o.split_once('=') {
+                        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+                        None => bail!("--driver-opt {o:?}: use key=value"),
+                    })
+                    .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+                ep["DriverOpts"] = json!(opts);
+            }
+            if let Some(p) = a.gw_priority {
+                ep["GwPriority"] = json!(p);
             }
             let body = json!({"Container": a.container, "EndpointConfig": ep});
             c.post_json(
@@ -331,16 +405,28 @@ fn create(c: &Client, a: &CreateArgs) -> anyhow::Result<i32> {
             })
             .collect()
     };
+    let aux = kv(&a.aux_address, "aux-address")?;
+    if !aux.is_empty() {
+        ipam.insert("AuxiliaryAddresses".into(), json!(aux));
+    }
     let config = if ipam.is_empty() {
         json!([])
     } else {
         json!([ipam])
     };
-    let body = json!({
+    let mut body = json!({
         "Name": a.name, "CheckDuplicate": true, "Driver": "bridge", "Internal": a.internal,
-        "IPAM": {"Driver": "default", "Config": config},
+        "Attachable": a.attachable, "Ingress": a.ingress, "ConfigOnly": a.config_only,
+        "EnableIPv4": a.ipv4, "EnableIPv6": a.ipv6,
+        "IPAM": {"Driver": a.ipam_driver, "Config": config, "Options": kv(&a.ipam_opt, "ipam-opt")?},
         "Labels": kv(&a.label, "label")?, "Options": kv(&a.opt, "opt")?,
     });
+    if let Some(from) = &a.config_from {
+        body["ConfigFrom"] = json!({"Network": from});
+    }
+    if let Some(scope) = &a.scope {
+        body["Scope"] = json!(scope);
+    }
     let v = c.post_json("/networks/create", Some(&body))?;
     println!("{}", v["Id"].as_str().unwrap_or_default());
     Ok(0)

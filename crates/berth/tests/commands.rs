@@ -539,3 +539,83 @@ fn pull_and_push_all_tags_through_a_registry() {
     got.sort();
     assert_eq!(got, ["1", "2"]);
 }
+
+#[test]
+fn network_create_connect_and_inspect_flags() {
+    let b = berth();
+    b.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.251.77.0/29",
+        "--aux-address",
+        "router=10.251.77.2",
+        "--ipam-driver",
+        "default",
+        "--ipam-opt",
+        "note=kept",
+        "--attachable",
+        "--ipv4",
+        "auxnet",
+    ]);
+    let f = "{{json .IPAM.Config}} {{.Attachable}} {{.IPAM.Options.note}} {{.EnableIPv4}}";
+    let v = b.ok(&["network", "inspect", "--verbose", "-f", f, "auxnet"]);
+    assert!(v.contains(r#""AuxiliaryAddresses":{"router":"10.251.77.2"}"#), "{v}");
+    assert!(v.trim_end().ends_with("true kept true"), "{v}");
+    // the reserved address is skipped: the first container gets .3, not .2
+    b.ok(&["run", "-d", "--name", "n1", "--network", "auxnet", "someapp:1.0", "sleep", "100304"]);
+    let ip = inspect(&b, "n1", "{{.NetworkSettings.Networks.auxnet.IPAddress}}");
+    assert_eq!(ip, "10.251.77.3");
+
+    // connect: a link to the container's own name maps; the rest fails clearly
+    b.ok(&["run", "-d", "--name", "n2", "someapp:1.0", "sleep", "100305"]);
+    for (flag, value, needle) in [
+        ("--ip6", "2001:db8::33", "IPv6"),
+        ("--link-local-ip", "169.254.1.1", "link-local"),
+        ("--driver-opt", "k=v", "--driver-opt"),
+        ("--gw-priority", "5", "--gw-priority"),
+        ("--link", "n1:db", "alias"),
+    ] {
+        let out = b.run(&["network", "connect", flag, value, "auxnet", "n2"]);
+        assert_eq!(out.status.code(), Some(1), "{flag}");
+        assert!(stderr(&out).contains(needle), "{flag}: {}", stderr(&out));
+    }
+    b.ok(&["network", "connect", "--link", "n1", "--gw-priority", "0", "auxnet", "n2"]);
+    let ip2 = inspect(&b, "n2", "{{.NetworkSettings.Networks.auxnet.IPAddress}}");
+    assert_eq!(ip2, "10.251.77.4");
+    b.ok(&["exec", "n2", "ping", "-c", "1", "-W", "5", "10.251.77.3"]);
+
+    for (args, needle) in [
+        (vec!["--ipv6"], "IPv6"),
+        (vec!["--ipv4=false"], "IPv4"),
+        (vec!["--ingress"], "swarm"),
+        (vec!["--config-only"], "swarm"),
+        (vec!["--config-from", "auxnet"], "swarm"),
+        (vec!["--scope", "swarm"], "swarm"),
+        (vec!["--ipam-driver", "dhcp"], "default IPAM driver only"),
+        (vec!["--aux-address", "x=10.9.9.9", "--subnet", "10.251.78.0/29"], "aux-address"),
+    ] {
+        let mut full = vec!["network", "create"];
+        full.extend(args.iter().copied());
+        full.push("badnet");
+        let out = b.run(&full);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+
+    // the docker CLI's body for the same flags reaches the same daemon code
+    b.docker_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.251.79.0/29",
+        "--aux-address",
+        "gw2=10.251.79.6",
+        "--attachable",
+        "dnet",
+    ]);
+    let v = b.ok(&["network", "inspect", "-f", "{{.Attachable}} {{json .IPAM.Config}}", "dnet"]);
+    assert!(v.starts_with("true") && v.contains("10.251.79.6"), "{v}");
+    let out = b.docker(&["network", "create", "--ipv6", "d6"]);
+    assert_ne!(out.status.code(), Some(0));
+}

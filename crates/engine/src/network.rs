@@ -194,6 +194,12 @@ pub struct NetworkCreate {
     pub labels: BTreeMap<String, String>,
     /// MTU (`-o com.docker.network.driver.mtu=N`)
     pub mtu: Option<u32>,
+    /// `--aux-address name=ip`: addresses never given to containers
+    pub aux_addresses: BTreeMap<String, String>,
+    /// `--ipam-opt key=value`
+    pub ipam_options: BTreeMap<String, String>,
+    /// `--attachable`
+    pub attachable: bool,
 }
 
 /// One of a container's addresses.
@@ -333,7 +339,7 @@ impl Networking {
                         Error::Invalid(format!("daemon.json: bip {bip:?}: use a.b.c.d/len"))
                     })?),
                     gateway: gw.parse().ok(),
-                    ip_range: None,
+                    ..PoolSpec::default()
                 }
             }
             None => PoolSpec::default(),
@@ -431,10 +437,21 @@ impl Networking {
                 })
                 .transpose()?,
             ip_range: parse("ip-range", &req.ip_range)?,
+            aux: req
+                .aux_addresses
+                .iter()
+                .map(|(k, v)| {
+                    v.parse::<Ipv4Addr>().map(|ip| (k.clone(), ip)).map_err(|_| {
+                        Error::Invalid(format!("--aux-address {k}={v}: not an IPv4 address"))
+                    })
+                })
+                .collect::<Result<_>>()?,
         };
-        if pool.subnet.is_none() && (pool.gateway.is_some() || pool.ip_range.is_some()) {
+        if pool.subnet.is_none()
+            && (pool.gateway.is_some() || pool.ip_range.is_some() || !pool.aux.is_empty())
+        {
             return Err(Error::Invalid(
-                "--gateway and --ip-range need --subnet".into(),
+                "--gateway, --ip-range and --aux-address need --subnet".into(),
             ));
         }
         let id = new_id()?;
@@ -445,6 +462,8 @@ impl Networking {
         spec.id = id;
         spec.created = crate::record::now();
         spec.labels = req.labels.clone();
+        spec.ipam_options = req.ipam_options.clone();
+        spec.attachable = req.attachable;
         let pool = self.mgr.create_network(&spec, &pool).map_err(net_err)?;
         tracing::info!(network = %spec.name, subnet = %pool.subnet, "network created");
         Ok(NetworkInfo { spec, pool })

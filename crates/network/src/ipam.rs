@@ -191,6 +191,8 @@ pub struct PoolSpec {
     pub gateway: Option<Ipv4Addr>,
     /// Allocate container addresses only from this range (`--ip-range`).
     pub ip_range: Option<Subnet>,
+    /// Addresses never handed to containers (`--aux-address name=ip`).
+    pub aux: BTreeMap<String, Ipv4Addr>,
 }
 
 /// A network's address pool as persisted.
@@ -208,13 +210,22 @@ pub struct Pool {
     /// The last address handed out, so released ones are not reused at once.
     #[serde(default)]
     pub last: Option<Ipv4Addr>,
+    /// Reserved auxiliary addresses by name (`--aux-address`).
+    #[serde(default)]
+    pub aux: BTreeMap<String, Ipv4Addr>,
 }
 
 impl Pool {
+    /// Whether `ip` is one of the reserved auxiliary addresses.
+    pub fn is_aux(&self, ip: Ipv4Addr) -> bool {
+        self.aux.values().any(|a| *a == ip)
+    }
+
     fn is_usable(&self, ip: Ipv4Addr) -> bool {
         self.ip_range.contains(ip)
             && self.subnet.contains(ip)
             && ip != self.gateway
+            && !self.is_aux(ip)
             && (self.subnet.prefix >= 31
                 || (ip != self.subnet.addr && ip != self.subnet.broadcast()))
     }
@@ -240,6 +251,8 @@ struct PoolDef {
     subnet: Subnet,
     gateway: Ipv4Addr,
     ip_range: Subnet,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    aux: BTreeMap<String, Ipv4Addr>,
 }
 
 /// The leases of a pool (`leases.json`, replaced atomically but not
@@ -351,6 +364,7 @@ impl Ipam {
                         ip_range: d.ip_range,
                         allocations: l.allocations,
                         last: l.last,
+                        aux: d.aux,
                     };
                     (name, pool)
                 })
@@ -368,6 +382,7 @@ impl Ipam {
                             subnet: p.subnet,
                             gateway: p.gateway,
                             ip_range: p.ip_range,
+                            aux: p.aux.clone(),
                         },
                     )
                 })
@@ -459,7 +474,7 @@ impl Ipam {
             }
             let ip = match requested {
                 Some(ip) => {
-                    if !pool.subnet.contains(ip) || ip == pool.gateway {
+                    if !pool.subnet.contains(ip) || ip == pool.gateway || pool.is_aux(ip) {
                         return Err(Error::OutsideSubnet {
                             what: "address",
                             value: ip.to_string(),
@@ -510,12 +525,22 @@ fn build_pool(subnet: Subnet, spec: &PoolSpec) -> Result<Pool> {
             subnet,
         });
     }
+    for (name, ip) in &spec.aux {
+        if !subnet.contains(*ip) || *ip == gateway {
+            return Err(Error::OutsideSubnet {
+                what: "aux-address",
+                value: format!("{name}={ip}"),
+                subnet,
+            });
+        }
+    }
     Ok(Pool {
         subnet,
         gateway,
         ip_range,
         allocations: BTreeMap::new(),
         last: None,
+        aux: spec.aux.clone(),
     })
 }
 
@@ -603,6 +628,35 @@ mod tests {
 
     fn s(x: &str) -> Subnet {
         x.parse().unwrap()
+    }
+
+    #[test]
+    fn aux_addresses_are_never_handed_out() {
+        let d = tempfile::tempdir().unwrap();
+        let ipam = Ipam::open(d.path()).unwrap();
+        let spec = PoolSpec {
+            subnet: Some(s("10.206.0.0/29")),
+            aux: [("router".to_string(), Ipv4Addr::new(10, 206, 0, 2))].into(),
+            ..Default::default()
+        };
+        let p = ipam.add_pool("n", &spec, &[]).unwrap();
+        assert!(p.is_aux(Ipv4Addr::new(10, 206, 0, 2)));
+        let got: Vec<Ipv4Addr> = (0..4)
+            .map(|i| ipam.allocate("n", &format!("c{i}"), None).unwrap())
+            .collect();
+        assert!(!got.contains(&Ipv4Addr::new(10, 206, 0, 2)), "{got:?}");
+        assert!(ipam
+            .allocate("n", "x", Some(Ipv4Addr::new(10, 206, 0, 2)))
+            .is_err());
+        // persisted
+        let again = Ipam::open(d.path()).unwrap().pool("n").unwrap().unwrap();
+        assert_eq!(again.aux, p.aux);
+        let outside = PoolSpec {
+            subnet: Some(s("10.207.0.0/24")),
+            aux: [("a".to_string(), Ipv4Addr::new(10, 9, 9, 9))].into(),
+            ..Default::default()
+        };
+        assert!(ipam.add_pool("m", &outside, &[]).is_err());
     }
 
     #[test]
@@ -724,7 +778,7 @@ mod tests {
         let bad = PoolSpec {
             subnet: Some(s("10.201.0.0/24")),
             gateway: Some(Ipv4Addr::new(10, 9, 0, 1)),
-            ip_range: None,
+            ..Default::default()
         };
         assert!(matches!(
             ipam.add_pool("n", &bad, &[]),
@@ -735,8 +789,8 @@ mod tests {
         ));
         let spec = PoolSpec {
             subnet: Some(s("10.201.0.0/24")),
-            gateway: None,
             ip_range: Some(s("10.201.0.128/25")),
+            ..Default::default()
         };
         ipam.add_pool("n", &spec, &[]).unwrap();
         assert_eq!(

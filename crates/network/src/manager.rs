@@ -35,6 +35,12 @@ pub struct NetworkSpec {
     /// `--label key=value`.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `--ipam-opt key=value` (kept and shown; the default IPAM driver reads none).
+    #[serde(default)]
+    pub ipam_options: BTreeMap<String, String>,
+    /// `--attachable` (kept and shown; every berth network takes `connect`).
+    #[serde(default)]
+    pub attachable: bool,
 }
 
 impl NetworkSpec {
@@ -49,6 +55,8 @@ impl NetworkSpec {
             id: String::new(),
             created: String::new(),
             labels: BTreeMap::new(),
+            ipam_options: BTreeMap::new(),
+            attachable: false,
         }
     }
 }

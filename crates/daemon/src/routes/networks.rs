@@ -121,6 +121,9 @@ fn network_json(ctx: &Ctx, n: &NetworkInfo, containers: bool) -> Value {
     if n.pool.ip_range != n.pool.subnet {
         ipam.insert("IPRange".into(), json!(n.pool.ip_range.to_string()));
     }
+    if !n.pool.aux.is_empty() {
+        ipam.insert("AuxiliaryAddresses".into(), json!(n.pool.aux));
+    }
     let mut conts = Map::new();
     if containers {
         for (ip, id) in &n.pool.allocations {
@@ -154,8 +157,11 @@ fn network_json(ctx: &Ctx, n: &NetworkInfo, containers: bool) -> Value {
     json!({
         "Name": n.spec.name, "Id": n.spec.id, "Created": n.spec.created, "Scope": "local",
         "Driver": "bridge", "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Options": null, "Config": [Value::Object(ipam)]},
-        "Internal": n.spec.internal, "Attachable": false, "Ingress": false,
+        "IPAM": {"Driver": "default",
+            "Options": if n.spec.ipam_options.is_empty() { Value::Null } else { json!(n.spec.ipam_options) },
+            "Config": [Value::Object(ipam)]},
+        "Internal": n.spec.internal, "Attachable": n.spec.attachable, "Ingress": false,
+        "EnableIPv4": true,
         "ConfigFrom": {"Network": ""}, "ConfigOnly": false,
         "Containers": Value::Object(conts), "Options": Value::Object(options),
         "Labels": n.spec.labels,
@@ -220,7 +226,33 @@ fn create_request(b: &Value) -> Result<NetworkCreate, String> {
         ));
     }
     if b["EnableIPv6"].as_bool() == Some(true) {
-        return Err("EnableIPv6: IPv6 networks are not supported yet".into());
+        return Err(
+            "EnableIPv6: IPv6 networks are not supported: berth networks are IPv4 only (leave --ipv6 out)".into(),
+        );
+    }
+    if b["EnableIPv4"].as_bool() == Some(false) {
+        return Err("EnableIPv4: an IPv4-less network is not supported: berth networks are IPv4 only (leave --ipv4=false out)".into());
+    }
+    let swarm = "is a swarm feature, which berth does not run";
+    if b["Ingress"].as_bool() == Some(true) {
+        return Err(format!("Ingress: the ingress network {swarm}"));
+    }
+    if b["ConfigOnly"].as_bool() == Some(true) {
+        return Err(format!("ConfigOnly: a configuration-only network {swarm}"));
+    }
+    if let Some(from) = b["ConfigFrom"]["Network"].as_str().filter(|n| !n.is_empty()) {
+        return Err(format!("ConfigFrom {from:?}: a network from a configuration-only network {swarm}"));
+    }
+    if let Some(scope) = b["Scope"].as_str().filter(|s| !s.is_empty() && *s != "local") {
+        return Err(format!("Scope {scope:?}: the {scope} scope {swarm}; use local (the default)"));
+    }
+    if let Some(d) = b["IPAM"]["Driver"]
+        .as_str()
+        .filter(|d| !d.is_empty() && *d != "default")
+    {
+        return Err(format!(
+            "IPAM.Driver {d:?}: berth has the default IPAM driver only (leave --ipam-driver out)"
+        ));
     }
     let configs = b["IPAM"]["Config"].as_array().cloned().unwrap_or_default();
     if configs.len() > 1 {
@@ -228,14 +260,16 @@ fn create_request(b: &Value) -> Result<NetworkCreate, String> {
     }
     let c = configs.first().cloned().unwrap_or(Value::Null);
     let s = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(String::from);
-    let labels = b["Labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let strings = |v: &Value| -> BTreeMap<String, String> {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let labels = strings(&b["Labels"]);
     let mtu = match b["Options"]["com.docker.network.driver.mtu"].as_str() {
         Some(m) => Some(
             m.parse::<u32>()
@@ -253,6 +287,9 @@ fn create_request(b: &Value) -> Result<NetworkCreate, String> {
         internal: b["Internal"].as_bool().unwrap_or(false),
         labels,
         mtu,
+        aux_addresses: strings(&c["AuxiliaryAddresses"]),
+        ipam_options: strings(&b["IPAM"]["Options"]),
+        attachable: b["Attachable"].as_bool().unwrap_or(false),
     })
 }
 
@@ -354,6 +391,45 @@ fn endpoint(network: &str, v: &Value) -> Result<EndpointConfig, String> {
     })
 }
 
+/// The parts of a `connect` endpoint berth's bridge cannot honour, refused clearly:
+/// IPv6 and link-local addresses, endpoint driver options, a gateway priority; a
+/// legacy link is taken only where it maps (the linked container's own name, which
+/// resolves on a user network anyway).
+fn connect_checks(ctx: &Ctx, container: &str, v: &Value) -> Result<(), String> {
+    if let Some(ip6) = v["IPAMConfig"]["IPv6Address"].as_str().filter(|s| !s.is_empty()) {
+        return Err(format!(
+            "--ip6 {ip6}: IPv6 addresses are not supported: berth networks are IPv4 only"
+        ));
+    }
+    if v["IPAMConfig"]["LinkLocalIPs"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err("--link-local-ip: link-local addresses are not supported by berth's bridge driver".into());
+    }
+    if v["DriverOpts"].as_object().is_some_and(|o| !o.is_empty()) {
+        return Err("--driver-opt: berth's bridge driver takes no endpoint options (leave --driver-opt out)".into());
+    }
+    if v["GwPriority"].as_i64().is_some_and(|p| p != 0) {
+        return Err("--gw-priority: berth routes through the container's first network; only 0 (the default) is supported".into());
+    }
+    for link in v["Links"].as_array().into_iter().flatten() {
+        let l = link.as_str().unwrap_or_default();
+        let (name, alias) = l.split_once(':').unwrap_or((l, l));
+        let linked = ctx
+            .engine
+            .inspect(name)
+            .map_err(|_| format!("--link {l}: no such container {name:?}"))?;
+        let alias = alias.trim_start_matches('/');
+        if alias != linked.record.name && alias != name {
+            return Err(format!(
+                "--link {l}: a link alias is not supported on berth networks (container {container} reaches {name:?} by its name; give {name:?} a network alias with --alias instead)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn connect(ctx: &Ctx, id: &str, req: &Request) -> Reply {
     let run = || -> Result<Reply, Reply> {
         networking(ctx)?;
@@ -361,6 +437,7 @@ fn connect(ctx: &Ctx, id: &str, req: &Request) -> Reply {
         let c = b["Container"]
             .as_str()
             .ok_or_else(|| Reply::error(400, "Container: required"))?;
+        connect_checks(ctx, c, &b["EndpointConfig"]).map_err(|m| Reply::error(400, m))?;
         let ep = endpoint(id, &b["EndpointConfig"]).map_err(|m| Reply::error(400, m))?;
         ctx.engine.connect_network(c, ep).map_err(engine_error)?;
         container_event(ctx, "connect", id, c);
