@@ -473,13 +473,7 @@ impl<R: Read> Read for Counted<R> {
 /// the destination's name (docker's rules); entries never leave the destination.
 /// The files belong to the caller, or with `-a` keep the container's uid/gid.
 /// Returns the bytes copied.
-fn copy_from(
-    c: &Client,
-    ctr: &str,
-    path: &str,
-    dest: &Path,
-    o: &CpOptions,
-) -> anyhow::Result<u64> {
+fn copy_from(c: &Client, ctr: &str, path: &str, dest: &Path, o: &CpOptions) -> anyhow::Result<u64> {
     let fetch = if o.follow_link {
         followed(c, ctr, path)?
     } else {

@@ -225,6 +225,12 @@ pub struct UpdateArgs {
     /// Restart policy to apply when a container exits
     #[arg(long)]
     restart: Option<String>,
+    /// Limit the CPU real-time period in microseconds
+    #[arg(long)]
+    cpu_rt_period: Option<u64>,
+    /// Limit the CPU real-time runtime in microseconds
+    #[arg(long)]
+    cpu_rt_runtime: Option<i64>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -250,6 +256,12 @@ pub struct StartArgs {
     /// Override the key sequence for detaching a container
     #[arg(long)]
     detach_keys: Option<String>,
+    /// Restore from this checkpoint (not supported: berth has no checkpoint/restore)
+    #[arg(long)]
+    checkpoint: Option<String>,
+    /// Use a custom checkpoint storage directory (not supported)
+    #[arg(long)]
+    checkpoint_dir: Option<String>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -447,6 +459,9 @@ pub struct RmArgs {
     /// Remove anonymous volumes associated with the container
     #[arg(short, long)]
     volumes: bool,
+    /// Remove the specified link (berth has no legacy links: refused)
+    #[arg(short, long)]
+    link: bool,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -517,7 +532,12 @@ pub struct StopArgs {
     signal: Option<String>,
     /// Seconds to wait before killing the container (default: its --stop-timeout,
     /// else 10; -1 waits for ever)
-    #[arg(short = 't', long = "timeout", visible_alias = "time", allow_hyphen_values = true)]
+    #[arg(
+        short = 't',
+        long = "timeout",
+        visible_alias = "time",
+        allow_hyphen_values = true
+    )]
     time: Option<i64>,
     #[arg(required = true)]
     containers: Vec<String>,
@@ -684,6 +704,10 @@ fn dispatch(c: &Client, cmd: ContainerCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         ContainerCmd::Ls(a) => ps(c, &a),
+        ContainerCmd::Rm(a) if a.link => Err(refuse(
+            1,
+            "rm --link: berth has no legacy links to remove (containers on a user network reach each other by name)",
+        )),
         ContainerCmd::Rm(a) => each(&a.containers, |x| {
             c.delete(&format!(
                 "/containers/{}?force={}&v={}",
@@ -794,8 +818,12 @@ fn update(c: &Client, a: &UpdateArgs) -> anyhow::Result<i32> {
         b.insert("PidsLimit".into(), json!(n));
     }
     if let Some(m) = &a.memory_reservation {
-        let bytes = berth_engine::record::parse_size(m)
-            .map_err(|e| refuse(125, format!("invalid argument {m:?} for \"--memory-reservation\" flag: {e}")))?;
+        let bytes = berth_engine::record::parse_size(m).map_err(|e| {
+            refuse(
+                125,
+                format!("invalid argument {m:?} for \"--memory-reservation\" flag: {e}"),
+            )
+        })?;
         b.insert("MemoryReservation".into(), json!(bytes));
     }
     if let Some(n) = a.cpu_period {
@@ -818,6 +846,12 @@ fn update(c: &Client, a: &UpdateArgs) -> anyhow::Result<i32> {
             ));
         }
         b.insert("BlkioWeight".into(), json!(w));
+    }
+    if let Some(n) = a.cpu_rt_period {
+        b.insert("CpuRealtimePeriod".into(), json!(n));
+    }
+    if let Some(n) = a.cpu_rt_runtime {
+        b.insert("CpuRealtimeRuntime".into(), json!(n));
     }
     if let Some(r) = &a.restart {
         b.insert(
@@ -1256,6 +1290,12 @@ fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<i32> {
 
 /// `start`: each container; with `-a`, attached to the one given.
 fn start(c: &Client, a: StartArgs) -> anyhow::Result<i32> {
+    if a.checkpoint.is_some() || a.checkpoint_dir.is_some() {
+        return Err(refuse(
+            1,
+            "start --checkpoint: berth has no checkpoint/restore (CRIU); start the container without it",
+        ));
+    }
     if !a.attach && !a.interactive {
         return each(&a.containers, |x| {
             c.post(&format!("/containers/{}/start", enc(x)))
@@ -1674,7 +1714,9 @@ fn stats_row(container: &str, v: &Value, no_trunc: bool) -> Value {
         .as_object()
         .into_iter()
         .flat_map(|m| m.values())
-        .fold((0, 0), |(r, t), i| (r + n(&i["rx_bytes"]), t + n(&i["tx_bytes"])));
+        .fold((0, 0), |(r, t), i| {
+            (r + n(&i["rx_bytes"]), t + n(&i["tx_bytes"]))
+        });
     let hs = crate::format::human_size;
     json!({
         "Container": container,

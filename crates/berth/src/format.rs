@@ -303,6 +303,30 @@ mod tests {
     }
 
     #[test]
+    fn list_formats_follow_docker() {
+        let head = json!({"A": "COL A", "B": "COL B"});
+        let rows = [json!({"A": "x", "B": 1}), json!({"A": "yy", "B": 2})];
+        let def = "{{.A}}\\t{{.B}}";
+        assert_eq!(
+            format_rows("table", def, &head, &rows).unwrap(),
+            "COL A     COL B\nx         1\nyy        2\n"
+        );
+        assert_eq!(
+            format_rows("table {{.B}}", def, &head, &rows).unwrap(),
+            "COL B\n1\n2\n"
+        );
+        assert_eq!(
+            format_rows("{{.A}}-{{.B}}", def, &head, &rows).unwrap(),
+            "x-1\nyy-2\n"
+        );
+        assert_eq!(
+            format_rows("json", def, &head, &rows[..1]).unwrap(),
+            "{\"A\":\"x\",\"B\":1}\n"
+        );
+        assert!(format_rows("{{.A", def, &head, &rows).is_err());
+    }
+
+    #[test]
     fn tables_pad_with_three_spaces() {
         let t = table(&[
             vec!["A".into(), "BB".into()],

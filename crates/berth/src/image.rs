@@ -366,10 +366,7 @@ fn rm(c: &Client, a: &RmArgs) -> Result<()> {
     }
     let mut failed = false;
     for name in &a.images {
-        let q = format!(
-            "?force={}&noprune={}",
-            a.force as u8, a.no_prune as u8
-        );
+        let q = format!("?force={}&noprune={}", a.force as u8, a.no_prune as u8);
         match c.delete(&format!("/images/{}{q}", enc(name))) {
             Ok(v) => {
                 for line in v.as_array().into_iter().flatten() {
@@ -776,10 +773,7 @@ pub fn system_df(root: &Path, a: &DfArgs) -> Result<()> {
         row("Build Cache", 0, 0, 0, 0),
     ];
     let f = a.format.as_deref().unwrap_or("table");
-    print!(
-        "{}",
-        crate::format::format_rows(f, DF_TABLE, &headers, &t)?
-    );
+    print!("{}", crate::format::format_rows(f, DF_TABLE, &headers, &t)?);
     Ok(())
 }
 
@@ -798,7 +792,13 @@ fn df_verbose(v: &Value, format: Option<&str>) -> Result<()> {
     let when = |x: &Value| human_since(x["Created"].as_i64().and_then(rfc3339).as_deref());
     let n = |x: &Value, k: &str| x[k].as_u64().unwrap_or(0);
     let mut t = vec![[
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE",
+        "REPOSITORY",
+        "TAG",
+        "IMAGE ID",
+        "CREATED",
+        "SIZE",
+        "SHARED SIZE",
+        "UNIQUE SIZE",
         "CONTAINERS",
     ]
     .map(String::from)
@@ -831,7 +831,14 @@ fn df_verbose(v: &Value, format: Option<&str>) -> Result<()> {
     }
     print!("Images space usage:\n\n{}", table(&t));
     let mut t = vec![[
-        "CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES",
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "LOCAL VOLUMES",
+        "SIZE",
+        "CREATED",
+        "STATUS",
+        "NAMES",
     ]
     .map(String::from)
     .to_vec()];
@@ -875,7 +882,13 @@ fn df_verbose(v: &Value, format: Option<&str>) -> Result<()> {
     print!(
         "{}",
         table(&[[
-            "CACHE ID", "CACHE TYPE", "SIZE", "CREATED", "LAST USED", "USAGE", "SHARED"
+            "CACHE ID",
+            "CACHE TYPE",
+            "SIZE",
+            "CREATED",
+            "LAST USED",
+            "USAGE",
+            "SHARED"
         ]
         .map(String::from)
         .to_vec()])

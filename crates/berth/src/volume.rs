@@ -9,7 +9,7 @@ use std::path::Path;
 #[derive(Subcommand)]
 pub enum VolumeCmd {
     /// Create a volume
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List volumes
     #[command(visible_alias = "list")]
     Ls(LsArgs),
@@ -147,6 +147,9 @@ pub struct LsArgs {
     /// Format output using a Go-template subset ({{.Name}}, {{.Driver}}, {{.Mountpoint}})
     #[arg(long)]
     format: Option<String>,
+    /// Display only cluster volumes (swarm: berth has none)
+    #[arg(long)]
+    cluster: bool,
 }
 
 #[derive(Args)]
@@ -198,7 +201,10 @@ pub fn run(data_root: &Path, cmd: VolumeCmd) -> anyhow::Result<()> {
 
 fn dispatch(c: &Client, cmd: VolumeCmd) -> anyhow::Result<i32> {
     match cmd {
-        VolumeCmd::Create(a) => create(c, a),
+        VolumeCmd::Create(a) => create(c, *a),
+        VolumeCmd::Ls(a) if a.cluster => anyhow::bail!(
+            "--cluster is only supported for cluster volumes (swarm), which berth does not run"
+        ),
         VolumeCmd::Ls(a) => {
             let q = crate::image::filters_query(&a.filter, &[])?;
             let v = c.get_json(&format!("/volumes?filters={q}"))?;

@@ -84,6 +84,15 @@ fn stop_and_restart_send_the_signal_given_and_logs_details_keeps_lines() {
     b.ok(&["stop", "-s", "12", "--time", "20", "sig"]);
     assert_eq!(inspect(&b, "sig", "{{.State.ExitCode}}"), "4");
 
+    // the docker CLI's stop --signal reaches the same daemon code
+    let runs = stdout(&b.run(&["logs", "sig"])).matches("ready").count();
+    b.ok(&["start", "sig"]);
+    eventually("the traps are set once more", || {
+        stdout(&b.run(&["logs", "sig"])).matches("ready").count() == runs + 1
+    });
+    b.docker_ok(&["stop", "--signal", "SIGUSR1", "--timeout", "20", "sig"]);
+    assert_eq!(inspect(&b, "sig", "{{.State.ExitCode}}"), "3");
+
     // a bad signal: docker's status 1, the container untouched
     b.ok(&["start", "sig"]);
     let out = b.run(&["stop", "--signal", "NOPE", "sig"]);
@@ -95,7 +104,15 @@ fn stop_and_restart_send_the_signal_given_and_logs_details_keeps_lines() {
 #[test]
 fn exec_env_file_and_stats_format() {
     let b = berth();
-    b.ok(&["run", "-d", "--name", "st", "someapp:1.0", "sleep", "100301"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "st",
+        "someapp:1.0",
+        "sleep",
+        "100301",
+    ]);
     let env = b.data_root().join("exec.env");
     std::fs::write(&env, "# a comment\nA=from-file\nB=from-file\n\nC=c\n").expect("env file");
     let env = env.to_str().expect("utf-8");
@@ -113,7 +130,11 @@ fn exec_env_file_and_stats_format() {
     assert_eq!(out, "from-file from-flag c\n");
     let out = b.run(&["exec", "--env-file", "/no/such/berth.env", "st", "true"]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("/no/such/berth.env"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/no/such/berth.env"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = b.ok(&[
         "stats",
@@ -150,7 +171,15 @@ fn exec_env_file_and_stats_format() {
 #[test]
 fn cp_archive_keeps_owners_follow_link_and_quiet() {
     let b = berth();
-    b.ok(&["run", "-d", "--name", "cp", "someapp:1.0", "sleep", "100302"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "cp",
+        "someapp:1.0",
+        "sleep",
+        "100302",
+    ]);
     let host = b.data_root().join("cp-host");
     std::fs::create_dir_all(&host).expect("mkdir");
     let f = host.join("owned.txt");
@@ -163,6 +192,7 @@ fn cp_archive_keeps_owners_follow_link_and_quiet() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stderr(&out), "", "no progress line off a terminal");
     b.ok(&["cp", "-a", src, "cp:/tmp/kept.txt"]);
+    b.docker_ok(&["cp", "-a", src, "cp:/tmp/docker-kept.txt"]);
     let owners = b.ok(&[
         "exec",
         "cp",
@@ -171,8 +201,9 @@ fn cp_archive_keeps_owners_follow_link_and_quiet() {
         "%u:%g",
         "/tmp/plain.txt",
         "/tmp/kept.txt",
+        "/tmp/docker-kept.txt",
     ]);
-    assert_eq!(owners, "0:0\n1234:5678\n");
+    assert_eq!(owners, "0:0\n1234:5678\n1234:5678\n");
 
     // container → host: -L copies what a link leads to, -a keeps the owner
     b.ok(&[
@@ -217,7 +248,15 @@ fn cp_archive_keeps_owners_follow_link_and_quiet() {
 #[test]
 fn update_changes_the_cgroup_and_the_restart_policy() {
     let b = berth();
-    b.ok(&["run", "-d", "--name", "up", "someapp:1.0", "sleep", "100303"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "up",
+        "someapp:1.0",
+        "sleep",
+        "100303",
+    ]);
     let id = inspect(&b, "up", "{{.Id}}");
     let out = b.run(&[
         "update",
@@ -260,6 +299,21 @@ fn update_changes_the_cgroup_and_the_restart_policy() {
         "on-failure:2"
     );
 
+    // the docker CLI's update body (every field, zeros for the flags not given)
+    b.docker_ok(&[
+        "update",
+        "--cpu-quota",
+        "30000",
+        "--cpu-rt-runtime",
+        "0",
+        "up",
+    ]);
+    assert_eq!(
+        cgroup_value(&id, "cpu/cpu.cfs_quota_us", "cpu.max"),
+        "30000"
+    );
+    assert_eq!(cgroup_value(&id, "cpuset/cpuset.cpus", "cpuset.cpus"), "0");
+
     // bad input fails before anything changes
     let out = b.run(&["update", "--cpus", "1", "--cpu-period", "100000", "up"]);
     assert_eq!(out.status.code(), Some(1));
@@ -270,15 +324,28 @@ fn update_changes_the_cgroup_and_the_restart_policy() {
     assert_eq!(out.status.code(), Some(125));
     let out = b.run(&["update", "up"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("one or more flags"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("one or more flags"),
+        "{}",
+        stderr(&out)
+    );
 
     // a stopped container's policy, used by the daemon's restart logic
-    b.ok(&["create", "--name", "fails", "someapp:1.0", "sh", "-c", "exit 1"]);
+    b.ok(&[
+        "create",
+        "--name",
+        "fails",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
     b.ok(&["update", "--restart", "on-failure:2", "fails"]);
     b.ok(&["start", "fails"]);
-    eventually("two restarts by the updated policy, then it stays down", || {
-        inspect(&b, "fails", "{{.RestartCount}} {{.State.Status}}") == "2 exited"
-    });
+    eventually(
+        "two restarts by the updated policy, then it stays down",
+        || inspect(&b, "fails", "{{.RestartCount}} {{.State.Status}}") == "2 exited",
+    );
 }
 
 #[test]
@@ -307,14 +374,18 @@ fn prune_filters_pick_by_label_and_age() {
     // all created just now: nothing is older than an hour
     b.ok(&["container", "prune", "-f", "--filter", "until=1h"]);
     assert_eq!(names(&b), ["keep", "plain", "tst"]);
-    let out = b.ok(&["container", "prune", "-f", "--filter", "label=env=test"]);
+    let out = b.docker_ok(&["container", "prune", "-f", "--filter", "label=env=test"]);
     assert!(out.starts_with("Deleted Containers:"), "{out}");
     assert_eq!(names(&b), ["keep", "plain"]);
     b.ok(&["container", "prune", "--force", "--filter", "label!=keep"]);
     assert_eq!(names(&b), ["keep"]);
     let out = b.run(&["container", "prune", "-f", "--filter", "colour=red"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("invalid filter 'colour'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid filter 'colour'"),
+        "{}",
+        stderr(&out)
+    );
     let out = b.run(&["container", "prune", "-f", "--filter", "until=soon"]);
     assert_eq!(out.status.code(), Some(1));
 
@@ -324,9 +395,18 @@ fn prune_filters_pick_by_label_and_age() {
     b.ok(&["system", "prune", "-f", "--filter", "label!=keep"]);
     assert_eq!(names(&b), ["keep"]);
     let nets = b.ok(&["network", "ls", "--format", "{{.Name}}"]);
-    assert!(nets.contains("kept-net") && !nets.contains("loose-net"), "{nets}");
+    assert!(
+        nets.contains("kept-net") && !nets.contains("loose-net"),
+        "{nets}"
+    );
     let later = (chrono_now() + 3600).to_string();
-    b.ok(&["system", "prune", "-f", "--filter", &format!("until={later}")]);
+    b.ok(&[
+        "system",
+        "prune",
+        "-f",
+        "--filter",
+        &format!("until={later}"),
+    ]);
     assert_eq!(names(&b), Vec::<String>::new());
     let out = b.run(&["system", "prune", "-f", "--volumes", "--filter", "until=1h"]);
     assert_eq!(out.status.code(), Some(1));
@@ -343,8 +423,16 @@ fn chrono_now() -> u64 {
 #[test]
 fn formats_of_history_version_and_system_df_and_clear_refusals() {
     let b = berth();
-    let out = b.ok(&["history", "--format", "{{.ID}}|{{.CreatedBy}}", "someapp:1.0"]);
-    assert!(!out.is_empty() && out.lines().all(|l| l.contains('|')), "{out}");
+    let out = b.ok(&[
+        "history",
+        "--format",
+        "{{.ID}}|{{.CreatedBy}}",
+        "someapp:1.0",
+    ]);
+    assert!(
+        !out.is_empty() && out.lines().all(|l| l.contains('|')),
+        "{out}"
+    );
     let out = b.ok(&[
         "image",
         "history",
@@ -355,7 +443,11 @@ fn formats_of_history_version_and_system_df_and_clear_refusals() {
     let head = out.lines().next().expect("a header");
     assert!(head.starts_with("IMAGE") && head.contains("SIZE"), "{out}");
 
-    let v = b.ok(&["version", "--format", "{{.Client.Version}} {{.Server.Version}}"]);
+    let v = b.ok(&[
+        "version",
+        "--format",
+        "{{.Client.Version}} {{.Server.Version}}",
+    ]);
     let want = env!("CARGO_PKG_VERSION");
     assert_eq!(v, format!("{want} {want}\n"));
     let doc: serde_json::Value =
@@ -365,7 +457,12 @@ fn formats_of_history_version_and_system_df_and_clear_refusals() {
     b.ok(&["run", "--name", "df", "someapp:1.0", "true"]);
     let types = b.ok(&["system", "df", "--format", "{{.Type}}"]);
     assert_eq!(types, "Images\nContainers\nLocal Volumes\nBuild Cache\n");
-    let t = b.ok(&["system", "df", "--format", "table {{.Type}}\t{{.TotalCount}}"]);
+    let t = b.ok(&[
+        "system",
+        "df",
+        "--format",
+        "table {{.Type}}\t{{.TotalCount}}",
+    ]);
     assert!(t.starts_with("TYPE") && t.contains("Containers"), "{t}");
     let verbose = b.ok(&["system", "df", "-v"]);
     for section in [
@@ -390,15 +487,30 @@ fn formats_of_history_version_and_system_df_and_clear_refusals() {
             "linux/arm64",
         ),
         (
-            vec!["image", "inspect", "--platform", "windows/amd64", "someapp:1.0"],
+            vec![
+                "image",
+                "inspect",
+                "--platform",
+                "windows/amd64",
+                "someapp:1.0",
+            ],
             "windows/amd64",
         ),
+        (vec!["rm", "--link", "df/x"], "legacy links"),
+        (vec!["start", "--checkpoint", "c1", "df"], "checkpoint"),
+        (vec!["volume", "ls", "--cluster"], "cluster volumes (swarm)"),
     ] {
         let out = b.run(&args);
         assert_ne!(out.status.code(), Some(0), "{args:?}");
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
-    b.ok(&["image", "inspect", "--platform", "linux/amd64", "someapp:1.0"]);
+    b.ok(&[
+        "image",
+        "inspect",
+        "--platform",
+        "linux/amd64",
+        "someapp:1.0",
+    ]);
     b.ok(&["tag", "someapp:1.0", "other:1"]);
     b.ok(&["rmi", "--no-prune", "--platform", "linux/amd64", "other:1"]);
 }
@@ -422,7 +534,13 @@ fn volume_create_options_mount_while_used() {
         "scratch",
     ]);
     assert_eq!(
-        b.ok(&["volume", "inspect", "-f", "{{.Options.type}} {{.Labels.kind}}", "scratch"]),
+        b.ok(&[
+            "volume",
+            "inspect",
+            "-f",
+            "{{.Options.type}} {{.Labels.kind}}",
+            "scratch"
+        ]),
         "tmpfs scratch\n"
     );
     let mounts = b.ok(&[
@@ -442,7 +560,7 @@ fn volume_create_options_mount_while_used() {
         .trim()
         .to_string();
     assert!(
-        !b.mounts().iter().any(|m| *m == data),
+        !b.mounts().contains(&data),
         "unmounted once no container uses it: {:?}",
         b.mounts()
     );
@@ -452,7 +570,15 @@ fn volume_create_options_mount_while_used() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     let dev = format!("device={}", dir.display());
     b.ok(&[
-        "volume", "create", "-o", "type=none", "-o", "o=bind", "-o", &dev, "bound",
+        "volume",
+        "create",
+        "-o",
+        "type=none",
+        "-o",
+        "o=bind",
+        "-o",
+        &dev,
+        "bound",
     ]);
     b.ok(&[
         "run",
@@ -506,7 +632,11 @@ fn pull_and_push_all_tags_through_a_registry() {
     }
     let out = b.run(&["push", "-a", &format!("{repo}:1")]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("tag can't be used with --all-tags"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("tag can't be used with --all-tags"),
+        "{}",
+        stderr(&out)
+    );
     let out = b.ok(&["push", "--all-tags", "--disable-content-trust", &repo]);
     assert!(
         out.contains("1: digest: sha256:") && out.contains("2: digest: sha256:"),
@@ -560,15 +690,36 @@ fn network_create_connect_and_inspect_flags() {
     ]);
     let f = "{{json .IPAM.Config}} {{.Attachable}} {{.IPAM.Options.note}} {{.EnableIPv4}}";
     let v = b.ok(&["network", "inspect", "--verbose", "-f", f, "auxnet"]);
-    assert!(v.contains(r#""AuxiliaryAddresses":{"router":"10.251.77.2"}"#), "{v}");
+    assert!(
+        v.contains(r#""AuxiliaryAddresses":{"router":"10.251.77.2"}"#),
+        "{v}"
+    );
     assert!(v.trim_end().ends_with("true kept true"), "{v}");
     // the reserved address is skipped: the first container gets .3, not .2
-    b.ok(&["run", "-d", "--name", "n1", "--network", "auxnet", "someapp:1.0", "sleep", "100304"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "n1",
+        "--network",
+        "auxnet",
+        "someapp:1.0",
+        "sleep",
+        "100304",
+    ]);
     let ip = inspect(&b, "n1", "{{.NetworkSettings.Networks.auxnet.IPAddress}}");
     assert_eq!(ip, "10.251.77.3");
 
     // connect: a link to the container's own name maps; the rest fails clearly
-    b.ok(&["run", "-d", "--name", "n2", "someapp:1.0", "sleep", "100305"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "n2",
+        "someapp:1.0",
+        "sleep",
+        "100305",
+    ]);
     for (flag, value, needle) in [
         ("--ip6", "2001:db8::33", "IPv6"),
         ("--link-local-ip", "169.254.1.1", "link-local"),
@@ -580,7 +731,16 @@ fn network_create_connect_and_inspect_flags() {
         assert_eq!(out.status.code(), Some(1), "{flag}");
         assert!(stderr(&out).contains(needle), "{flag}: {}", stderr(&out));
     }
-    b.ok(&["network", "connect", "--link", "n1", "--gw-priority", "0", "auxnet", "n2"]);
+    b.ok(&[
+        "network",
+        "connect",
+        "--link",
+        "n1",
+        "--gw-priority",
+        "0",
+        "auxnet",
+        "n2",
+    ]);
     let ip2 = inspect(&b, "n2", "{{.NetworkSettings.Networks.auxnet.IPAddress}}");
     assert_eq!(ip2, "10.251.77.4");
     b.ok(&["exec", "n2", "ping", "-c", "1", "-W", "5", "10.251.77.3"]);
@@ -593,7 +753,10 @@ fn network_create_connect_and_inspect_flags() {
         (vec!["--config-from", "auxnet"], "swarm"),
         (vec!["--scope", "swarm"], "swarm"),
         (vec!["--ipam-driver", "dhcp"], "default IPAM driver only"),
-        (vec!["--aux-address", "x=10.9.9.9", "--subnet", "10.251.78.0/29"], "aux-address"),
+        (
+            vec!["--aux-address", "x=10.9.9.9", "--subnet", "10.251.78.0/29"],
+            "aux-address",
+        ),
     ] {
         let mut full = vec!["network", "create"];
         full.extend(args.iter().copied());
@@ -614,7 +777,13 @@ fn network_create_connect_and_inspect_flags() {
         "--attachable",
         "dnet",
     ]);
-    let v = b.ok(&["network", "inspect", "-f", "{{.Attachable}} {{json .IPAM.Config}}", "dnet"]);
+    let v = b.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{.Attachable}} {{json .IPAM.Config}}",
+        "dnet",
+    ]);
     assert!(v.starts_with("true") && v.contains("10.251.79.6"), "{v}");
     let out = b.docker(&["network", "create", "--ipv6", "d6"]);
     assert_ne!(out.status.code(), Some(0));

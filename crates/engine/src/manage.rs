@@ -3,9 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::list::State;
-use crate::{names, Engine};
 use crate::record::CreateOptions;
 use crate::restart::{RestartName, RestartPolicy};
+use crate::{names, Engine};
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
 
 /// New limits and restart policy for a container (`update`); `None` keeps the
@@ -34,6 +34,10 @@ pub struct Update {
     pub blkio_weight: Option<u16>,
     /// `--pids-limit`
     pub pids_limit: Option<i64>,
+    /// `--cpu-rt-period` in microseconds
+    pub cpu_rt_period: Option<u64>,
+    /// `--cpu-rt-runtime` in microseconds
+    pub cpu_rt_runtime: Option<i64>,
     /// `--restart`
     pub restart: Option<RestartPolicy>,
 }
@@ -52,6 +56,8 @@ impl Update {
             || self.cpuset_mems.is_some()
             || self.blkio_weight.is_some()
             || self.pids_limit.is_some()
+            || self.cpu_rt_period.is_some()
+            || self.cpu_rt_runtime.is_some()
     }
 
     /// docker's checks of the values on their own.
@@ -71,7 +77,10 @@ impl Update {
                 "CPU cfs quota {q} cannot be less than 1ms (i.e. 1000)"
             )));
         }
-        if let Some(w) = self.blkio_weight.filter(|w| *w != 0 && !(10..=1000).contains(w)) {
+        if let Some(w) = self
+            .blkio_weight
+            .filter(|w| *w != 0 && !(10..=1000).contains(w))
+        {
             return Err(Error::Invalid(format!(
                 "--blkio-weight {w}: range of blkio weight is from 10 to 1000"
             )));
@@ -104,7 +113,8 @@ impl Update {
     /// again; CPU period and quota go together as the kernel checks them together).
     fn resources(&self, o: &CreateOptions) -> LinuxResources {
         let mut r = LinuxResources::default();
-        if self.memory.is_some() || self.memory_swap.is_some() || self.memory_reservation.is_some() {
+        if self.memory.is_some() || self.memory_swap.is_some() || self.memory_reservation.is_some()
+        {
             let mut m = LinuxMemory::default();
             m.set_limit(self.memory);
             m.set_swap(self.memory_swap);
@@ -116,7 +126,9 @@ impl Update {
             || self.cpu_period.is_some()
             || self.cpu_quota.is_some()
             || self.cpuset_cpus.is_some()
-            || self.cpuset_mems.is_some();
+            || self.cpuset_mems.is_some()
+            || self.cpu_rt_period.is_some()
+            || self.cpu_rt_runtime.is_some();
         if cpu_changes {
             let mut c = LinuxCpu::default();
             if let Some(n) = self.cpus {
@@ -129,6 +141,8 @@ impl Update {
             c.set_shares(self.cpu_shares);
             c.set_cpus(self.cpuset_cpus.clone());
             c.set_mems(self.cpuset_mems.clone());
+            c.set_realtime_period(self.cpu_rt_period);
+            c.set_realtime_runtime(self.cpu_rt_runtime);
             r.set_cpu(Some(c));
         }
         if let Some(w) = self.blkio_weight {
@@ -226,7 +240,8 @@ impl Engine {
         let id = s.record.id;
         if u.restart.is_some_and(|p| p.name != RestartName::No) && s.record.options.auto_remove {
             return Err(Error::Invalid(
-                "Restart policy cannot be updated because AutoRemove is enabled for the container".into(),
+                "Restart policy cannot be updated because AutoRemove is enabled for the container"
+                    .into(),
             ));
         }
         let mut merged = s.record.options.clone();

@@ -441,9 +441,11 @@ impl Networking {
                 .aux_addresses
                 .iter()
                 .map(|(k, v)| {
-                    v.parse::<Ipv4Addr>().map(|ip| (k.clone(), ip)).map_err(|_| {
-                        Error::Invalid(format!("--aux-address {k}={v}: not an IPv4 address"))
-                    })
+                    v.parse::<Ipv4Addr>()
+                        .map(|ip| (k.clone(), ip))
+                        .map_err(|_| {
+                            Error::Invalid(format!("--aux-address {k}={v}: not an IPv4 address"))
+                        })
                 })
                 .collect::<Result<_>>()?,
         };

@@ -224,7 +224,9 @@ impl Engine {
     /// directories, unless mounted already (another container uses the volume).
     pub(crate) fn volumes_mount(&self, rec: &crate::Record) -> Result<()> {
         for name in &rec.volumes {
-            let Ok(v) = self.load_volume(name) else { continue };
+            let Ok(v) = self.load_volume(name) else {
+                continue;
+            };
             if let Some(m) = VolumeMount::from_options(&v.options)? {
                 if !crate::rootfs::is_mounted(&v.mountpoint) {
                     m.mount(&v.mountpoint)
@@ -239,7 +241,9 @@ impl Engine {
     /// container uses them (the local driver's reference count).
     pub(crate) fn volumes_release(&self, rec: &crate::Record) {
         for name in &rec.volumes {
-            let Ok(v) = self.load_volume(name) else { continue };
+            let Ok(v) = self.load_volume(name) else {
+                continue;
+            };
             if v.options.is_empty() || !crate::rootfs::is_mounted(&v.mountpoint) {
                 continue;
             }
@@ -355,8 +359,14 @@ impl VolumeMount {
         let bind = self.flags.contains(F::MS_BIND);
         let fstype = (!bind).then_some(self.fstype.as_str());
         let data = (!self.data.is_empty()).then_some(self.data.as_str());
-        mount(Some(self.device.as_str()), target, fstype, self.flags, data)
-            .map_err(|e| format!("mount {} ({}) on {}: {e}", self.device, self.fstype, target.display()))?;
+        mount(Some(self.device.as_str()), target, fstype, self.flags, data).map_err(|e| {
+            format!(
+                "mount {} ({}) on {}: {e}",
+                self.device,
+                self.fstype,
+                target.display()
+            )
+        })?;
         if bind && self.flags.contains(F::MS_RDONLY) {
             mount(
                 None::<&str>,
@@ -413,13 +423,18 @@ mod tests {
     use super::*;
 
     fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn local_driver_options_follow_docker() {
         use nix::mount::MsFlags as F;
-        assert_eq!(VolumeMount::from_options(&BTreeMap::new()).expect("none"), None);
+        assert_eq!(
+            VolumeMount::from_options(&BTreeMap::new()).expect("none"),
+            None
+        );
         let m = VolumeMount::from_options(&opts(&[
             ("type", "tmpfs"),
             ("device", "tmpfs"),
@@ -428,19 +443,30 @@ mod tests {
         .expect("tmpfs")
         .expect("a mount");
         assert_eq!((m.fstype.as_str(), m.device.as_str()), ("tmpfs", "tmpfs"));
-        assert_eq!((m.flags, m.data.as_str()), (F::MS_NOSUID, "size=64m,uid=1000"));
+        assert_eq!(
+            (m.flags, m.data.as_str()),
+            (F::MS_NOSUID, "size=64m,uid=1000")
+        );
         let d = tempfile::tempdir().expect("tempdir");
         let dev = d.path().display().to_string();
-        let b = VolumeMount::from_options(&opts(&[("type", "none"), ("o", "bind,ro"), ("device", &dev)]))
-            .expect("bind")
-            .expect("a mount");
+        let b = VolumeMount::from_options(&opts(&[
+            ("type", "none"),
+            ("o", "bind,ro"),
+            ("device", &dev),
+        ]))
+        .expect("bind")
+        .expect("a mount");
         assert_eq!(b.flags, F::MS_BIND | F::MS_RDONLY);
         for bad in [
             opts(&[("type", "tmpfs")]),
             opts(&[("device", "tmpfs")]),
             opts(&[("type", "tmpfs"), ("device", "tmpfs"), ("size", "1m")]),
             opts(&[("type", "none"), ("o", "bind"), ("device", "relative/dir")]),
-            opts(&[("type", "none"), ("o", "bind"), ("device", "/no/such/dir/berth")]),
+            opts(&[
+                ("type", "none"),
+                ("o", "bind"),
+                ("device", "/no/such/dir/berth"),
+            ]),
         ] {
             assert!(VolumeMount::from_options(&bad).is_err(), "{bad:?}");
         }

@@ -124,9 +124,11 @@ pub fn route(
             let _ = wait_streaming(ctx, req, id, conn.writer);
             return Some(None);
         }
-        ("POST", ["containers", id, "stop"]) => {
-            done(ctx.engine.stop_with(id, seconds(q("t")), q("signal")).map(|_| ()))
-        }
+        ("POST", ["containers", id, "stop"]) => done(
+            ctx.engine
+                .stop_with(id, seconds(q("t")), q("signal"))
+                .map(|_| ()),
+        ),
         ("POST", ["containers", id, "restart"]) => restart(ctx, id, seconds(q("t")), q("signal")),
         ("POST", ["containers", id, "kill"]) => done(
             ctx.engine
@@ -1018,9 +1020,14 @@ fn update(ctx: &Ctx, id: &str, req: &Request) -> Reply {
         Err(_) if req.body.is_empty() => json!({}),
         Err(e) => return Reply::error(400, format!("update: the body is not JSON: {e}")),
     };
-    let restart = match b["RestartPolicy"]["Name"].as_str().filter(|n| !n.is_empty()) {
+    let restart = match b["RestartPolicy"]["Name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+    {
         Some(n) => {
-            let max = b["RestartPolicy"]["MaximumRetryCount"].as_i64().unwrap_or(0);
+            let max = b["RestartPolicy"]["MaximumRetryCount"]
+                .as_i64()
+                .unwrap_or(0);
             match berth_engine::RestartPolicy::from_docker(n, max) {
                 Ok(p) => Some(p),
                 Err(e) => return engine_error(e),
@@ -1047,6 +1054,8 @@ fn update(ctx: &Ctx, id: &str, req: &Request) -> Reply {
             .filter(|n| *n > 0)
             .map(|n| n.min(u16::MAX as u64) as u16),
         pids_limit: b["PidsLimit"].as_i64().filter(|n| *n != 0),
+        cpu_rt_period: b["CpuRealtimePeriod"].as_u64().filter(|n| *n > 0),
+        cpu_rt_runtime: b["CpuRealtimeRuntime"].as_i64().filter(|n| *n != 0),
         restart,
     };
     match ctx.engine.update(id, &u) {

@@ -240,11 +240,21 @@ fn create_request(b: &Value) -> Result<NetworkCreate, String> {
     if b["ConfigOnly"].as_bool() == Some(true) {
         return Err(format!("ConfigOnly: a configuration-only network {swarm}"));
     }
-    if let Some(from) = b["ConfigFrom"]["Network"].as_str().filter(|n| !n.is_empty()) {
-        return Err(format!("ConfigFrom {from:?}: a network from a configuration-only network {swarm}"));
+    if let Some(from) = b["ConfigFrom"]["Network"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+    {
+        return Err(format!(
+            "ConfigFrom {from:?}: a network from a configuration-only network {swarm}"
+        ));
     }
-    if let Some(scope) = b["Scope"].as_str().filter(|s| !s.is_empty() && *s != "local") {
-        return Err(format!("Scope {scope:?}: the {scope} scope {swarm}; use local (the default)"));
+    if let Some(scope) = b["Scope"]
+        .as_str()
+        .filter(|s| !s.is_empty() && *s != "local")
+    {
+        return Err(format!(
+            "Scope {scope:?}: the {scope} scope {swarm}; use local (the default)"
+        ));
     }
     if let Some(d) = b["IPAM"]["Driver"]
         .as_str()
@@ -332,7 +342,8 @@ fn prune(ctx: &Ctx, req: &Request) -> Reply {
             if info.is_default() || !info.pool.allocations.is_empty() {
                 continue;
             }
-            let created = Some(super::unix(&info.spec.created)).filter(|_| !info.spec.created.is_empty());
+            let created =
+                Some(super::unix(&info.spec.created)).filter(|_| !info.spec.created.is_empty());
             if f.matches(created, &info.spec.labels) && n.remove_network(&info.spec.name).is_ok() {
                 event(ctx, "destroy", &info, None);
                 deleted.push(info.spec.name);
@@ -396,7 +407,10 @@ fn endpoint(network: &str, v: &Value) -> Result<EndpointConfig, String> {
 /// legacy link is taken only where it maps (the linked container's own name, which
 /// resolves on a user network anyway).
 fn connect_checks(ctx: &Ctx, container: &str, v: &Value) -> Result<(), String> {
-    if let Some(ip6) = v["IPAMConfig"]["IPv6Address"].as_str().filter(|s| !s.is_empty()) {
+    if let Some(ip6) = v["IPAMConfig"]["IPv6Address"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    {
         return Err(format!(
             "--ip6 {ip6}: IPv6 addresses are not supported: berth networks are IPv4 only"
         ));
@@ -405,7 +419,10 @@ fn connect_checks(ctx: &Ctx, container: &str, v: &Value) -> Result<(), String> {
         .as_array()
         .is_some_and(|a| !a.is_empty())
     {
-        return Err("--link-local-ip: link-local addresses are not supported by berth's bridge driver".into());
+        return Err(
+            "--link-local-ip: link-local addresses are not supported by berth's bridge driver"
+                .into(),
+        );
     }
     if v["DriverOpts"].as_object().is_some_and(|o| !o.is_empty()) {
         return Err("--driver-opt: berth's bridge driver takes no endpoint options (leave --driver-opt out)".into());

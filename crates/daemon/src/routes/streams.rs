@@ -446,14 +446,7 @@ fn archive_put(ctx: &Ctx, req: &Request, id: &str, conn: &mut Conn) -> Streamed 
     } else {
         "put"
     };
-    let mut child = helper(
-        ctx,
-        op,
-        &s.record.id,
-        path,
-        Stdio::piped(),
-        Stdio::null(),
-    )?;
+    let mut child = helper(ctx, op, &s.record.id, path, Stdio::piped(), Stdio::null())?;
     let mut body =
         BodyReader::new(conn.reader, &req.headers).map_err(|e| Some(Reply::error(400, e)))?;
     if let Some(mut stdin) = child.stdin.take() {

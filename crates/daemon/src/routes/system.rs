@@ -97,9 +97,7 @@ impl PruneFilter {
         created: Option<i64>,
         labels: &std::collections::BTreeMap<String, String>,
     ) -> bool {
-        let old = self
-            .until
-            .is_none_or(|u| created.is_some_and(|c| c < u));
+        let old = self.until.is_none_or(|u| created.is_some_and(|c| c < u));
         old && self
             .labels
             .iter()
@@ -277,6 +275,53 @@ fn auth(req: &Request) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn prune_req(filters: &str) -> Request {
+        Request {
+            method: "POST".into(),
+            path: "/containers/prune".into(),
+            query: [("filters".to_string(), filters.to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn prune_filters_follow_docker() {
+        let labels = |kv: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let f = PruneFilter::parse(
+            &prune_req(r#"{"label":["env=test","team"],"label!":["keep"],"until":["1000"]}"#),
+            &["until"],
+        )
+        .unwrap_or_else(|r| panic!("{}", String::from_utf8_lossy(&r.body)));
+        assert_eq!(f.until, Some(1000));
+        let test = labels(&[("env", "test"), ("team", "a")]);
+        assert!(f.matches(Some(999), &test));
+        assert!(!f.matches(Some(1000), &test), "created at until: kept");
+        assert!(!f.matches(None, &test), "unknown age: kept");
+        assert!(!f.matches(Some(1), &labels(&[("env", "prod"), ("team", "a")])));
+        let mut kept = test.clone();
+        kept.insert("keep".into(), String::new());
+        assert!(!f.matches(Some(1), &kept));
+        // the old {"label":{"k":true}} shape, and an RFC 3339 until
+        let f = PruneFilter::parse(
+            &prune_req(r#"{"label":{"a=1":true},"until":{"2001-09-09T01:46:40Z":true}}"#),
+            &["until"],
+        )
+        .unwrap_or_else(|r| panic!("{}", String::from_utf8_lossy(&r.body)));
+        assert_eq!(f.until, Some(1_000_000_000));
+        assert!(f.matches(Some(5), &labels(&[("a", "1")])));
+        for bad in [r#"{"colour":["red"]}"#, r#"{"until":["soon"]}"#, "not json"] {
+            assert!(
+                PruneFilter::parse(&prune_req(bad), &["until"]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(PruneFilter::parse(&prune_req(r#"{"until":["1h"]}"#), &[]).is_err());
+    }
 
     #[test]
     fn registry_hosts() {

@@ -294,7 +294,11 @@ pub fn create(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
 /// Whether `name` says which tag or digest (`repo:tag`, `repo@sha256:…`) rather
 /// than a bare repository (a registry's `host:port/` is not a tag).
 fn names_tag(name: &str) -> bool {
-    name.contains('@') || name.rsplit('/').next().is_some_and(|last| last.contains(':'))
+    name.contains('@')
+        || name
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'))
 }
 
 fn import(ctx: &Ctx, req: &Request, src: &str, conn: &mut Conn) -> Option<Reply> {
