@@ -44,6 +44,12 @@ pub fn route(
     conn: &mut Conn,
 ) -> Option<Option<Reply>> {
     let m = req.method.as_str();
+    // every image route but load (its body streams in) and pull (which checks its own)
+    if !streams_body(req) && parts != ["images", "create"] {
+        if let Err(r) = platform_ok(req) {
+            return Some(Some(r));
+        }
+    }
     let reply = match (m, parts) {
         ("GET", ["images", "json"]) => list(ctx, req),
         ("POST", ["images", "create"]) => return Some(transfer::create(ctx, req, conn)),
@@ -68,6 +74,39 @@ pub fn route(
         _ => return None,
     };
     Some(Some(reply))
+}
+
+/// The `platform`/`platforms` query of docker 28's image routes (`linux/amd64`, or
+/// the OCI platform as JSON: `{"os":"linux","architecture":"amd64"}`): berth stores
+/// linux/amd64 images only, so any other platform is a clear 400.
+fn platform_ok(req: &Request) -> Result<(), Reply> {
+    for (k, v) in &req.query_list {
+        if (k != "platform" && k != "platforms") || v.is_empty() {
+            continue;
+        }
+        let (os, arch) = match serde_json::from_str::<Value>(v) {
+            Ok(p) if p.is_object() => (
+                p["os"].as_str().unwrap_or("linux").to_string(),
+                p["architecture"].as_str().unwrap_or("amd64").to_string(),
+            ),
+            _ => {
+                let mut it = v.split('/');
+                (
+                    it.next().unwrap_or("").to_string(),
+                    it.next().unwrap_or("amd64").to_string(),
+                )
+            }
+        };
+        if os != "linux" || !matches!(arch.as_str(), "amd64" | "x86_64") {
+            return Err(Reply::error(
+                400,
+                format!(
+                    "platform {os}/{arch} is not supported: berth stores linux/amd64 images only"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `name` parsed, or docker's 400 for a malformed reference.
