@@ -483,8 +483,8 @@ pub struct LogsArgs {
     /// Show logs before a timestamp (2013-01-02T13:23:37Z) or relative (42m)
     #[arg(long)]
     until: Option<String>,
-    /// Show extra details provided to logs (the --log-opt labels/env attributes;
-    /// lines without any are shown unchanged)
+    /// Show extra details provided to logs: the values of the --log-opt labels=/env=
+    /// keys (k=v,… and a space before each line, as docker)
     #[arg(long)]
     details: bool,
     container: String,

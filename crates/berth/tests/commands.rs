@@ -59,7 +59,7 @@ fn trapping(b: &Berth, name: &str) {
 }
 
 #[test]
-fn stop_and_restart_send_the_signal_given_and_logs_details_keeps_lines() {
+fn stop_and_restart_send_the_signal_given() {
     let b = berth();
     trapping(&b, "sig");
     let out = b.run(&["stop", "--signal", "USR1", "--timeout", "20", "sig"]);
@@ -67,10 +67,11 @@ fn stop_and_restart_send_the_signal_given_and_logs_details_keeps_lines() {
     assert_eq!(stdout(&out), "sig\n");
     assert_eq!(inspect(&b, "sig", "{{.State.ExitCode}}"), "3");
     assert_eq!(stdout(&b.run(&["logs", "sig"])), "ready\ntrapped USR1\n");
-    // no --log-opt attributes: --details shows the lines as they are
+    // no --log-opt attributes: --details puts docker's empty attributes and a space
+    // before each line (moby's attrsByteSlice + " ")
     assert_eq!(
         stdout(&b.run(&["logs", "--details", "sig"])),
-        "ready\ntrapped USR1\n"
+        " ready\n trapped USR1\n"
     );
 
     // restart: -s and the old -t/--time spelling
@@ -102,8 +103,39 @@ fn stop_and_restart_send_the_signal_given_and_logs_details_keeps_lines() {
 }
 
 #[test]
-fn exec_env_file_and_stats_format() {
+fn exec_env_file_stats_format_and_log_details() {
     let b = berth();
+    // logs --details: the --log-opt labels/env values, sorted, URL-encoded
+    b.ok(&[
+        "run",
+        "--name",
+        "lg",
+        "--log-opt",
+        "labels=team,absent",
+        "--log-opt",
+        "env=WHO",
+        "-l",
+        "team=core",
+        "-l",
+        "other=x",
+        "-e",
+        "WHO=a b",
+        "someapp:1.0",
+        "echo",
+        "hi",
+    ]);
+    assert_eq!(b.ok(&["logs", "--details", "lg"]), "WHO=a+b,team=core hi\n");
+    assert_eq!(b.ok(&["logs", "lg"]), "hi\n");
+    let ts = b.ok(&["logs", "--details", "-t", "lg"]);
+    assert!(ts.ends_with("Z WHO=a+b,team=core hi\n"), "{ts}");
+    assert_eq!(
+        b.docker_ok(&["logs", "--details", "lg"]),
+        "WHO=a+b,team=core hi\n"
+    );
+    let out = b.run(&["run", "--log-opt", "env-regex=^W", "someapp:1.0", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("env-regex"), "{}", stderr(&out));
+
     b.ok(&[
         "run",
         "-d",

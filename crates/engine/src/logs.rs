@@ -447,6 +447,7 @@ mod tests {
         let opts = LogOptions {
             max_size: 200,
             max_files: 3,
+            ..Default::default()
         };
         {
             let mut w = Writer::new(RotatingFile::open(&p, opts).expect("open"));
@@ -495,6 +496,7 @@ mod tests {
         let opts = LogOptions {
             max_size: 300,
             max_files,
+            ..Default::default()
         };
         let mut w = Writer::new(RotatingFile::open(&p, opts).expect("open"));
         w.write(Stream::Stdout, b"one\ntwo\n").expect("write");
@@ -546,6 +548,7 @@ mod tests {
         let opts = LogOptions {
             max_size: 200,
             max_files: 1,
+            ..Default::default()
         };
         let mut w = Writer::new(RotatingFile::open(&p, opts).expect("open"));
         w.write(

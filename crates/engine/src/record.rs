@@ -260,13 +260,20 @@ impl CreateOptions {
 }
 
 /// Rotation of the json-file log: at most `max_files` files of `max_size` bytes, so
-/// a container's output never fills the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// a container's output never fills the disk; and the label and environment keys
+/// whose values `logs --details` shows before each line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogOptions {
     /// bytes after which the log is rotated
     pub max_size: u64,
     /// files kept, the current one included
     pub max_files: u32,
+    /// `--log-opt labels=a,b`: container labels shown by `logs --details`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// `--log-opt env=A,B`: environment variables shown by `logs --details`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
 }
 
 impl Default for LogOptions {
@@ -275,6 +282,8 @@ impl Default for LogOptions {
         LogOptions {
             max_size: 20 << 20,
             max_files: 5,
+            labels: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -284,7 +293,7 @@ impl LogOptions {
     pub fn set(&mut self, opt: &str) -> Result<()> {
         let (k, v) = opt.split_once('=').ok_or_else(|| {
             Error::Invalid(format!(
-                "--log-opt {opt:?}: use key=value (max-size, max-file)"
+                "--log-opt {opt:?}: use key=value (max-size, max-file, labels, env)"
             ))
         })?;
         match k {
@@ -294,9 +303,24 @@ impl LogOptions {
                     Error::Invalid(format!("--log-opt max-file={v}: use a whole number of at least 1"))
                 })?
             }
+            "labels" | "env" => {
+                let keys = v.split(',').map(str::trim).filter(|k| !k.is_empty());
+                let list = if k == "labels" {
+                    &mut self.labels
+                } else {
+                    &mut self.env
+                };
+                list.extend(keys.map(String::from));
+            }
+            "labels-regex" | "env-regex" => {
+                return Err(Error::Invalid(format!(
+                    "--log-opt {k}: not supported by berth: list the keys with --log-opt {}=KEY1,KEY2",
+                    k.trim_end_matches("-regex")
+                )))
+            }
             other => {
                 return Err(Error::Invalid(format!(
-                    "--log-opt {other}: unknown option for the json-file driver: use max-size or max-file"
+                    "--log-opt {other}: unknown option for the json-file driver: use max-size, max-file, labels or env"
                 )))
             }
         }
@@ -508,14 +532,19 @@ mod tests {
         let mut l = LogOptions::default();
         l.set("max-size=1k").expect("size");
         l.set("max-file=2").expect("files");
+        l.set("labels=team,tier").expect("labels");
+        l.set("env=A").expect("env");
         assert_eq!(
             l,
             LogOptions {
                 max_size: 1024,
-                max_files: 2
+                max_files: 2,
+                labels: vec!["team".into(), "tier".into()],
+                env: vec!["A".into()],
             }
         );
         assert!(l.set("max-file=0").is_err() && l.set("compress=true").is_err());
+        assert!(l.set("env-regex=^A").is_err());
     }
 
     #[test]

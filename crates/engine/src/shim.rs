@@ -219,7 +219,10 @@ impl Engine {
     fn supervise(&self, id: &str, report: &mut dyn FnMut(String)) -> Result<i32> {
         let dir = self.dir(id);
         let (rec, pid, mut session) = self.launch(&dir, report)?;
-        let mut log = Writer::new(RotatingFile::open(&dir.log_path(), rec.options.log)?);
+        let mut log = Writer::new(RotatingFile::open(
+            &dir.log_path(),
+            rec.options.log.clone(),
+        )?);
         report("started".into());
         self.reset_health(&rec);
         if let Some(parts) = session.slim_parts() {

@@ -175,6 +175,39 @@ struct LogFilter {
     stderr: bool,
     timestamps: bool,
     tty: bool,
+    /// `details`: docker's attributes (`k=v,…`, URL-encoded, sorted) and a space
+    /// before each line
+    details: Option<String>,
+}
+
+/// docker's `logs --details` attributes of a container: the values of the label and
+/// environment keys its `--log-opt labels=`/`env=` named, as `k=v` pairs sorted by
+/// key and URL-encoded, joined by commas (empty without any).
+fn log_details(r: &berth_engine::Record) -> String {
+    let mut attrs: std::collections::BTreeMap<&str, &str> = Default::default();
+    for k in &r.options.log.labels {
+        if let Some(v) = r.options.labels.get(k) {
+            attrs.insert(k, v);
+        }
+    }
+    for k in &r.options.log.env {
+        if let Some(v) = r
+            .options
+            .env
+            .iter()
+            .rev()
+            .find_map(|e| e.strip_prefix(k.as_str())?.strip_prefix('='))
+        {
+            attrs.insert(k, v);
+        }
+    }
+    // Go's url.QueryEscape: a space is '+'
+    let q = |s: &str| berth_client::enc(s).replace("%20", "+");
+    attrs
+        .iter()
+        .map(|(k, v)| format!("{}={}", q(k), q(v)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl LogFilter {
@@ -190,11 +223,16 @@ impl LogFilter {
             if (st == Stream::Stdout && !self.stdout) || (st == Stream::Stderr && !self.stderr) {
                 continue;
             }
-            let line = if self.timestamps {
-                format!("{} {}", e.time, e.log)
-            } else {
-                e.log.clone()
-            };
+            let mut line = String::new();
+            if self.timestamps {
+                line.push_str(&e.time);
+                line.push(' ');
+            }
+            if let Some(d) = &self.details {
+                line.push_str(d);
+                line.push(' ');
+            }
+            line.push_str(&e.log);
             w.write_all(&frame(self.tty, st, line.as_bytes()))?;
         }
         w.flush()
@@ -229,6 +267,7 @@ fn logs(ctx: &Arc<Ctx>, req: &Request, id: &str, w: &mut UnixStream) -> Streamed
         stderr: flag(req, "stderr"),
         timestamps: flag(req, "timestamps"),
         tty: s.record.options.tty,
+        details: flag(req, "details").then(|| log_details(&s.record)),
     };
     let path = ctx.engine.log_path(&full);
     let dir = ctx.engine.container_dir(&full);
