@@ -364,6 +364,41 @@ fn memory_and_cpu_limits_reach_the_cgroup() {
     );
     assert_eq!(hc["CpusetMems"], "0");
     gone(&b, &id);
+    // real-time scheduling where the kernel has it (CONFIG_RT_GROUP_SCHED, v1)
+    if Path::new("/sys/fs/cgroup/cpu/cpu.rt_runtime_us").exists() {
+        let out = b.ok(&[
+            "run",
+            "--rm",
+            "--cpu-rt-period",
+            "100000",
+            "--cpu-rt-runtime",
+            "10000",
+            "someapp:1.0",
+            "cat",
+            "/sys/fs/cgroup/cpu/cpu.rt_period_us",
+            "/sys/fs/cgroup/cpu/cpu.rt_runtime_us",
+        ]);
+        assert_eq!(out, "100000\n10000\n");
+        refused(
+            &b,
+            &[
+                "run",
+                "--cpu-rt-period",
+                "1000",
+                "--cpu-rt-runtime",
+                "5000",
+                "someapp:1.0",
+                "true",
+            ],
+            "--cpu-rt-runtime",
+        );
+    } else {
+        refused(
+            &b,
+            &["run", "--cpu-rt-runtime", "5000", "someapp:1.0", "true"],
+            "real-time",
+        );
+    }
     for (args, needle) in [
         (
             &["--cpus", "1", "--cpu-period", "50000"][..],

@@ -728,6 +728,58 @@ pub(crate) fn mount_shareable_shm(dir: &ContainerDir, o: &CreateOptions) -> Resu
     })
 }
 
+/// The parent cgroup (relative to the v1 cpu hierarchy) of a container.
+fn parent_cgroup(o: &CreateOptions) -> PathBuf {
+    match o.cgroup_parent.as_deref().map(|p| p.trim_matches('/')) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from("berth"),
+    }
+}
+
+/// `--cpu-rt-runtime`: a cgroup gets real-time time only from its parent's budget,
+/// which is 0 for a new cgroup; docker hands it out with its daemon's
+/// `--cpu-rt-runtime`. Here each ancestor's budget grows, at start, to what its
+/// children hold plus this container's share (capped by the host's own budget,
+/// whose refusal is the error).
+fn grant_rt_budget(o: &CreateOptions, runtime: i64) -> Result<()> {
+    let cpu = Path::new(CGROUP_ROOT).join("cpu");
+    let read = |p: &Path, f: &str| -> i64 {
+        std::fs::read_to_string(p.join(f))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let period = o.cpu_rt_period.unwrap_or(1_000_000).max(1) as f64;
+    let share = runtime as f64 / period;
+    // from the top down: each level needs its children's shares plus ours
+    let parent = parent_cgroup(o);
+    let mut dir = cpu.clone();
+    for comp in parent.components() {
+        dir.push(comp);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create cgroup", &dir, e))?;
+        let mut used = share;
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                let p = e.path();
+                let per = read(&p, "cpu.rt_period_us").max(1) as f64;
+                used += read(&p, "cpu.rt_runtime_us").max(0) as f64 / per;
+            }
+        }
+        let per = read(&dir, "cpu.rt_period_us").max(1) as f64;
+        let need = (used * per).ceil() as i64;
+        if read(&dir, "cpu.rt_runtime_us") < need {
+            let f = dir.join("cpu.rt_runtime_us");
+            std::fs::write(&f, need.to_string()).map_err(|e| {
+                invalid(format!(
+                    "--cpu-rt-runtime {runtime}: the real-time budget of cgroup {} cannot grow to {need}us: {e}; ask for less, or free real-time time on the host",
+                    dir.display()
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// The supplementary groups of `--group-add`: numbers as they are, names looked up
 /// in the image's `/etc/group`.
 pub fn group_ids(rootfs: &Path, groups: &[String]) -> Result<Vec<u32>> {
@@ -787,6 +839,9 @@ impl Engine {
     /// that container's running process (and its `/dev/shm`).
     pub(crate) fn join_namespaces(&self, dir: &ContainerDir, o: &CreateOptions) -> Result<()> {
         mount_shareable_shm(dir, o)?;
+        if let Some(rt) = o.cpu_rt_runtime.filter(|r| *r > 0) {
+            grant_rt_budget(o, rt)?;
+        }
         let pid = container_of(o.pid_mode.as_deref());
         let ipc = container_of(o.ipc_mode.as_deref());
         if pid.is_none() && ipc.is_none() {
