@@ -103,7 +103,13 @@ impl Engine {
             }
         }
         let args = spec::command(cfg, opts)?;
-        let hostname = spec::hostname(opts, &id);
+        let hostname = match opts.uts_mode.as_deref() {
+            // `--uts host`: the host's name, as the container sees it
+            Some("host") => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| spec::hostname(opts, &id)),
+            _ => spec::hostname(opts, &id),
+        };
         let image_volumes = cfg.and_then(|c| c.volumes().clone()).unwrap_or_default();
         let (binds, volumes) = self.resolve_volumes(&opts.binds, &image_volumes, &dir.rootfs())?;
         undo.volumes = volumes.clone();

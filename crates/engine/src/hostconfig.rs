@@ -207,6 +207,18 @@ fn check_memory(o: &mut CreateOptions) -> Result<Vec<String>> {
             )));
         }
     }
+    // cgroup v2 has neither: docker drops them with these warnings
+    let v1_memory = Path::new(CGROUP_ROOT).join("memory");
+    if o.memory_swappiness.is_some() && !v1_memory.join("memory.swappiness").exists() {
+        w.push("Your kernel does not support memory swappiness capabilities or the cgroup is not mounted. Memory swappiness discarded.".into());
+        o.memory_swappiness = None;
+    }
+    if o.oom_kill_disable && !v1_memory.join("memory.oom_control").exists() {
+        w.push(
+            "Your kernel does not support OomKillDisable. OomKillDisable discarded.".into(),
+        );
+        o.oom_kill_disable = false;
+    }
     if o.oom_kill_disable && o.memory.is_none() {
         w.push("OOM killer is disabled for the container, but no memory limit is set, this can result in the system running out of resources.".into());
     }
