@@ -434,6 +434,11 @@ fn devices_cgroup_rules_and_block_io_throttles() {
         "--device-cgroup-rule",
         "c 42:7 rw",
     ];
+    // a directory of devices: every node below it (docker's rule)
+    let tun = Path::new("/dev/net/tun").exists();
+    if tun {
+        args.extend(["--device", "/dev/net:/dev/berthnet"]);
+    }
     // a block device for the throttles: loop0 where the host has it
     let loop0 = Path::new("/dev/loop0").exists();
     if loop0 {
@@ -459,6 +464,10 @@ fn devices_cgroup_rules_and_block_io_throttles() {
         out.split_whitespace().collect::<Vec<_>>(),
         ["1:5", "00", "00", "00"]
     );
+    if tun {
+        let out = b.ok(&["exec", &id, "stat", "-c", "%t:%T", "/dev/berthnet/tun"]);
+        assert_eq!(out, "a:c8\n");
+    }
     if let Some(list) = cgroup_file(&id, "devices.list") {
         assert!(list.lines().any(|l| l == "c 42:7 rw"), "{list}");
         assert!(list.lines().any(|l| l.starts_with("c 1:5 ")), "{list}");
