@@ -293,146 +293,129 @@ impl RunOpts {
         Ok(())
     }
 
-    /// The flags into the create body.
+    /// The limits: memory, CPU, block I/O, devices (HostConfig fields).
+    fn limits(&self) -> anyhow::Result<Vec<(&'static str, Value)>> {
+        let sz = |flag: &str, v: &Option<String>| -> anyhow::Result<i64> {
+            Ok(v.as_deref()
+                .map(|v| size(flag, v))
+                .transpose()?
+                .unwrap_or(0))
+        };
+        let rates = |flag, list: &[String], key, bytes| device_rates(flag, list, key, bytes);
+        let devices: Vec<Value> = self
+            .device
+            .iter()
+            .map(|d| device(d))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(vec![
+            ("BlkioWeight", json!(self.blkio_weight.unwrap_or(0))),
+            (
+                "BlkioWeightDevice",
+                rates(
+                    "--blkio-weight-device",
+                    &self.blkio_weight_device,
+                    "Weight",
+                    false,
+                )?,
+            ),
+            (
+                "BlkioDeviceReadBps",
+                rates("--device-read-bps", &self.device_read_bps, "Rate", true)?,
+            ),
+            (
+                "BlkioDeviceWriteBps",
+                rates("--device-write-bps", &self.device_write_bps, "Rate", true)?,
+            ),
+            (
+                "BlkioDeviceReadIOps",
+                rates("--device-read-iops", &self.device_read_iops, "Rate", false)?,
+            ),
+            (
+                "BlkioDeviceWriteIOps",
+                rates(
+                    "--device-write-iops",
+                    &self.device_write_iops,
+                    "Rate",
+                    false,
+                )?,
+            ),
+            ("CpuCount", json!(self.cpu_count.unwrap_or(0))),
+            ("CpuPercent", json!(self.cpu_percent.unwrap_or(0))),
+            ("CpuPeriod", json!(self.cpu_period.unwrap_or(0))),
+            ("CpuQuota", json!(self.cpu_quota.unwrap_or(0))),
+            ("CpuRealtimePeriod", json!(self.cpu_rt_period.unwrap_or(0))),
+            (
+                "CpuRealtimeRuntime",
+                json!(self.cpu_rt_runtime.unwrap_or(0)),
+            ),
+            (
+                "CpusetMems",
+                json!(self.cpuset_mems.clone().unwrap_or_default()),
+            ),
+            ("Devices", Value::Array(devices)),
+            ("DeviceCgroupRules", json!(self.device_cgroup_rule)),
+            (
+                "IOMaximumBandwidth",
+                json!(sz("--io-maxbandwidth", &self.io_maxbandwidth)?),
+            ),
+            ("IOMaximumIOps", json!(self.io_maxiops.unwrap_or(0))),
+            (
+                "KernelMemory",
+                json!(sz("--kernel-memory", &self.kernel_memory)?),
+            ),
+            (
+                "MemoryReservation",
+                json!(sz("--memory-reservation", &self.memory_reservation)?),
+            ),
+            ("MemorySwappiness", json!(self.memory_swappiness)),
+            ("OomKillDisable", json!(self.oom_kill_disable)),
+            ("OomScoreAdj", json!(self.oom_score_adj.unwrap_or(0))),
+            ("ShmSize", json!(sz("--shm-size", &self.shm_size)?)),
+        ])
+    }
+
+    /// Namespaces, runtime and the maps (HostConfig fields).
+    fn modes(&self) -> anyhow::Result<Vec<(&'static str, Value)>> {
+        let s = |v: &Option<String>| json!(v.clone().unwrap_or_default());
+        let mut v = vec![
+            (
+                "Annotations",
+                json!(key_values("--annotation", &self.annotation)?),
+            ),
+            ("Sysctls", json!(key_values("--sysctl", &self.sysctl)?)),
+            (
+                "StorageOpt",
+                json!(key_values("--storage-opt", &self.storage_opt)?),
+            ),
+            ("CgroupParent", s(&self.cgroup_parent)),
+            ("CgroupnsMode", s(&self.cgroupns)),
+            ("GroupAdd", json!(self.group_add)),
+            ("IpcMode", s(&self.ipc)),
+            ("Isolation", s(&self.isolation)),
+            ("Links", json!(self.link)),
+            ("PidMode", s(&self.pid)),
+            ("Runtime", s(&self.runtime)),
+            ("UsernsMode", s(&self.userns)),
+            ("UTSMode", s(&self.uts)),
+            ("VolumeDriver", s(&self.volume_driver)),
+        ];
+        if let Some(g) = &self.gpus {
+            let count = if g == "all" { -1 } else { 0 };
+            v.push((
+                "DeviceRequests",
+                json!([{"Driver": "", "Count": count, "Capabilities": [["gpu"]], "Options": {}}]),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// The flags into the create body, as docker's CLI sends them; `socket` is
+    /// the daemon's, for `--use-api-socket`.
     pub fn to_body(&self, body: &mut Value, socket: &std::path::Path) -> anyhow::Result<()> {
         let mut hc = body["HostConfig"].as_object().cloned().unwrap_or_default();
-        let mut put = |k: &str, v: Value| {
-            if !v.is_null() {
-                hc.insert(k.into(), v);
-            }
-        };
-        put(
-            "Annotations",
-            json!(key_values("--annotation", &self.annotation)?),
-        );
-        put("Sysctls", json!(key_values("--sysctl", &self.sysctl)?));
-        put(
-            "StorageOpt",
-            json!(key_values("--storage-opt", &self.storage_opt)?),
-        );
-        put("BlkioWeight", json!(self.blkio_weight.unwrap_or(0)));
-        put(
-            "BlkioWeightDevice",
-            device_rates(
-                "--blkio-weight-device",
-                &self.blkio_weight_device,
-                "Weight",
-                false,
-            )?,
-        );
-        put(
-            "BlkioDeviceReadBps",
-            device_rates("--device-read-bps", &self.device_read_bps, "Rate", true)?,
-        );
-        put(
-            "BlkioDeviceWriteBps",
-            device_rates("--device-write-bps", &self.device_write_bps, "Rate", true)?,
-        );
-        put(
-            "BlkioDeviceReadIOps",
-            device_rates("--device-read-iops", &self.device_read_iops, "Rate", false)?,
-        );
-        put(
-            "BlkioDeviceWriteIOps",
-            device_rates(
-                "--device-write-iops",
-                &self.device_write_iops,
-                "Rate",
-                false,
-            )?,
-        );
-        put(
-            "CgroupParent",
-            json!(self.cgroup_parent.clone().unwrap_or_default()),
-        );
-        put(
-            "CgroupnsMode",
-            json!(self.cgroupns.clone().unwrap_or_default()),
-        );
-        put("CpuCount", json!(self.cpu_count.unwrap_or(0)));
-        put("CpuPercent", json!(self.cpu_percent.unwrap_or(0)));
-        put("CpuPeriod", json!(self.cpu_period.unwrap_or(0)));
-        put("CpuQuota", json!(self.cpu_quota.unwrap_or(0)));
-        put("CpuRealtimePeriod", json!(self.cpu_rt_period.unwrap_or(0)));
-        put(
-            "CpuRealtimeRuntime",
-            json!(self.cpu_rt_runtime.unwrap_or(0)),
-        );
-        put(
-            "CpusetMems",
-            json!(self.cpuset_mems.clone().unwrap_or_default()),
-        );
-        put(
-            "Devices",
-            Value::Array(
-                self.device
-                    .iter()
-                    .map(|d| device(d))
-                    .collect::<anyhow::Result<_>>()?,
-            ),
-        );
-        put("DeviceCgroupRules", json!(self.device_cgroup_rule));
-        if let Some(g) = &self.gpus {
-            put(
-                "DeviceRequests",
-                json!([{"Driver": "", "Count": if g == "all" { -1 } else { 0 }, "Capabilities": [["gpu"]], "Options": {}}]),
-            );
+        for (k, v) in self.limits()?.into_iter().chain(self.modes()?) {
+            hc.insert(k.into(), v);
         }
-        put("GroupAdd", json!(self.group_add));
-        put(
-            "IOMaximumBandwidth",
-            json!(self
-                .io_maxbandwidth
-                .as_deref()
-                .map(|v| size("--io-maxbandwidth", v))
-                .transpose()?
-                .unwrap_or(0)),
-        );
-        put("IOMaximumIOps", json!(self.io_maxiops.unwrap_or(0)));
-        put("IpcMode", json!(self.ipc.clone().unwrap_or_default()));
-        put(
-            "Isolation",
-            json!(self.isolation.clone().unwrap_or_default()),
-        );
-        put(
-            "KernelMemory",
-            json!(self
-                .kernel_memory
-                .as_deref()
-                .map(|v| size("--kernel-memory", v))
-                .transpose()?
-                .unwrap_or(0)),
-        );
-        put("Links", json!(self.link));
-        put(
-            "MemoryReservation",
-            json!(self
-                .memory_reservation
-                .as_deref()
-                .map(|v| size("--memory-reservation", v))
-                .transpose()?
-                .unwrap_or(0)),
-        );
-        put("MemorySwappiness", json!(self.memory_swappiness));
-        put("OomKillDisable", json!(self.oom_kill_disable));
-        put("OomScoreAdj", json!(self.oom_score_adj.unwrap_or(0)));
-        put("PidMode", json!(self.pid.clone().unwrap_or_default()));
-        put("Runtime", json!(self.runtime.clone().unwrap_or_default()));
-        put(
-            "ShmSize",
-            json!(self
-                .shm_size
-                .as_deref()
-                .map(|v| size("--shm-size", v))
-                .transpose()?
-                .unwrap_or(0)),
-        );
-        put("UsernsMode", json!(self.userns.clone().unwrap_or_default()));
-        put("UTSMode", json!(self.uts.clone().unwrap_or_default()));
-        put(
-            "VolumeDriver",
-            json!(self.volume_driver.clone().unwrap_or_default()),
-        );
         if let Some(d) = &self.log_driver {
             let mut lc = hc
                 .get("LogConfig")
@@ -442,7 +425,7 @@ impl RunOpts {
             hc.insert("LogConfig".into(), lc);
         }
         if self.use_api_socket {
-            // docker's hard-coded path in the container, bound to our daemon's socket
+            // docker's path in the container, bound to our daemon's socket
             let mut mounts = hc
                 .get("Mounts")
                 .and_then(|m| m.as_array())
@@ -455,23 +438,29 @@ impl RunOpts {
         if let Some(d) = &self.domainname {
             body["Domainname"] = json!(d);
         }
-        if self.mac_address.is_some() || self.ip6.is_some() || !self.link_local_ip.is_empty() {
-            let net = body["HostConfig"]["NetworkMode"]
-                .as_str()
-                .unwrap_or("default")
-                .to_string();
-            let ep = &mut body["NetworkingConfig"]["EndpointsConfig"][net];
-            if let Some(m) = &self.mac_address {
-                ep["MacAddress"] = json!(m);
-            }
-            if let Some(ip) = &self.ip6 {
-                ep["IPAMConfig"]["IPv6Address"] = json!(ip);
-            }
-            if !self.link_local_ip.is_empty() {
-                ep["IPAMConfig"]["LinkLocalIPs"] = json!(self.link_local_ip);
-            }
-        }
+        self.endpoint(body);
         Ok(())
+    }
+
+    /// `--mac-address`, `--ip6`, `--link-local-ip`: the endpoint of the network.
+    fn endpoint(&self, body: &mut Value) {
+        if self.mac_address.is_none() && self.ip6.is_none() && self.link_local_ip.is_empty() {
+            return;
+        }
+        let net = body["HostConfig"]["NetworkMode"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        let ep = &mut body["NetworkingConfig"]["EndpointsConfig"][net];
+        if let Some(m) = &self.mac_address {
+            ep["MacAddress"] = json!(m);
+        }
+        if let Some(ip) = &self.ip6 {
+            ep["IPAMConfig"]["IPv6Address"] = json!(ip);
+        }
+        if !self.link_local_ip.is_empty() {
+            ep["IPAMConfig"]["LinkLocalIPs"] = json!(self.link_local_ip);
+        }
     }
 }
 
