@@ -214,9 +214,7 @@ fn check_memory(o: &mut CreateOptions) -> Result<Vec<String>> {
         o.memory_swappiness = None;
     }
     if o.oom_kill_disable && !v1_memory.join("memory.oom_control").exists() {
-        w.push(
-            "Your kernel does not support OomKillDisable. OomKillDisable discarded.".into(),
-        );
+        w.push("Your kernel does not support OomKillDisable. OomKillDisable discarded.".into());
         o.oom_kill_disable = false;
     }
     if o.oom_kill_disable && o.memory.is_none() {
@@ -566,33 +564,7 @@ fn block_io(o: &CreateOptions) -> Result<Option<LinuxBlockIo>> {
 /// Writes the flags into the spec (namespaces, mounts, sysctls, devices, limits).
 pub fn apply(spec: &mut Spec, o: &CreateOptions, id: &str, dir: &Path, host: Resolved) {
     let mut linux = spec.linux().clone().unwrap_or_default();
-    let drop_ns = |t: LinuxNamespaceType, on: bool, ns: &mut Vec<_>| {
-        if on {
-            ns.retain(|n: &oci_spec::runtime::LinuxNamespace| n.typ() != t);
-        }
-    };
-    let mut ns = linux.namespaces().clone().unwrap_or_default();
-    drop_ns(
-        LinuxNamespaceType::Pid,
-        o.pid_mode.as_deref() == Some("host"),
-        &mut ns,
-    );
-    drop_ns(
-        LinuxNamespaceType::Ipc,
-        o.ipc_mode.as_deref() == Some("host"),
-        &mut ns,
-    );
-    drop_ns(
-        LinuxNamespaceType::Uts,
-        o.uts_mode.as_deref() == Some("host"),
-        &mut ns,
-    );
-    drop_ns(
-        LinuxNamespaceType::Cgroup,
-        o.cgroupns_mode.as_deref() == Some("host"),
-        &mut ns,
-    );
-    linux.set_namespaces(Some(ns));
+    namespaces(&mut linux, o);
     if o.uts_mode.as_deref() == Some("host") {
         spec.set_hostname(None);
     }
@@ -615,6 +587,45 @@ pub fn apply(spec: &mut Spec, o: &CreateOptions, id: &str, dir: &Path, host: Res
         rules.extend(host.rules);
         res.set_devices(Some(rules));
     }
+    limits(&mut res, o);
+    if host.block_io.is_some() {
+        res.set_block_io(host.block_io);
+    }
+    linux.set_resources(Some(res));
+    spec.set_linux(Some(linux));
+    if let Some(adj) = o.oom_score_adj {
+        if let Some(mut p) = spec.process().clone() {
+            p.set_oom_score_adj(Some(adj));
+            spec.set_process(Some(p));
+        }
+    }
+    if !o.annotations.is_empty() {
+        let mut a = spec.annotations().clone().unwrap_or_default();
+        a.extend(o.annotations.clone());
+        spec.set_annotations(Some(a));
+    }
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    shm_mount(&mut mounts, o, dir);
+    spec.set_mounts(Some(mounts));
+}
+
+/// The namespaces shared with the host (`host` modes) are not made; those of
+/// another container are joined at start ([`Engine::join_namespaces`]).
+fn namespaces(linux: &mut oci_spec::runtime::Linux, o: &CreateOptions) {
+    let host = |m: &Option<String>| m.as_deref() == Some("host");
+    let shared = [
+        (LinuxNamespaceType::Pid, host(&o.pid_mode)),
+        (LinuxNamespaceType::Ipc, host(&o.ipc_mode)),
+        (LinuxNamespaceType::Uts, host(&o.uts_mode)),
+        (LinuxNamespaceType::Cgroup, host(&o.cgroupns_mode)),
+    ];
+    let mut ns = linux.namespaces().clone().unwrap_or_default();
+    ns.retain(|n| !shared.iter().any(|(t, on)| *on && n.typ() == *t));
+    linux.set_namespaces(Some(ns));
+}
+
+/// The memory and CPU limits beyond `-m`, `--cpus` and `--cpu-shares`.
+fn limits(res: &mut oci_spec::runtime::LinuxResources, o: &CreateOptions) {
     if o.memory_reservation.is_some() || o.memory_swappiness.is_some() || o.oom_kill_disable {
         let mut m = res.memory().unwrap_or_default();
         m.set_reservation(o.memory_reservation);
@@ -642,25 +653,6 @@ pub fn apply(spec: &mut Spec, o: &CreateOptions, id: &str, dir: &Path, host: Res
         c.set_mems(o.cpuset_mems.clone());
         res.set_cpu(Some(c));
     }
-    if host.block_io.is_some() {
-        res.set_block_io(host.block_io);
-    }
-    linux.set_resources(Some(res));
-    spec.set_linux(Some(linux));
-    if let Some(adj) = o.oom_score_adj {
-        if let Some(mut p) = spec.process().clone() {
-            p.set_oom_score_adj(Some(adj));
-            spec.set_process(Some(p));
-        }
-    }
-    if !o.annotations.is_empty() {
-        let mut a = spec.annotations().clone().unwrap_or_default();
-        a.extend(o.annotations.clone());
-        spec.set_annotations(Some(a));
-    }
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    shm_mount(&mut mounts, o, dir);
-    spec.set_mounts(Some(mounts));
 }
 
 /// `/dev/shm`: a tmpfs of `--shm-size` (docker's 64m by default); the host's with
