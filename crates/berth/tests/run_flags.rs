@@ -364,6 +364,31 @@ fn memory_and_cpu_limits_reach_the_cgroup() {
     );
     assert_eq!(hc["CpusetMems"], "0");
     gone(&b, &id);
+    // lowering the OOM score takes CAP_SYS_RESOURCE (missing on some CI hosts)
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let capeff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .expect("CapEff");
+    if capeff & (1 << 24) != 0 {
+        let out = b.ok(&[
+            "run",
+            "--rm",
+            "--oom-score-adj",
+            "-100",
+            "someapp:1.0",
+            "cat",
+            "/proc/self/oom_score_adj",
+        ]);
+        assert_eq!(out, "-100\n");
+    } else {
+        refused(
+            &b,
+            &["run", "--oom-score-adj", "-100", "someapp:1.0", "true"],
+            "CAP_SYS_RESOURCE",
+        );
+    }
     // real-time scheduling where the kernel has it (CONFIG_RT_GROUP_SCHED, v1)
     if Path::new("/sys/fs/cgroup/cpu/cpu.rt_runtime_us").exists() {
         let out = b.ok(&[
@@ -406,6 +431,7 @@ fn memory_and_cpu_limits_reach_the_cgroup() {
         ),
         (&["--cpu-period", "10"], "--cpu-period"),
         (&["--oom-score-adj", "2000"], "--oom-score-adj"),
+        (&["--oom-score-adj", "-1001"], "--oom-score-adj"),
         (&["--memory-swappiness", "101"], "--memory-swappiness"),
         (&["--blkio-weight", "5"], "--blkio-weight"),
         (

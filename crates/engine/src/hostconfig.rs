@@ -131,8 +131,32 @@ fn check_modes(o: &CreateOptions) -> Result<()> {
                 "--oom-score-adj {a}: invalid value, the range is [-1000, 1000]"
             )));
         }
+        let ours = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .unwrap_or(0);
+        if a < ours && !has_sys_resource() {
+            return Err(invalid(format!(
+                "--oom-score-adj {a}: lowering the OOM score below the daemon's ({ours}) needs CAP_SYS_RESOURCE, which berthd lacks here: use {ours} or more"
+            )));
+        }
     }
     Ok(())
+}
+
+/// Whether we hold CAP_SYS_RESOURCE (bit 24 of `CapEff`).
+fn has_sys_resource() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0)
 }
 
 fn check_sysctls(o: &CreateOptions) -> Result<()> {
