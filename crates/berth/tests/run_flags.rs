@@ -473,6 +473,8 @@ fn devices_cgroup_rules_and_block_io_throttles() {
             "/dev/loop0:1mb",
             "--device-write-iops",
             "/dev/loop0:50",
+            "--blkio-weight-device",
+            "/dev/loop0:200",
         ]);
     }
     args.extend(["someapp:1.0", "sleep", "1000"]);
@@ -513,6 +515,17 @@ fn devices_cgroup_rules_and_block_io_throttles() {
                 assert!(max.contains("rbps=1048576") || warned, "{max}");
             }
         }
+        // the device weight: set where the kernel has the file, else docker's warning
+        let weight = cgroup_file(&id, "blkio.weight_device")
+            .or_else(|| cgroup_file(&id, "blkio.bfq.weight_device"))
+            .or_else(|| cgroup_file(&id, "io.weight"))
+            .unwrap_or_default();
+        assert!(
+            weight.contains("7:0 200")
+                || stderr(&run).contains("does not support Block I/O weight_device"),
+            "{weight}: {}",
+            stderr(&run)
+        );
     }
     let hc = &inspect(&b, &id)["HostConfig"];
     assert_eq!(hc["Devices"][0]["PathInContainer"], "/dev/berthzero");
