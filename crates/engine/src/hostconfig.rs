@@ -329,6 +329,19 @@ fn blkio_has(v1: &[&str], v2: &str) -> bool {
 
 fn check_blkio(o: &mut CreateOptions) -> Result<Vec<String>> {
     let mut w = Vec::new();
+    // bad paths fail even where the kernel would drop the limit
+    let all = [
+        ("--blkio-weight-device", &o.blkio_weight_device),
+        ("--device-read-bps", &o.device_read_bps),
+        ("--device-write-bps", &o.device_write_bps),
+        ("--device-read-iops", &o.device_read_iops),
+        ("--device-write-iops", &o.device_write_iops),
+    ];
+    for (flag, list) in all {
+        for d in list {
+            block_device(flag, &d.path)?;
+        }
+    }
     if let Some(b) = o.blkio_weight.filter(|b| *b != 0) {
         if !(10..=1000).contains(&b) {
             return Err(invalid(format!(
@@ -380,18 +393,6 @@ fn check_blkio(o: &mut CreateOptions) -> Result<Vec<String>> {
         if !list.is_empty() && !blkio_has(&[file], "io") {
             w.push(format!("Your kernel does not support {what} or the cgroup is not mounted. {what} discarded."));
             list.clear();
-        }
-    }
-    let all = [
-        ("--blkio-weight-device", &o.blkio_weight_device),
-        ("--device-read-bps", &o.device_read_bps),
-        ("--device-write-bps", &o.device_write_bps),
-        ("--device-read-iops", &o.device_read_iops),
-        ("--device-write-iops", &o.device_write_iops),
-    ];
-    for (flag, list) in all {
-        for d in list {
-            block_device(flag, &d.path)?;
         }
     }
     Ok(w)
