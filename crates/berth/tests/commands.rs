@@ -346,6 +346,37 @@ fn update_changes_the_cgroup_and_the_restart_policy() {
     );
     assert_eq!(cgroup_value(&id, "cpuset/cpuset.cpus", "cpuset.cpus"), "0");
 
+    // remembered: the next start builds its cgroup with them
+    b.ok(&["restart", "-t", "0", "up"]);
+    assert_eq!(
+        cgroup_value(&id, "cpu/cpu.cfs_quota_us", "cpu.max"),
+        "30000"
+    );
+    assert_eq!(
+        cgroup_value(&id, "cpu/cpu.cfs_period_us", "cpu.max"),
+        "50000"
+    );
+    assert_eq!(cgroup_value(&id, "cpuset/cpuset.cpus", "cpuset.cpus"), "0");
+    assert_eq!(
+        cgroup_value(&id, "memory/memory.soft_limit_in_bytes", "memory.low"),
+        (32u64 << 20).to_string()
+    );
+
+    // a weight this kernel cannot apply is dropped with docker's warning, else set
+    let out = b.run(&["update", "--blkio-weight", "300", "up"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let weight = ["blkio.weight", "blkio.bfq.weight"]
+        .iter()
+        .find(|f| Path::new("/sys/fs/cgroup/blkio").join(f).exists());
+    match weight {
+        Some(f) => assert_eq!(cgroup_value(&id, &format!("blkio/{f}"), "io.weight"), "300"),
+        None => assert!(
+            stderr(&out).contains("Weight discarded"),
+            "{}",
+            stderr(&out)
+        ),
+    }
+
     // bad input fails before anything changes
     let out = b.run(&["update", "--cpus", "1", "--cpu-period", "100000", "up"]);
     assert_eq!(out.status.code(), Some(1));

@@ -4,9 +4,61 @@
 use crate::error::{Error, Result};
 use crate::list::State;
 use crate::record::CreateOptions;
+use crate::record::{read_json, write_json};
 use crate::restart::{RestartName, RestartPolicy};
 use crate::{names, Engine};
-use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
+use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources, Spec};
+
+/// Writes the values `new` sets over `cur`, field by field (an update names only
+/// what changes).
+fn merge_resources(cur: &mut LinuxResources, new: &LinuxResources) {
+    if let Some(n) = new.memory() {
+        let mut m = cur.memory().unwrap_or_default();
+        if n.limit().is_some() {
+            m.set_limit(n.limit());
+        }
+        if n.swap().is_some() {
+            m.set_swap(n.swap());
+        }
+        if n.reservation().is_some() {
+            m.set_reservation(n.reservation());
+        }
+        cur.set_memory(Some(m));
+    }
+    if let Some(n) = new.cpu() {
+        let mut c = cur.cpu().clone().unwrap_or_default();
+        if n.shares().is_some() {
+            c.set_shares(n.shares());
+        }
+        if n.quota().is_some() {
+            c.set_quota(n.quota());
+        }
+        if n.period().is_some() {
+            c.set_period(n.period());
+        }
+        if n.realtime_period().is_some() {
+            c.set_realtime_period(n.realtime_period());
+        }
+        if n.realtime_runtime().is_some() {
+            c.set_realtime_runtime(n.realtime_runtime());
+        }
+        if n.cpus().is_some() {
+            c.set_cpus(n.cpus().clone());
+        }
+        if n.mems().is_some() {
+            c.set_mems(n.mems().clone());
+        }
+        cur.set_cpu(Some(c));
+    }
+    if new.pids().is_some() {
+        cur.set_pids(*new.pids());
+    }
+    if let Some(w) = new.block_io().as_ref().and_then(|b| b.weight()) {
+        let mut b = cur.block_io().clone().unwrap_or_default();
+        b.set_weight(Some(w));
+        cur.set_block_io(Some(b));
+    }
+}
 
 /// New limits and restart policy for a container (`update`); `None` keeps the
 /// current value.
@@ -106,6 +158,8 @@ impl Update {
         o.cpuset_mems = self.cpuset_mems.clone().or(o.cpuset_mems.take());
         o.blkio_weight = self.blkio_weight.or(o.blkio_weight);
         o.pids_limit = self.pids_limit.or(o.pids_limit);
+        o.cpu_rt_period = self.cpu_rt_period.or(o.cpu_rt_period);
+        o.cpu_rt_runtime = self.cpu_rt_runtime.or(o.cpu_rt_runtime);
         o.restart = self.restart.unwrap_or(o.restart);
     }
 
@@ -233,9 +287,20 @@ impl Engine {
     }
 
     /// Changes the limits of a container (in its cgroup when it runs) and its restart
-    /// policy, and remembers them for its next start, as docker's `update`.
-    pub fn update(&self, what: &str, u: &Update) -> Result<String> {
+    /// policy, and remembers them for its next start, as docker's `update`. Returns
+    /// the id and docker's warnings (a block I/O weight this kernel cannot apply is
+    /// dropped, as at create).
+    pub fn update(&self, what: &str, u: &Update) -> Result<(String, Vec<String>)> {
         u.check()?;
+        let mut warnings = Vec::new();
+        let mut u = u.clone();
+        if u.blkio_weight.is_some_and(|w| w != 0)
+            && !crate::hostconfig::blkio_has(&["blkio.weight", "blkio.bfq.weight"], "io")
+        {
+            warnings.push("Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded.".to_string());
+            u.blkio_weight = None;
+        }
+        let u = &u;
         let s = self.inspect(what)?;
         let id = s.record.id;
         if u.restart.is_some_and(|p| p.name != RestartName::No) && s.record.options.auto_remove {
@@ -253,8 +318,19 @@ impl Engine {
         let _lock = dir.lock()?;
         let mut rec = dir.load()?;
         u.apply_to(&mut rec.options);
+        // the bundle's spec too: the next start runs from it
+        if u.has_limits() {
+            let path = dir.bundle().join("config.json");
+            let mut spec: Spec = read_json(&path)?;
+            if let Some(linux) = spec.linux_mut() {
+                let mut cur = linux.resources().clone().unwrap_or_default();
+                merge_resources(&mut cur, &u.resources(&rec.options));
+                linux.set_resources(Some(cur));
+            }
+            write_json(&path, &spec)?;
+        }
         dir.save(&rec)?;
-        Ok(id)
+        Ok((id, warnings))
     }
 
     /// Removes every container that is not running; returns their ids.
