@@ -1754,7 +1754,8 @@ fn stats(c: &Client, a: &StatsArgs) -> anyhow::Result<i32> {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|x| x["Id"].as_str().map(String::from))
+            // docker's .Container for a container it listed itself: the short id
+            .filter_map(|x| x["Id"].as_str().map(|id| id.chars().take(12).collect()))
             .collect()
     } else {
         a.containers.clone()

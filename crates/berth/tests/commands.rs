@@ -237,6 +237,28 @@ fn cp_archive_keeps_owners_follow_link_and_quiet() {
     ]);
     assert_eq!(owners, "0:0\n1234:5678\n1234:5678\n");
 
+    // on a terminal (script's pty) docker's line is shown, unless -q
+    let on_tty = |extra: &str| {
+        let cmd = format!(
+            "BERTH_RUNTIME_ROOT={} {} --data-root {} cp {extra} {src} cp:/tmp/tty.txt",
+            b.runtime_root().display(),
+            b.bin().display(),
+            b.data_root().display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .expect("run script (bsdutils)");
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let shown = on_tty("");
+    assert!(
+        shown.contains("Successfully copied ") && shown.contains(" to cp:/tmp/tty.txt"),
+        "{shown}"
+    );
+    assert_eq!(on_tty("-q").trim(), "");
+
     // container → host: -L copies what a link leads to, -a keeps the owner
     b.ok(&[
         "exec",
@@ -731,6 +753,12 @@ fn pull_and_push_all_tags_through_a_registry() {
     let mut got = tags(&b);
     got.sort();
     assert_eq!(got, ["1", "2"]);
+    // and its push -a (no tag) pushes both tags
+    let out = b.docker_ok(&["push", "-a", &repo]);
+    assert!(
+        out.contains("1: digest: sha256:") && out.contains("2: digest: sha256:"),
+        "{out}"
+    );
 }
 
 #[test]
