@@ -649,6 +649,43 @@ fn volume_create_options_mount_while_used() {
         "unmounted once no container uses it: {:?}",
         b.mounts()
     );
+    // shared while two containers use it; kept mounted until the last one stops
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "holder",
+        "-v",
+        "scratch:/data",
+        "someapp:1.0",
+        "sleep",
+        "100306",
+    ]);
+    b.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "scratch:/d",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "echo shared > /d/f",
+    ]);
+    assert!(b.mounts().contains(&data), "{:?}", b.mounts());
+    assert_eq!(b.ok(&["exec", "holder", "cat", "/data/f"]), "shared\n");
+    b.ok(&["rm", "-f", "holder"]);
+    assert!(!b.mounts().contains(&data), "{:?}", b.mounts());
+    let out = b.run(&["volume", "rm", "scratch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    b.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "scratch",
+    ]);
 
     // type=none,o=bind: the host directory
     let dir = b.data_root().join("bound");

@@ -156,6 +156,8 @@ impl Engine {
         }
         if let Ok(rec) = dir.load() {
             self.net_release(&rec);
+            // its option volumes, when its supervisor could not (it died)
+            self.volumes_release(&rec);
         }
         rootfs::unmount_rootfs(&dir.rootfs())?;
         rootfs::unmount_rootfs(&dir.dir.join(crate::hostconfig::SHM_DIR))?;
