@@ -62,6 +62,7 @@ mod guards;
 pub mod layer;
 pub mod progress;
 mod run;
+pub mod runopts;
 mod share;
 mod signals;
 mod sources;
@@ -216,6 +217,12 @@ pub struct Request {
     pub no_cache: bool,
     /// `--secret` values by id (for `RUN --mount=type=secret`; never in a layer or key).
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// The container options of every RUN (`--add-host`, `--network`,
+    /// `--memory`, `--ulimit`, `--security-opt`…); not part of cache keys,
+    /// as with docker.
+    pub run: runopts::RunOptions,
+    /// `--squash`: the target stage's layers become one on top of its base.
+    pub squash: bool,
 }
 
 impl Request {
@@ -232,6 +239,8 @@ impl Request {
             tags,
             no_cache: false,
             secrets: BTreeMap::new(),
+            run: runopts::RunOptions::default(),
+            squash: false,
         }
     }
 }
@@ -324,6 +333,7 @@ struct Shared<'a> {
     clamp: Option<i64>,
     cancel: Cancel,
     secrets: &'a BTreeMap<String, Vec<u8>>,
+    run_opts: &'a runopts::RunOptions,
     spawner: SpawnerSlot<'a>,
     locks: KeyLocks,
     next_id: AtomicUsize,
@@ -464,6 +474,7 @@ struct Prepared {
 }
 
 fn prepare(images: &Images, req: &Request, progress: &mut dyn Progress) -> Result<Prepared> {
+    req.run.check()?;
     let mut opts = req.options.clone();
     let epoch = opts.created.unwrap_or(0);
     opts.created = Some(epoch);
@@ -560,6 +571,7 @@ fn execute(
         clamp: req.options.created,
         cancel: Cancel::new()?,
         secrets: &req.secrets,
+        run_opts: &req.run,
         spawner,
         locks: KeyLocks::default(),
         next_id: AtomicUsize::new(1),
@@ -577,9 +589,13 @@ fn execute(
         sh: &shared,
     };
     let mut done = run.stages(&stop, progress)?;
-    let target = done
+    let base = run.base_of(plan.target, &done);
+    let mut target = done
         .remove(&plan.target)
         .ok_or_else(|| ExecError::Invalid("the target stage was not built".into()))?;
+    if req.squash {
+        squash(images, &base, &mut target, epoch, req.options.created)?;
+    }
     let id = store::write_image(images, &target.config, &target.layers, epoch, &req.tags)?;
     progress.event(&Event::Finished {
         image: id.clone(),
@@ -590,6 +606,70 @@ fn execute(
         cached: shared.cached.load(Ordering::SeqCst),
         executed: shared.executed.load(Ordering::SeqCst),
     })
+}
+
+/// `--squash` (docker's experimental squash): the target's layers above its
+/// base become one, the difference between the two trees; the base's layers
+/// and history stay, the stage's history entries stay marked as adding no
+/// layer, and a last entry "merge <unsquashed id> to <base id>" carries the
+/// new layer. Nothing changes when the stage added no layer.
+fn squash(
+    images: &Images,
+    base: &StageState,
+    target: &mut StageState,
+    epoch: i64,
+    clamp: Option<i64>,
+) -> Result<()> {
+    let n = base.layers.len();
+    if target.layers.len() <= n || target.layers[..n] != base.layers[..] {
+        return Ok(());
+    }
+    let id = format!("berth-build-{}", &random_id()[..24]);
+    let work = Scratch(images.root().join("tmp").join(&id));
+    std::fs::create_dir_all(&work.0).map_err(io_err("create", &work.0))?;
+    let owner = work.0.join(sweep::OWNER);
+    std::fs::write(&owner, sweep::owner_stamp()).map_err(io_err("write", &owner))?;
+    let top = Snap::prepare(images, format!("{id}-top"), target.chain.as_deref(), true)?;
+    let top_m = Mounted::new(&top.mounts, &work.0.join("top"))?;
+    let lower = match &base.chain {
+        Some(c) => {
+            let snap = Snap::prepare(images, format!("{id}-base"), Some(c), true)?;
+            let m = Mounted::new(&snap.mounts, &work.0.join("base"))?;
+            Some((m, snap))
+        }
+        None => None,
+    };
+    let empty = work.0.join("empty");
+    std::fs::create_dir_all(&empty).map_err(io_err("create", &empty))?;
+    let lower_path = lower.as_ref().map_or(empty.as_path(), |(m, _)| m.path());
+    let layer = write_layer(images.content(), top_m.path(), Some(lower_path), clamp)?;
+    if let Some((m, _snap)) = lower {
+        m.unmount()?;
+    }
+    top_m.unmount()?;
+    drop(top);
+    let unsquashed = store::image_id(&target.config, &target.layers, epoch)?;
+    let parent = match base.key.as_str() {
+        "scratch" => String::new(),
+        _ => store::image_id(&base.config, &base.layers, epoch)?,
+    };
+    let mut config = target.config.clone();
+    let from = base.config.history.len();
+    for h in config.history.iter_mut().skip(from) {
+        h.empty_layer = true;
+    }
+    let mut layers = base.layers.clone();
+    if let Some(l) = layer {
+        layers.push(l);
+        config.history.push(crate::config::History {
+            created: Some(crate::config::rfc3339(epoch)),
+            comment: Some(format!("merge {unsquashed} to {parent}")),
+            ..Default::default()
+        });
+    }
+    target.config = config;
+    target.layers = layers;
+    Ok(())
 }
 
 /// The stage scheduler.
@@ -1046,6 +1126,7 @@ impl<'a> Executor<'a> {
                     cancel: std::os::fd::AsFd::as_fd(&self.sh.cancel.rd),
                     secrets: self.sh.secrets,
                     binds: &binds.map,
+                    opts: self.sh.run_opts,
                 };
                 let mut out = OutputEvents {
                     tx: &self.tx,

@@ -25,6 +25,20 @@ fn json_bytes(v: &impl serde::Serialize) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| ExecError::Invalid(format!("cannot encode the image: {e}")))
 }
 
+/// The config `write_image` stores for `config` over `layers` at `epoch`.
+fn final_config(config: &ImageConfig, layers: &[LayerDesc], epoch: i64) -> ImageConfig {
+    let mut cfg = config.clone();
+    cfg.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
+    cfg.created = Some(rfc3339(epoch));
+    cfg
+}
+
+/// The id `write_image` would give `config` over `layers` at `epoch`,
+/// without storing anything.
+pub fn image_id(config: &ImageConfig, layers: &[LayerDesc], epoch: i64) -> Result<String> {
+    Ok(Digest::of(&json_bytes(&final_config(config, layers, epoch))?).to_string())
+}
+
 /// Store `config` over `layers` as an image created at `epoch`, tag it with
 /// `tags`; returns the image id.
 pub fn write_image(
@@ -34,9 +48,7 @@ pub fn write_image(
     epoch: i64,
     tags: &[String],
 ) -> Result<String> {
-    let mut cfg = config.clone();
-    cfg.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
-    cfg.created = Some(rfc3339(epoch));
+    let cfg = final_config(config, layers, epoch);
     let content = images.content();
     let cbytes = json_bytes(&cfg)?;
     let layer_json: Vec<_> = layers

@@ -22,6 +22,7 @@ use crate::http::{self, BodyReader, Request};
 use berth_build::context::Context;
 use berth_build::eval::BuildOptions;
 use berth_build::exec::progress::{self as bp, Progress};
+use berth_build::exec::runopts::RunOptions;
 use berth_build::exec::spawner::Spawner;
 use berth_build::exec::{self, ExecError};
 use berth_build::ignore::{read_patterns, Ignore};
@@ -110,6 +111,11 @@ struct Query {
     quiet: bool,
     mode: Mode,
     width: usize,
+    /// The RUN containers' options (`extrahosts`, `networkmode`, `memory`…).
+    run: RunOptions,
+    squash: bool,
+    /// `cachefrom` images: accepted, not used (said in the output).
+    cache_from: Vec<String>,
 }
 
 /// A JSON object of strings from a query value (`buildargs`, `labels`); `null` values
@@ -177,7 +183,24 @@ fn query(req: &Request) -> Result<Query, String> {
         Some("tty") => Mode::Tty,
         Some(m) => return Err(format!("progress {m:?}: use classic, plain or tty")),
     };
+    let cache_from = match req.query.get("cachefrom").filter(|c| !c.is_empty()) {
+        None => Vec::new(),
+        Some(raw) => serde_json::from_str(raw).map_err(|e| {
+            format!("invalid cachefrom {raw:?}: {e}; send a JSON array of image names")
+        })?,
+    };
+    match req.query.get("isolation").map(String::as_str) {
+        None | Some("" | "default") => {}
+        Some(i) => {
+            return Err(format!(
+                "Invalid isolation: {i:?} - linux only supports 'default'"
+            ))
+        }
+    }
     Ok(Query {
+        run: run_options(req)?,
+        squash: flag(req, "squash"),
+        cache_from,
         dockerfile,
         tags,
         build_args: json_map(req, "buildargs")?,
@@ -193,6 +216,97 @@ fn query(req: &Request) -> Result<Query, String> {
             .and_then(|w| w.parse::<u16>().ok())
             .map_or(80, usize::from),
     })
+}
+
+/// A number of the query (absent, empty or 0: unset, as docker's client sends 0).
+fn number<T: std::str::FromStr + Default + PartialEq>(
+    req: &Request,
+    k: &str,
+) -> Result<Option<T>, String> {
+    match req.query.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => {
+            let n: T = v
+                .parse()
+                .map_err(|_| format!("invalid {k} {v:?}: send a whole number"))?;
+            Ok(Some(n).filter(|n| *n != T::default()))
+        }
+    }
+}
+
+/// `securityopt=seccomp=…`: the profile's JSON as berth's client sends it, or
+/// the path docker's client sends (read here: the daemon is on this machine).
+fn security_opt(o: &mut RunOptions, opt: &str) -> Result<(), String> {
+    if let Some(p) = opt
+        .strip_prefix("seccomp=")
+        .or_else(|| opt.strip_prefix("seccomp:"))
+        .filter(|p| *p != "unconfined" && !p.trim_start().starts_with('{'))
+    {
+        if !p.starts_with('/') {
+            return Err(format!(
+                "--security-opt seccomp={p}: give the profile's absolute path (the daemon reads it)"
+            ));
+        }
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| format!("--security-opt seccomp: cannot read the profile {p}: {e}"))?;
+        return o
+            .security_opt(&format!("seccomp={text}"))
+            .map_err(|e| e.to_string());
+    }
+    o.security_opt(opt).map_err(|e| e.to_string())
+}
+
+/// The RUN containers' options from docker's `/build` parameters, checked against
+/// this machine (limits it cannot honour fail before the build starts).
+fn run_options(req: &Request) -> Result<RunOptions, String> {
+    use berth_build::ast::NetworkMode;
+    let mut o = RunOptions::default();
+    for h in req.query_all("extrahosts") {
+        // (docker's client sends each as a parameter; older ones comma-joined)
+        for h in h.split(',').filter(|h| !h.is_empty()) {
+            o.add_host(h).map_err(|e| e.to_string())?;
+        }
+    }
+    for s in req.query_all("securityopt") {
+        security_opt(&mut o, &s)?;
+    }
+    o.network = match req.query.get("networkmode").map(String::as_str) {
+        None | Some("" | "default") => None,
+        Some("none") => Some(NetworkMode::None),
+        Some("host") => Some(NetworkMode::Host),
+        Some(n) => {
+            return Err(format!(
+                "network mode {n:?} is not supported for builds: use default, none or host"
+            ))
+        }
+    };
+    o.memory = number(req, "memory")?;
+    o.memory_swap = number(req, "memswap")?;
+    o.cpu_shares = number(req, "cpushares")?;
+    o.cpu_period = number(req, "cpuperiod")?;
+    o.cpu_quota = number(req, "cpuquota")?;
+    o.shm_size = number(req, "shmsize")?;
+    let text = |k: &str| req.query.get(k).filter(|v| !v.is_empty()).cloned();
+    o.cpuset_cpus = text("cpusetcpus");
+    o.cpuset_mems = text("cpusetmems");
+    o.cgroup_parent = text("cgroupparent");
+    if let Some(raw) = text("ulimits") {
+        let bad = |why: String| {
+            format!("invalid ulimits {raw:?}: {why}; send [{{\"Name\",\"Soft\",\"Hard\"}}]")
+        };
+        let list: Value = serde_json::from_str(&raw).map_err(|e| bad(e.to_string()))?;
+        for u in list.as_array().into_iter().flatten() {
+            let (Some(name), Some(soft), Some(hard)) =
+                (u["Name"].as_str(), u["Soft"].as_i64(), u["Hard"].as_i64())
+            else {
+                return Err(bad(format!("{u} lacks a Name, Soft or Hard")));
+            };
+            o.ulimits
+                .push(RunOptions::ulimit(name, soft, hard).map_err(|e| e.to_string())?);
+        }
+    }
+    o.check().map_err(|e| e.to_string())?;
+    Ok(o)
 }
 
 /// Registry credentials of `X-Registry-Config` (base64 JSON `{"host": {"username",
@@ -539,6 +653,8 @@ fn exec_request(q: &Query, dockerfile: String, req: &Request) -> Result<exec::Re
         tags: q.tags.clone(),
         no_cache: q.no_cache,
         secrets: secrets(req)?,
+        run: q.run.clone(),
+        squash: q.squash,
     })
 }
 
@@ -607,6 +723,9 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         return None;
     }
     // From here on errors are messages of the stream, as dockerd sends them.
+    if !q.quiet {
+        warn_cache_from(&q, w);
+    }
     let result = prepare(ctx, &q, req, fd_body, &mut *conn.reader, &scratch.0)
         .map_err(ExecError::Invalid)
         .and_then(|p| {
@@ -619,6 +738,19 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
     drop(scratch);
     finish(ctx, &q, w, result);
     None
+}
+
+/// `cachefrom`: said not to be used (berth's cache is keyed by content, and an
+/// image's history does not say what its COPY steps read).
+fn warn_cache_from(q: &Query, w: &UnixStream) {
+    let never = AtomicBool::new(false);
+    let mut out = Chunks::new(w, &never);
+    for img in &q.cache_from {
+        let msg = json!({ "stream": format!(
+            "[Warning] --cache-from {img}: not used: berth's build cache is this machine's, keyed by content; an image is not a cache source\n"
+        )});
+        let _ = out.write_all(format!("{msg}\n").as_bytes());
+    }
 }
 
 /// Runs `build` while a thread watches `sock`: the flag it gets is set when the client
