@@ -71,7 +71,7 @@ pub struct BuildArgs {
     #[arg(long = "secret")]
     secrets: Vec<String>,
     #[command(flatten)]
-    run: RunFlags,
+    run: Box<RunFlags>,
     /// The build context: a directory, or - for a tar stream on stdin
     context: String,
 }

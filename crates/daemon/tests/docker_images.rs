@@ -380,6 +380,45 @@ fn legacy_builder_build_through_the_docker_cli() {
 }
 
 #[test]
+fn legacy_builder_container_flags_through_the_docker_cli() {
+    let e = Env::new("berth-test-dbflags-");
+    e.import("docker", "base:1");
+    let probe = "FROM base:1\nRUN (cat /etc/hosts; ls /sys/class/net; \
+                 p=$(grep -E '^[0-9]+:memory:' /proc/self/cgroup | cut -d: -f3); \
+                 cat /sys/fs/cgroup/memory$p/memory.limit_in_bytes; grep ' /dev/shm ' /proc/mounts; \
+                 ulimit -n; ulimit -Hn; grep NoNewPrivs /proc/self/status) > /probe\n";
+    let ctx = context(e.b.root.path(), probe);
+    #[rustfmt::skip]
+    let out = e.ok(&[
+        "build", "-t", "flags:1", "--add-host", "db:10.4.4.4", "--network", "none",
+        "-m", "64m", "--shm-size", "16m", "--ulimit", "nofile=256:512",
+        "--security-opt", "no-new-privileges", "--cache-from", "base:1",
+        ctx.to_str().expect("utf-8"),
+    ]);
+    assert!(out.contains("--cache-from base:1: not used"), "{out}");
+    let seen = e.ok(&["run", "--rm", "flags:1", "cat", "/probe"]);
+    for want in [
+        "10.4.4.4\tdb\n",
+        "\nlo\n",
+        &format!("\n{}\n", 64 << 20),
+        "size=16384k",
+        "\n256\n512\n",
+    ] {
+        assert!(seen.contains(want), "missing {want:?} in:\n{seen}");
+    }
+    assert!(seen.trim_end().ends_with('1'), "no_new_privs: {seen}");
+    // refused by the daemon before the build starts
+    let o = e.docker(&["build", "--network", "bridge", ctx.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("use default, none or host"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stdout(&o).contains("Step 1"), "{}", stdout(&o));
+}
+
+#[test]
 fn volume_commands_through_the_docker_cli() {
     let e = Env::new("berth-test-dvol-");
     assert_eq!(

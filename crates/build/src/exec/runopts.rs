@@ -424,7 +424,7 @@ pub fn seccomp_profile(text: &str) -> Result<LinuxSeccomp> {
         calls.retain(|c| {
             let inc = c
                 .get("includes")
-                .map_or(true, |i| condition(i, &caps, arch).0);
+                .is_none_or(|i| condition(i, &caps, arch).0);
             let exc = c
                 .get("excludes")
                 .is_some_and(|e| condition(e, &caps, arch).1);

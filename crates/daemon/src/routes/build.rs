@@ -692,19 +692,36 @@ fn prepare(
     })
 }
 
+/// Read and drop a tar body we refuse (up to 1 GiB), so that a client that writes it
+/// all before reading (docker's) gets our answer instead of a broken pipe.
+fn drain(req: &Request, reader: &mut std::io::BufReader<UnixStream>) {
+    if let Ok(body) = BodyReader::new(reader, &req.headers) {
+        let _ = std::io::copy(
+            &mut std::io::Read::take(body, 1 << 30),
+            &mut std::io::sink(),
+        );
+    }
+}
+
 fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
+    let by_fd = req
+        .headers
+        .get("x-berth-context")
+        .is_some_and(|v| v.eq_ignore_ascii_case("fd"));
     let q = match query(req) {
         Ok(q) => q,
-        Err(e) => return Some(Reply::error(400, e)),
+        Err(e) => {
+            // (berth's client waits for 100 Continue: it has sent nothing yet)
+            if !by_fd {
+                drain(req, conn.reader);
+            }
+            return Some(Reply::error(400, e));
+        }
     };
     let scratch = match scratch(ctx) {
         Ok(s) => s,
         Err(e) => return Some(Reply::error(500, e)),
     };
-    let by_fd = req
-        .headers
-        .get("x-berth-context")
-        .is_some_and(|v| v.eq_ignore_ascii_case("fd"));
     // berth's descriptor comes before the reply starts (after a 100 Continue)
     let mut fd_body = None;
     if by_fd {
@@ -912,6 +929,35 @@ mod tests {
     }
 
     #[test]
+    fn container_flags_as_docker_sends_them() {
+        let r = query(&req(&[
+            ("extrahosts", "db:10.0.0.1"),
+            ("extrahosts", "v6:fd00::1"),
+            ("networkmode", "host"),
+            ("memory", "67108864"),
+            ("memswap", "-1"),
+            ("cpushares", "0"),
+            ("shmsize", "8388608"),
+            ("ulimits", r#"[{"Name":"nofile","Hard":512,"Soft":256}]"#),
+            ("securityopt", "no-new-privileges"),
+            ("squash", "1"),
+            ("rm", "0"),
+            ("forcerm", "1"),
+            ("cachefrom", r#"["base:1"]"#),
+        ]))
+        .expect("test input");
+        let o = &r.run;
+        assert_eq!(o.extra_hosts.len(), 2);
+        assert_eq!(o.network, Some(berth_build::ast::NetworkMode::Host));
+        assert_eq!((o.memory, o.memory_swap), (Some(64 << 20), Some(-1)));
+        assert_eq!(o.cpu_shares, None, "docker's 0 is unset");
+        assert_eq!(o.shm_size, Some(8 << 20));
+        assert_eq!((o.ulimits[0].soft(), o.ulimits[0].hard()), (256, 512));
+        assert!(o.no_new_privileges && r.squash);
+        assert_eq!(r.cache_from, ["base:1"]);
+    }
+
+    #[test]
     fn build_errors_carry_the_run_status() {
         let e = error_message(&ExecError::RunFailed {
             command: "/bin/sh -c exit 3".into(),
@@ -1020,6 +1066,15 @@ mod tests {
             [("remote", "https://example.invalid/x.git")],
             [("platform", "windows/arm64")],
             [("progress", "rainbow")],
+            [("networkmode", "bridge")],
+            [("memory", "lots")],
+            [("memswap", "1048576")],
+            [("ulimits", r#"[{"Name":"nofile"}]"#)],
+            [("extrahosts", "nohost")],
+            [("securityopt", "seccomp=relative.json")],
+            [("isolation", "hyperv")],
+            [("cachefrom", "base:1")],
+            [("cgroupparent", "a/../b")],
         ] {
             assert!(query(&req(&q)).is_err(), "{q:?}");
         }
