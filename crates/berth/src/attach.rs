@@ -112,6 +112,17 @@ impl RawMode {
             return (RawMode(None), Vec::new());
         };
         let early = if take_input {
+            // From here on an end-of-file key is an ordinary byte of a line the
+            // terminal holds (so it reaches the container as ^D once raw); the ones
+            // that came before are read out now. Without this, one arriving between
+            // the read and raw mode turned into a NUL.
+            let mut no_eof = saved.clone();
+            no_eof.control_chars[nix::sys::termios::SpecialCharacterIndices::VEOF as usize] = 0; // _POSIX_VDISABLE
+            let _ = nix::sys::termios::tcsetattr(
+                stdin.as_fd(),
+                nix::sys::termios::SetArg::TCSANOW,
+                &no_eof,
+            );
             typed_ahead(&saved)
         } else {
             Vec::new()

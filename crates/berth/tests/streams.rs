@@ -554,6 +554,41 @@ fn under_script(b: &Berth, command: &str) -> Vec<u8> {
     o.stdout
 }
 
+/// [`under_script`], but script(1)'s stdin ends (and it sends the end-of-file key)
+/// only once `ready` came out; stdout's bytes after it.
+fn under_script_eof_after(b: &Berth, command: &str, ready: &str) -> Vec<u8> {
+    use std::io::Read;
+    let berth = format!(
+        "{} --data-root {}",
+        b.bin().display(),
+        b.data_root().display()
+    );
+    let mut child = Command::new("script")
+        .arg("-qec")
+        .arg(command.replace("BERTH", &berth))
+        .arg("/dev/null")
+        .env("BERTH_RUNTIME_ROOT", b.runtime_root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let stdin = child.stdin.take();
+    let mut out = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains(ready) {
+        let n = out.read(&mut buf).expect("read");
+        assert!(n > 0, "ended before {ready:?}: {seen:?}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(stdin);
+    out.read_to_end(&mut seen).expect("read");
+    child.wait().expect("wait");
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let at = text.find(ready).expect("ready") + ready.len();
+    text.as_bytes()[at..].to_vec()
+}
+
 #[test]
 fn run_ti_under_script_passes_the_end_of_file_key_not_a_nul() {
     let b = berth();
@@ -566,9 +601,13 @@ fn run_ti_under_script_passes_the_end_of_file_key_not_a_nul() {
         );
         assert_eq!(String::from_utf8_lossy(&out), "hi\r\n");
     }
-    let got = under_script(
+    // the key reaches a raw container terminal as ^D; it is sent once the container
+    // is raw (one arriving while its terminal is still canonical turns into a NUL
+    // there, in docker too)
+    let got = under_script_eof_after(
         &b,
-        "BERTH run -ti --rm someapp:1.0 sh -c 'stty raw -echo; dd bs=1 count=1 2>/dev/null | od -An -tx1'",
+        "BERTH run -ti --rm someapp:1.0 sh -c 'stty raw -echo; echo ready; dd bs=1 count=1 2>/dev/null | od -An -tx1'",
+        "ready",
     );
     assert_eq!(
         String::from_utf8_lossy(&got).trim(),
