@@ -82,7 +82,7 @@ struct RunFlags {
     /// Add a custom host-to-IP mapping (host:ip) to the RUN containers' /etc/hosts
     #[arg(long = "add-host", value_parser = add_host)]
     add_host: Vec<String>,
-    /// Images to consider as cache sources (accepted; berth warns that it does not use them)
+    /// Images to consider as cache sources (local images: their RUN and WORKDIR steps are reused where all below matches)
     #[arg(long = "cache-from")]
     cache_from: Vec<String>,
     /// Parent cgroup for the RUN containers
@@ -557,9 +557,6 @@ pub fn build(root: &Path, a: &BuildArgs) -> Result<()> {
         std::fs::write(p, &id).with_context(|| format!("cannot write {}", p.display()))?;
     }
     if quiet {
-        for img in &a.run.cache_from {
-            eprintln!("[Warning] --cache-from {img}: not used: berth's build cache is this machine's, keyed by content; an image is not a cache source");
-        }
         println!("{id}");
     }
     Ok(())

@@ -1427,14 +1427,17 @@ fn seccomp_profiles_and_accepted_flags() {
     // unconfined, and the flags accepted for docker's sake
     #[rustfmt::skip]
     let flags = [
-        "-t", "sec:2", "--security-opt", "seccomp=unconfined", "--cache-from", "base",
+        "-t", "sec:2", "--security-opt", "seccomp=unconfined", "--cache-from", "missing:1",
         "--rm=false", "--force-rm", "--compress", "--disable-content-trust=false",
         "--isolation", "default",
     ];
     let out = b.build(&ctx, &flags);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let so = text(&out.stdout);
-    assert!(so.contains("[Warning] --cache-from base: not used"), "{so}");
+    assert!(
+        so.contains("--cache-from missing:1: no such image here, not used"),
+        "{so}"
+    );
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }
 
@@ -1500,5 +1503,48 @@ fn bad_build_flag_values_fail_before_the_build_and_leave_nothing() {
         assert!(!so.contains("Step 1"), "{flags:?} started the build: {so}");
     }
     assert!(b.run(&["image", "inspect", "never:1"]).status.code() != Some(0));
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn cache_from_reuses_run_steps_of_an_image_only_where_all_below_matches() {
+    let b = Berth::new();
+    let df = "FROM base\nRUN echo one > /one\nWORKDIR /w\nCOPY f /w/f\nRUN cat /w/f > /two\n";
+    let ctx = b.context("ctx", &[("Dockerfile", df), ("f", "v1\n")]);
+    let out = b.build(&ctx, &["-t", "src:1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // a machine without this build cache: only the image is left
+    let forget = || {
+        for e in std::fs::read_dir(b.path("data/build-cache"))
+            .expect("cache")
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "json") {
+                std::fs::remove_file(e.path()).expect("rm");
+            }
+        }
+    };
+    forget();
+    let out = b.build(&ctx, &["-t", "again:1", "--cache-from", "src:1"]);
+    let so = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // RUN and WORKDIR come from the image; COPY runs (its history does not say what
+    // it read), made the same layer, so the RUN after it is reused too
+    assert_eq!(so.matches(" ---> Using cache").count(), 3, "{so}");
+    assert_eq!(so.matches(" ---> Running in ").count(), 0, "{so}");
+    assert_eq!(b.inspect("again:1")["Id"], b.inspect("src:1")["Id"]);
+    // a changed file: COPY makes another layer, and nothing above it is reused
+    forget();
+    std::fs::write(ctx.join("f"), "v2\n").expect("write");
+    let out = b.build(&ctx, &["-t", "changed:1", "--cache-from", "src:1"]);
+    let so = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(so.matches(" ---> Using cache").count(), 2, "{so}");
+    assert_eq!(so.matches(" ---> Running in ").count(), 1, "{so}");
+    assert_eq!(b.ok(&["run", "--rm", "changed:1", "cat", "/two"]), "v2\n");
+    // without --cache-from a forgotten cache hits nothing
+    forget();
+    let out = b.build(&ctx, &["-t", "plain:1"]);
+    assert_eq!(text(&out.stdout).matches(" ---> Using cache").count(), 0);
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }

@@ -56,6 +56,7 @@
 //! ```
 
 pub mod cache;
+mod cache_from;
 mod copy;
 pub mod fsutil;
 mod guards;
@@ -223,6 +224,9 @@ pub struct Request {
     pub run: runopts::RunOptions,
     /// `--squash`: the target stage's layers become one on top of its base.
     pub squash: bool,
+    /// `--cache-from`: local images whose steps may be reused (module
+    /// `cache_from` says which).
+    pub cache_from: Vec<String>,
 }
 
 impl Request {
@@ -241,6 +245,7 @@ impl Request {
             secrets: BTreeMap::new(),
             run: runopts::RunOptions::default(),
             squash: false,
+            cache_from: Vec::new(),
         }
     }
 }
@@ -329,6 +334,7 @@ struct Shared<'a> {
     images: &'a Images,
     context: &'a Context,
     cache: Cache,
+    cache_from: cache_from::Sources,
     no_cache: bool,
     clamp: Option<i64>,
     cancel: Cancel,
@@ -567,6 +573,7 @@ fn execute(
         images,
         context,
         cache: Cache::open(images)?,
+        cache_from: cache_from::Sources::open(images, &req.cache_from, progress)?,
         no_cache: req.no_cache,
         clamp: req.options.created,
         cancel: Cancel::new()?,
@@ -996,15 +1003,21 @@ impl<'a> Executor<'a> {
         let key = cache_key(&st.key, step, &inputs);
         let lock = self.sh.locks.get(&key);
         let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let hit = if self.sh.no_cache {
-            None
-        } else {
-            self.sh.cache.lookup(self.images, &key)
+        let (hit, from_image) = match self.sh.no_cache {
+            true => (None, false),
+            false => match self.sh.cache.lookup(self.images, &key) {
+                Some(e) => (Some(e), false),
+                None => (self.sh.cache_from.find(self.images, st, step)?, true),
+            },
         };
         let entry = match hit {
             Some(e) => {
                 self.sh.cached.fetch_add(1, Ordering::SeqCst);
                 self.send(Event::Cached { id });
+                if from_image {
+                    // (the cache now holds it: kept even when the image goes)
+                    self.sh.cache.record(self.images, &key, &e)?;
+                }
                 e
             }
             None => {

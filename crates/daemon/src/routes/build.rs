@@ -114,7 +114,7 @@ struct Query {
     /// The RUN containers' options (`extrahosts`, `networkmode`, `memory`…).
     run: RunOptions,
     squash: bool,
-    /// `cachefrom` images: accepted, not used (said in the output).
+    /// `cachefrom`: local images whose steps the build may reuse.
     cache_from: Vec<String>,
 }
 
@@ -655,6 +655,7 @@ fn exec_request(q: &Query, dockerfile: String, req: &Request) -> Result<exec::Re
         secrets: secrets(req)?,
         run: q.run.clone(),
         squash: q.squash,
+        cache_from: q.cache_from.clone(),
     })
 }
 
@@ -740,9 +741,6 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         return None;
     }
     // From here on errors are messages of the stream, as dockerd sends them.
-    if !q.quiet {
-        warn_cache_from(&q, w);
-    }
     let result = prepare(ctx, &q, req, fd_body, &mut *conn.reader, &scratch.0)
         .map_err(ExecError::Invalid)
         .and_then(|p| {
@@ -755,19 +753,6 @@ fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
     drop(scratch);
     finish(ctx, &q, w, result);
     None
-}
-
-/// `cachefrom`: said not to be used (berth's cache is keyed by content, and an
-/// image's history does not say what its COPY steps read).
-fn warn_cache_from(q: &Query, w: &UnixStream) {
-    let never = AtomicBool::new(false);
-    let mut out = Chunks::new(w, &never);
-    for img in &q.cache_from {
-        let msg = json!({ "stream": format!(
-            "[Warning] --cache-from {img}: not used: berth's build cache is this machine's, keyed by content; an image is not a cache source\n"
-        )});
-        let _ = out.write_all(format!("{msg}\n").as_bytes());
-    }
 }
 
 /// Runs `build` while a thread watches `sock`: the flag it gets is set when the client
