@@ -174,6 +174,14 @@ impl RunOptions {
             }
             _ => {}
         }
+        if self.memory_swap.is_some_and(|s| s != -1) {
+            let v1 = Path::new("/sys/fs/cgroup/memory");
+            if v1.is_dir() && !v1.join("memory.memsw.limit_in_bytes").exists() {
+                return Err(invalid(
+                    "--memory-swap: swap accounting is off on this machine (no memory.memsw.limit_in_bytes): boot with swapaccount=1, or leave --memory-swap unset".into(),
+                ));
+            }
+        }
         if let Some(p) = self.cpu_period {
             if !(1000..=1_000_000).contains(&p) {
                 return Err(invalid(format!(
