@@ -24,6 +24,12 @@
 //! [`Request::secrets`], bound from the bundle directory, never in a layer);
 //! mount points they needed are taken out of the layer again.
 //!
+//! Every RUN container gets the build's container options ([`runopts`]:
+//! `--add-host`, `--network`, cgroup limits, `--shm-size`, `--ulimit`,
+//! `--security-opt`), checked before the build starts. `--cache-from`
+//! images are a second cache source (module `cache_from`); `--squash` makes
+//! the target's layers above its base one layer, the diff of the two trees.
+//!
 //! Progress is a stream of [`progress::Event`]s (steps starting, CACHED,
 //! RUN output, durations) rendered by a [`progress::Progress`]: BuildKit's
 //! live tty display, plain lines, docker's classic `Step 1/5 : …` text

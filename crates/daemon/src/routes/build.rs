@@ -2,6 +2,13 @@
 //! in the query, docker's JSON lines back (`{"stream"}`, `{"aux":{"ID"}}`,
 //! `{"error","errorDetail"}`).
 //!
+//! docker's container parameters (`extrahosts`, `networkmode`, `memory`, `memswap`,
+//! `cpushares`, `cpuperiod`, `cpuquota`, `cpusetcpus`, `cpusetmems`, `shmsize`,
+//! `ulimits`, `cgroupparent`, `securityopt`) apply to every RUN container and are
+//! checked before the reply starts (a 400, the tar body drained first); `squash` and
+//! `cachefrom` go to the builder; `rm`, `forcerm` and `isolation=default` are
+//! accepted (RUN containers are always removed).
+//!
 //! The context comes one of two ways:
 //! - a tar body (every Docker client), unpacked once into a scratch directory that is
 //!   removed after the reply;
