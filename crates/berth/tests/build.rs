@@ -1388,7 +1388,14 @@ fn squash_makes_one_layer_on_the_base_and_keeps_history() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    assert!(hist.contains(&format!("merge {plain_id} to ")), "{hist}");
+    let base_id = b.inspect("base")["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        hist.contains(&format!("merge {plain_id} to {base_id}")),
+        "{base_id}\n{hist}"
+    );
     for want in [
         "RUN /bin/sh -c echo a > /a",
         "ENV SQUASHED=1",

@@ -607,7 +607,20 @@ fn execute(
         .remove(&plan.target)
         .ok_or_else(|| ExecError::Invalid("the target stage was not built".into()))?;
     if req.squash {
-        squash(images, &base, &mut target, epoch, req.options.created)?;
+        // the parent named in the merge entry: the base image, or what the base
+        // stage would be stored as
+        let parent = match plan.base(plan.target) {
+            Base::Scratch => String::new(),
+            Base::Image(_) => base.key.clone(),
+            Base::Stage(_) => store::image_id(&base.config, &base.layers, epoch)?,
+        };
+        squash(
+            images,
+            &base,
+            &parent,
+            &mut target,
+            (epoch, req.options.created),
+        )?;
     }
     let id = store::write_image(images, &target.config, &target.layers, epoch, &req.tags)?;
     progress.event(&Event::Finished {
@@ -629,9 +642,9 @@ fn execute(
 fn squash(
     images: &Images,
     base: &StageState,
+    parent: &str,
     target: &mut StageState,
-    epoch: i64,
-    clamp: Option<i64>,
+    (epoch, clamp): (i64, Option<i64>),
 ) -> Result<()> {
     let n = base.layers.len();
     if target.layers.len() <= n || target.layers[..n] != base.layers[..] {
@@ -662,10 +675,6 @@ fn squash(
     top_m.unmount()?;
     drop(top);
     let unsquashed = store::image_id(&target.config, &target.layers, epoch)?;
-    let parent = match base.key.as_str() {
-        "scratch" => String::new(),
-        _ => store::image_id(&base.config, &base.layers, epoch)?,
-    };
     let mut config = target.config.clone();
     let from = base.config.history.len();
     for h in config.history.iter_mut().skip(from) {
