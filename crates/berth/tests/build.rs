@@ -1514,11 +1514,11 @@ fn bad_build_flag_values_fail_before_the_build_and_leave_nothing() {
 }
 
 #[test]
-fn cache_from_reuses_run_steps_of_an_image_only_where_all_below_matches() {
+fn cache_from_reuses_an_images_steps_only_where_all_below_matches() {
     let b = Berth::new();
     let df = "FROM base\nRUN echo one > /one\nWORKDIR /w\nCOPY f /w/f\nRUN cat /w/f > /two\n";
     let ctx = b.context("ctx", &[("Dockerfile", df), ("f", "v1\n")]);
-    let out = b.build(&ctx, &["-t", "src:1"]);
+    let out = b.build(&ctx, &["-t", "hist:1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // a machine without this build cache: only the image is left
     let forget = || {
@@ -1531,27 +1531,54 @@ fn cache_from_reuses_run_steps_of_an_image_only_where_all_below_matches() {
             }
         }
     };
+    let counts = |o: &Output| {
+        let so = text(&o.stdout);
+        assert!(o.status.success(), "{}\n{so}", text(&o.stderr));
+        (
+            so.matches(" ---> Using cache").count(),
+            so.matches(" ---> Running in ").count(),
+        )
+    };
+    let layers = |img: &str| b.inspect(img)["RootFS"]["Layers"].clone();
     forget();
-    let out = b.build(&ctx, &["-t", "again:1", "--cache-from", "src:1"]);
-    let so = text(&out.stdout);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    // RUN and WORKDIR come from the image; COPY runs (its history does not say what
-    // it read), made the same layer, so the RUN after it is reused too
-    assert_eq!(so.matches(" ---> Using cache").count(), 3, "{so}");
-    assert_eq!(so.matches(" ---> Running in ").count(), 0, "{so}");
-    assert_eq!(b.inspect("again:1")["Id"], b.inspect("src:1")["Id"]);
-    // a changed file: COPY makes another layer, and nothing above it is reused
+    // from the history: RUN and WORKDIR are taken; COPY runs (its history does not
+    // say what it read), made the same layer, so the RUN after it is taken too
+    let out = b.build(&ctx, &["-t", "again:1", "--cache-from", "hist:1"]);
+    assert_eq!(counts(&out), (3, 0), "{}", text(&out.stdout));
+    assert_eq!(b.inspect("again:1")["Id"], b.inspect("hist:1")["Id"]);
+    // a changed file: COPY makes another layer, and nothing above it is taken
     forget();
     std::fs::write(ctx.join("f"), "v2\n").expect("write");
-    let out = b.build(&ctx, &["-t", "changed:1", "--cache-from", "src:1"]);
-    let so = text(&out.stdout);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(so.matches(" ---> Using cache").count(), 2, "{so}");
-    assert_eq!(so.matches(" ---> Running in ").count(), 1, "{so}");
+    let out = b.build(&ctx, &["-t", "changed:1", "--cache-from", "hist:1"]);
+    assert_eq!(counts(&out), (2, 1), "{}", text(&out.stdout));
     assert_eq!(b.ok(&["run", "--rm", "changed:1", "cat", "/two"]), "v2\n");
-    // without --cache-from a forgotten cache hits nothing
+    // with BUILDKIT_INLINE_CACHE=1 the image carries its steps' cache keys: a
+    // touched file (same content, another mtime, so another COPY layer) still takes
+    // every step, COPY included
+    let inline = ["--build-arg", "BUILDKIT_INLINE_CACHE=1"];
+    let mut args = vec!["-t", "inline:1"];
+    args.extend(inline);
+    let out = b.build(&ctx, &args);
+    assert!(
+        !text(&out.stdout).contains("not consumed"),
+        "{}",
+        text(&out.stdout)
+    );
+    forget();
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(ctx.join("f"))
+        .and_then(|f| f.set_modified(t))
+        .expect("touch");
+    let mut args = vec!["-t", "inline:2", "--cache-from", "inline:1"];
+    args.extend(inline);
+    let out = b.build(&ctx, &args);
+    assert_eq!(counts(&out), (4, 0), "{}", text(&out.stdout));
+    assert_eq!(layers("inline:2"), layers("inline:1"));
+    // without --cache-from a forgotten cache takes nothing
     forget();
     let out = b.build(&ctx, &["-t", "plain:1"]);
-    assert_eq!(text(&out.stdout).matches(" ---> Using cache").count(), 0);
+    assert_eq!(counts(&out), (0, 2));
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }

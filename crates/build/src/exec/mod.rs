@@ -274,6 +274,10 @@ struct StageState {
     chain: Option<String>,
     layers: Vec<LayerDesc>,
     config: ImageConfig,
+    /// The cache key after each step of this stage and the stages below it,
+    /// with the layer it made (`BUILDKIT_INLINE_CACHE=1` writes them into
+    /// the image: module `cache_from`).
+    keys: Vec<cache_from::InlineKey>,
 }
 
 impl StageState {
@@ -283,6 +287,7 @@ impl StageState {
             chain: None,
             layers: Vec::new(),
             config: ImageConfig::default(),
+            keys: Vec::new(),
         }
     }
 }
@@ -622,7 +627,21 @@ fn execute(
             (epoch, req.options.created),
         )?;
     }
-    let id = store::write_image(images, &target.config, &target.layers, epoch, &req.tags)?;
+    // BuildKit's switch for cache metadata in the image (berth's own format)
+    let inline = !req.squash
+        && req
+            .options
+            .build_args
+            .get("BUILDKIT_INLINE_CACHE")
+            .is_some_and(|v| matches!(v.as_str(), "1" | "true"));
+    let keys = inline.then_some(&target.keys[..]);
+    let id = store::write_image(
+        images,
+        &target.config,
+        &target.layers,
+        (epoch, keys),
+        &req.tags,
+    )?;
     progress.event(&Event::Finished {
         image: id.clone(),
         tags: req.tags.clone(),
@@ -888,6 +907,7 @@ fn base_image(images: &Images, name: &str) -> Result<StageState> {
         chain,
         layers,
         config,
+        keys: Vec::new(),
     })
 }
 
@@ -1022,7 +1042,7 @@ impl<'a> Executor<'a> {
             true => (None, false),
             false => match self.sh.cache.lookup(self.images, &key) {
                 Some(e) => (Some(e), false),
-                None => (self.sh.cache_from.find(self.images, st, step)?, true),
+                None => (self.sh.cache_from.find(self.images, st, step, &key)?, true),
             },
         };
         let entry = match hit {
@@ -1042,10 +1062,14 @@ impl<'a> Executor<'a> {
                 e
             }
         };
-        st.key = key;
-        st.chain = entry.chain;
         let made = entry.layer.is_some();
         st.layers.extend(entry.layer);
+        st.keys.push(cache_from::InlineKey {
+            key: key.clone(),
+            layer: made.then(|| st.layers.len() - 1),
+        });
+        st.key = key;
+        st.chain = entry.chain;
         Ok(made)
     }
 

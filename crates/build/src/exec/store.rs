@@ -39,18 +39,28 @@ pub fn image_id(config: &ImageConfig, layers: &[LayerDesc], epoch: i64) -> Resul
     Ok(Digest::of(&json_bytes(&final_config(config, layers, epoch))?).to_string())
 }
 
-/// Store `config` over `layers` as an image created at `epoch`, tag it with
-/// `tags`; returns the image id.
-pub fn write_image(
+/// Store `config` over `layers` as an image created at `epoch` (with the
+/// steps' cache keys in it when given), tag it with `tags`; returns the
+/// image id.
+pub(super) fn write_image(
     images: &Images,
     config: &ImageConfig,
     layers: &[LayerDesc],
-    epoch: i64,
+    (epoch, keys): (i64, Option<&[super::cache_from::InlineKey]>),
     tags: &[String],
 ) -> Result<String> {
     let cfg = final_config(config, layers, epoch);
     let content = images.content();
-    let cbytes = json_bytes(&cfg)?;
+    let cbytes = match keys {
+        None => json_bytes(&cfg)?,
+        Some(k) => {
+            let mut v = serde_json::to_value(&cfg)
+                .map_err(|e| ExecError::Invalid(format!("cannot encode the image: {e}")))?;
+            v[super::cache_from::INLINE_FIELD] = serde_json::to_value(k)
+                .map_err(|e| ExecError::Invalid(format!("cannot encode the image: {e}")))?;
+            json_bytes(&v)?
+        }
+    };
     let layer_json: Vec<_> = layers
         .iter()
         .map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size}))
