@@ -82,7 +82,7 @@ struct RunFlags {
     /// Add a custom host-to-IP mapping (host:ip) to the RUN containers' /etc/hosts
     #[arg(long = "add-host", value_parser = add_host)]
     add_host: Vec<String>,
-    /// Images to consider as cache sources (local images: their RUN and WORKDIR steps are reused where all below matches)
+    /// Images to consider as cache sources (local images: RUN and WORKDIR steps whose history and layers below match; any step of one built with --build-arg BUILDKIT_INLINE_CACHE=1)
     #[arg(long = "cache-from")]
     cache_from: Vec<String>,
     /// Parent cgroup for the RUN containers
