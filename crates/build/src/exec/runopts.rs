@@ -289,7 +289,8 @@ impl RunOptions {
             || self.cpuset_mems.is_some();
         if cpu_set {
             let mut cpu = LinuxCpu::default();
-            cpu.set_shares(self.cpu_shares);
+            // (the kernel's range, to which docker moves other values)
+            cpu.set_shares(self.cpu_shares.map(|s| s.clamp(2, 262_144)));
             cpu.set_period(self.cpu_period);
             cpu.set_quota(self.cpu_quota);
             cpu.set_cpus(self.cpuset_cpus.clone());
@@ -585,6 +586,14 @@ mod tests {
         let res = spec.linux().clone().unwrap().resources().clone().unwrap();
         assert_eq!(res.memory().unwrap().limit(), Some(64 << 20));
         assert_eq!(res.cpu().clone().unwrap().shares(), Some(512));
+        let mut tiny = Spec::default();
+        RunOptions {
+            cpu_shares: Some(1),
+            ..Default::default()
+        }
+        .apply(&mut tiny);
+        let cpu = tiny.linux().clone().unwrap().resources().clone().unwrap();
+        assert_eq!(cpu.cpu().clone().unwrap().shares(), Some(2));
         let shm = spec
             .mounts()
             .clone()
