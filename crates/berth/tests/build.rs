@@ -1403,6 +1403,10 @@ fn squash_makes_one_layer_on_the_base_and_keeps_history() {
     ] {
         assert!(hist.contains(want), "missing {want:?} in:\n{hist}");
     }
+    // a rebuild takes the merged layer from the build cache: the same image
+    let again = b.build(&ctx, &["-t", "squashed:2", "--squash"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(b.inspect("squashed:2")["Id"], b.inspect("squashed:1")["Id"]);
     let run = |c: &str| b.ok(&["run", "--rm", "squashed:1", "sh", "-c", c]);
     assert_eq!(
         run("cat /keep /b; ls /a /etc/group 2>&1 | wc -l; echo $SQUASHED"),

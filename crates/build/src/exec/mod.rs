@@ -620,7 +620,7 @@ fn execute(
             Base::Stage(_) => store::image_id(&base.config, &base.layers, epoch)?,
         };
         squash(
-            images,
+            (images, &shared.cache),
             &base,
             &parent,
             &mut target,
@@ -658,8 +658,10 @@ fn execute(
 /// and history stay, the stage's history entries stay marked as adding no
 /// layer, and a last entry "merge <unsquashed id> to <base id>" carries the
 /// new layer. Nothing changes when the stage added no layer.
+/// The merged layer is kept in the build cache (under a key of the base's and
+/// the target's keys), so a rebuild with nothing changed does not diff again.
 fn squash(
-    images: &Images,
+    (images, cache): (&Images, &Cache),
     base: &StageState,
     parent: &str,
     target: &mut StageState,
@@ -669,6 +671,47 @@ fn squash(
     if target.layers.len() <= n || target.layers[..n] != base.layers[..] {
         return Ok(());
     }
+    let key = berth_content::Digest::of(
+        format!("berth-squash\n{}\n{}\n{clamp:?}", base.key, target.key).as_bytes(),
+    )
+    .to_string();
+    let layer = match cache.lookup(images, &key) {
+        Some(e) => e.layer,
+        None => {
+            let layer = squashed_layer(images, base, target, clamp)?;
+            let e = Entry { layer, chain: None };
+            cache.record(images, &key, &e)?;
+            e.layer
+        }
+    };
+    let unsquashed = store::image_id(&target.config, &target.layers, epoch)?;
+    let mut config = target.config.clone();
+    let from = base.config.history.len();
+    for h in config.history.iter_mut().skip(from) {
+        h.empty_layer = true;
+    }
+    let mut layers = base.layers.clone();
+    if let Some(l) = layer {
+        layers.push(l);
+        config.history.push(crate::config::History {
+            created: Some(crate::config::rfc3339(epoch)),
+            comment: Some(format!("merge {unsquashed} to {parent}")),
+            ..Default::default()
+        });
+    }
+    target.config = config;
+    target.layers = layers;
+    Ok(())
+}
+
+/// The difference between the target's tree and its base's, as a layer
+/// (None: no difference); both are mounted from view snapshots meanwhile.
+fn squashed_layer(
+    images: &Images,
+    base: &StageState,
+    target: &StageState,
+    clamp: Option<i64>,
+) -> Result<Option<LayerDesc>> {
     let id = format!("berth-build-{}", &random_id()[..24]);
     let work = Scratch(images.root().join("tmp").join(&id));
     std::fs::create_dir_all(&work.0).map_err(io_err("create", &work.0))?;
@@ -693,24 +736,7 @@ fn squash(
     }
     top_m.unmount()?;
     drop(top);
-    let unsquashed = store::image_id(&target.config, &target.layers, epoch)?;
-    let mut config = target.config.clone();
-    let from = base.config.history.len();
-    for h in config.history.iter_mut().skip(from) {
-        h.empty_layer = true;
-    }
-    let mut layers = base.layers.clone();
-    if let Some(l) = layer {
-        layers.push(l);
-        config.history.push(crate::config::History {
-            created: Some(crate::config::rfc3339(epoch)),
-            comment: Some(format!("merge {unsquashed} to {parent}")),
-            ..Default::default()
-        });
-    }
-    target.config = config;
-    target.layers = layers;
-    Ok(())
+    Ok(layer)
 }
 
 /// The stage scheduler.
