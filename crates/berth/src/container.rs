@@ -365,6 +365,8 @@ pub struct RunArgs {
     /// Proxy received signals to the process
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     sig_proxy: bool,
+    #[command(flatten)]
+    opts: crate::run_opts::RunOpts,
     /// The image to run
     image: String,
     /// The command and its arguments
@@ -873,19 +875,12 @@ fn ulimit(v: &str) -> anyhow::Result<Value> {
 }
 
 /// The create request for `run`/`create` flags.
-fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
+fn create_body(a: &RunArgs, socket: &Path) -> anyhow::Result<Value> {
     let env: Vec<String> = env_files(&a.env_file)?
         .into_iter()
         .chain(a.env.iter().filter_map(|v| env_value(v)))
         .collect();
-    let labels: Map<String, Value> = a
-        .label
-        .iter()
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
-            (k.to_string(), json!(v))
-        })
-        .collect();
+    let labels: Map<String, Value> = crate::run_opts::labels(&a.opts.label_file, &a.label)?;
     let mut log = Map::new();
     for o in &a.log_opt {
         berth_engine::LogOptions::default().set(o)?;
@@ -938,6 +933,7 @@ fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
         "HostConfig": host,
     });
     a.net.to_body(&mut body)?;
+    a.opts.to_body(&mut body, socket)?;
     if let Some(h) = health {
         body["Healthcheck"] = h;
     }
@@ -1026,12 +1022,18 @@ fn health_config(a: &RunArgs) -> anyhow::Result<Option<Value>> {
     let interval = d("--health-interval", &a.health_interval)?;
     let timeout = d("--health-timeout", &a.health_timeout)?;
     let start_period = d("--health-start-period", &a.health_start_period)?;
+    let start_interval = d("--health-start-interval", &a.opts.health_start_interval)?;
     let retries = a.health_retries.unwrap_or(0);
     if retries < 0 {
         return Err(refuse(125, "--health-retries cannot be negative"));
     }
     let cmd = a.health_cmd.as_deref().filter(|c| !c.is_empty());
-    let any = cmd.is_some() || interval != 0 || timeout != 0 || start_period != 0 || retries != 0;
+    let any = cmd.is_some()
+        || interval != 0
+        || timeout != 0
+        || start_period != 0
+        || start_interval != 0
+        || retries != 0;
     if a.no_healthcheck {
         if any {
             return Err(refuse(
@@ -1047,13 +1049,14 @@ fn health_config(a: &RunArgs) -> anyhow::Result<Option<Value>> {
     let test = cmd.map_or(json!([]), |c| json!(["CMD-SHELL", c]));
     Ok(Some(json!({
         "Test": test, "Interval": interval, "Timeout": timeout,
-        "StartPeriod": start_period, "Retries": retries,
+        "StartPeriod": start_period, "StartInterval": start_interval, "Retries": retries,
     })))
 }
 
 /// Flag combinations docker refuses before it asks the daemon anything.
 fn check_run_flags(a: &RunArgs) -> anyhow::Result<()> {
     attach_streams(a)?;
+    a.opts.check().map_err(|e| refuse(125, format!("{e:#}")))?;
     health_config(a)?;
     if a.rm && !matches!(a.restart.as_str(), "no" | "") {
         return Err(refuse(
@@ -1079,16 +1082,26 @@ fn check_tty(stdin: bool, tty: bool) -> anyhow::Result<()> {
 /// Creates the container; its id and whether it has a terminal.
 fn create(c: &Client, a: &RunArgs) -> anyhow::Result<(String, bool)> {
     check_run_flags(a)?;
-    let body = create_body(a)?;
-    let q = a
-        .name
-        .as_deref()
-        .map(|n| format!("?name={}", enc(n)))
-        .unwrap_or_default();
-    let r = c.request("POST", &format!("/containers/create{q}"), Body::Json(&body))?;
-    if r.status == 404 {
+    let body = create_body(a, c.socket())?;
+    let q = crate::run_opts::create_query(a.name.as_deref(), a.opts.platform.as_deref());
+    let url = format!("/containers/create{q}");
+    let pull = a.opts.pull.as_deref();
+    if pull == Some("always") {
+        crate::run_opts::pull(c, &a.image, a.opts.quiet)?;
+    }
+    let mut r = c.request("POST", &url, Body::Json(&body))?;
+    let missing = |r: &berth_client::Response| r.status == 404 && !a.image.is_empty();
+    if missing(&r) && pull == Some("missing") {
+        eprintln!("Unable to find image '{}' locally", a.image);
+        crate::run_opts::pull(c, &a.image, a.opts.quiet)?;
+        r = c.request("POST", &url, Body::Json(&body))?;
+    }
+    if missing(&r) {
+        if pull == Some("never") {
+            bail!("Error response from daemon: No such image: {}", a.image);
+        }
         bail!(
-            "Unable to find image '{}' locally: pull it first with `berth pull {}` (or import it)",
+            "Unable to find image '{}' locally: pull it first with `berth pull {}` (or import it), or run with --pull missing",
             a.image,
             a.image
         );
@@ -1101,6 +1114,7 @@ fn create(c: &Client, a: &RunArgs) -> anyhow::Result<(String, bool)> {
     for w in v["Warnings"].as_array().into_iter().flatten() {
         eprintln!("WARNING: {}", w.as_str().unwrap_or(""));
     }
+    crate::run_opts::write_cidfile(a.opts.cidfile.as_ref(), &id)?;
     Ok((id, a.tty))
 }
 

@@ -12,6 +12,7 @@ mod lifecycle;
 mod network;
 mod progress;
 mod registry;
+mod run_opts;
 mod system;
 mod volume;
 

@@ -85,7 +85,17 @@ pub fn show_json_stream(
     r: impl std::io::Read,
     quiet: bool,
 ) -> anyhow::Result<(Vec<serde_json::Value>, Vec<String>)> {
-    use std::io::{BufRead, Write};
+    show_json_stream_to(r, quiet, &mut std::io::stdout().lock())
+}
+
+/// [`show_json_stream`] with its text lines written to `out` (`run`'s pull: stderr,
+/// as docker, so that stdout is the container's alone).
+pub fn show_json_stream_to(
+    r: impl std::io::Read,
+    quiet: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<(Vec<serde_json::Value>, Vec<String>)> {
+    use std::io::BufRead;
     let bars = if quiet || !std::io::stderr().is_terminal() {
         None
     } else {
@@ -96,7 +106,6 @@ pub fn show_json_stream(
     };
     let mut seen: HashMap<String, u64> = HashMap::new();
     let (mut aux, mut statuses) = (Vec::new(), Vec::new());
-    let mut out = std::io::stdout().lock();
     for line in std::io::BufReader::new(r).lines() {
         let line = line?;
         if line.trim().is_empty() {

@@ -208,6 +208,39 @@ fn docker_cli_version_info_images_run_ps_logs_rm() {
         "{}",
         text(&fg)
     );
+    // HostConfig fields as docker's CLI sends them
+    let flags = d.docker(&[
+        "run",
+        "--rm",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        "--shm-size",
+        "8m",
+        "--group-add",
+        "1234",
+        "--oom-score-adj",
+        "100",
+        "--domainname",
+        "example.org",
+        "--pid",
+        "host",
+        "someapp:1.0",
+        "sh",
+        "-c",
+        "cat /proc/sys/net/ipv4/ip_forward /proc/self/oom_score_adj /proc/sys/kernel/domainname; id -G; grep ' /dev/shm ' /proc/mounts; readlink /proc/self/ns/pid",
+    ]);
+    let out = String::from_utf8_lossy(&flags.stdout).into_owned();
+    assert!(out.starts_with("1\n100\nexample.org\n"), "{}", text(&flags));
+    assert!(out.contains(" 1234") && out.contains("size=8192k"), "{out}");
+    let host_pid = std::fs::read_link("/proc/self/ns/pid").expect("pid ns");
+    assert!(out.contains(&host_pid.display().to_string()), "{out}");
+    let refused = d.docker(&["run", "--rm", "--runtime", "kata", "someapp:1.0", "true"]);
+    assert_eq!(refused.status.code(), Some(125), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("--runtime kata"),
+        "{}",
+        text(&refused)
+    );
     let ps = d.docker(&["ps", "-aq"]);
     assert!(
         String::from_utf8_lossy(&ps.stdout).trim().is_empty(),

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::record::{ContainerDir, CreateOptions, NetworkMode, Record};
-use crate::{names, rootfs, spec, user, Engine};
+use crate::{hostconfig, names, rootfs, spec, user, Engine};
 
 /// Undoes a half-made container.
 struct Undo<'a> {
@@ -22,6 +22,7 @@ impl Drop for Undo<'_> {
             return;
         }
         let _ = rootfs::unmount_rootfs(&self.dir.rootfs());
+        let _ = rootfs::unmount_rootfs(&self.dir.dir.join(hostconfig::SHM_DIR));
         if self.snapshot {
             if let Ok(images) = self.engine.images() {
                 let _ = images.remove_container(&self.id);
@@ -38,6 +39,11 @@ impl Drop for Undo<'_> {
 impl Engine {
     /// Creates a container from `opts` and returns its id. Nothing runs yet.
     pub fn create(&self, opts: &CreateOptions) -> Result<String> {
+        let mut checked = opts.clone();
+        hostconfig::check(&mut checked)?;
+        self.resolve_shared_modes(&mut checked)?;
+        let host = hostconfig::resolve(&checked)?;
+        let opts = &checked;
         let wanted = opts.name.as_deref().map(names::validate).transpose()?;
         let id = names::new_id()?;
         let dir = self.dir(&id);
@@ -90,9 +96,20 @@ impl Engine {
             .clone()
             .or_else(|| cfg.and_then(|c| c.user().clone()))
             .unwrap_or_default();
-        let user = user::resolve_in(&dir.rootfs(), &user_spec)?;
+        let mut user = user::resolve_in(&dir.rootfs(), &user_spec)?;
+        for g in hostconfig::group_ids(&dir.rootfs(), &opts.group_add)? {
+            if !user.additional_gids.contains(&g) {
+                user.additional_gids.push(g);
+            }
+        }
         let args = spec::command(cfg, opts)?;
-        let hostname = spec::hostname(opts, &id);
+        let hostname = match opts.uts_mode.as_deref() {
+            // `--uts host`: the host's name, as the container sees it
+            Some("host") => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| spec::hostname(opts, &id)),
+            _ => spec::hostname(opts, &id),
+        };
         let image_volumes = cfg.and_then(|c| c.volumes().clone()).unwrap_or_default();
         let (binds, volumes) = self.resolve_volumes(&opts.binds, &image_volumes, &dir.rootfs())?;
         undo.volumes = volumes.clone();
@@ -110,7 +127,9 @@ impl Engine {
             args: args.clone(),
             hostname,
         };
-        let oci = spec::build(cfg, &resolved, &ctx)?;
+        let mut oci = spec::build(cfg, &resolved, &ctx)?;
+        hostconfig::apply(&mut oci, &resolved, &id, &dir.dir, host);
+        hostconfig::mount_shareable_shm(&dir, opts)?;
         let bundle = dir.bundle();
         std::fs::create_dir_all(&bundle).map_err(|e| Error::io("create directory", &bundle, e))?;
         crate::record::write_json(&bundle.join("config.json"), &oci)?;

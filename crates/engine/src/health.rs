@@ -47,7 +47,14 @@ pub struct HealthConfig {
     /// consecutive failures before `unhealthy`
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub retries: u32,
+    /// time between checks during the start period, until the first success
+    /// (docker's default 5 s)
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub start_interval: u64,
 }
+
+/// docker's default time between checks during the start period.
+pub const DEFAULT_START_INTERVAL: Duration = Duration::from_secs(5);
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -89,6 +96,7 @@ impl HealthConfig {
             ("interval", self.interval),
             ("timeout", self.timeout),
             ("start period", self.start_period),
+            ("start interval", self.start_interval),
         ] {
             if ns != 0 && ns < 1_000_000 {
                 return Err(Error::Invalid(format!(
@@ -135,6 +143,7 @@ pub fn merge(own: Option<&HealthConfig>, image: Option<HealthConfig>) -> Option<
         interval: pick(own.interval, img.interval),
         timeout: pick(own.timeout, img.timeout),
         start_period: pick(own.start_period, img.start_period),
+        start_interval: pick(own.start_interval, img.start_interval),
         retries: if own.retries == 0 {
             img.retries
         } else {
@@ -280,8 +289,17 @@ impl Engine {
             let _ = berth_sys::proc::release_idle_stack();
             // the interval, or the supervisor's end
             let mut fds = [PollFd::new(ended.as_fd(), PollFlags::POLLIN)];
-            let ms = u16::try_from(cfg.interval().as_millis()).unwrap_or(u16::MAX);
-            let mut left = cfg.interval();
+            // docker: during the start period, until the first success, the start interval
+            let starting = health.status == "starting"
+                && started
+                    .is_some_and(|s| chrono::Utc::now().signed_duration_since(s) < start_period);
+            let interval = if starting {
+                nonzero(cfg.start_interval).unwrap_or(DEFAULT_START_INTERVAL)
+            } else {
+                cfg.interval()
+            };
+            let ms = u16::try_from(interval.as_millis()).unwrap_or(u16::MAX);
+            let mut left = interval;
             let t0 = Instant::now();
             while !left.is_zero() {
                 let step =
@@ -289,7 +307,7 @@ impl Engine {
                 if matches!(poll(&mut fds, step), Ok(n) if n > 0) {
                     return Ok(());
                 }
-                left = cfg.interval().saturating_sub(t0.elapsed());
+                left = interval.saturating_sub(t0.elapsed());
             }
             if !running() {
                 return Ok(());

@@ -39,6 +39,7 @@ pub mod error;
 mod exec;
 mod export;
 pub mod health;
+pub mod hostconfig;
 mod list;
 pub mod logs;
 mod manage;
@@ -68,7 +69,9 @@ pub use list::{State, Summary};
 pub use manage::Update;
 pub use network::{EndpointConfig, NetworkInfo, Networking};
 pub use reconcile::Reconciled;
-pub use record::{Bind, CreateOptions, ExitStatus, LogOptions, NetworkMode, Record};
+pub use record::{
+    Bind, CreateOptions, DeviceMapping, DeviceRate, ExitStatus, LogOptions, NetworkMode, Record,
+};
 pub use restart::{RestartPolicy, RestartState};
 pub use shim::Shim;
 pub use volumes::Volume;

@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -221,6 +222,111 @@ pub struct CreateOptions {
     /// `--init`: a small init (tini) runs as pid 1, forwards signals and reaps
     #[serde(default)]
     pub init: bool,
+    /// `--group-add` (group names of the image's /etc/group, or numbers)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
+    /// `--sysctl key=value` (namespaced ones only)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    /// `--shm-size` in bytes (docker's default: 64 MiB)
+    #[serde(default)]
+    pub shm_size: Option<i64>,
+    /// `--pid`: `host`, `container:NAME`, or private (None)
+    #[serde(default)]
+    pub pid_mode: Option<String>,
+    /// `--ipc`: `host`, `private`, `shareable`, `none`, `container:NAME` (None: private)
+    #[serde(default)]
+    pub ipc_mode: Option<String>,
+    /// `--uts host`
+    #[serde(default)]
+    pub uts_mode: Option<String>,
+    /// `--cgroupns host|private` (None: the engine's default, private)
+    #[serde(default)]
+    pub cgroupns_mode: Option<String>,
+    /// `--cgroup-parent` (the container's cgroup is `<parent>/<id>`)
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
+    /// `--domainname`
+    #[serde(default)]
+    pub domainname: Option<String>,
+    /// `--oom-score-adj`
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
+    /// `--oom-kill-disable`
+    #[serde(default)]
+    pub oom_kill_disable: bool,
+    /// `--memory-reservation` in bytes
+    #[serde(default)]
+    pub memory_reservation: Option<i64>,
+    /// `--memory-swappiness` (0 to 100)
+    #[serde(default)]
+    pub memory_swappiness: Option<u64>,
+    /// `--cpu-period` in microseconds
+    #[serde(default)]
+    pub cpu_period: Option<u64>,
+    /// `--cpu-quota` in microseconds
+    #[serde(default)]
+    pub cpu_quota: Option<i64>,
+    /// `--cpu-rt-period` in microseconds
+    #[serde(default)]
+    pub cpu_rt_period: Option<u64>,
+    /// `--cpu-rt-runtime` in microseconds
+    #[serde(default)]
+    pub cpu_rt_runtime: Option<i64>,
+    /// `--cpuset-mems`
+    #[serde(default)]
+    pub cpuset_mems: Option<String>,
+    /// `--blkio-weight` (10 to 1000)
+    #[serde(default)]
+    pub blkio_weight: Option<u16>,
+    /// `--blkio-weight-device PATH:WEIGHT`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blkio_weight_device: Vec<DeviceRate>,
+    /// `--device-read-bps PATH:RATE`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_read_bps: Vec<DeviceRate>,
+    /// `--device-write-bps PATH:RATE`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_write_bps: Vec<DeviceRate>,
+    /// `--device-read-iops PATH:RATE`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_read_iops: Vec<DeviceRate>,
+    /// `--device-write-iops PATH:RATE`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_write_iops: Vec<DeviceRate>,
+    /// `--device HOST[:CONTAINER[:PERMISSIONS]]`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceMapping>,
+    /// `--device-cgroup-rule 'c 1:3 rwm'`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_cgroup_rules: Vec<String>,
+    /// `--annotation key=value` (into the OCI spec's annotations)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// `--log-driver`: `json-file` (None), `local` (the same files) or `none`
+    #[serde(default)]
+    pub log_driver: Option<String>,
+}
+
+/// A host device given to the container (`--device`, docker's `DeviceMapping`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceMapping {
+    /// the device node (or a directory of them) on the host
+    pub path_on_host: String,
+    /// where it appears in the container
+    pub path_in_container: String,
+    /// `r`, `w`, `m` or a mix
+    pub permissions: String,
+}
+
+/// A per-device rate or weight (`--device-read-bps /dev/sda:1mb`,
+/// `--blkio-weight-device /dev/sda:200`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRate {
+    /// the block device on the host
+    pub path: String,
+    /// bytes or operations per second, or the weight
+    pub rate: u64,
 }
 
 impl CreateOptions {

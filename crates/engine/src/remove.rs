@@ -141,6 +141,7 @@ impl Engine {
             self.net_release(&rec);
         }
         rootfs::unmount_rootfs(&dir.rootfs())?;
+        rootfs::unmount_rootfs(&dir.dir.join(crate::hostconfig::SHM_DIR))?;
         if defer_dir {
             self.images()?.remove_container_deferred(id)?;
         } else {

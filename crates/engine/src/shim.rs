@@ -90,6 +90,7 @@ impl Engine {
     /// reads the bundle.
     pub fn start(&self, id: &str, before_start: &mut dyn FnMut(&Path)) -> Result<Shim> {
         let rec = self.dir(id).load()?;
+        self.join_namespaces(&self.dir(id), &rec.options)?;
         let pending = self.spawn_shim(id)?;
         let net = match self.net_prepare(&rec) {
             Ok(n) => n,
@@ -217,13 +218,24 @@ impl Engine {
     fn supervise(&self, id: &str, report: &mut dyn FnMut(String)) -> Result<i32> {
         let dir = self.dir(id);
         let (rec, pid, mut session) = self.launch(&dir, report)?;
-        let mut log = Writer::new(RotatingFile::open(&dir.log_path(), rec.options.log)?);
+        // `--log-driver none`: the output goes to attached clients only
+        let keep_log = rec.options.log_driver.as_deref() != Some("none");
+        let mut log = if keep_log {
+            Some(Writer::new(RotatingFile::open(
+                &dir.log_path(),
+                rec.options.log,
+            )?))
+        } else {
+            None
+        };
         report("started".into());
         self.reset_health(&rec);
-        if let Some(parts) = session.slim_parts() {
-            crate::slim::hand_over(self, &rec, pid, parts);
+        if keep_log {
+            if let Some(parts) = session.slim_parts() {
+                crate::slim::hand_over(self, &rec, pid, parts);
+            }
         }
-        session.run(Some(&mut log));
+        session.run(log.as_mut());
         let code = reap(pid);
         drop(log);
         let done = self.finish(&dir, &rec, code);

@@ -451,7 +451,7 @@ pub fn inspect_json(ctx: &Ctx, s: &Summary) -> Value {
         "HostConfig": host_config_json(r),
         "Mounts": mounts_json(o),
         "Config": {
-            "Hostname": spec["hostname"], "Domainname": "", "User": o.user.clone().unwrap_or_default(),
+            "Hostname": spec["hostname"], "Domainname": o.domainname.clone().unwrap_or_default(), "User": o.user.clone().unwrap_or_default(),
             "AttachStdin": false, "AttachStdout": false, "AttachStderr": false,
             "Tty": o.tty, "OpenStdin": o.interactive, "StdinOnce": o.stdin_once,
             "Env": process["env"],
@@ -467,6 +467,14 @@ pub fn inspect_json(ctx: &Ctx, s: &Summary) -> Value {
 }
 
 fn host_config_json(r: &berth_engine::Record) -> Value {
+    let mut hc = host_config_basics(r);
+    if let Some(m) = hc.as_object_mut() {
+        super::host_options::inspect(&r.options, m);
+    }
+    hc
+}
+
+fn host_config_basics(r: &berth_engine::Record) -> Value {
     let o = &r.options;
     json!({
         "VolumesFrom": null,
@@ -563,6 +571,7 @@ pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOption
             .collect();
     }
     host_config(hc, &mut o)?;
+    super::host_options::apply(body, &mut o)?;
     super::networks::apply_create_body(body, &mut o)?;
     crate::lifecycle::create_options(body, &mut o)?;
     Ok(o)
@@ -687,10 +696,19 @@ fn create(ctx: &Ctx, req: &Request) -> Reply {
         return Reply::error(400, "invalid JSON body: expected an object");
     }
     let name = req.query.get("name").filter(|n| !n.is_empty()).cloned();
+    if let Err(m) = super::host_options::check_platform(req.query.get("platform")) {
+        return Reply::error(400, m);
+    }
     let mut opts = match create_options(&body, name) {
         Ok(o) => o,
         Err(m) => return Reply::error(400, m),
     };
+    // docker's daemon checks, before anything is made; what it drops, with a warning
+    let mut warnings = super::host_options::warnings(&body);
+    match berth_engine::hostconfig::check(&mut opts) {
+        Ok(w) => warnings.extend(w),
+        Err(e) => return engine_error(e),
+    }
     for vf in strings(&body["HostConfig"]["VolumesFrom"]) {
         if let Err(r) = volumes_from(ctx, &vf, &mut opts) {
             return r;
@@ -699,7 +717,7 @@ fn create(ctx: &Ctx, req: &Request) -> Reply {
     match ctx.engine.create(&opts) {
         Ok(id) => {
             publish_now(ctx, "create", &id, Vec::new());
-            Reply::json(201, &json!({"Id": id, "Warnings": []}))
+            Reply::json(201, &json!({"Id": id, "Warnings": warnings}))
         }
         Err(berth_engine::Error::Image(berth_image::Error::NotFound(_))) => {
             Reply::error(404, format!("No such image: {}", opts.image))

@@ -9,6 +9,7 @@ pub mod build;
 pub mod containers;
 pub mod events;
 pub mod exec;
+mod host_options;
 pub mod images;
 pub mod networks;
 pub mod streams;

@@ -205,6 +205,12 @@ impl LogFilter {
 /// entries as they come until the container stops.
 fn logs(ctx: &Arc<Ctx>, req: &Request, id: &str, w: &mut UnixStream) -> Streamed {
     let s = ctx.engine.inspect(id).map_err(|e| Some(engine_error(e)))?;
+    if s.record.options.log_driver.as_deref() == Some("none") {
+        return Err(Some(Reply::error(
+            501,
+            "configured logging driver does not support reading: the container was created with --log-driver none",
+        )));
+    }
     let full = s.record.id.clone();
     let tail: Option<usize> = req
         .query
