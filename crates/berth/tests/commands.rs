@@ -759,6 +759,28 @@ fn volume_create_options_mount_while_used() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
+    // the docker CLI's bodies: DriverOpts, and a cluster spec refused
+    b.docker_ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "dv",
+    ]);
+    assert_eq!(
+        b.ok(&["volume", "inspect", "-f", "{{.Options.device}}", "dv"]),
+        "tmpfs\n"
+    );
+    b.ok(&["volume", "rm", "dv"]);
+    let out = b.docker(&["volume", "create", "--scope", "multi", "dv2"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("only supported for cluster volumes (swarm)"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(b.ok(&["volume", "ls", "-q"]), "");
 }
 
