@@ -237,6 +237,23 @@ fn cp_archive_keeps_owners_follow_link_and_quiet() {
     ]);
     assert_eq!(owners, "0:0\n1234:5678\n1234:5678\n");
 
+    // host → container with -L: what a link to a directory leads to
+    std::fs::create_dir_all(host.join("hd")).expect("mkdir");
+    std::fs::write(host.join("hd/f"), "in-hd\n").expect("write");
+    std::os::unix::fs::symlink(host.join("hd"), host.join("hlink")).expect("ln");
+    let hlink = host.join("hlink");
+    let hlink = hlink.to_str().expect("utf-8");
+    b.ok(&["cp", "-L", hlink, "cp:/tmp/hl"]);
+    b.ok(&["cp", hlink, "cp:/tmp/hl-link"]);
+    let kinds = b.ok(&[
+        "exec",
+        "cp",
+        "sh",
+        "-c",
+        "cat /tmp/hl/f; test -L /tmp/hl-link && echo link",
+    ]);
+    assert_eq!(kinds, "in-hd\nlink\n");
+
     // on a terminal (script's pty) docker's line is shown, unless -q
     let on_tty = |extra: &str| {
         let cmd = format!(
