@@ -3,62 +3,10 @@
 
 use crate::error::{Error, Result};
 use crate::list::State;
-use crate::record::CreateOptions;
-use crate::record::{read_json, write_json};
+use crate::record::{read_json, write_json, CreateOptions};
 use crate::restart::{RestartName, RestartPolicy};
 use crate::{names, Engine};
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources, Spec};
-
-/// Writes the values `new` sets over `cur`, field by field (an update names only
-/// what changes).
-fn merge_resources(cur: &mut LinuxResources, new: &LinuxResources) {
-    if let Some(n) = new.memory() {
-        let mut m = cur.memory().unwrap_or_default();
-        if n.limit().is_some() {
-            m.set_limit(n.limit());
-        }
-        if n.swap().is_some() {
-            m.set_swap(n.swap());
-        }
-        if n.reservation().is_some() {
-            m.set_reservation(n.reservation());
-        }
-        cur.set_memory(Some(m));
-    }
-    if let Some(n) = new.cpu() {
-        let mut c = cur.cpu().clone().unwrap_or_default();
-        if n.shares().is_some() {
-            c.set_shares(n.shares());
-        }
-        if n.quota().is_some() {
-            c.set_quota(n.quota());
-        }
-        if n.period().is_some() {
-            c.set_period(n.period());
-        }
-        if n.realtime_period().is_some() {
-            c.set_realtime_period(n.realtime_period());
-        }
-        if n.realtime_runtime().is_some() {
-            c.set_realtime_runtime(n.realtime_runtime());
-        }
-        if n.cpus().is_some() {
-            c.set_cpus(n.cpus().clone());
-        }
-        if n.mems().is_some() {
-            c.set_mems(n.mems().clone());
-        }
-        cur.set_cpu(Some(c));
-    }
-    if new.pids().is_some() {
-        cur.set_pids(*new.pids());
-    }
-    if let Some(w) = new.block_io().as_ref().and_then(|b| b.weight()) {
-        let mut b = cur.block_io().clone().unwrap_or_default();
-        b.set_weight(Some(w));
-        cur.set_block_io(Some(b));
-    }
-}
 
 /// New limits and restart policy for a container (`update`); `None` keeps the
 /// current value.
@@ -210,6 +158,57 @@ impl Update {
             r.set_pids(Some(pids));
         }
         r
+    }
+}
+
+/// Writes the values `new` sets over `cur`, field by field (an update names only
+/// what changes).
+fn merge_resources(cur: &mut LinuxResources, new: &LinuxResources) {
+    if let Some(n) = new.memory() {
+        let mut m = cur.memory().unwrap_or_default();
+        if n.limit().is_some() {
+            m.set_limit(n.limit());
+        }
+        if n.swap().is_some() {
+            m.set_swap(n.swap());
+        }
+        if n.reservation().is_some() {
+            m.set_reservation(n.reservation());
+        }
+        cur.set_memory(Some(m));
+    }
+    if let Some(n) = new.cpu() {
+        let mut c = cur.cpu().clone().unwrap_or_default();
+        if n.shares().is_some() {
+            c.set_shares(n.shares());
+        }
+        if n.quota().is_some() {
+            c.set_quota(n.quota());
+        }
+        if n.period().is_some() {
+            c.set_period(n.period());
+        }
+        if n.realtime_period().is_some() {
+            c.set_realtime_period(n.realtime_period());
+        }
+        if n.realtime_runtime().is_some() {
+            c.set_realtime_runtime(n.realtime_runtime());
+        }
+        if n.cpus().is_some() {
+            c.set_cpus(n.cpus().clone());
+        }
+        if n.mems().is_some() {
+            c.set_mems(n.mems().clone());
+        }
+        cur.set_cpu(Some(c));
+    }
+    if new.pids().is_some() {
+        cur.set_pids(*new.pids());
+    }
+    if let Some(w) = new.block_io().as_ref().and_then(|b| b.weight()) {
+        let mut b = cur.block_io().clone().unwrap_or_default();
+        b.set_weight(Some(w));
+        cur.set_block_io(Some(b));
     }
 }
 
