@@ -384,6 +384,11 @@ fn update_changes_the_cgroup_and_the_restart_policy() {
         "30000"
     );
     assert_eq!(cgroup_value(&id, "cpuset/cpuset.cpus", "cpuset.cpus"), "0");
+    assert_eq!(
+        inspect(&b, "up", "{{.HostConfig.RestartPolicy.Name}}"),
+        "on-failure",
+        "docker's empty RestartPolicy leaves the policy as it is"
+    );
 
     // remembered: the next start builds its cgroup with them
     b.ok(&["restart", "-t", "0", "up"]);
