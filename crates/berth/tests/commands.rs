@@ -756,6 +756,28 @@ fn volume_create_options_mount_while_used() {
         std::fs::read_to_string(dir.join("f")).expect("written through the bind"),
         "through\n"
     );
+    // an empty bind volume is filled from the image, as docker's
+    let etc = b.data_root().join("etc-copy");
+    std::fs::create_dir_all(&etc).expect("mkdir");
+    let dev = format!("device={}", etc.display());
+    b.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=none",
+        "-o",
+        "o=bind",
+        "-o",
+        &dev,
+        "etcv",
+    ]);
+    b.ok(&["run", "--rm", "-v", "etcv:/etc", "someapp:1.0", "true"]);
+    assert!(etc.join("passwd").is_file(), "the image's /etc copied up");
+    b.ok(&["volume", "rm", "etcv"]);
+    assert!(
+        etc.join("passwd").is_file(),
+        "the host directory is left alone"
+    );
     b.ok(&["volume", "rm", "scratch", "bound"]);
 
     for (args, needle) in [

@@ -208,9 +208,14 @@ impl Engine {
                 continue;
             }
             let v = self.volume_create(name.as_deref(), BTreeMap::new(), name.is_none())?;
-            // a volume with mount options is filled by its mount, not the image
-            if v.options.is_empty() {
-                copy_up(rootfs, &b.target, &v.mountpoint)?;
+            // filled from the image when empty, as docker: a bind volume through its
+            // host directory; one mounted for each use (tmpfs) starts empty
+            match VolumeMount::from_options(&v.options)? {
+                None => copy_up(rootfs, &b.target, &v.mountpoint)?,
+                Some(m) if m.flags.contains(nix::mount::MsFlags::MS_BIND) => {
+                    copy_up(rootfs, &b.target, Path::new(&m.device))?
+                }
+                Some(_) => {}
             }
             b.source = v.mountpoint.clone();
             b.volume = Some(v.name.clone());
