@@ -156,6 +156,13 @@ impl Engine {
         // a mount left by a container that died without its supervisor's clean-up
         if !v.options.is_empty() && crate::rootfs::is_mounted(&v.mountpoint) {
             crate::rootfs::unmount_rootfs(&v.mountpoint)?;
+            // never delete through a mount (a bind volume's host directory)
+            if crate::rootfs::is_mounted(&v.mountpoint) {
+                return Err(Error::Conflict(format!(
+                    "remove {name}: {} is still mounted: unmount it first",
+                    v.mountpoint.display()
+                )));
+            }
         }
         let dir = self.volumes_dir().join(&v.name);
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))
