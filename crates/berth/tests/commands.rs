@@ -193,6 +193,12 @@ fn exec_env_file_stats_format_and_log_details() {
     assert!(lines[0].contains("NET I/O"), "{out}");
     let id = inspect(&b, "st", "{{.Id}}");
     assert!(lines[1].starts_with(&id[..12]), "{out}");
+    // NET I/O: the container's side of its veth
+    let gw = inspect(&b, "st", "{{.NetworkSettings.Gateway}}");
+    b.ok(&["exec", "st", "ping", "-c", "2", "-W", "5", &gw]);
+    let net = b.ok(&["stats", "--no-stream", "--format", "{{.NetIO}}", "st"]);
+    let (rx, tx) = net.trim().split_once(" / ").expect("rx / tx");
+    assert!(rx != "0B" && tx != "0B", "{net}");
     let json = b.ok(&["stats", "--no-stream", "--format", "json", "st"]);
     let v: serde_json::Value = serde_json::from_str(json.trim()).expect("json line");
     assert_eq!(v["Name"], "st");

@@ -18,6 +18,57 @@ pub struct Stats {
     pub blk_read: u64,
     /// bytes written to block devices
     pub blk_write: u64,
+    /// per interface in the container (`eth0`, `eth1`, … in the order of its
+    /// networks), seen from inside it
+    pub networks: Vec<(String, NetCounters)>,
+}
+
+/// Traffic of one of a container's interfaces, as docker's stats count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetCounters {
+    /// bytes received
+    pub rx_bytes: u64,
+    /// packets received
+    pub rx_packets: u64,
+    /// receive errors
+    pub rx_errors: u64,
+    /// received packets dropped
+    pub rx_dropped: u64,
+    /// bytes sent
+    pub tx_bytes: u64,
+    /// packets sent
+    pub tx_packets: u64,
+    /// send errors
+    pub tx_errors: u64,
+    /// sent packets dropped
+    pub tx_dropped: u64,
+}
+
+impl NetCounters {
+    /// The counters of the container's end, from the host end of its veth
+    /// (`/sys/class/net/<veth>/statistics`): what the host sends, it receives.
+    fn of_host_veth(veth: &str) -> Option<NetCounters> {
+        let dir = std::path::Path::new("/sys/class/net")
+            .join(veth)
+            .join("statistics");
+        let n = |f: &str| -> Option<u64> {
+            std::fs::read_to_string(dir.join(f))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        Some(NetCounters {
+            rx_bytes: n("tx_bytes")?,
+            rx_packets: n("tx_packets")?,
+            rx_errors: n("tx_errors")?,
+            rx_dropped: n("tx_dropped")?,
+            tx_bytes: n("rx_bytes")?,
+            tx_packets: n("rx_packets")?,
+            tx_errors: n("rx_errors")?,
+            tx_dropped: n("rx_dropped")?,
+        })
+    }
 }
 
 /// Total memory of the host, bytes.
@@ -92,6 +143,16 @@ impl Engine {
             pids: st.pids.current,
             blk_read: blk("read"),
             blk_write: blk("write"),
+            networks: self
+                .container_network(&s.record)
+                .attachments
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| {
+                    let veth = berth_network::bridge::host_veth_name(&s.record.id, &a.network);
+                    NetCounters::of_host_veth(&veth).map(|c| (format!("eth{i}"), c))
+                })
+                .collect(),
         })
     }
 }

@@ -360,7 +360,11 @@ fn stats_json(
         "precpu_stats": pre.map_or(json!({"cpu_usage": {"total_usage": 0}, "throttling_data": {}}), |p| cpu(&p.0, p.1)),
         "memory_stats": {"usage": now.mem_usage, "limit": now.mem_limit, "stats": {}},
         "blkio_stats": blk(now),
-        "networks": {},
+        "networks": now.networks.iter().map(|(name, c)| (name.clone(), json!({
+            "rx_bytes": c.rx_bytes, "rx_packets": c.rx_packets, "rx_errors": c.rx_errors,
+            "rx_dropped": c.rx_dropped, "tx_bytes": c.tx_bytes, "tx_packets": c.tx_packets,
+            "tx_errors": c.tx_errors, "tx_dropped": c.tx_dropped,
+        }))).collect::<serde_json::Map<String, Value>>(),
     })
 }
 
