@@ -132,6 +132,19 @@ fn exec_env_file_stats_format_and_log_details() {
         b.docker_ok(&["logs", "--details", "lg"]),
         "WHO=a+b,team=core hi\n"
     );
+    // the whole environment counts, not only -e (PATH comes with the container)
+    b.ok(&[
+        "run",
+        "--name",
+        "lg2",
+        "--log-opt",
+        "env=PATH",
+        "someapp:1.0",
+        "echo",
+        "hi",
+    ]);
+    let d = b.ok(&["logs", "--details", "lg2"]);
+    assert!(d.starts_with("PATH=%2F") && d.ends_with(" hi\n"), "{d}");
     let out = b.run(&["run", "--log-opt", "env-regex=^W", "someapp:1.0", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("env-regex"), "{}", stderr(&out));

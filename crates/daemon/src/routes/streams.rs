@@ -183,7 +183,14 @@ struct LogFilter {
 /// docker's `logs --details` attributes of a container: the values of the label and
 /// environment keys its `--log-opt labels=`/`env=` named, as `k=v` pairs sorted by
 /// key and URL-encoded, joined by commas (empty without any).
-fn log_details(r: &berth_engine::Record) -> String {
+fn log_details(ctx: &Ctx, r: &berth_engine::Record) -> String {
+    // the container's whole environment (the image's too), from its spec
+    let spec_env: Vec<String> = ctx
+        .engine
+        .runtime_spec(&r.id)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["process"]["env"].clone()).ok())
+        .unwrap_or_else(|| r.options.env.clone());
     let mut attrs: std::collections::BTreeMap<&str, &str> = Default::default();
     for k in &r.options.log.labels {
         if let Some(v) = r.options.labels.get(k) {
@@ -191,9 +198,7 @@ fn log_details(r: &berth_engine::Record) -> String {
         }
     }
     for k in &r.options.log.env {
-        if let Some(v) = r
-            .options
-            .env
+        if let Some(v) = spec_env
             .iter()
             .rev()
             .find_map(|e| e.strip_prefix(k.as_str())?.strip_prefix('='))
@@ -273,7 +278,7 @@ fn logs(ctx: &Arc<Ctx>, req: &Request, id: &str, w: &mut UnixStream) -> Streamed
         stderr: flag(req, "stderr"),
         timestamps: flag(req, "timestamps"),
         tty: s.record.options.tty,
-        details: flag(req, "details").then(|| log_details(&s.record)),
+        details: flag(req, "details").then(|| log_details(ctx, &s.record)),
     };
     let path = ctx.engine.log_path(&full);
     let dir = ctx.engine.container_dir(&full);
