@@ -5,6 +5,12 @@ use serde_json::Value;
 
 /// Decimal sizes with three significant digits, like docker: `4.26MB`, `0B`.
 pub fn human_size(n: u64) -> String {
+    human_size_digits(n, 3)
+}
+
+/// Decimal sizes with `digits` significant digits (docker's `units.HumanSize` takes
+/// four: `1.987MB`; its `HumanSizeWithPrecision(…, 3)` three).
+pub fn human_size_digits(n: u64, digits: usize) -> String {
     let units = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut x = n as f64;
     let mut i = 0;
@@ -12,13 +18,14 @@ pub fn human_size(n: u64) -> String {
         x /= 1000.0;
         i += 1;
     }
-    let s = if x >= 100.0 {
-        format!("{x:.0}")
+    let whole = if x >= 100.0 {
+        3
     } else if x >= 10.0 {
-        format!("{x:.1}")
+        2
     } else {
-        format!("{x:.2}")
+        1
     };
+    let s = format!("{x:.prec$}", prec = digits.saturating_sub(whole));
     let s = if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
@@ -275,6 +282,14 @@ mod tests {
         assert_eq!(human_size(12_340_000), "12.3MB");
         assert_eq!(human_size(123_400_000), "123MB");
         assert_eq!(human_size(2_000_000_000), "2GB");
+    }
+
+    #[test]
+    fn four_digit_sizes_like_units_human_size() {
+        assert_eq!(human_size_digits(1_987_000, 4), "1.987MB");
+        assert_eq!(human_size_digits(1_990_000, 4), "1.99MB");
+        assert_eq!(human_size_digits(123_456, 4), "123.5kB");
+        assert_eq!(human_size_digits(0, 4), "0B");
     }
 
     #[test]

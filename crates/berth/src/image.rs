@@ -750,10 +750,12 @@ pub fn system_df(root: &Path, a: &DfArgs) -> Result<()> {
         .filter(|v| !used(v))
         .map(|v| v["UsageData"]["Size"].as_u64().unwrap_or(0))
         .sum();
+    // docker's units.HumanSize: four digits
+    let hs = |n| crate::format::human_size_digits(n, 4);
     let row = |name: &str, total: usize, active: usize, size: u64, free: u64| {
         json!({
             "Type": name, "TotalCount": total.to_string(), "Active": active.to_string(),
-            "Size": human_size(size), "Reclaimable": format!("{}{}", human_size(free), pct(free, size)),
+            "Size": hs(size), "Reclaimable": format!("{}{}", hs(free), pct(free, size)),
         })
     };
     let headers = json!({
@@ -824,7 +826,7 @@ fn df_verbose(v: &Value, format: Option<&str>) -> Result<()> {
                 when(&i),
                 human_size(size),
                 human_size(shared),
-                human_size(size.saturating_sub(shared)),
+                crate::format::human_size_digits(size.saturating_sub(shared), 4),
                 n(&i, "Containers").to_string(),
             ]);
         }
@@ -874,7 +876,7 @@ fn df_verbose(v: &Value, format: Option<&str>) -> Result<()> {
         t.push(vec![
             x["Name"].as_str().unwrap_or_default().to_string(),
             n(&x["UsageData"], "RefCount").to_string(),
-            human_size(n(&x["UsageData"], "Size")),
+            crate::format::human_size_digits(n(&x["UsageData"], "Size"), 4),
         ]);
     }
     print!("\nLocal Volumes space usage:\n\n{}", table(&t));

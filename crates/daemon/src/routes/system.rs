@@ -201,7 +201,7 @@ fn df(ctx: &Ctx) -> Reply {
                 "Command": r.path, "Created": super::unix(&r.created), "State": state,
                 "Status": super::containers::status_text(s), "SizeRw": size, "SizeRootFs": size,
                 "Labels": r.options.labels,
-                "Mounts": r.volumes.iter().map(|v| json!({"Type": "volume", "Name": v})).collect::<Vec<_>>()
+                "Mounts": r.volumes.iter().map(|v| json!({"Type": "volume", "Name": v, "Driver": "local"})).collect::<Vec<_>>()
             })
         })
         .collect();
