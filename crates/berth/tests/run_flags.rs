@@ -756,6 +756,24 @@ fn pull_platform_log_driver_and_what_berth_refuses() {
     );
     assert_eq!(inspect(&b, &id)["HostConfig"]["LogConfig"]["Type"], "none");
     b.ok(&["rm", &id]);
+    // the MAC address of the container's end of the veth
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--mac-address",
+            "92:d0:c6:0a:29:33",
+            "someapp:1.0",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    let mac = b.ok(&["exec", &id, "cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(mac, "92:d0:c6:0a:29:33\n");
+    let nets = &inspect(&b, &id)["NetworkSettings"]["Networks"];
+    assert_eq!(nets["bridge"]["MacAddress"], "92:d0:c6:0a:29:33", "{nets}");
+    b.ok(&["rm", "-f", &id]);
     let o = b.run(&[
         "run",
         "--rm",
@@ -787,7 +805,11 @@ fn pull_platform_log_driver_and_what_berth_refuses() {
         (&["--io-maxbandwidth", "1m"], "--io-maxbandwidth"),
         (&["--cpu-count", "2"], "--cpu-count"),
         (&["--cpu-percent", "50"], "--cpu-percent"),
-        (&["--mac-address", "92:d0:c6:0a:29:33"], "--mac-address"),
+        (&["--mac-address", "01:00:5e:00:00:01"], "--mac-address"),
+        (
+            &["--network", "none", "--mac-address", "92:d0:c6:0a:29:33"],
+            "--mac-address",
+        ),
         (&["--ip6", "2001:db8::33"], "--ip6"),
         (&["--link-local-ip", "169.254.1.1"], "--link-local-ip"),
         (&["--link", "other:alias"], "--link"),

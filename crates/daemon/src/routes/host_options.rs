@@ -155,10 +155,8 @@ fn refuse_unsupported(body: &Value) -> Result<(), String> {
     if hc["Links"].as_array().is_some_and(|a| !a.is_empty()) {
         return Err("--link: legacy container links are not supported by berth: put both containers on a user network (berth network create NET; --network NET) and use the container's name".into());
     }
-    let mut mac = text(&body["MacAddress"]);
     let eps = body["NetworkingConfig"]["EndpointsConfig"].as_object();
     for ep in eps.into_iter().flat_map(|m| m.values()) {
-        mac = mac.or_else(|| text(&ep["MacAddress"]));
         if text(&ep["IPAMConfig"]["IPv6Address"]).is_some() {
             return Err(
                 "--ip6: IPv6 addresses are not supported by berth's networks yet: drop --ip6"
@@ -174,9 +172,6 @@ fn refuse_unsupported(body: &Value) -> Result<(), String> {
         if ep["Links"].as_array().is_some_and(|a| !a.is_empty()) {
             return Err("--link: legacy container links are not supported by berth: use the container's name on a user network".into());
         }
-    }
-    if mac.is_some() {
-        return Err("--mac-address: choosing the MAC address is not supported by berth's networks yet: drop the flag".into());
     }
     Ok(())
 }
