@@ -701,12 +701,14 @@ fn pull_platform_log_driver_and_what_berth_refuses() {
     ]);
     assert_eq!(stdout(&o), "pulled\n", "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("Unable to find image"),
-        "{}",
+        stderr(&o).contains("Unable to find image") && !stderr(&o).contains("Digest:"),
+        "-q shows no pull progress: {}",
         stderr(&o)
     );
+    // the pull's progress goes to stderr: stdout is the container's alone
     let o = b.run(&["run", "--rm", "--pull", "always", &name, "echo", "again"]);
     assert_eq!(stdout(&o), "again\n", "{}", stderr(&o));
+    assert!(stderr(&o).contains("Digest:"), "{}", stderr(&o));
     let arch = if cfg!(target_arch = "x86_64") {
         "amd64"
     } else {
