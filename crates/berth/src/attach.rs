@@ -250,11 +250,8 @@ impl Session {
             // the detach keys are ours to spot only with a terminal (docker's CLI); the
             // daemon's side spots them in every stream
             let local_keys = if s.tty { keys } else { Vec::new() };
-            let mut w = self.writer.try_clone()?;
-            if !early.is_empty() {
-                w.write_all(&early)?;
-            }
-            relay_stdin(w, local_keys, detached.clone());
+            let w = self.writer.try_clone()?;
+            relay_stdin(w, early, local_keys, detached.clone());
         }
         let mut reader = self.reader;
         let res = if s.tty {
@@ -316,10 +313,15 @@ fn relay_signals(c: &Client, base: &str, sigs: &[Signal]) {
     });
 }
 
-/// Copies our stdin to the connection until EOF (then half-closes it) or until the
-/// detach `keys` (then closes it and sets `detached`).
-fn relay_stdin(mut w: UnixStream, keys: Vec<u8>, detached: Arc<AtomicBool>) {
+/// Copies `early` and then our stdin to the connection until EOF (then half-closes
+/// it) or until the detach `keys` (then closes it and sets `detached`). A connection
+/// the other side closed (the container ended) ends the copy, not the session: the
+/// container's output is still to be read.
+fn relay_stdin(mut w: UnixStream, early: Vec<u8>, keys: Vec<u8>, detached: Arc<AtomicBool>) {
     std::thread::spawn(move || {
+        if !early.is_empty() && w.write_all(&early).is_err() {
+            return;
+        }
         let mut stdin = std::io::stdin().lock();
         let mut buf = [0u8; 8192];
         let mut matched = 0;
