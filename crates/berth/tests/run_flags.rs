@@ -758,6 +758,52 @@ fn pull_platform_log_driver_and_what_berth_refuses() {
     );
     assert_eq!(inspect(&b, &id)["HostConfig"]["LogConfig"]["Type"], "none");
     b.ok(&["rm", &id]);
+    // legacy links: the linked container's address in /etc/hosts
+    let db = b
+        .ok(&["run", "-d", "--name", "db", "someapp:1.0", "sleep", "1000"])
+        .trim()
+        .to_string();
+    let db_ip = inspect(&b, "db")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .expect("ip")
+        .to_string();
+    let web = b
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--link",
+            "db:database",
+            "--domainname",
+            "example.org",
+            "someapp:1.0",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    let hosts = b.ok(&["exec", "web", "cat", "/etc/hosts"]);
+    assert!(hosts.contains(&format!("{db_ip}\tdatabase\n")), "{hosts}");
+    assert!(hosts.contains(&format!("{db_ip}\tdb\n")), "{hosts}");
+    assert!(
+        hosts.contains(&format!("\t{0}.example.org {0}\n", &web[..12])),
+        "{hosts}"
+    );
+    assert_eq!(
+        inspect(&b, "web")["HostConfig"]["Links"][0],
+        "/db:/web/database"
+    );
+    // a link to a stopped container: the start fails, as docker's
+    b.ok(&["stop", "-t", "0", "db"]);
+    b.ok(&["stop", "-t", "0", "web"]);
+    let o = b.run(&["start", "web"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("cannot link to a non running container"),
+        "{}",
+        stderr(&o)
+    );
+    b.ok(&["rm", "-f", &web, &db]);
     // the MAC address of the container's end of the veth
     let id = b
         .ok(&[
@@ -814,7 +860,8 @@ fn pull_platform_log_driver_and_what_berth_refuses() {
         ),
         (&["--ip6", "2001:db8::33"], "--ip6"),
         (&["--link-local-ip", "169.254.1.1"], "--link-local-ip"),
-        (&["--link", "other:alias"], "--link"),
+        (&["--link", "nosuch:alias"], "--link nosuch"),
+        (&["--network", "none", "--link", "db"], "--link db"),
     ] {
         let mut a = vec!["run"];
         a.extend_from_slice(args);

@@ -16,6 +16,7 @@ use oci_spec::runtime::{
     LinuxBlockIo, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType,
     LinuxThrottleDevice, LinuxThrottleDeviceBuilder, LinuxWeightDeviceBuilder, Spec,
 };
+use std::net::IpAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -109,6 +110,20 @@ fn check_modes(o: &CreateOptions) -> Result<()> {
             return Err(invalid(format!(
                 "--cgroupns {m:?}: invalid cgroup namespace mode: use host or private"
             )))
+        }
+    }
+    for l in &o.links {
+        let (name, alias) = l.split_once(':').unwrap_or((l, l));
+        if name.is_empty() || alias.is_empty() || alias.contains(':') {
+            return Err(invalid(format!(
+                "--link {l:?}: invalid link: use NAME or NAME:ALIAS"
+            )));
+        }
+        if o.network != NetworkMode::Bridge {
+            return Err(invalid(format!(
+                "--link {l}: conflicting options: links need a bridge network (the default, or --network NAME), not --network {}",
+                crate::network::mode_name(&o.network, &o.endpoints)
+            )));
         }
     }
     if let Some(p) = &o.cgroup_parent {
@@ -838,9 +853,52 @@ pub fn group_ids(rootfs: &Path, groups: &[String]) -> Result<Vec<u32>> {
 }
 
 impl Engine {
+    /// `--link NAME:ALIAS` at start: `/etc/hosts` entries (alias and name) for the
+    /// linked container's address on a network this container joins; it must run.
+    pub(crate) fn link_hosts(&self, rec: &crate::Record) -> Result<Vec<(String, IpAddr)>> {
+        let mut out = Vec::new();
+        for l in &rec.options.links {
+            let (name, alias) = l.split_once(':').unwrap_or((l.as_str(), l.as_str()));
+            let s = self.inspect(name)?;
+            if s.state != crate::State::Running {
+                return Err(Error::Conflict(format!(
+                    "cannot link to a non running container: /{} AS /{}/{alias}: start it first",
+                    s.record.name, rec.name
+                )));
+            }
+            let theirs = self.container_network(&s.record);
+            let ip = theirs
+                .attachments
+                .iter()
+                .filter(|a| rec.options.endpoints.iter().any(|e| e.network == a.network))
+                .find_map(|a| a.ip)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "--link {name}: that container is on no network of this one: connect both to one network"
+                    ))
+                })?;
+            out.push((alias.to_string(), IpAddr::V4(ip)));
+            if alias != s.record.name {
+                out.push((s.record.name.clone(), IpAddr::V4(ip)));
+            }
+        }
+        Ok(out)
+    }
+
     /// `--pid`/`--ipc container:NAME` at create: the container must exist; the
     /// mode then names it by id, as docker records it.
     pub(crate) fn resolve_shared_modes(&self, o: &mut CreateOptions) -> Result<()> {
+        for l in &mut o.links {
+            let (name, alias) = l.split_once(':').unwrap_or((l.as_str(), l.as_str()));
+            let (name, alias) = (name.to_string(), alias.to_string());
+            self.inspect(&name).map_err(|e| match e {
+                Error::NotFound(_) => invalid(format!(
+                    "--link {name}: could not get container for {name}: no such container"
+                )),
+                e => e,
+            })?;
+            *l = format!("{name}:{alias}");
+        }
         for (flag, mode) in [("--pid", &mut o.pid_mode), ("--ipc", &mut o.ipc_mode)] {
             let Some(name) = container_of(mode.as_deref()).map(String::from) else {
                 continue;

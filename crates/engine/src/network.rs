@@ -636,7 +636,7 @@ fn name_config(rec: &Record, hostname: &str) -> Result<NameConfig> {
         .collect::<Result<Vec<_>>>()?;
     Ok(NameConfig {
         hostname: hostname.to_string(),
-        domainname: None,
+        domainname: o.domainname.clone(),
         addresses: Vec::new(),
         aliases: Vec::new(),
         extra_hosts,
@@ -841,6 +841,7 @@ impl Engine {
         let path = PathBuf::from(format!("/proc/self/fd/{}", ns.as_raw_fd()));
         let hostname = crate::spec::hostname(&rec.options, id);
         let mut names = name_config(rec, &hostname)?;
+        names.extra_hosts.extend(self.link_hosts(rec)?);
         let mut embedded = None;
         let mut first_ip = None;
         let mut networks = Vec::new();
