@@ -1114,6 +1114,7 @@ fn create(c: &Client, a: &RunArgs) -> anyhow::Result<(String, bool)> {
     for w in v["Warnings"].as_array().into_iter().flatten() {
         eprintln!("WARNING: {}", w.as_str().unwrap_or(""));
     }
+    crate::run_opts::api_socket_config(c, &a.opts, &id)?;
     crate::run_opts::write_cidfile(a.opts.cidfile.as_ref(), &id)?;
     Ok((id, a.tty))
 }

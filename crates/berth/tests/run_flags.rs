@@ -874,9 +874,16 @@ fn pull_platform_log_driver_and_what_berth_refuses() {
 #[test]
 fn health_start_interval_and_api_socket() {
     let b = berth();
+    // the client's registry credentials (docker's config.json format) go in too
+    let cfg = b.root.path().join("client-config");
+    std::fs::create_dir_all(&cfg).expect("config dir");
+    let auths = r#"{"auths":{"127.0.0.1:5999":{"auth":"dTpw"}}}"#;
+    std::fs::write(cfg.join("auth.json"), auths).expect("auth.json");
     // an hour between checks, but 100ms during the start period: healthy soon
-    let id = b
-        .ok(&[
+    let run = b
+        .command()
+        .env("BERTH_CONFIG", &cfg)
+        .args([
             "run",
             "-d",
             "--use-api-socket",
@@ -892,8 +899,10 @@ fn health_start_interval_and_api_socket() {
             "sleep",
             "1000",
         ])
-        .trim()
-        .to_string();
+        .output()
+        .expect("run");
+    assert!(run.status.success(), "{}", stderr(&run));
+    let id = stdout(&run).trim().to_string();
     eventually("the container to be healthy", || {
         inspect(&b, &id)["State"]["Health"]["Status"] == "healthy"
     });
@@ -905,9 +914,9 @@ fn health_start_interval_and_api_socket() {
         &id,
         "sh",
         "-c",
-        "test -S /var/run/docker.sock && echo socket",
+        "test -S /var/run/docker.sock && echo socket; echo $DOCKER_CONFIG; cat $DOCKER_CONFIG/config.json",
     ]);
-    assert_eq!(out, "socket\n");
+    assert_eq!(out, format!("socket\n/run/secrets/docker\n{auths}"));
     gone(&b, &id);
     refused(
         &b,
