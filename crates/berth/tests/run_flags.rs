@@ -760,7 +760,19 @@ fn pull_platform_log_driver_and_what_berth_refuses() {
     b.ok(&["rm", &id]);
     // legacy links: the linked container's address in /etc/hosts
     let db = b
-        .ok(&["run", "-d", "--name", "db", "someapp:1.0", "sleep", "1000"])
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "db",
+            "--expose",
+            "5432",
+            "-e",
+            "SECRET=x",
+            "someapp:1.0",
+            "sleep",
+            "1000",
+        ])
         .trim()
         .to_string();
     let db_ip = inspect(&b, "db")["NetworkSettings"]["IPAddress"]
@@ -794,6 +806,22 @@ fn pull_platform_log_driver_and_what_berth_refuses() {
         inspect(&b, "web")["HostConfig"]["Links"][0],
         "/db:/web/database"
     );
+    // and docker's link variables in its environment
+    let env = b.ok(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "tr '\\0' '\\n' < /proc/1/environ",
+    ]);
+    for want in [
+        format!("DATABASE_PORT=tcp://{db_ip}:5432"),
+        format!("DATABASE_PORT_5432_TCP_ADDR={db_ip}"),
+        "DATABASE_NAME=/web/database".to_string(),
+        "DATABASE_ENV_SECRET=x".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} not in {env}");
+    }
     // a link to a stopped container: the start fails, as docker's
     b.ok(&["stop", "-t", "0", "db"]);
     b.ok(&["stop", "-t", "0", "web"]);
