@@ -70,8 +70,205 @@ pub struct BuildArgs {
     /// Secret to expose to RUN --mount=type=secret (id=ID,src=FILE or id=ID,env=VAR)
     #[arg(long = "secret")]
     secrets: Vec<String>,
+    #[command(flatten)]
+    run: Box<RunFlags>,
     /// The build context: a directory, or - for a tar stream on stdin
     context: String,
+}
+
+/// docker's container flags of `build`: what every RUN container gets.
+#[derive(Args)]
+struct RunFlags {
+    /// Add a custom host-to-IP mapping (host:ip) to the RUN containers' /etc/hosts
+    #[arg(long = "add-host", value_parser = add_host)]
+    add_host: Vec<String>,
+    /// Images to consider as cache sources (local images: RUN and WORKDIR steps whose history and layers below match; any step of one built with --build-arg BUILDKIT_INLINE_CACHE=1)
+    #[arg(long = "cache-from")]
+    cache_from: Vec<String>,
+    /// Parent cgroup for the RUN containers
+    #[arg(long = "cgroup-parent")]
+    cgroup_parent: Option<String>,
+    /// Compress the build context using gzip (accepted; the context is read in place, nothing is sent)
+    #[arg(long)]
+    compress: bool,
+    /// Limit the CPU CFS (Completely Fair Scheduler) period
+    #[arg(long = "cpu-period", default_value_t = 0)]
+    cpu_period: i64,
+    /// Limit the CPU CFS (Completely Fair Scheduler) quota
+    #[arg(long = "cpu-quota", default_value_t = 0)]
+    cpu_quota: i64,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares", default_value_t = 0)]
+    cpu_shares: i64,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    /// MEMs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    /// Skip image verification (accepted; berth does not verify signatures)
+    #[arg(long = "disable-content-trust", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true,
+          action = clap::ArgAction::Set)]
+    disable_content_trust: bool,
+    /// Always remove intermediate containers (berth always removes its RUN containers)
+    #[arg(long = "force-rm")]
+    force_rm: bool,
+    /// Container isolation technology (only default on Linux)
+    #[arg(long)]
+    isolation: Option<String>,
+    /// Memory limit of the RUN containers
+    #[arg(short = 'm', long, value_parser = memory)]
+    memory: Option<i64>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    #[arg(long = "memory-swap", value_parser = memory_swap, allow_hyphen_values = true)]
+    memory_swap: Option<i64>,
+    /// Set the networking mode for the RUN instructions during build: default, none or host
+    #[arg(long, default_value = "default")]
+    network: String,
+    /// Remove intermediate containers after a successful build (berth always removes its RUN containers)
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          require_equals = true, action = clap::ArgAction::Set)]
+    rm: bool,
+    /// Security options for the RUN containers: seccomp=unconfined, seccomp=PROFILE.json, no-new-privileges
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    /// Size of /dev/shm of the RUN containers
+    #[arg(long = "shm-size", value_parser = size)]
+    shm_size: Option<i64>,
+    /// Squash the layers of the final stage into one new layer on top of its base
+    #[arg(long)]
+    squash: bool,
+    /// Ulimit options of the RUN containers (name=soft[:hard])
+    #[arg(long, value_parser = ulimit)]
+    ulimit: Vec<serde_json::Value>,
+}
+
+/// `--add-host` as docker's client checks and sends it (`name:ip`).
+fn add_host(v: &str) -> std::result::Result<String, String> {
+    let mut o = berth_build::exec::runopts::RunOptions::default();
+    o.add_host(v).map_err(|e| e.to_string())?;
+    let (name, ip) = o.extra_hosts.remove(0);
+    Ok(format!("{name}:{ip}"))
+}
+
+/// docker's sizes (`64m`, `1g`, bytes).
+fn size(v: &str) -> std::result::Result<i64, String> {
+    berth_engine::record::parse_size(v)
+        .map(|n| n as i64)
+        .map_err(|_| {
+            format!(
+                "invalid size: {v:?}: use a number with an optional unit (b, k, m, g), e.g. 64m"
+            )
+        })
+}
+
+/// `--memory`: at least 6 MB.
+fn memory(v: &str) -> std::result::Result<i64, String> {
+    let n = size(v)?;
+    if n < 6 << 20 {
+        return Err(format!("{v}: the minimum memory limit allowed is 6MB"));
+    }
+    Ok(n)
+}
+
+/// `--memory-swap`: a size, or -1 for unlimited.
+fn memory_swap(v: &str) -> std::result::Result<i64, String> {
+    match v {
+        "-1" => Ok(-1),
+        _ => size(v),
+    }
+}
+
+/// `--ulimit name=soft[:hard]` as docker's `{"Name","Soft","Hard"}`.
+fn ulimit(v: &str) -> std::result::Result<serde_json::Value, String> {
+    let bad = || format!("{v:?}: use name=soft[:hard], e.g. nofile=1024:2048");
+    let (name, lim) = v.split_once('=').ok_or_else(bad)?;
+    let (soft, hard) = lim.split_once(':').unwrap_or((lim, lim));
+    let n = |x: &str| x.parse::<i64>().map_err(|_| bad());
+    let (soft, hard) = (n(soft)?, n(hard)?);
+    berth_build::exec::runopts::RunOptions::ulimit(name, soft, hard).map_err(|e| e.to_string())?;
+    Ok(serde_json::json!({"Name": name, "Hard": hard, "Soft": soft}))
+}
+
+/// `--security-opt`: a seccomp profile file goes as its JSON (as docker's client
+/// sends it for containers), the rest as given.
+fn security_opt(v: &str) -> Result<String> {
+    match v.split_once(['=', ':']) {
+        Some(("seccomp", p)) if p != "unconfined" && !p.trim_start().starts_with('{') => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("--security-opt seccomp: cannot read the profile {p}"))?;
+            Ok(format!("seccomp={text}"))
+        }
+        _ => Ok(v.to_string()),
+    }
+}
+
+/// The container flags' query parameters, named and sent as docker's client does
+/// (only what differs from the defaults).
+fn run_query(r: &RunFlags, q: &mut Vec<String>) -> Result<()> {
+    for s in &r.security_opt {
+        q.push(format!("securityopt={}", enc(&security_opt(s)?)));
+    }
+    for h in &r.add_host {
+        q.push(format!("extrahosts={}", enc(h)));
+    }
+    if !r.rm {
+        q.push("rm=0".into());
+    }
+    for (k, on) in [("forcerm", r.force_rm), ("squash", r.squash)] {
+        if on {
+            q.push(format!("{k}=1"));
+        }
+    }
+    let text = [
+        (
+            "isolation",
+            r.isolation.as_deref().filter(|i| *i != "default"),
+        ),
+        ("cpusetcpus", r.cpuset_cpus.as_deref()),
+        (
+            "networkmode",
+            Some(r.network.as_str()).filter(|n| *n != "default"),
+        ),
+        ("cpusetmems", r.cpuset_mems.as_deref()),
+    ];
+    for (k, v) in text {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            q.push(format!("{k}={}", enc(v)));
+        }
+    }
+    let nums = [
+        ("cpushares", r.cpu_shares),
+        ("cpuquota", r.cpu_quota),
+        ("cpuperiod", r.cpu_period),
+        ("memory", r.memory.unwrap_or(0)),
+        ("memswap", r.memory_swap.unwrap_or(0)),
+    ];
+    for (k, v) in nums {
+        if v != 0 {
+            q.push(format!("{k}={v}"));
+        }
+    }
+    if let Some(p) = r.cgroup_parent.as_deref().filter(|p| !p.is_empty()) {
+        q.push(format!("cgroupparent={}", enc(p)));
+    }
+    if let Some(s) = r.shm_size.filter(|s| *s != 0) {
+        q.push(format!("shmsize={s}"));
+    }
+    if !r.ulimit.is_empty() {
+        q.push(format!(
+            "ulimits={}",
+            enc(&serde_json::to_string(&r.ulimit)?)
+        ));
+    }
+    if !r.cache_from.is_empty() {
+        q.push(format!(
+            "cachefrom={}",
+            enc(&serde_json::to_string(&r.cache_from)?)
+        ));
+    }
+    Ok(())
 }
 
 fn options(a: &BuildArgs) -> Result<BuildOptions> {
@@ -173,6 +370,7 @@ fn build_query(a: &BuildArgs, dockerfile: &str, quiet: bool) -> Result<String> {
         let width = crate::attach::terminal_size().map_or(80, |(_, w)| w);
         q.push(format!("width={width}"));
     }
+    run_query(&a.run, &mut q)?;
     for (k, on) in [("nocache", a.no_cache), ("pull", a.pull), ("q", quiet)] {
         if on {
             q.push(format!("{k}=1"));

@@ -1217,3 +1217,375 @@ fn progress_modes_come_through_the_daemon() {
     assert!(text(&q.stdout).trim().starts_with("sha256:") && text(&q.stdout).lines().count() == 1);
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }
+
+/// A cgroup parent the builds of a test use (`--cgroup-parent`), removed from every
+/// hierarchy when dropped.
+struct CgroupParent(&'static str);
+
+impl CgroupParent {
+    /// The parent's directories (one per v1 controller, or the unified one).
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut out = vec![Path::new("/sys/fs/cgroup").join(self.0)];
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            out.extend(rd.flatten().map(|e| e.path().join(self.0)));
+        }
+        out.retain(|d| d.is_dir());
+        out
+    }
+
+    /// Cgroups left under the parent (the RUN containers' must be gone).
+    fn children(&self) -> Vec<PathBuf> {
+        self.dirs()
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flat_map(|rd| rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()))
+            .collect()
+    }
+}
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        for d in self.children().into_iter().chain(self.dirs()) {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// A RUN that records what its container sees: /etc/hosts, interfaces, its cgroup's
+/// limits (found through /proc/self/cgroup), /dev/shm, rlimits, no_new_privs.
+const PROBE: &str = r#"cg() { p=$(grep -E "^[0-9]+:([a-z_]+,)?$1(,[a-z_]+)?:" /proc/self/cgroup | cut -d: -f3); cat /sys/fs/cgroup/$1$p/$2 2>/dev/null || cat /sys/fs/cgroup$(grep '^0::' /proc/self/cgroup | cut -d: -f3)/$3; }; \
+    mkdir /probe && cd /probe && cat /etc/hosts > hosts; ls /sys/class/net > nets; \
+    cg memory memory.limit_in_bytes memory.max > mem; cg memory memory.memsw.limit_in_bytes memory.swap.max > swap; \
+    cg cpu cpu.shares cpu.weight > shares; cg cpu cpu.cfs_quota_us cpu.max > quota; \
+    cg cpu cpu.cfs_period_us cpu.max > period; cg cpuset cpuset.cpus cpuset.cpus > cpus; \
+    grep ' /dev/shm ' /proc/mounts > shm; ulimit -n > nofile; ulimit -Hn > nofile-hard; \
+    grep NoNewPrivs /proc/self/status > nnp; grep ":memory:" /proc/self/cgroup > cgroup"#;
+
+#[test]
+fn container_flags_reach_every_run_but_not_the_image() {
+    let b = Berth::new();
+    let parent = CgroupParent("berth-test-build-parent");
+    let df = format!(
+        "FROM base AS runs\nRUN {PROBE}\nRUN --network=host ls /sys/class/net > /probe/host-nets\n\
+         FROM base\nCOPY --from=runs /probe /probe\nCOPY --from=runs /etc /image-etc\n"
+    );
+    let ctx = b.context("ctx", &[("Dockerfile", &df)]);
+    #[rustfmt::skip]
+    let flags = [
+        "-t", "flags:1", "--add-host", "db.internal:10.1.2.3", "--add-host", "v6.internal=[fd00::7]",
+        "--network", "none", "-m", "64m", "--memory-swap", "128m", "--cpu-shares", "512",
+        "--cpu-period", "50000", "--cpu-quota", "25000", "--cpuset-cpus", "0", "--shm-size", "8m",
+        "--ulimit", "nofile=512:1024", "--security-opt", "no-new-privileges",
+        "--cgroup-parent", parent.0,
+    ];
+    let out = b.build(&ctx, &flags);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    let probe = |f: &str| b.ok(&["run", "--rm", "flags:1", "cat", &format!("/probe/{f}")]);
+    let hosts = probe("hosts");
+    assert!(hosts.contains("10.1.2.3\tdb.internal\n"), "{hosts}");
+    assert!(hosts.contains("fd00::7\tv6.internal\n"), "{hosts}");
+    assert_eq!(probe("nets"), "lo\n", "--network none");
+    let host_nets = probe("host-nets");
+    assert!(
+        host_nets.lines().any(|n| n != "lo"),
+        "a RUN's own --network=host wins: {host_nets}"
+    );
+    assert_eq!(probe("mem"), format!("{}\n", 64 << 20));
+    assert_eq!(probe("swap"), format!("{}\n", 128 << 20));
+    assert_eq!(probe("shares"), "512\n");
+    let (quota, period) = (probe("quota"), probe("period"));
+    assert!(quota.starts_with("25000"), "{quota}");
+    assert!(
+        period.starts_with("50000") || period.ends_with(" 50000\n"),
+        "{period}"
+    );
+    assert_eq!(probe("cpus"), "0\n");
+    let shm = probe("shm");
+    assert!(shm.contains("size=8192k"), "{shm}");
+    assert_eq!(
+        (probe("nofile"), probe("nofile-hard")),
+        ("512\n".into(), "1024\n".into())
+    );
+    assert_eq!(probe("nnp").split_whitespace().last(), Some("1"));
+    // the RUN ran in the parent's cgroup (with a cgroup namespace: seen as its root)
+    assert!(probe("cgroup").contains(":memory:"));
+    // the image has no /etc/hosts of its own, and certainly not the extra lines
+    let image_hosts = b.run(&["run", "--rm", "flags:1", "cat", "/image-etc/hosts"]);
+    assert!(
+        !image_hosts.status.success(),
+        "{}",
+        text(&image_hosts.stdout)
+    );
+    assert_eq!(
+        parent.children(),
+        Vec::<PathBuf>::new(),
+        "RUN cgroups left under the parent"
+    );
+    assert!(
+        !parent.dirs().is_empty(),
+        "the RUNs did not use --cgroup-parent"
+    );
+
+    // --network host for every RUN, except one with its own --network=none; the
+    // extra host goes into the host's hosts file as the RUN sees it
+    let df = "FROM base\nRUN ls /sys/class/net > /nets && cat /etc/hosts > /hosts\n\
+              RUN --network=none ls /sys/class/net > /none-nets\n";
+    let ctx = b.context("ctx-host", &[("Dockerfile", df)]);
+    let out = b.build(
+        &ctx,
+        &[
+            "-t",
+            "flags:2",
+            "--network",
+            "host",
+            "--add-host",
+            "db:10.9.9.9",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let nets = b.ok(&["run", "--rm", "flags:2", "cat", "/nets"]);
+    assert!(nets.lines().any(|n| n != "lo"), "{nets}");
+    assert_eq!(
+        b.ok(&["run", "--rm", "flags:2", "cat", "/none-nets"]),
+        "lo\n"
+    );
+    let hosts = b.ok(&["run", "--rm", "flags:2", "cat", "/hosts"]);
+    let host_file = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    assert!(
+        hosts.starts_with(host_file.trim_end()) && hosts.ends_with("10.9.9.9\tdb\n"),
+        "{hosts}"
+    );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn squash_makes_one_layer_on_the_base_and_keeps_history() {
+    let b = Berth::new();
+    let df = "FROM base\nRUN echo a > /a && echo keep > /keep\nRUN rm /a /etc/group\n\
+              ENV SQUASHED=1\nRUN echo b > /b\n";
+    let ctx = b.context("ctx", &[("Dockerfile", df)]);
+    let plain = b.build(&ctx, &["-t", "plain:1"]);
+    assert!(plain.status.success(), "{}", text(&plain.stderr));
+    let out = b.build(&ctx, &["-t", "squashed:1", "--squash"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let layers = |img: &str| {
+        b.inspect(img)["RootFS"]["Layers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (base, plain, squashed) = (layers("base"), layers("plain:1"), layers("squashed:1"));
+    assert_eq!(plain.len(), base.len() + 3);
+    assert_eq!(squashed.len(), base.len() + 1, "{squashed:?}");
+    assert_eq!(squashed[..base.len()], base[..], "the base's layers stay");
+    let hist = b.ok(&["history", "--no-trunc", "squashed:1"]);
+    let plain_id = b.inspect("plain:1")["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let base_id = b.inspect("base")["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        hist.contains(&format!("merge {plain_id} to {base_id}")),
+        "{base_id}\n{hist}"
+    );
+    for want in [
+        "RUN /bin/sh -c echo a > /a",
+        "ENV SQUASHED=1",
+        "RUN /bin/sh -c echo b > /b",
+    ] {
+        assert!(hist.contains(want), "missing {want:?} in:\n{hist}");
+    }
+    // a rebuild takes the merged layer from the build cache: the same image
+    let again = b.build(&ctx, &["-t", "squashed:2", "--squash"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(b.inspect("squashed:2")["Id"], b.inspect("squashed:1")["Id"]);
+    let run = |c: &str| b.ok(&["run", "--rm", "squashed:1", "sh", "-c", c]);
+    assert_eq!(
+        run("cat /keep /b; ls /a /etc/group 2>&1 | wc -l; echo $SQUASHED"),
+        "keep\nb\n2\n1\n"
+    );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn seccomp_profiles_and_accepted_flags() {
+    let b = Berth::new();
+    let profile = b.path("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","archMap":[{"architecture":"SCMP_ARCH_X86_64","subArchitectures":["SCMP_ARCH_X86","SCMP_ARCH_X32"]}],
+           "syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1,"comment":"docker's format"}]}"#,
+    )
+    .expect("profile");
+    let ctx = b.context("ctx", &[("Dockerfile", "FROM base\nRUN mkdir /made\n")]);
+    let sec = format!("seccomp={}", profile.display());
+    let out = b.build(&ctx, &["-t", "sec:1", "--security-opt", &sec]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("returned a non-zero code: 1"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(b.run(&["image", "inspect", "sec:1"]).status.code() != Some(0));
+    // unconfined, and the flags accepted for docker's sake
+    #[rustfmt::skip]
+    let flags = [
+        "-t", "sec:2", "--security-opt", "seccomp=unconfined", "--cache-from", "missing:1",
+        "--rm=false", "--force-rm", "--compress", "--disable-content-trust=false",
+        "--isolation", "default",
+    ];
+    let out = b.build(&ctx, &flags);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let so = text(&out.stdout);
+    assert!(
+        so.contains("--cache-from missing:1: no such image here, not used"),
+        "{so}"
+    );
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn bad_build_flag_values_fail_before_the_build_and_leave_nothing() {
+    let b = Berth::new();
+    let ctx = b.context("ctx", &[("Dockerfile", "FROM base\nRUN echo ran\n")]);
+    // (bad syntax: docker's flag error status 125; refused by the daemon: 1)
+    let mut cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["-m", "lots"], 125, "invalid size"),
+        (vec!["-m", "1k"], 125, "minimum memory limit"),
+        (vec!["--shm-size", "x"], 125, "invalid size"),
+        (vec!["--add-host", "nohost"], 125, "bad format for add-host"),
+        (vec!["--add-host", "h:999.1.1.1"], 125, "invalid IP address"),
+        (vec!["--ulimit", "nofile"], 125, "name=soft"),
+        (vec!["--ulimit", "nofile=10:5"], 125, "soft limit is above"),
+        (vec!["--ulimit", "bogus=1"], 125, "unknown limit name"),
+        (vec!["--cpu-shares", "many"], 125, "invalid value"),
+        (
+            vec!["-m", "64m", "--memory-swap", "10m"],
+            1,
+            "below --memory",
+        ),
+        (vec!["--memory-swap", "100m"], 1, "needs --memory"),
+        (vec!["--cpu-period", "10"], 1, "CPU CFS period"),
+        (vec!["--cpuset-cpus", "4000"], 1, "not available"),
+        (vec!["--cpuset-cpus", "0-"], 1, "--cpuset-cpus"),
+        (vec!["--network", "bridge"], 1, "use default, none or host"),
+        (
+            vec!["--isolation", "hyperv"],
+            1,
+            "linux only supports 'default'",
+        ),
+        (
+            vec!["--security-opt", "apparmor=unconfined"],
+            1,
+            "not supported for builds",
+        ),
+        (
+            vec!["--security-opt", "seccomp=/nonexistent/profile.json"],
+            1,
+            "cannot read the profile",
+        ),
+        (vec!["--cgroup-parent", "../escape"], 1, "--cgroup-parent"),
+    ];
+    let caps = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = caps
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or(0);
+    if eff & (1 << 24) == 0 {
+        // no CAP_SYS_RESOURCE: a hard limit above ours is refused, clearly
+        cases.push((vec!["--ulimit", "nofile=1024:-1"], 1, "CAP_SYS_RESOURCE"));
+    }
+    for (flags, code, msg) in cases {
+        let mut args = vec!["-t", "never:1"];
+        args.extend(flags.iter().copied());
+        let out = b.build(&ctx, &args);
+        let (so, se) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(code), "{flags:?}: {se}{so}");
+        assert!(se.contains(msg), "{flags:?}: want {msg:?} in {se}");
+        assert!(!so.contains("Step 1"), "{flags:?} started the build: {so}");
+    }
+    assert!(b.run(&["image", "inspect", "never:1"]).status.code() != Some(0));
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn cache_from_reuses_an_images_steps_only_where_all_below_matches() {
+    let b = Berth::new();
+    let df = "FROM base\nRUN echo one > /one\nWORKDIR /w\nCOPY f /w/f\nRUN cat /w/f > /two\n";
+    let ctx = b.context("ctx", &[("Dockerfile", df), ("f", "v1\n")]);
+    // (mtimes clamped: a COPY into /w gives the same layer at any time)
+    let epoch = ["--build-arg", "SOURCE_DATE_EPOCH=0"];
+    let build = |args: &[&str]| b.build(&ctx, &[args, &epoch[..]].concat());
+    let out = build(&["-t", "hist:1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // a machine without this build cache: only the image is left
+    let forget = || {
+        for e in std::fs::read_dir(b.path("data/build-cache"))
+            .expect("cache")
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "json") {
+                std::fs::remove_file(e.path()).expect("rm");
+            }
+        }
+    };
+    let counts = |o: &Output| {
+        let so = text(&o.stdout);
+        assert!(o.status.success(), "{}\n{so}", text(&o.stderr));
+        (
+            so.matches(" ---> Using cache").count(),
+            so.matches(" ---> Running in ").count(),
+        )
+    };
+    let layers = |img: &str| b.inspect(img)["RootFS"]["Layers"].clone();
+    forget();
+    // from the history: RUN and WORKDIR are taken; COPY runs (its history does not
+    // say what it read), made the same layer, so the RUN after it is taken too
+    let out = build(&["-t", "again:1", "--cache-from", "hist:1"]);
+    assert_eq!(counts(&out), (3, 0), "{}", text(&out.stdout));
+    assert_eq!(b.inspect("again:1")["Id"], b.inspect("hist:1")["Id"]);
+    // a changed file: COPY makes another layer, and nothing above it is taken
+    forget();
+    std::fs::write(ctx.join("f"), "v2\n").expect("write");
+    let out = build(&["-t", "changed:1", "--cache-from", "hist:1"]);
+    assert_eq!(counts(&out), (2, 1), "{}", text(&out.stdout));
+    assert_eq!(b.ok(&["run", "--rm", "changed:1", "cat", "/two"]), "v2\n");
+    // with BUILDKIT_INLINE_CACHE=1 the image carries its steps' cache keys: a
+    // touched file (same content, another mtime, so another COPY layer) still takes
+    // every step, COPY included
+    let inline = ["--build-arg", "BUILDKIT_INLINE_CACHE=1"];
+    let mut args = vec!["-t", "inline:1"];
+    args.extend(inline);
+    let out = b.build(&ctx, &args);
+    assert!(
+        !text(&out.stdout).contains("not consumed"),
+        "{}",
+        text(&out.stdout)
+    );
+    forget();
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(ctx.join("f"))
+        .and_then(|f| f.set_modified(t))
+        .expect("touch");
+    let mut args = vec!["-t", "inline:2", "--cache-from", "inline:1"];
+    args.extend(inline);
+    let out = b.build(&ctx, &args);
+    assert_eq!(counts(&out), (4, 0), "{}", text(&out.stdout));
+    assert_eq!(layers("inline:2"), layers("inline:1"));
+    // without --cache-from a forgotten cache takes nothing
+    forget();
+    let out = b.build(&ctx, &["-t", "plain:1"]);
+    assert_eq!(counts(&out), (0, 2));
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}

@@ -157,6 +157,8 @@ impl Plan {
             .build_args
             .keys()
             .filter(|k| !declared.contains(k.as_str()) && !PROXY_ARGS.contains(&k.as_str()))
+            // (BuildKit's own switches, such as BUILDKIT_INLINE_CACHE)
+            .filter(|k| !k.starts_with("BUILDKIT_"))
             .cloned()
             .collect()
     }

@@ -380,6 +380,50 @@ fn legacy_builder_build_through_the_docker_cli() {
 }
 
 #[test]
+fn legacy_builder_container_flags_through_the_docker_cli() {
+    let e = Env::new("berth-test-dbflags-");
+    e.import("docker", "base:1");
+    // (cgroup v1 files, falling back to v2's; the RUN's own cgroup from /proc/self/cgroup)
+    let probe = "FROM base:1\nRUN cg() { p=$(grep -E \"^[0-9]+:([a-z_]+,)?$1(,[a-z_]+)?:\" /proc/self/cgroup | cut -d: -f3); \
+                 cat /sys/fs/cgroup/$1$p/$2 2>/dev/null || cat /sys/fs/cgroup$(grep '^0::' /proc/self/cgroup | cut -d: -f3)/$3; }; \
+                 (cat /etc/hosts; ls /sys/class/net; cg memory memory.limit_in_bytes memory.max; \
+                 cg cpu cpu.cfs_quota_us cpu.max; cg cpuset cpuset.cpus cpuset.cpus.effective; \
+                 grep ' /dev/shm ' /proc/mounts; ulimit -n; ulimit -Hn; grep NoNewPrivs /proc/self/status) > /probe\n";
+    let ctx = context(e.b.root.path(), probe);
+    #[rustfmt::skip]
+    let out = e.ok(&[
+        "build", "-t", "flags:1", "--add-host", "db:10.4.4.4", "--network", "none",
+        "-m", "64m", "--shm-size", "16m", "--ulimit", "nofile=256:512", "--cpu-period", "100000",
+        "--cpu-quota", "30000", "--cpuset-cpus", "0", "--memory-swap", "-1",
+        "--security-opt", "no-new-privileges", "--cache-from", "base:1",
+        ctx.to_str().expect("utf-8"),
+    ]);
+    assert!(out.contains("Successfully tagged flags:1"), "{out}");
+    let seen = e.ok(&["run", "--rm", "flags:1", "cat", "/probe"]);
+    for want in [
+        "10.4.4.4\tdb\n",
+        "\nlo\n",
+        &format!("\n{}\n", 64 << 20),
+        "\n30000", // cpu.cfs_quota_us (v1) or "30000 100000" (v2)
+        "\n0\n",   // cpuset.cpus
+        "size=16384k",
+        "\n256\n512\n",
+    ] {
+        assert!(seen.contains(want), "missing {want:?} in:\n{seen}");
+    }
+    assert!(seen.trim_end().ends_with('1'), "no_new_privs: {seen}");
+    // refused by the daemon before the build starts
+    let o = e.docker(&["build", "--network", "bridge", ctx.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("use default, none or host"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stdout(&o).contains("Step 1"), "{}", stdout(&o));
+}
+
+#[test]
 fn volume_commands_through_the_docker_cli() {
     let e = Env::new("berth-test-dvol-");
     assert_eq!(

@@ -234,6 +234,12 @@ fn check_version(v: &str) -> Result<()> {
     }
 }
 
+/// Check a seccomp profile the way [`validate`] does (actions, argument indexes),
+/// for callers that build a spec and want to refuse a bad profile early.
+pub fn check_seccomp(s: &oci_spec::runtime::LinuxSeccomp) -> Result<()> {
+    crate::seccomp::check(s)
+}
+
 /// Map an OCI rlimit type to nix's resource.
 pub(crate) fn rlimit_resource(t: PosixRlimitType) -> Option<nix::sys::resource::Resource> {
     use nix::sys::resource::Resource as R;
@@ -260,7 +266,7 @@ pub(crate) fn rlimit_resource(t: PosixRlimitType) -> Option<nix::sys::resource::
 
 /// Refuse rlimits this process could not apply: soft above hard, or a hard limit above
 /// the current hard limit when we may not raise it (no CAP_SYS_RESOURCE).
-fn check_rlimits(rlimits: &[oci_spec::runtime::PosixRlimit]) -> Result<()> {
+pub fn check_rlimits(rlimits: &[oci_spec::runtime::PosixRlimit]) -> Result<()> {
     let can_raise = caps::has_cap(
         None,
         caps::CapSet::Effective,

@@ -24,6 +24,12 @@
 //! [`Request::secrets`], bound from the bundle directory, never in a layer);
 //! mount points they needed are taken out of the layer again.
 //!
+//! Every RUN container gets the build's container options ([`runopts`]:
+//! `--add-host`, `--network`, cgroup limits, `--shm-size`, `--ulimit`,
+//! `--security-opt`), checked before the build starts. `--cache-from`
+//! images are a second cache source (module `cache_from`); `--squash` makes
+//! the target's layers above its base one layer, the diff of the two trees.
+//!
 //! Progress is a stream of [`progress::Event`]s (steps starting, CACHED,
 //! RUN output, durations) rendered by a [`progress::Progress`]: BuildKit's
 //! live tty display, plain lines, docker's classic `Step 1/5 : …` text
@@ -56,12 +62,14 @@
 //! ```
 
 pub mod cache;
+mod cache_from;
 mod copy;
 pub mod fsutil;
 mod guards;
 pub mod layer;
 pub mod progress;
 mod run;
+pub mod runopts;
 mod share;
 mod signals;
 mod sources;
@@ -216,6 +224,15 @@ pub struct Request {
     pub no_cache: bool,
     /// `--secret` values by id (for `RUN --mount=type=secret`; never in a layer or key).
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// The container options of every RUN (`--add-host`, `--network`,
+    /// `--memory`, `--ulimit`, `--security-opt`…); not part of cache keys,
+    /// as with docker.
+    pub run: runopts::RunOptions,
+    /// `--squash`: the target stage's layers become one on top of its base.
+    pub squash: bool,
+    /// `--cache-from`: local images whose steps may be reused (module
+    /// `cache_from` says which).
+    pub cache_from: Vec<String>,
 }
 
 impl Request {
@@ -232,6 +249,9 @@ impl Request {
             tags,
             no_cache: false,
             secrets: BTreeMap::new(),
+            run: runopts::RunOptions::default(),
+            squash: false,
+            cache_from: Vec::new(),
         }
     }
 }
@@ -254,6 +274,10 @@ struct StageState {
     chain: Option<String>,
     layers: Vec<LayerDesc>,
     config: ImageConfig,
+    /// The cache key after each step of this stage and the stages below it,
+    /// with the layer it made (`BUILDKIT_INLINE_CACHE=1` writes them into
+    /// the image: module `cache_from`).
+    keys: Vec<cache_from::InlineKey>,
 }
 
 impl StageState {
@@ -263,6 +287,7 @@ impl StageState {
             chain: None,
             layers: Vec::new(),
             config: ImageConfig::default(),
+            keys: Vec::new(),
         }
     }
 }
@@ -320,10 +345,12 @@ struct Shared<'a> {
     images: &'a Images,
     context: &'a Context,
     cache: Cache,
+    cache_from: cache_from::Sources,
     no_cache: bool,
     clamp: Option<i64>,
     cancel: Cancel,
     secrets: &'a BTreeMap<String, Vec<u8>>,
+    run_opts: &'a runopts::RunOptions,
     spawner: SpawnerSlot<'a>,
     locks: KeyLocks,
     next_id: AtomicUsize,
@@ -464,6 +491,7 @@ struct Prepared {
 }
 
 fn prepare(images: &Images, req: &Request, progress: &mut dyn Progress) -> Result<Prepared> {
+    req.run.check()?;
     let mut opts = req.options.clone();
     let epoch = opts.created.unwrap_or(0);
     opts.created = Some(epoch);
@@ -556,10 +584,12 @@ fn execute(
         images,
         context,
         cache: Cache::open(images)?,
+        cache_from: cache_from::Sources::open(images, &req.cache_from, progress)?,
         no_cache: req.no_cache,
         clamp: req.options.created,
         cancel: Cancel::new()?,
         secrets: &req.secrets,
+        run_opts: &req.run,
         spawner,
         locks: KeyLocks::default(),
         next_id: AtomicUsize::new(1),
@@ -577,10 +607,41 @@ fn execute(
         sh: &shared,
     };
     let mut done = run.stages(&stop, progress)?;
-    let target = done
+    let base = run.base_of(plan.target, &done);
+    let mut target = done
         .remove(&plan.target)
         .ok_or_else(|| ExecError::Invalid("the target stage was not built".into()))?;
-    let id = store::write_image(images, &target.config, &target.layers, epoch, &req.tags)?;
+    if req.squash {
+        // the parent named in the merge entry: the base image, or what the base
+        // stage would be stored as
+        let parent = match plan.base(plan.target) {
+            Base::Scratch => String::new(),
+            Base::Image(_) => base.key.clone(),
+            Base::Stage(_) => store::image_id(&base.config, &base.layers, epoch)?,
+        };
+        squash(
+            (images, &shared.cache),
+            &base,
+            &parent,
+            &mut target,
+            (epoch, req.options.created),
+        )?;
+    }
+    // BuildKit's switch for cache metadata in the image (berth's own format)
+    let inline = !req.squash
+        && req
+            .options
+            .build_args
+            .get("BUILDKIT_INLINE_CACHE")
+            .is_some_and(|v| matches!(v.as_str(), "1" | "true"));
+    let keys = inline.then_some(&target.keys[..]);
+    let id = store::write_image(
+        images,
+        &target.config,
+        &target.layers,
+        (epoch, keys),
+        &req.tags,
+    )?;
     progress.event(&Event::Finished {
         image: id.clone(),
         tags: req.tags.clone(),
@@ -590,6 +651,92 @@ fn execute(
         cached: shared.cached.load(Ordering::SeqCst),
         executed: shared.executed.load(Ordering::SeqCst),
     })
+}
+
+/// `--squash` (docker's experimental squash): the target's layers above its
+/// base become one, the difference between the two trees; the base's layers
+/// and history stay, the stage's history entries stay marked as adding no
+/// layer, and a last entry "merge <unsquashed id> to <base id>" carries the
+/// new layer. Nothing changes when the stage added no layer.
+/// The merged layer is kept in the build cache (under a key of the base's and
+/// the target's keys), so a rebuild with nothing changed does not diff again.
+fn squash(
+    (images, cache): (&Images, &Cache),
+    base: &StageState,
+    parent: &str,
+    target: &mut StageState,
+    (epoch, clamp): (i64, Option<i64>),
+) -> Result<()> {
+    let n = base.layers.len();
+    if target.layers.len() <= n || target.layers[..n] != base.layers[..] {
+        return Ok(());
+    }
+    let key = berth_content::Digest::of(
+        format!("berth-squash\n{}\n{}\n{clamp:?}", base.key, target.key).as_bytes(),
+    )
+    .to_string();
+    let layer = match cache.lookup(images, &key) {
+        Some(e) => e.layer,
+        None => {
+            let layer = squashed_layer(images, base, target, clamp)?;
+            let e = Entry { layer, chain: None };
+            cache.record(images, &key, &e)?;
+            e.layer
+        }
+    };
+    let unsquashed = store::image_id(&target.config, &target.layers, epoch)?;
+    let mut config = target.config.clone();
+    let from = base.config.history.len();
+    for h in config.history.iter_mut().skip(from) {
+        h.empty_layer = true;
+    }
+    let mut layers = base.layers.clone();
+    if let Some(l) = layer {
+        layers.push(l);
+        config.history.push(crate::config::History {
+            created: Some(crate::config::rfc3339(epoch)),
+            comment: Some(format!("merge {unsquashed} to {parent}")),
+            ..Default::default()
+        });
+    }
+    target.config = config;
+    target.layers = layers;
+    Ok(())
+}
+
+/// The difference between the target's tree and its base's, as a layer
+/// (None: no difference); both are mounted from view snapshots meanwhile.
+fn squashed_layer(
+    images: &Images,
+    base: &StageState,
+    target: &StageState,
+    clamp: Option<i64>,
+) -> Result<Option<LayerDesc>> {
+    let id = format!("berth-build-{}", &random_id()[..24]);
+    let work = Scratch(images.root().join("tmp").join(&id));
+    std::fs::create_dir_all(&work.0).map_err(io_err("create", &work.0))?;
+    let owner = work.0.join(sweep::OWNER);
+    std::fs::write(&owner, sweep::owner_stamp()).map_err(io_err("write", &owner))?;
+    let top = Snap::prepare(images, format!("{id}-top"), target.chain.as_deref(), true)?;
+    let top_m = Mounted::new(&top.mounts, &work.0.join("top"))?;
+    let lower = match &base.chain {
+        Some(c) => {
+            let snap = Snap::prepare(images, format!("{id}-base"), Some(c), true)?;
+            let m = Mounted::new(&snap.mounts, &work.0.join("base"))?;
+            Some((m, snap))
+        }
+        None => None,
+    };
+    let empty = work.0.join("empty");
+    std::fs::create_dir_all(&empty).map_err(io_err("create", &empty))?;
+    let lower_path = lower.as_ref().map_or(empty.as_path(), |(m, _)| m.path());
+    let layer = write_layer(images.content(), top_m.path(), Some(lower_path), clamp)?;
+    if let Some((m, _snap)) = lower {
+        m.unmount()?;
+    }
+    top_m.unmount()?;
+    drop(top);
+    Ok(layer)
 }
 
 /// The stage scheduler.
@@ -786,6 +933,7 @@ fn base_image(images: &Images, name: &str) -> Result<StageState> {
         chain,
         layers,
         config,
+        keys: Vec::new(),
     })
 }
 
@@ -916,15 +1064,21 @@ impl<'a> Executor<'a> {
         let key = cache_key(&st.key, step, &inputs);
         let lock = self.sh.locks.get(&key);
         let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let hit = if self.sh.no_cache {
-            None
-        } else {
-            self.sh.cache.lookup(self.images, &key)
+        let (hit, from_image) = match self.sh.no_cache {
+            true => (None, false),
+            false => match self.sh.cache.lookup(self.images, &key) {
+                Some(e) => (Some(e), false),
+                None => (self.sh.cache_from.find(self.images, st, step, &key)?, true),
+            },
         };
         let entry = match hit {
             Some(e) => {
                 self.sh.cached.fetch_add(1, Ordering::SeqCst);
                 self.send(Event::Cached { id });
+                if from_image {
+                    // (the cache now holds it: kept even when the image goes)
+                    self.sh.cache.record(self.images, &key, &e)?;
+                }
                 e
             }
             None => {
@@ -934,10 +1088,14 @@ impl<'a> Executor<'a> {
                 e
             }
         };
-        st.key = key;
-        st.chain = entry.chain;
         let made = entry.layer.is_some();
         st.layers.extend(entry.layer);
+        st.keys.push(cache_from::InlineKey {
+            key: key.clone(),
+            layer: made.then(|| st.layers.len() - 1),
+        });
+        st.key = key;
+        st.chain = entry.chain;
         Ok(made)
     }
 
@@ -1046,6 +1204,7 @@ impl<'a> Executor<'a> {
                     cancel: std::os::fd::AsFd::as_fd(&self.sh.cancel.rd),
                     secrets: self.sh.secrets,
                     binds: &binds.map,
+                    opts: self.sh.run_opts,
                 };
                 let mut out = OutputEvents {
                     tx: &self.tx,

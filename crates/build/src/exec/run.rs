@@ -1,6 +1,7 @@
 //! RUN: a container on the mounted snapshot, with the stage's environment,
-//! user, working directory and argv, no network unless `--network=host`, its
-//! output streamed to the build output.
+//! user, working directory and argv, no network unless `--network=host` (the
+//! RUN's or the build's), the build's container options ([`RunOptions`]:
+//! limits, extra hosts, security), its output streamed to the build output.
 //!
 //! The container is created, reaped and deleted by the build's
 //! [`Spawner`] (a single-threaded helper process), so [`run`] may be called
@@ -16,6 +17,7 @@ use crate::ast::{MountType, NetworkMode};
 use crate::eval::{CopyFrom, RunMount, RunStep, Step};
 
 use super::fsutil::{mkdir_all, resolve_user};
+use super::runopts::{hosts_file, RunOptions};
 use super::spawner::Spawner;
 use super::{io_err, ExecError, Result};
 
@@ -41,6 +43,8 @@ pub struct RunEnv<'a> {
     pub secrets: &'a std::collections::BTreeMap<String, Vec<u8>>,
     /// Host directories of the bind mounts, by mount index.
     pub binds: &'a std::collections::BTreeMap<usize, PathBuf>,
+    /// The build's container options.
+    pub opts: &'a RunOptions,
 }
 
 /// Run `r` (of `step`) and stream its output to `out`; a non-zero exit fails
@@ -48,7 +52,7 @@ pub struct RunEnv<'a> {
 pub fn run(env: &RunEnv<'_>, step: &Step, r: &RunStep, out: &mut dyn Write) -> Result<()> {
     let (uid, gid) = resolve_user(env.rootfs, &step.user)?;
     mkdir_all(env.rootfs, &step.workdir, Some((uid, gid)))?;
-    let stubs = missing_targets(env.rootfs, r)?;
+    let stubs = missing_targets(env.rootfs, r, !env.opts.extra_hosts.is_empty())?;
     let spec = spec(env, step, r, (uid, gid))?;
     let cfg = env.bundle.join("config.json");
     let json = serde_json::to_vec(&spec).map_err(|e| ExecError::Invalid(e.to_string()))?;
@@ -140,25 +144,40 @@ fn spec(env: &RunEnv<'_>, step: &Step, r: &RunStep, (uid, gid): (u32, u32)) -> R
     )));
     spec.set_process(Some(p));
     let mut mounts = oci_spec::runtime::get_default_mounts();
+    // The RUN's own cgroup, read-only, as in docker's containers: tools that size
+    // themselves by their limits (`--memory`, `--cpu-quota`) find them there.
+    if !mounts
+        .iter()
+        .any(|m| m.destination() == Path::new("/sys/fs/cgroup"))
+    {
+        mounts.push(mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            Path::new("cgroup"),
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        ));
+    }
     mounts.extend(extra_mounts);
     spec.set_mounts(Some(mounts));
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut ns = linux.namespaces().clone().unwrap_or_default();
-    if r.network == NetworkMode::Host {
+    if env.opts.network_for(r.network) == NetworkMode::Host {
         ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
     }
     linux.set_namespaces(Some(ns));
-    linux.set_cgroups_path(Some(PathBuf::from(format!("berth/{}", env.id))));
+    linux.set_cgroups_path(Some(env.opts.cgroups_path(env.id)));
     spec.set_linux(Some(linux));
+    env.opts.apply(&mut spec);
     Ok(spec)
 }
 
 /// Mount points a RUN's mounts need that the rootfs lacks (and their missing
-/// parents), outermost first: the runtime creates them, [`remove_stubs`]
-/// takes them out of the layer again.
-fn missing_targets(rootfs: &Path, r: &RunStep) -> Result<Vec<PathBuf>> {
+/// parents), outermost first (`hosts`: /etc/hosts too): the runtime creates
+/// them, [`remove_stubs`] takes them out of the layer again.
+fn missing_targets(rootfs: &Path, r: &RunStep, hosts: bool) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for t in r.mounts.iter().filter_map(|m| m.target.as_deref()) {
+    let targets = r.mounts.iter().filter_map(|m| m.target.as_deref());
+    for t in targets.chain(hosts.then_some("/etc/hosts")) {
         let mut prefix = String::new();
         for c in t.split('/').filter(|c| !c.is_empty()) {
             prefix = format!("{prefix}/{c}");
@@ -196,15 +215,20 @@ fn run_mounts(env: &RunEnv<'_>, r: &RunStep) -> Result<(Vec<Mount>, Vec<String>)
         std::fs::set_permissions(&host, perm).map_err(io_err("chmod", &host))?;
         out.push(mount(&f.path, "bind", &host, &["rbind", "ro"]));
     }
-    if r.network == NetworkMode::Host {
+    let host_net = env.opts.network_for(r.network) == NetworkMode::Host;
+    let extra_hosts = !env.opts.extra_hosts.is_empty();
+    if host_net {
         // The host's name resolution, bound over files the image already has
         // (a mount point created here would end up in the layer).
         for f in ["/etc/resolv.conf", "/etc/hosts"] {
             let inside = super::fsutil::secure_join(env.rootfs, f, true)?;
-            if Path::new(f).is_file() && inside.is_file() {
+            if Path::new(f).is_file() && inside.is_file() && !(extra_hosts && f == "/etc/hosts") {
                 out.push(mount(f, "bind", Path::new(f), &["rbind", "ro"]));
             }
         }
+    }
+    if extra_hosts {
+        out.push(hosts_mount(env, host_net)?);
     }
     for (i, m) in r.mounts.iter().enumerate() {
         let mount = match m.kind {
@@ -214,6 +238,22 @@ fn run_mounts(env: &RunEnv<'_>, r: &RunStep) -> Result<(Vec<Mount>, Vec<String>)
         out.extend(mount);
     }
     Ok((out, extra_env))
+}
+
+/// `--add-host`: the RUN's own /etc/hosts (the host's with the host's
+/// network, else the image's) with the extra lines, bound over the image's
+/// file, so that the lines never reach a layer.
+fn hosts_mount(env: &RunEnv<'_>, host_net: bool) -> Result<Mount> {
+    let base = if host_net {
+        std::fs::read_to_string("/etc/hosts").ok()
+    } else {
+        let inside = super::fsutil::secure_join(env.rootfs, "/etc/hosts", true)?;
+        std::fs::read_to_string(inside).ok()
+    };
+    let host = env.bundle.join("hosts");
+    std::fs::write(&host, hosts_file(base, &env.opts.extra_hosts))
+        .map_err(io_err("write", &host))?;
+    Ok(mount("/etc/hosts", "bind", &host, &["rbind", "rw"]))
 }
 
 /// A `--mount=type=secret`: the value as a read-only file (in the bundle

@@ -25,20 +25,42 @@ fn json_bytes(v: &impl serde::Serialize) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| ExecError::Invalid(format!("cannot encode the image: {e}")))
 }
 
-/// Store `config` over `layers` as an image created at `epoch`, tag it with
-/// `tags`; returns the image id.
-pub fn write_image(
-    images: &Images,
-    config: &ImageConfig,
-    layers: &[LayerDesc],
-    epoch: i64,
-    tags: &[String],
-) -> Result<String> {
+/// The config `write_image` stores for `config` over `layers` at `epoch`.
+fn final_config(config: &ImageConfig, layers: &[LayerDesc], epoch: i64) -> ImageConfig {
     let mut cfg = config.clone();
     cfg.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
     cfg.created = Some(rfc3339(epoch));
+    cfg
+}
+
+/// The id `write_image` would give `config` over `layers` at `epoch`,
+/// without storing anything.
+pub fn image_id(config: &ImageConfig, layers: &[LayerDesc], epoch: i64) -> Result<String> {
+    Ok(Digest::of(&json_bytes(&final_config(config, layers, epoch))?).to_string())
+}
+
+/// Store `config` over `layers` as an image created at `epoch` (with the
+/// steps' cache keys in it when given), tag it with `tags`; returns the
+/// image id.
+pub(super) fn write_image(
+    images: &Images,
+    config: &ImageConfig,
+    layers: &[LayerDesc],
+    (epoch, keys): (i64, Option<&[super::cache_from::InlineKey]>),
+    tags: &[String],
+) -> Result<String> {
+    let cfg = final_config(config, layers, epoch);
     let content = images.content();
-    let cbytes = json_bytes(&cfg)?;
+    let cbytes = match keys {
+        None => json_bytes(&cfg)?,
+        Some(k) => {
+            let mut v = serde_json::to_value(&cfg)
+                .map_err(|e| ExecError::Invalid(format!("cannot encode the image: {e}")))?;
+            v[super::cache_from::INLINE_FIELD] = serde_json::to_value(k)
+                .map_err(|e| ExecError::Invalid(format!("cannot encode the image: {e}")))?;
+            json_bytes(&v)?
+        }
+    };
     let layer_json: Vec<_> = layers
         .iter()
         .map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size}))

@@ -2,6 +2,13 @@
 //! in the query, docker's JSON lines back (`{"stream"}`, `{"aux":{"ID"}}`,
 //! `{"error","errorDetail"}`).
 //!
+//! docker's container parameters (`extrahosts`, `networkmode`, `memory`, `memswap`,
+//! `cpushares`, `cpuperiod`, `cpuquota`, `cpusetcpus`, `cpusetmems`, `shmsize`,
+//! `ulimits`, `cgroupparent`, `securityopt`) apply to every RUN container and are
+//! checked before the reply starts (a 400, the tar body drained first); `squash` and
+//! `cachefrom` go to the builder; `rm`, `forcerm` and `isolation=default` are
+//! accepted (RUN containers are always removed).
+//!
 //! The context comes one of two ways:
 //! - a tar body (every Docker client), unpacked once into a scratch directory that is
 //!   removed after the reply;
@@ -22,6 +29,7 @@ use crate::http::{self, BodyReader, Request};
 use berth_build::context::Context;
 use berth_build::eval::BuildOptions;
 use berth_build::exec::progress::{self as bp, Progress};
+use berth_build::exec::runopts::RunOptions;
 use berth_build::exec::spawner::Spawner;
 use berth_build::exec::{self, ExecError};
 use berth_build::ignore::{read_patterns, Ignore};
@@ -110,6 +118,11 @@ struct Query {
     quiet: bool,
     mode: Mode,
     width: usize,
+    /// The RUN containers' options (`extrahosts`, `networkmode`, `memory`…).
+    run: RunOptions,
+    squash: bool,
+    /// `cachefrom`: local images whose steps the build may reuse.
+    cache_from: Vec<String>,
 }
 
 /// A JSON object of strings from a query value (`buildargs`, `labels`); `null` values
@@ -177,7 +190,24 @@ fn query(req: &Request) -> Result<Query, String> {
         Some("tty") => Mode::Tty,
         Some(m) => return Err(format!("progress {m:?}: use classic, plain or tty")),
     };
+    let cache_from = match req.query.get("cachefrom").filter(|c| !c.is_empty()) {
+        None => Vec::new(),
+        Some(raw) => serde_json::from_str(raw).map_err(|e| {
+            format!("invalid cachefrom {raw:?}: {e}; send a JSON array of image names")
+        })?,
+    };
+    match req.query.get("isolation").map(String::as_str) {
+        None | Some("" | "default") => {}
+        Some(i) => {
+            return Err(format!(
+                "Invalid isolation: {i:?} - linux only supports 'default'"
+            ))
+        }
+    }
     Ok(Query {
+        run: run_options(req)?,
+        squash: flag(req, "squash"),
+        cache_from,
         dockerfile,
         tags,
         build_args: json_map(req, "buildargs")?,
@@ -193,6 +223,97 @@ fn query(req: &Request) -> Result<Query, String> {
             .and_then(|w| w.parse::<u16>().ok())
             .map_or(80, usize::from),
     })
+}
+
+/// A number of the query (absent, empty or 0: unset, as docker's client sends 0).
+fn number<T: std::str::FromStr + Default + PartialEq>(
+    req: &Request,
+    k: &str,
+) -> Result<Option<T>, String> {
+    match req.query.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => {
+            let n: T = v
+                .parse()
+                .map_err(|_| format!("invalid {k} {v:?}: send a whole number"))?;
+            Ok(Some(n).filter(|n| *n != T::default()))
+        }
+    }
+}
+
+/// `securityopt=seccomp=…`: the profile's JSON as berth's client sends it, or
+/// the path docker's client sends (read here: the daemon is on this machine).
+fn security_opt(o: &mut RunOptions, opt: &str) -> Result<(), String> {
+    if let Some(p) = opt
+        .strip_prefix("seccomp=")
+        .or_else(|| opt.strip_prefix("seccomp:"))
+        .filter(|p| *p != "unconfined" && !p.trim_start().starts_with('{'))
+    {
+        if !p.starts_with('/') {
+            return Err(format!(
+                "--security-opt seccomp={p}: give the profile's absolute path (the daemon reads it)"
+            ));
+        }
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| format!("--security-opt seccomp: cannot read the profile {p}: {e}"))?;
+        return o
+            .security_opt(&format!("seccomp={text}"))
+            .map_err(|e| e.to_string());
+    }
+    o.security_opt(opt).map_err(|e| e.to_string())
+}
+
+/// The RUN containers' options from docker's `/build` parameters, checked against
+/// this machine (limits it cannot honour fail before the build starts).
+fn run_options(req: &Request) -> Result<RunOptions, String> {
+    use berth_build::ast::NetworkMode;
+    let mut o = RunOptions::default();
+    for h in req.query_all("extrahosts") {
+        // (docker's client sends each as a parameter; older ones comma-joined)
+        for h in h.split(',').filter(|h| !h.is_empty()) {
+            o.add_host(h).map_err(|e| e.to_string())?;
+        }
+    }
+    for s in req.query_all("securityopt") {
+        security_opt(&mut o, &s)?;
+    }
+    o.network = match req.query.get("networkmode").map(String::as_str) {
+        None | Some("" | "default") => None,
+        Some("none") => Some(NetworkMode::None),
+        Some("host") => Some(NetworkMode::Host),
+        Some(n) => {
+            return Err(format!(
+                "network mode {n:?} is not supported for builds: use default, none or host"
+            ))
+        }
+    };
+    o.memory = number(req, "memory")?;
+    o.memory_swap = number(req, "memswap")?;
+    o.cpu_shares = number(req, "cpushares")?;
+    o.cpu_period = number(req, "cpuperiod")?;
+    o.cpu_quota = number(req, "cpuquota")?;
+    o.shm_size = number(req, "shmsize")?;
+    let text = |k: &str| req.query.get(k).filter(|v| !v.is_empty()).cloned();
+    o.cpuset_cpus = text("cpusetcpus");
+    o.cpuset_mems = text("cpusetmems");
+    o.cgroup_parent = text("cgroupparent");
+    if let Some(raw) = text("ulimits") {
+        let bad = |why: String| {
+            format!("invalid ulimits {raw:?}: {why}; send [{{\"Name\",\"Soft\",\"Hard\"}}]")
+        };
+        let list: Value = serde_json::from_str(&raw).map_err(|e| bad(e.to_string()))?;
+        for u in list.as_array().into_iter().flatten() {
+            let (Some(name), Some(soft), Some(hard)) =
+                (u["Name"].as_str(), u["Soft"].as_i64(), u["Hard"].as_i64())
+            else {
+                return Err(bad(format!("{u} lacks a Name, Soft or Hard")));
+            };
+            o.ulimits
+                .push(RunOptions::ulimit(name, soft, hard).map_err(|e| e.to_string())?);
+        }
+    }
+    o.check().map_err(|e| e.to_string())?;
+    Ok(o)
 }
 
 /// Registry credentials of `X-Registry-Config` (base64 JSON `{"host": {"username",
@@ -539,6 +660,9 @@ fn exec_request(q: &Query, dockerfile: String, req: &Request) -> Result<exec::Re
         tags: q.tags.clone(),
         no_cache: q.no_cache,
         secrets: secrets(req)?,
+        run: q.run.clone(),
+        squash: q.squash,
+        cache_from: q.cache_from.clone(),
     })
 }
 
@@ -576,19 +700,36 @@ fn prepare(
     })
 }
 
+/// Read and drop a tar body we refuse (up to 1 GiB), so that a client that writes it
+/// all before reading (docker's) gets our answer instead of a broken pipe.
+fn drain(req: &Request, reader: &mut std::io::BufReader<UnixStream>) {
+    if let Ok(body) = BodyReader::new(reader, &req.headers) {
+        let _ = std::io::copy(
+            &mut std::io::Read::take(body, 1 << 30),
+            &mut std::io::sink(),
+        );
+    }
+}
+
 fn build(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
+    let by_fd = req
+        .headers
+        .get("x-berth-context")
+        .is_some_and(|v| v.eq_ignore_ascii_case("fd"));
     let q = match query(req) {
         Ok(q) => q,
-        Err(e) => return Some(Reply::error(400, e)),
+        Err(e) => {
+            // (berth's client waits for 100 Continue: it has sent nothing yet)
+            if !by_fd {
+                drain(req, conn.reader);
+            }
+            return Some(Reply::error(400, e));
+        }
     };
     let scratch = match scratch(ctx) {
         Ok(s) => s,
         Err(e) => return Some(Reply::error(500, e)),
     };
-    let by_fd = req
-        .headers
-        .get("x-berth-context")
-        .is_some_and(|v| v.eq_ignore_ascii_case("fd"));
     // berth's descriptor comes before the reply starts (after a 100 Continue)
     let mut fd_body = None;
     if by_fd {
@@ -780,6 +921,35 @@ mod tests {
     }
 
     #[test]
+    fn container_flags_as_docker_sends_them() {
+        let r = query(&req(&[
+            ("extrahosts", "db:10.0.0.1"),
+            ("extrahosts", "v6:fd00::1"),
+            ("networkmode", "host"),
+            ("memory", "67108864"),
+            ("memswap", "-1"),
+            ("cpushares", "0"),
+            ("shmsize", "8388608"),
+            ("ulimits", r#"[{"Name":"nofile","Hard":512,"Soft":256}]"#),
+            ("securityopt", "no-new-privileges"),
+            ("squash", "1"),
+            ("rm", "0"),
+            ("forcerm", "1"),
+            ("cachefrom", r#"["base:1"]"#),
+        ]))
+        .expect("test input");
+        let o = &r.run;
+        assert_eq!(o.extra_hosts.len(), 2);
+        assert_eq!(o.network, Some(berth_build::ast::NetworkMode::Host));
+        assert_eq!((o.memory, o.memory_swap), (Some(64 << 20), Some(-1)));
+        assert_eq!(o.cpu_shares, None, "docker's 0 is unset");
+        assert_eq!(o.shm_size, Some(8 << 20));
+        assert_eq!((o.ulimits[0].soft(), o.ulimits[0].hard()), (256, 512));
+        assert!(o.no_new_privileges && r.squash);
+        assert_eq!(r.cache_from, ["base:1"]);
+    }
+
+    #[test]
     fn build_errors_carry_the_run_status() {
         let e = error_message(&ExecError::RunFailed {
             command: "/bin/sh -c exit 3".into(),
@@ -888,6 +1058,15 @@ mod tests {
             [("remote", "https://example.invalid/x.git")],
             [("platform", "windows/arm64")],
             [("progress", "rainbow")],
+            [("networkmode", "bridge")],
+            [("memory", "lots")],
+            [("memswap", "1048576")],
+            [("ulimits", r#"[{"Name":"nofile"}]"#)],
+            [("extrahosts", "nohost")],
+            [("securityopt", "seccomp=relative.json")],
+            [("isolation", "hyperv")],
+            [("cachefrom", "base:1")],
+            [("cgroupparent", "a/../b")],
         ] {
             assert!(query(&req(&q)).is_err(), "{q:?}");
         }
