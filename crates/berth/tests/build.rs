@@ -1453,6 +1453,41 @@ fn seccomp_profiles_and_accepted_flags() {
 }
 
 #[test]
+fn run_steps_get_the_default_seccomp_profile_unless_unconfined() {
+    let b = Berth::new();
+    // mode 2: a filter is installed (the engine's default profile, as docker's
+    // classic builder gives RUN containers docker's default)
+    let ctx = b.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM base\nRUN grep -q 'Seccomp:.2' /proc/self/status\n",
+        )],
+    );
+    let out = b.build(&ctx, &["-t", "sec:default"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ctx = b.context(
+        "ctx2",
+        &[(
+            "Dockerfile",
+            "FROM base\nRUN grep -q 'Seccomp:.0' /proc/self/status\n",
+        )],
+    );
+    let out = b.build(&ctx, &["-t", "sec:none"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "without unconfined there is a filter"
+    );
+    let out = b.build(
+        &ctx,
+        &["-t", "sec:none", "--security-opt", "seccomp=unconfined"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(b.leftovers(), Vec::<String>::new());
+}
+
+#[test]
 fn bad_build_flag_values_fail_before_the_build_and_leave_nothing() {
     let b = Berth::new();
     let ctx = b.context("ctx", &[("Dockerfile", "FROM base\nRUN echo ran\n")]);

@@ -52,7 +52,6 @@ mod remove;
 pub mod restart;
 pub mod rootfs;
 pub mod sealed;
-pub mod seccomp;
 mod shim;
 mod slim;
 pub mod spec;

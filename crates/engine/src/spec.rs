@@ -209,7 +209,9 @@ pub fn build(image: Option<&ImageConfig>, opts: &CreateOptions, ctx: &Context<'_
     }
     linux.set_resources(Some(res));
     if !opts.seccomp_unconfined {
-        linux.set_seccomp(Some(crate::seccomp::default_profile()?));
+        linux.set_seccomp(Some(
+            berth_runtime::default_seccomp::default_profile().map_err(Error::Invalid)?,
+        ));
     }
     spec.set_linux(Some(linux));
     Ok(spec)

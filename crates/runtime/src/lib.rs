@@ -20,6 +20,7 @@
 //! ```
 
 mod container;
+pub mod default_seccomp;
 pub mod error;
 mod exec;
 pub mod features;

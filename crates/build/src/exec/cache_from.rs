@@ -28,8 +28,8 @@ use berth_image::Images;
 use super::cache::Entry;
 use super::layer::LayerDesc;
 use super::progress::{Event, Progress};
-use super::{next_chain, store, ExecError, Result, StageState};
-use crate::config::{History, ImageConfig};
+use super::{next_chain, Result, StageState};
+use crate::config::History;
 use crate::eval::{Step, StepKind};
 
 /// The config field of an image's inline cache keys.
@@ -80,20 +80,7 @@ impl Sources {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let config: ImageConfig = serde_json::from_value(image.raw_config.clone())
-                .map_err(|e| ExecError::Invalid(format!("image {name}: bad config: {e}")))?;
-            let layers = image
-                .manifest
-                .layers()
-                .iter()
-                .zip(image.diff_ids())
-                .map(|(d, diff)| LayerDesc {
-                    digest: d.digest().to_string(),
-                    size: d.size(),
-                    media_type: store::oci_media_type(d.media_type().as_ref()),
-                    diff_id: diff.clone(),
-                })
-                .collect();
+            let (config, layers) = super::config_and_layers(&image, name)?;
             let keys: Vec<InlineKey> = image
                 .raw_config
                 .get(INLINE_FIELD)

@@ -907,13 +907,11 @@ fn count_steps(
         .sum()
 }
 
-/// An image of the store as a stage base: unpacked, with its layers and config.
-fn base_image(images: &Images, name: &str) -> Result<StageState> {
-    let img = images.resolve(name).map_err(|e| match e {
-        berth_image::Error::NotFound(_) => ExecError::NoImage(name.to_string()),
-        e => e.into(),
-    })?;
-    let chain = images.unpack(&img)?;
+/// A stored image's config (as the builder reads it) and its layers.
+fn config_and_layers(
+    img: &berth_image::Image,
+    name: &str,
+) -> Result<(ImageConfig, Vec<LayerDesc>)> {
     let config: ImageConfig = serde_json::from_value(img.raw_config.clone())
         .map_err(|e| ExecError::Invalid(format!("image {name}: bad config: {e}")))?;
     let layers = img
@@ -928,6 +926,17 @@ fn base_image(images: &Images, name: &str) -> Result<StageState> {
             diff_id: diff.clone(),
         })
         .collect();
+    Ok((config, layers))
+}
+
+/// An image of the store as a stage base: unpacked, with its layers and config.
+fn base_image(images: &Images, name: &str) -> Result<StageState> {
+    let img = images.resolve(name).map_err(|e| match e {
+        berth_image::Error::NotFound(_) => ExecError::NoImage(name.to_string()),
+        e => e.into(),
+    })?;
+    let chain = images.unpack(&img)?;
+    let (config, layers) = config_and_layers(&img, name)?;
     Ok(StageState {
         key: img.id.clone(),
         chain,

@@ -167,7 +167,7 @@ fn spec(env: &RunEnv<'_>, step: &Step, r: &RunStep, (uid, gid): (u32, u32)) -> R
     linux.set_namespaces(Some(ns));
     linux.set_cgroups_path(Some(env.opts.cgroups_path(env.id)));
     spec.set_linux(Some(linux));
-    env.opts.apply(&mut spec);
+    env.opts.apply(&mut spec)?;
     Ok(spec)
 }
 

@@ -29,7 +29,8 @@ use super::{ExecError, Result};
 /// The seccomp profile of the RUN containers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Seccomp {
-    /// berth's default for RUN containers.
+    /// berth's default profile, as the engine's containers get
+    /// (`berth_runtime::default_seccomp`).
     #[default]
     Default,
     /// `seccomp=unconfined`: no filter.
@@ -249,7 +250,7 @@ impl RunOptions {
     }
 
     /// Write the limits and security options into a RUN container's spec.
-    pub fn apply(&self, spec: &mut Spec) {
+    pub fn apply(&self, spec: &mut Spec) -> Result<()> {
         if let Some(p) = spec.process().clone() {
             let mut p = p;
             if !self.ulimits.is_empty() {
@@ -298,10 +299,17 @@ impl RunOptions {
             res.set_cpu(Some(cpu));
         }
         linux.set_resources(Some(res));
-        if let Seccomp::Profile(p) = &self.seccomp {
-            linux.set_seccomp(Some((**p).clone()));
-        }
+        match &self.seccomp {
+            Seccomp::Profile(p) => linux.set_seccomp(Some((**p).clone())),
+            // the engine's containers' default (docker's classic builder gives RUN
+            // containers its default profile too)
+            Seccomp::Default => linux.set_seccomp(Some(
+                berth_runtime::default_seccomp::default_profile().map_err(invalid)?,
+            )),
+            Seccomp::Unconfined => linux.set_seccomp(None),
+        };
         spec.set_linux(Some(linux));
+        Ok(())
     }
 }
 
@@ -582,7 +590,7 @@ mod tests {
             ..Default::default()
         };
         let mut spec = Spec::default();
-        o.apply(&mut spec);
+        o.apply(&mut spec).expect("apply");
         let res = spec.linux().clone().unwrap().resources().clone().unwrap();
         assert_eq!(res.memory().unwrap().limit(), Some(64 << 20));
         assert_eq!(res.cpu().clone().unwrap().shares(), Some(512));
@@ -591,7 +599,8 @@ mod tests {
             cpu_shares: Some(1),
             ..Default::default()
         }
-        .apply(&mut tiny);
+        .apply(&mut tiny)
+        .expect("apply");
         let cpu = tiny.linux().clone().unwrap().resources().clone().unwrap();
         assert_eq!(cpu.cpu().clone().unwrap().shares(), Some(2));
         let shm = spec

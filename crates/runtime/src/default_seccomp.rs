@@ -1,4 +1,5 @@
-//! berth's default seccomp profile.
+//! berth's default seccomp profile (the engine's containers and the builder's RUN
+//! containers).
 //!
 //! A deny list (not docker's allow list, which is not reproduced here): everything
 //! is allowed except system calls a container has no business making and that widen
@@ -10,7 +11,6 @@
 //! fall back to `clone`, whose namespace flags can be checked.
 //! `--security-opt seccomp=unconfined` turns it off.
 
-use crate::error::{Error, Result};
 use oci_spec::runtime::LinuxSeccomp;
 use serde_json::json;
 
@@ -97,7 +97,7 @@ const EPERM: u32 = 1;
 const ENOSYS: u32 = 38;
 
 /// The default profile.
-pub fn default_profile() -> Result<LinuxSeccomp> {
+pub fn default_profile() -> Result<LinuxSeccomp, String> {
     let mut syscalls = vec![
         json!({"names": DENIED, "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM}),
         json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS}),
@@ -116,8 +116,7 @@ pub fn default_profile() -> Result<LinuxSeccomp> {
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
         "syscalls": syscalls,
     });
-    serde_json::from_value(profile)
-        .map_err(|e| Error::Invalid(format!("built-in seccomp profile: {e}")))
+    serde_json::from_value(profile).map_err(|e| format!("built-in seccomp profile: {e}"))
 }
 
 #[cfg(test)]
