@@ -709,6 +709,10 @@ fn pull_platform_log_driver_and_what_berth_refuses() {
     let o = b.run(&["run", "--rm", "--pull", "always", &name, "echo", "again"]);
     assert_eq!(stdout(&o), "again\n", "{}", stderr(&o));
     assert!(stderr(&o).contains("Digest:"), "{}", stderr(&o));
+    // docker's default is --pull missing
+    b.ok(&["rmi", &name]);
+    let o = b.run(&["run", "--rm", "-q", &name, "echo", "by-default"]);
+    assert_eq!(stdout(&o), "by-default\n", "{}", stderr(&o));
     let arch = if cfg!(target_arch = "x86_64") {
         "amd64"
     } else {
