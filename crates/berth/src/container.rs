@@ -1226,28 +1226,32 @@ fn create(c: &Client, a: &RunArgs) -> anyhow::Result<(String, bool)> {
     let body = create_body(a, c.socket())?;
     let q = crate::run_opts::create_query(a.name.as_deref(), a.opts.platform.as_deref());
     let url = format!("/containers/create{q}");
-    let pull = a.opts.pull.as_deref();
-    if pull == Some("always") {
+    // docker's default: pull an image the store lacks
+    let pull = a.opts.pull.as_deref().unwrap_or("missing");
+    if pull == "always" {
         crate::run_opts::pull(c, &a.image, a.opts.quiet)?;
     }
-    let mut r = c.request("POST", &url, Body::Json(&body))?;
-    let missing = |r: &berth_client::Response| r.status == 404 && !a.image.is_empty();
-    if missing(&r) && pull == Some("missing") {
+    let create = || -> anyhow::Result<Result<Value, berth_client::Error>> {
+        Ok(c.request("POST", &url, Body::Json(&body))?
+            .ok()
+            .and_then(|r| r.json()))
+    };
+    let no_image = |r: &Result<Value, berth_client::Error>| {
+        matches!(r, Err(berth_client::Error::Api { status: 404, message })
+            if message.starts_with("No such image"))
+    };
+    let mut r = create()?;
+    if no_image(&r) && pull == "missing" {
         eprintln!("Unable to find image '{}' locally", a.image);
-        crate::run_opts::pull(c, &a.image, a.opts.quiet)?;
-        r = c.request("POST", &url, Body::Json(&body))?;
+        crate::run_opts::pull(c, &a.image, a.opts.quiet).with_context(|| {
+            format!(
+                "the image {} is neither here nor pullable: import or load it, or build it with `berth build -t {} .`",
+                a.image, a.image
+            )
+        })?;
+        r = create()?;
     }
-    if missing(&r) {
-        if pull == Some("never") {
-            bail!("Error response from daemon: No such image: {}", a.image);
-        }
-        bail!(
-            "Unable to find image '{}' locally: pull it first with `berth pull {}` (or import it), or run with --pull missing",
-            a.image,
-            a.image
-        );
-    }
-    let v = r.ok()?.json()?;
+    let v = r?;
     let id = v["Id"]
         .as_str()
         .context("the daemon's create reply has no Id")?
@@ -1255,6 +1259,7 @@ fn create(c: &Client, a: &RunArgs) -> anyhow::Result<(String, bool)> {
     for w in v["Warnings"].as_array().into_iter().flatten() {
         eprintln!("WARNING: {}", w.as_str().unwrap_or(""));
     }
+    crate::run_opts::api_socket_config(c, &a.opts, &id)?;
     crate::run_opts::write_cidfile(a.opts.cidfile.as_ref(), &id)?;
     Ok((id, a.tty))
 }

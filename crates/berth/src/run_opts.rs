@@ -425,6 +425,14 @@ impl RunOpts {
             hc.insert("LogConfig".into(), lc);
         }
         if self.use_api_socket {
+            // docker's: the credentials are copied in after create (api_socket_config)
+            let env = &mut body["Env"];
+            if !env.is_array() {
+                *env = json!([]);
+            }
+            if let Some(a) = env.as_array_mut() {
+                a.push(json!(format!("DOCKER_CONFIG={API_CONFIG_DIR}")));
+            }
             // docker's path in the container, bound to our daemon's socket
             let mut mounts = hc
                 .get("Mounts")
@@ -462,6 +470,73 @@ impl RunOpts {
             ep["IPAMConfig"]["LinkLocalIPs"] = json!(self.link_local_ip);
         }
     }
+}
+
+/// Where `--use-api-socket` puts the client's registry credentials (docker's).
+const API_CONFIG_DIR: &str = "/run/secrets/docker";
+
+/// `--use-api-socket`, after create: the registry credentials of `berth login`
+/// (already docker's `config.json` format) copied to `/run/secrets/docker`, so
+/// that a docker client in the container pulls as the user does.
+pub fn api_socket_config(c: &Client, opts: &RunOpts, id: &str) -> anyhow::Result<()> {
+    if !opts.use_api_socket {
+        return Ok(());
+    }
+    let path = berth_registry::Credentials::default_path();
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => b"{\"auths\":{}}".to_vec(),
+        Err(e) => bail!(
+            "--use-api-socket: cannot read the credentials {}: {e}",
+            path.display()
+        ),
+    };
+    let mut b = tar::Builder::new(Vec::new());
+    let rel = API_CONFIG_DIR.trim_start_matches('/');
+    let mut dir = String::new();
+    for part in rel.split('/') {
+        dir = if dir.is_empty() {
+            part.to_string()
+        } else {
+            format!("{dir}/{part}")
+        };
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        b.append_data(&mut h, format!("{dir}/"), std::io::empty())?;
+    }
+    let mut h = header(tar::EntryType::Regular, 0o600, data.len() as u64);
+    b.append_data(&mut h, format!("{rel}/config.json"), data.as_slice())?;
+    let tar = b.into_inner()?;
+    let copied = c
+        .request(
+            "PUT",
+            &format!("/containers/{}/archive?path=%2F", enc(id)),
+            Body::Bytes(&tar, "application/x-tar"),
+        )
+        .and_then(|r| r.ok().map(drop));
+    if let Err(e) = copied {
+        // half made: the container goes, as a failed create leaves none
+        let _ = c.delete(&format!("/containers/{}?force=1", enc(id)));
+        return Err(anyhow!(e)
+            .context("--use-api-socket: copy the registry credentials into the container"));
+    }
+    Ok(())
+}
+
+/// A root-owned tar header.
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    h
 }
 
 /// The query of the create request (`name`, `platform`).

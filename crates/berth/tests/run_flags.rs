@@ -701,12 +701,18 @@ fn pull_platform_log_driver_and_what_berth_refuses() {
     ]);
     assert_eq!(stdout(&o), "pulled\n", "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("Unable to find image"),
-        "{}",
+        stderr(&o).contains("Unable to find image") && !stderr(&o).contains("Digest:"),
+        "-q shows no pull progress: {}",
         stderr(&o)
     );
+    // the pull's progress goes to stderr: stdout is the container's alone
     let o = b.run(&["run", "--rm", "--pull", "always", &name, "echo", "again"]);
     assert_eq!(stdout(&o), "again\n", "{}", stderr(&o));
+    assert!(stderr(&o).contains("Digest:"), "{}", stderr(&o));
+    // docker's default is --pull missing
+    b.ok(&["rmi", &name]);
+    let o = b.run(&["run", "--rm", "-q", &name, "echo", "by-default"]);
+    assert_eq!(stdout(&o), "by-default\n", "{}", stderr(&o));
     let arch = if cfg!(target_arch = "x86_64") {
         "amd64"
     } else {
@@ -756,6 +762,98 @@ fn pull_platform_log_driver_and_what_berth_refuses() {
     );
     assert_eq!(inspect(&b, &id)["HostConfig"]["LogConfig"]["Type"], "none");
     b.ok(&["rm", &id]);
+    // legacy links: the linked container's address in /etc/hosts
+    let db = b
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "db",
+            "--expose",
+            "5432",
+            "-e",
+            "SECRET=x",
+            "someapp:1.0",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    let db_ip = inspect(&b, "db")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .expect("ip")
+        .to_string();
+    let web = b
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--link",
+            "db:database",
+            "--domainname",
+            "example.org",
+            "someapp:1.0",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    let hosts = b.ok(&["exec", "web", "cat", "/etc/hosts"]);
+    assert!(hosts.contains(&format!("{db_ip}\tdatabase\n")), "{hosts}");
+    assert!(hosts.contains(&format!("{db_ip}\tdb\n")), "{hosts}");
+    assert!(
+        hosts.contains(&format!("\t{0}.example.org {0}\n", &web[..12])),
+        "{hosts}"
+    );
+    assert_eq!(
+        inspect(&b, "web")["HostConfig"]["Links"][0],
+        "/db:/web/database"
+    );
+    // and docker's link variables in its environment
+    let env = b.ok(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "tr '\\0' '\\n' < /proc/1/environ",
+    ]);
+    for want in [
+        format!("DATABASE_PORT=tcp://{db_ip}:5432"),
+        format!("DATABASE_PORT_5432_TCP_ADDR={db_ip}"),
+        "DATABASE_NAME=/web/database".to_string(),
+        "DATABASE_ENV_SECRET=x".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} not in {env}");
+    }
+    // a link to a stopped container: the start fails, as docker's
+    b.ok(&["stop", "-t", "0", "db"]);
+    b.ok(&["stop", "-t", "0", "web"]);
+    let o = b.run(&["start", "web"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("cannot link to a non running container"),
+        "{}",
+        stderr(&o)
+    );
+    b.ok(&["rm", "-f", &web, &db]);
+    // the MAC address of the container's end of the veth
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--mac-address",
+            "92:d0:c6:0a:29:33",
+            "someapp:1.0",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    let mac = b.ok(&["exec", &id, "cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(mac, "92:d0:c6:0a:29:33\n");
+    let nets = &inspect(&b, &id)["NetworkSettings"]["Networks"];
+    assert_eq!(nets["bridge"]["MacAddress"], "92:d0:c6:0a:29:33", "{nets}");
+    b.ok(&["rm", "-f", &id]);
     let o = b.run(&[
         "run",
         "--rm",
@@ -787,10 +885,15 @@ fn pull_platform_log_driver_and_what_berth_refuses() {
         (&["--io-maxbandwidth", "1m"], "--io-maxbandwidth"),
         (&["--cpu-count", "2"], "--cpu-count"),
         (&["--cpu-percent", "50"], "--cpu-percent"),
-        (&["--mac-address", "92:d0:c6:0a:29:33"], "--mac-address"),
+        (&["--mac-address", "01:00:5e:00:00:01"], "--mac-address"),
+        (
+            &["--network", "none", "--mac-address", "92:d0:c6:0a:29:33"],
+            "--mac-address",
+        ),
         (&["--ip6", "2001:db8::33"], "--ip6"),
         (&["--link-local-ip", "169.254.1.1"], "--link-local-ip"),
-        (&["--link", "other:alias"], "--link"),
+        (&["--link", "nosuch:alias"], "--link nosuch"),
+        (&["--network", "none", "--link", "db"], "--link db"),
     ] {
         let mut a = vec!["run"];
         a.extend_from_slice(args);
@@ -803,9 +906,16 @@ fn pull_platform_log_driver_and_what_berth_refuses() {
 #[test]
 fn health_start_interval_and_api_socket() {
     let b = berth();
+    // the client's registry credentials (docker's config.json format) go in too
+    let cfg = b.root.path().join("client-config");
+    std::fs::create_dir_all(&cfg).expect("config dir");
+    let auths = r#"{"auths":{"127.0.0.1:5999":{"auth":"dTpw"}}}"#;
+    std::fs::write(cfg.join("auth.json"), auths).expect("auth.json");
     // an hour between checks, but 100ms during the start period: healthy soon
-    let id = b
-        .ok(&[
+    let run = b
+        .command()
+        .env("BERTH_CONFIG", &cfg)
+        .args([
             "run",
             "-d",
             "--use-api-socket",
@@ -821,8 +931,10 @@ fn health_start_interval_and_api_socket() {
             "sleep",
             "1000",
         ])
-        .trim()
-        .to_string();
+        .output()
+        .expect("run");
+    assert!(run.status.success(), "{}", stderr(&run));
+    let id = stdout(&run).trim().to_string();
     eventually("the container to be healthy", || {
         inspect(&b, &id)["State"]["Health"]["Status"] == "healthy"
     });
@@ -834,9 +946,9 @@ fn health_start_interval_and_api_socket() {
         &id,
         "sh",
         "-c",
-        "test -S /var/run/docker.sock && echo socket",
+        "test -S /var/run/docker.sock && echo socket; echo $DOCKER_CONFIG; cat $DOCKER_CONFIG/config.json",
     ]);
-    assert_eq!(out, "socket\n");
+    assert_eq!(out, format!("socket\n/run/secrets/docker\n{auths}"));
     gone(&b, &id);
     refused(
         &b,

@@ -224,16 +224,19 @@ fn docker_cli_version_info_images_run_ps_logs_rm() {
         "example.org",
         "--pid",
         "host",
+        "--mac-address",
+        "92:d0:c6:0a:29:34",
         "someapp:1.0",
         "sh",
         "-c",
-        "cat /proc/sys/net/ipv4/ip_forward /proc/self/oom_score_adj /proc/sys/kernel/domainname; id -G; grep ' /dev/shm ' /proc/mounts; readlink /proc/self/ns/pid",
+        "cat /proc/sys/net/ipv4/ip_forward /proc/self/oom_score_adj /proc/sys/kernel/domainname; id -G; grep ' /dev/shm ' /proc/mounts; readlink /proc/self/ns/pid; cat /sys/class/net/eth0/address",
     ]);
     let out = String::from_utf8_lossy(&flags.stdout).into_owned();
     assert!(out.starts_with("1\n100\nexample.org\n"), "{}", text(&flags));
     assert!(out.contains(" 1234") && out.contains("size=8192k"), "{out}");
     let host_pid = std::fs::read_link("/proc/self/ns/pid").expect("pid ns");
     assert!(out.contains(&host_pid.display().to_string()), "{out}");
+    assert!(out.ends_with("92:d0:c6:0a:29:34\n"), "{out}");
     let refused = d.docker(&["run", "--rm", "--runtime", "kata", "someapp:1.0", "true"]);
     assert_eq!(refused.status.code(), Some(125), "{}", text(&refused));
     assert!(

@@ -16,6 +16,7 @@ use oci_spec::runtime::{
     LinuxBlockIo, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType,
     LinuxThrottleDevice, LinuxThrottleDeviceBuilder, LinuxWeightDeviceBuilder, Spec,
 };
+use std::net::IpAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -109,6 +110,20 @@ fn check_modes(o: &CreateOptions) -> Result<()> {
             return Err(invalid(format!(
                 "--cgroupns {m:?}: invalid cgroup namespace mode: use host or private"
             )))
+        }
+    }
+    for l in &o.links {
+        let (name, alias) = l.split_once(':').unwrap_or((l, l));
+        if name.is_empty() || alias.is_empty() || alias.contains(':') {
+            return Err(invalid(format!(
+                "--link {l:?}: invalid link: use NAME or NAME:ALIAS"
+            )));
+        }
+        if o.network != NetworkMode::Bridge {
+            return Err(invalid(format!(
+                "--link {l}: conflicting options: links need a bridge network (the default, or --network NAME), not --network {}",
+                crate::network::mode_name(&o.network, &o.endpoints)
+            )));
         }
     }
     if let Some(p) = &o.cgroup_parent {
@@ -809,6 +824,80 @@ fn grant_rt_budget(o: &CreateOptions, runtime: i64) -> Result<()> {
     Ok(())
 }
 
+/// docker's legacy link variables for the link named `name` (`/me/alias`) to a
+/// container at `ip` with `exposed` ports (`80/tcp`) and environment `env`:
+/// `ALIAS_NAME`, `ALIAS_PORT` (the lowest port), `ALIAS_PORT_<P>_<PROTO>[_ADDR|_PORT|_PROTO]`
+/// and `ALIAS_ENV_<K>` (its variables but HOME and PATH, and those berth adds).
+pub fn link_env(name: &str, ip: IpAddr, exposed: &[String], env: &[String]) -> Vec<String> {
+    let alias = name
+        .rsplit('/')
+        .next()
+        .unwrap_or(name)
+        .to_uppercase()
+        .replace('-', "_");
+    let mut ports: Vec<(u16, String)> = exposed
+        .iter()
+        .filter_map(|e| {
+            let (p, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+            Some((p.parse().ok()?, proto.to_string()))
+        })
+        .collect();
+    ports.sort();
+    let mut out = Vec::new();
+    if let Some((p, proto)) = ports.first() {
+        out.push(format!("{alias}_PORT={proto}://{ip}:{p}"));
+    }
+    for (p, proto) in &ports {
+        let k = format!("{alias}_PORT_{p}_{}", proto.to_uppercase());
+        out.push(format!("{k}={proto}://{ip}:{p}"));
+        out.push(format!("{k}_ADDR={ip}"));
+        out.push(format!("{k}_PORT={p}"));
+        out.push(format!("{k}_PROTO={proto}"));
+    }
+    out.push(format!("{alias}_NAME={name}"));
+    for e in env {
+        let Some((k, v)) = e.split_once('=') else {
+            continue;
+        };
+        if !matches!(k, "HOME" | "PATH" | "HOSTNAME" | "TERM") {
+            out.push(format!("{alias}_ENV_{k}={v}"));
+        }
+    }
+    out
+}
+
+/// The link variables into the bundle's environment, replacing those of the
+/// previous start (their names are kept in `link-env`); the container's own
+/// variables win over a link's, as in docker.
+fn set_link_env(dir: &ContainerDir, vars: &[String]) -> Result<()> {
+    let keys_file = dir.dir.join("link-env");
+    let before: Vec<String> = crate::record::read_json(&keys_file).unwrap_or_default();
+    if before.is_empty() && vars.is_empty() {
+        return Ok(());
+    }
+    let p = dir.bundle().join("config.json");
+    let mut spec: serde_json::Value = crate::record::read_json(&p)?;
+    let key = |e: &str| e.split('=').next().unwrap_or("").to_string();
+    let Some(env) = spec
+        .pointer_mut("/process/env")
+        .and_then(|v| v.as_array_mut())
+    else {
+        return Ok(());
+    };
+    env.retain(|e| !before.contains(&key(e.as_str().unwrap_or(""))));
+    let own: Vec<String> = env.iter().filter_map(|e| e.as_str().map(key)).collect();
+    let mut written = Vec::new();
+    for v in vars {
+        let k = key(v);
+        if !own.contains(&k) && !written.contains(&k) {
+            env.push(serde_json::Value::from(v.clone()));
+            written.push(k);
+        }
+    }
+    crate::record::write_json(&p, &spec)?;
+    crate::record::write_json(&keys_file, &written)
+}
+
 /// The supplementary groups of `--group-add`: numbers as they are, names looked up
 /// in the image's `/etc/group`.
 pub fn group_ids(rootfs: &Path, groups: &[String]) -> Result<Vec<u32>> {
@@ -838,9 +927,68 @@ pub fn group_ids(rootfs: &Path, groups: &[String]) -> Result<Vec<u32>> {
 }
 
 impl Engine {
+    /// `--link NAME:ALIAS` at start: `/etc/hosts` entries (alias and name) for the
+    /// linked container's address on a network this container joins (it must
+    /// run), and docker's link variables in the environment ([`link_env`]).
+    pub(crate) fn link_hosts(&self, rec: &crate::Record) -> Result<Vec<(String, IpAddr)>> {
+        let mut out = Vec::new();
+        let mut env = Vec::new();
+        for l in &rec.options.links {
+            let (name, alias) = l.split_once(':').unwrap_or((l.as_str(), l.as_str()));
+            let s = self.inspect(name)?;
+            if s.state != crate::State::Running {
+                return Err(Error::Conflict(format!(
+                    "cannot link to a non running container: /{} AS /{}/{alias}: start it first",
+                    s.record.name, rec.name
+                )));
+            }
+            let theirs = self.container_network(&s.record);
+            let ip = theirs
+                .attachments
+                .iter()
+                .filter(|a| rec.options.endpoints.iter().any(|e| e.network == a.network))
+                .find_map(|a| a.ip)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "--link {name}: that container is on no network of this one: connect both to one network"
+                    ))
+                })?;
+            out.push((alias.to_string(), IpAddr::V4(ip)));
+            if alias != s.record.name {
+                out.push((s.record.name.clone(), IpAddr::V4(ip)));
+            }
+            let theirs = self.runtime_spec(&s.record.id).unwrap_or_default();
+            let their_env: Vec<String> = theirs["process"]["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            env.extend(link_env(
+                &format!("/{}/{alias}", rec.name),
+                IpAddr::V4(ip),
+                &s.record.options.expose,
+                &their_env,
+            ));
+        }
+        set_link_env(&self.dir(&rec.id), &env)?;
+        Ok(out)
+    }
+
     /// `--pid`/`--ipc container:NAME` at create: the container must exist; the
     /// mode then names it by id, as docker records it.
     pub(crate) fn resolve_shared_modes(&self, o: &mut CreateOptions) -> Result<()> {
+        for l in &mut o.links {
+            let (name, alias) = l.split_once(':').unwrap_or((l.as_str(), l.as_str()));
+            let (name, alias) = (name.to_string(), alias.to_string());
+            self.inspect(&name).map_err(|e| match e {
+                Error::NotFound(_) => invalid(format!(
+                    "--link {name}: could not get container for {name}: no such container"
+                )),
+                e => e,
+            })?;
+            *l = format!("{name}:{alias}");
+        }
         for (flag, mode) in [("--pid", &mut o.pid_mode), ("--ipc", &mut o.ipc_mode)] {
             let Some(name) = container_of(mode.as_deref()).map(String::from) else {
                 continue;
@@ -1086,6 +1234,33 @@ mod tests {
             .options()
             .as_ref()
             .is_some_and(|o| o.iter().any(|x| x == "size=1048576")));
+    }
+
+    #[test]
+    fn link_variables_follow_docker() {
+        let ip: IpAddr = "10.0.0.5".parse().expect("ip");
+        let env = link_env(
+            "/web/my-db",
+            ip,
+            &["5432/tcp".into(), "80/tcp".into()],
+            &["PATH=/bin".into(), "PGDATA=/data".into()],
+        );
+        assert_eq!(
+            env,
+            [
+                "MY_DB_PORT=tcp://10.0.0.5:80",
+                "MY_DB_PORT_80_TCP=tcp://10.0.0.5:80",
+                "MY_DB_PORT_80_TCP_ADDR=10.0.0.5",
+                "MY_DB_PORT_80_TCP_PORT=80",
+                "MY_DB_PORT_80_TCP_PROTO=tcp",
+                "MY_DB_PORT_5432_TCP=tcp://10.0.0.5:5432",
+                "MY_DB_PORT_5432_TCP_ADDR=10.0.0.5",
+                "MY_DB_PORT_5432_TCP_PORT=5432",
+                "MY_DB_PORT_5432_TCP_PROTO=tcp",
+                "MY_DB_NAME=/web/my-db",
+                "MY_DB_ENV_PGDATA=/data",
+            ]
+        );
     }
 
     #[test]

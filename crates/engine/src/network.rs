@@ -58,6 +58,25 @@ pub struct EndpointConfig {
     /// `--ip`
     #[serde(default)]
     pub ip: Option<Ipv4Addr>,
+    /// `--mac-address` (`92:d0:c6:0a:29:33`)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+impl EndpointConfig {
+    /// The `--mac-address` as bytes; a bad one is refused.
+    pub fn mac_bytes(&self) -> Result<Option<[u8; 6]>> {
+        self.mac
+            .as_deref()
+            .map(|m| {
+                berth_network::netlink::parse_mac(m).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "--mac-address {m}: invalid MAC address: use six hex bytes like 92:d0:c6:0a:29:33 (the first byte even: unicast)"
+                    ))
+                })
+            })
+            .transpose()
+    }
 }
 
 /// Splits a `--network` value: the mode and, for bridge mode, the network's name.
@@ -638,7 +657,7 @@ fn name_config(rec: &Record, hostname: &str) -> Result<NameConfig> {
         .collect::<Result<Vec<_>>>()?;
     Ok(NameConfig {
         hostname: hostname.to_string(),
-        domainname: None,
+        domainname: o.domainname.clone(),
         addresses: Vec::new(),
         aliases: Vec::new(),
         extra_hosts,
@@ -843,6 +862,7 @@ impl Engine {
         let path = PathBuf::from(format!("/proc/self/fd/{}", ns.as_raw_fd()));
         let hostname = crate::spec::hostname(&rec.options, id);
         let mut names = name_config(rec, &hostname)?;
+        names.extra_hosts.extend(self.link_hosts(rec)?);
         let mut embedded = None;
         let mut first_ip = None;
         let mut networks = Vec::new();
@@ -855,10 +875,14 @@ impl Engine {
             for (i, ep) in rec.options.endpoints.iter().enumerate() {
                 let info = n.find(&ep.network)?;
                 let net = info.spec.name.clone();
-                let e = n
-                    .mgr
-                    .connect_as(&net, id, &path, ep.ip, &format!("eth{i}"), i == 0)
-                    .map_err(net_err)?;
+                let ifname = format!("eth{i}");
+                let iface = berth_network::Iface {
+                    name: &ifname,
+                    ip: ep.ip,
+                    mac: ep.mac_bytes()?,
+                    default_route: i == 0,
+                };
+                let e = n.mgr.connect_as(&net, id, &path, &iface).map_err(net_err)?;
                 first_ip.get_or_insert((e.ip, info.spec.internal));
                 names.addresses.push(IpAddr::V4(e.ip));
                 let mut dns_names = vec![rec.name.clone(), id.chars().take(12).collect()];
@@ -1059,8 +1083,14 @@ impl Engine {
             let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
             let ifname = format!("eth{}", rec.options.endpoints.len());
             let first = rec.options.endpoints.is_empty();
+            let iface = berth_network::Iface {
+                name: &ifname,
+                ip: ep.ip,
+                mac: ep.mac_bytes()?,
+                default_route: first,
+            };
             n.mgr
-                .connect_as(&info.spec.name, &id, &path, ep.ip, &ifname, first)
+                .connect_as(&info.spec.name, &id, &path, &iface)
                 .map_err(net_err)?;
             let mut names = vec![rec.name.clone(), id.chars().take(12).collect()];
             names.extend(ep.aliases.iter().cloned());

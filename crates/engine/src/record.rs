@@ -306,6 +306,10 @@ pub struct CreateOptions {
     /// `--log-driver`: `json-file` (None), `local` (the same files) or `none`
     #[serde(default)]
     pub log_driver: Option<String>,
+    /// `--link NAME[:ALIAS]` as `NAME:ALIAS` (docker's legacy links: /etc/hosts
+    /// entries for the linked container)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
 }
 
 /// A host device given to the container (`--device`, docker's `DeviceMapping`).

@@ -82,6 +82,8 @@ pub struct AttachSpec {
     pub ifname: String,
     /// The container's address.
     pub ip: Ipv4Addr,
+    /// The container end's MAC address (`--mac-address`), else the kernel's.
+    pub mac: Option<[u8; 6]>,
     /// The network's subnet.
     pub subnet: Subnet,
     /// The gateway; `None` for internal networks and secondary networks
@@ -107,6 +109,7 @@ pub fn plan_attach(a: &AttachSpec) -> Vec<Op> {
             peer: a.ifname.clone(),
             mtu: a.mtu,
             netns: a.netns.clone(),
+            mac: a.mac,
         }),
         Op::Net(NetOp::EnslaveUp {
             dev: a.host_veth.clone(),
@@ -174,6 +177,7 @@ mod tests {
             netns: "/proc/42/ns/net".into(),
             ifname: "eth0".into(),
             ip: Ipv4Addr::new(10, 88, 0, 2),
+            mac: None,
             subnet: "10.88.0.0/16".parse().unwrap(),
             default_gateway: Some(Ipv4Addr::new(10, 88, 0, 1)),
             mtu: 1500,
@@ -198,6 +202,15 @@ mod tests {
         assert!(!plan_attach(&internal)
             .iter()
             .any(|o| o.to_string().contains("default")));
+        let with_mac = AttachSpec {
+            mac: crate::netlink::parse_mac("92:d0:c6:0a:29:33"),
+            ..internal
+        };
+        assert!(plan_attach(&with_mac).iter().any(|o| o
+            .to_string()
+            .contains("mtu 1500 address 92:d0:c6:0a:29:33 netns")));
+        assert_eq!(crate::netlink::parse_mac("01:00:5e:00:00:01"), None);
+        assert_eq!(crate::netlink::parse_mac("92:d0:c6:0a:29"), None);
     }
 
     #[test]

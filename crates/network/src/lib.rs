@@ -48,7 +48,7 @@ pub mod proxy;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use manager::{Endpoint, Manager, NetworkSpec, Published};
+pub use manager::{Endpoint, Iface, Manager, NetworkSpec, Published};
 use ports::Proto;
 
 /// Errors of the network layer.

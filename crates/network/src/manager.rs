@@ -61,6 +61,19 @@ impl NetworkSpec {
     }
 }
 
+/// The interface a container gets on a network ([`Manager::connect_as`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Iface<'a> {
+    /// its name in the container (`eth0`, `eth1`, ...)
+    pub name: &'a str,
+    /// the address asked for (`--ip`), else one from the pool
+    pub ip: Option<Ipv4Addr>,
+    /// the MAC address asked for (`--mac-address`), else the kernel's
+    pub mac: Option<[u8; 6]>,
+    /// whether the default route goes through this network
+    pub default_route: bool,
+}
+
 /// A container's attachment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -314,20 +327,26 @@ impl<E: Executor> Manager<E> {
         netns: &Path,
         ip: Option<Ipv4Addr>,
     ) -> Result<Endpoint> {
-        self.connect_as(network, container, netns, ip, "eth0", true)
+        let iface = Iface {
+            name: "eth0",
+            ip,
+            mac: None,
+            default_route: true,
+        };
+        self.connect_as(network, container, netns, &iface)
     }
 
-    /// [`Manager::connect`] with the interface name and whether this network
-    /// carries the default route (only the first network a container joins).
+    /// [`Manager::connect`] with the interface's name, MAC address and whether
+    /// this network carries the default route (only the first network a
+    /// container joins).
     pub fn connect_as(
         &self,
         network: &str,
         container: &str,
         netns: &Path,
-        ip: Option<Ipv4Addr>,
-        ifname: &str,
-        default_route: bool,
+        iface: &Iface<'_>,
     ) -> Result<Endpoint> {
+        let (ip, ifname, default_route) = (iface.ip, iface.name, iface.default_route);
         let (spec, pool) = {
             let st = self.lock();
             let n = st
@@ -344,6 +363,7 @@ impl<E: Executor> Manager<E> {
             netns: netns.to_path_buf(),
             ifname: ifname.to_string(),
             ip: addr,
+            mac: iface.mac,
             subnet: pool.subnet,
             default_gateway: (default_route && !spec.internal).then_some(pool.gateway),
             mtu: spec.mtu,

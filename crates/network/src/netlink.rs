@@ -31,6 +31,7 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
@@ -166,17 +167,23 @@ impl Netlink {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}")))
     }
 
-    /// `ip link add HOST mtu M type veth peer name PEER mtu M netns NS`.
-    pub fn add_veth(&mut self, host: &str, peer: &str, mtu: u32, netns: &File) -> io::Result<()> {
+    /// `ip link add HOST mtu M type veth peer name PEER mtu M [address MAC] netns NS`.
+    pub fn add_veth(
+        &mut self,
+        host: &str,
+        peer: &str,
+        mtu: u32,
+        netns: &File,
+        mac: Option<[u8; 6]>,
+    ) -> io::Result<()> {
         let mut peer_msg = ifinfomsg(0, 0, 0);
         let fd = netns.as_fd().as_raw_fd() as u32;
-        peer_msg.extend_from_slice(
-            &Attrs::default()
-                .str(IFLA_IFNAME, peer)
-                .u32(IFLA_MTU, mtu)
-                .u32(IFLA_NET_NS_FD, fd)
-                .0,
-        );
+        let mut attrs = Attrs::default();
+        attrs.str(IFLA_IFNAME, peer).u32(IFLA_MTU, mtu);
+        if let Some(m) = mac {
+            attrs.raw(IFLA_ADDRESS, &m);
+        }
+        peer_msg.extend_from_slice(&attrs.u32(IFLA_NET_NS_FD, fd).0);
         let data = Attrs::default().raw(VETH_INFO_PEER, &peer_msg).0.clone();
         let info = Attrs::default()
             .str(IFLA_INFO_KIND, "veth")
@@ -270,6 +277,9 @@ pub enum NetOp {
         mtu: u32,
         /// The namespace path.
         netns: PathBuf,
+        /// The peer's MAC address (`--mac-address`); the kernel's random one
+        /// without.
+        mac: Option<[u8; 6]>,
     },
     /// Enslave `dev` to the bridge `master` and bring it up.
     EnslaveUp {
@@ -312,11 +322,17 @@ impl fmt::Display for NetOp {
                 peer,
                 mtu,
                 netns,
-            } => write!(
-                f,
-                "ip link add {host} mtu {mtu} type veth peer name {peer} mtu {mtu} netns {}",
-                netns.display()
-            ),
+                mac,
+            } => {
+                write!(
+                    f,
+                    "ip link add {host} mtu {mtu} type veth peer name {peer} mtu {mtu}"
+                )?;
+                if let Some(m) = mac {
+                    write!(f, " address {}", format_mac(m))?;
+                }
+                write!(f, " netns {}", netns.display())
+            }
             NetOp::EnslaveUp { dev, master } => {
                 write!(f, "ip link set dev {dev} master {master} up")
             }
@@ -350,6 +366,31 @@ impl fmt::Display for NetOp {
     }
 }
 
+/// A MAC address as `92:d0:c6:0a:29:33`.
+pub fn format_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Parses `92:d0:c6:0a:29:33` (or with `-`); `None` when it is not a MAC address
+/// or not a unicast one (a multicast bit set cannot be an interface's).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut m = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return None;
+        }
+        m[i] = u8::from_str_radix(p, 16).ok()?;
+    }
+    (m[0] & 1 == 0).then_some(m)
+}
+
 /// Applies one [`NetOp`].
 pub fn apply(op: &NetOp) -> io::Result<()> {
     match op {
@@ -358,7 +399,8 @@ pub fn apply(op: &NetOp) -> io::Result<()> {
             peer,
             mtu,
             netns,
-        } => Netlink::open()?.add_veth(host, peer, *mtu, &File::open(netns)?),
+            mac,
+        } => Netlink::open()?.add_veth(host, peer, *mtu, &File::open(netns)?, *mac),
         NetOp::EnslaveUp { dev, master } => {
             let mut nl = Netlink::open()?;
             let m = nl.ifindex(master)?;

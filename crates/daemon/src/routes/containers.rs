@@ -477,7 +477,7 @@ pub fn inspect_json(ctx: &Ctx, s: &Summary) -> Value {
 fn host_config_json(r: &berth_engine::Record) -> Value {
     let mut hc = host_config_basics(r);
     if let Some(m) = hc.as_object_mut() {
-        super::host_options::inspect(&r.options, m);
+        super::host_options::inspect(&r.options, &r.name, m);
     }
     hc
 }

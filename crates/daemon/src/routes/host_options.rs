@@ -98,6 +98,26 @@ pub fn apply(body: &Value, o: &mut CreateOptions) -> Result<(), String> {
     }
     o.device_cgroup_rules = strings(&hc["DeviceCgroupRules"]);
     o.log_driver = text(&hc["LogConfig"]["Type"]).filter(|t| t != "json-file");
+    // legacy links: HostConfig.Links, or (user networks) the endpoint's Links
+    o.links = strings(&hc["Links"]);
+    let eps = body["NetworkingConfig"]["EndpointsConfig"].as_object();
+    for ep in eps.into_iter().flat_map(|m| m.values()) {
+        for l in strings(&ep["Links"]) {
+            if !o.links.contains(&l) {
+                o.links.push(l);
+            }
+        }
+    }
+    // docker's stored form `/name:/container/alias` back to `name:alias`
+    for l in &mut o.links {
+        if let Some((n, a)) = l.split_once(':') {
+            let n = n.trim_start_matches('/');
+            let a = a.rsplit('/').next().unwrap_or(a);
+            *l = format!("{n}:{a}");
+        } else {
+            *l = l.trim_start_matches('/').to_string();
+        }
+    }
     Ok(())
 }
 
@@ -152,13 +172,8 @@ fn refuse_unsupported(body: &Value) -> Result<(), String> {
     if nonzero("CpuCount") || nonzero("CpuPercent") {
         return Err("--cpu-count/--cpu-percent: invalid QoS settings: linux does not support CPU count or percent (they are Windows-only); use --cpus".into());
     }
-    if hc["Links"].as_array().is_some_and(|a| !a.is_empty()) {
-        return Err("--link: legacy container links are not supported by berth: put both containers on a user network (berth network create NET; --network NET) and use the container's name".into());
-    }
-    let mut mac = text(&body["MacAddress"]);
     let eps = body["NetworkingConfig"]["EndpointsConfig"].as_object();
     for ep in eps.into_iter().flat_map(|m| m.values()) {
-        mac = mac.or_else(|| text(&ep["MacAddress"]));
         if text(&ep["IPAMConfig"]["IPv6Address"]).is_some() {
             return Err(
                 "--ip6: IPv6 addresses are not supported by berth's networks yet: drop --ip6"
@@ -171,12 +186,6 @@ fn refuse_unsupported(body: &Value) -> Result<(), String> {
         {
             return Err("--link-local-ip: link-local addresses are not supported by berth's networks yet: drop the flag".into());
         }
-        if ep["Links"].as_array().is_some_and(|a| !a.is_empty()) {
-            return Err("--link: legacy container links are not supported by berth: use the container's name on a user network".into());
-        }
-    }
-    if mac.is_some() {
-        return Err("--mac-address: choosing the MAC address is not supported by berth's networks yet: drop the flag".into());
     }
     Ok(())
 }
@@ -210,9 +219,18 @@ fn rates_json(v: &[DeviceRate], key: &str) -> Value {
     )
 }
 
-/// The fields of inspect's `HostConfig` kept here.
-pub fn inspect(o: &CreateOptions, hc: &mut Map<String, Value>) {
+/// The fields of inspect's `HostConfig` kept here (`name`: the container's).
+pub fn inspect(o: &CreateOptions, name: &str, hc: &mut Map<String, Value>) {
+    let links: Vec<String> = o
+        .links
+        .iter()
+        .map(|l| {
+            let (n, a) = l.split_once(':').unwrap_or((l, l));
+            format!("/{n}:/{name}/{a}")
+        })
+        .collect();
     let fields = json!({
+        "Links": (!links.is_empty()).then_some(links),
         "GroupAdd": (!o.group_add.is_empty()).then_some(&o.group_add),
         "Sysctls": (!o.sysctls.is_empty()).then_some(&o.sysctls),
         "Annotations": (!o.annotations.is_empty()).then_some(&o.annotations),
@@ -273,7 +291,7 @@ mod tests {
         assert_eq!(o.device_read_bps[0].rate, 1 << 20);
         assert_eq!(o.log_driver.as_deref(), Some("none"));
         let mut hc = Map::new();
-        inspect(&o, &mut hc);
+        inspect(&o, "c", &mut hc);
         assert_eq!(hc["ShmSize"], 1048576);
         assert_eq!(hc["IpcMode"], "shareable");
     }
@@ -289,7 +307,6 @@ mod tests {
             (json!({"StorageOpt": {"size": "1G"}}), "--storage-opt"),
             (json!({"IOMaximumIOps": 5}), "--io-maxiops"),
             (json!({"CpuCount": 2}), "--cpu-count"),
-            (json!({"Links": ["a:b"]}), "--link"),
         ] {
             let e =
                 apply(&json!({"HostConfig": hc}), &mut CreateOptions::default()).expect_err(flag);

@@ -395,11 +395,18 @@ fn endpoint(network: &str, v: &Value) -> Result<EndpointConfig, String> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(EndpointConfig {
+    let mac = v["MacAddress"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(String::from);
+    let ep = EndpointConfig {
         network: network.to_string(),
         aliases,
         ip,
-    })
+        mac,
+    };
+    ep.mac_bytes().map_err(|e| e.to_string())?;
+    Ok(ep)
 }
 
 /// The parts of a `connect` endpoint berth's bridge cannot honour, refused clearly:
@@ -514,7 +521,25 @@ pub fn apply_create_body(body: &Value, o: &mut CreateOptions) -> Result<(), Stri
             })
             .cloned()
             .unwrap_or(Value::Null);
-        o.endpoints = vec![endpoint(&net, &cfg).map_err(|e| format!("NetworkingConfig: {e}"))?];
+        let mut ep = endpoint(&net, &cfg).map_err(|e| format!("NetworkingConfig: {e}"))?;
+        // API < 1.44 clients send the MAC address in the config
+        if ep.mac.is_none() {
+            ep.mac = body["MacAddress"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(String::from);
+            ep.mac_bytes().map_err(|e| e.to_string())?;
+        }
+        o.endpoints = vec![ep];
+    } else if body["MacAddress"].as_str().is_some_and(|s| !s.is_empty())
+        || eps
+            .into_iter()
+            .flat_map(|m| m.values())
+            .any(|e| e["MacAddress"].as_str().is_some_and(|s| !s.is_empty()))
+    {
+        return Err(format!(
+            "--mac-address: the container has no network interface of its own to give it (--network {mode}): use a bridge network"
+        ));
     }
     if let Some(m) = eps {
         if m.keys()
@@ -603,7 +628,9 @@ pub fn settings(ctx: &Ctx, r: &Record) -> Value {
                 "Gateway": a.gateway.to_string(),
                 "IPAddress": a.ip.map(|i| i.to_string()).unwrap_or_default(),
                 "IPPrefixLen": a.prefix, "IPv6Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "MacAddress": "", "DNSNames": null,
+                "GlobalIPv6PrefixLen": 0, "DNSNames": null,
+                "MacAddress": r.options.endpoints.iter().find(|e| e.network == a.network)
+                    .and_then(|e| e.mac.clone()).unwrap_or_default(),
             }),
         );
     }
