@@ -123,22 +123,7 @@ pub fn pull(c: &berth_client::Client, a: &PullArgs) -> Result<()> {
     check_all_tags(&a.name, a.all_tags)?;
     let r = Reference::parse(&a.name)?;
     check_insecure(&r.domain, a.insecure)?;
-    let (from, tag) = match (&r.tag, &r.digest) {
-        // docker's API: an empty tag pulls every tag
-        _ if a.all_tags => (r.repository(), String::new()),
-        (_, Some(d)) => (r.repository(), d.clone()),
-        (Some(t), None) => (r.repository(), t.clone()),
-        (None, None) => (r.repository(), "latest".to_string()),
-    };
-    let auth = registry_auth(&r.domain)?;
-    let resp = c
-        .request_with(
-            "POST",
-            &format!("/images/create?fromImage={}&tag={}", enc(&from), enc(&tag)),
-            Body::Empty,
-            &[("X-Registry-Auth", &auth)],
-        )?
-        .ok()?;
+    let resp = start_pull(c, &r, a.all_tags)?;
     crate::progress::show_json_stream(resp.reader(), a.quiet)?;
     if a.all_tags {
         println!("{}", r.repository());
@@ -146,6 +131,30 @@ pub fn pull(c: &berth_client::Client, a: &PullArgs) -> Result<()> {
         println!("{r}");
     }
     Ok(())
+}
+
+/// Asks the daemon to pull `r` (every tag of its repository with `all_tags`) with
+/// the user's credentials for its registry; the reply streams the progress.
+pub fn start_pull(
+    c: &berth_client::Client,
+    r: &Reference,
+    all_tags: bool,
+) -> Result<berth_client::Response> {
+    let (from, tag) = match (&r.tag, &r.digest) {
+        // docker's API: an empty tag pulls every tag
+        _ if all_tags => (r.repository(), String::new()),
+        (_, Some(d)) => (r.repository(), d.clone()),
+        (Some(t), None) => (r.repository(), t.clone()),
+        (None, None) => (r.repository(), "latest".to_string()),
+    };
+    let auth = registry_auth(&r.domain)?;
+    Ok(c.request_with(
+        "POST",
+        &format!("/images/create?fromImage={}&tag={}", enc(&from), enc(&tag)),
+        Body::Empty,
+        &[("X-Registry-Auth", &auth)],
+    )?
+    .ok()?)
 }
 
 pub fn push(c: &berth_client::Client, a: &PushArgs) -> Result<()> {

@@ -559,20 +559,7 @@ pub fn create_query(name: Option<&str>, platform: Option<&str>) -> String {
 /// (docker's "Unable to find image … locally" first, on stderr, when `missing`).
 pub fn pull(c: &Client, image: &str, quiet: bool) -> anyhow::Result<()> {
     let r = berth_image::Reference::parse(image)?;
-    let (from, tag) = match (&r.tag, &r.digest) {
-        (_, Some(d)) => (r.repository(), d.clone()),
-        (Some(t), None) => (r.repository(), t.clone()),
-        (None, None) => (r.repository(), "latest".to_string()),
-    };
-    let auth = crate::registry::registry_auth(&r.domain)?;
-    let resp = c
-        .request_with(
-            "POST",
-            &format!("/images/create?fromImage={}&tag={}", enc(&from), enc(&tag)),
-            Body::Empty,
-            &[("X-Registry-Auth", &auth)],
-        )?
-        .ok()?;
+    let resp = crate::registry::start_pull(c, &r, false)?;
     crate::progress::show_json_stream_to(resp.reader(), quiet, &mut std::io::stderr().lock())?;
     Ok(())
 }
