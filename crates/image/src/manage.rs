@@ -68,6 +68,8 @@ impl Images {
             .into_iter()
             .filter(|i| i.kind == Kind::Active && i.parent.as_deref() == Some(top.as_str()))
             .filter_map(|i| i.key.strip_prefix("container-").map(str::to_string))
+            // another image with the same layers is not this one
+            .filter(|c| self.container_image(c).is_none_or(|id| id == img.id))
             .collect())
     }
 

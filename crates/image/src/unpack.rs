@@ -301,10 +301,43 @@ impl Images {
     ) -> Result<(ImageConfiguration, Vec<Mount>)> {
         let img = self.resolve(reference)?;
         let top = self.unpack(&img)?;
+        // which image the container is of: images can share their layers (one built
+        // FROM another with only config changes), so the snapshot's parent cannot say
+        let record = self.container_image_path(container_id);
+        if let Some(d) = record.parent() {
+            std::fs::create_dir_all(d).map_err(|source| Error::Io {
+                op: "create",
+                path: d.to_path_buf(),
+                source,
+            })?;
+        }
+        std::fs::write(&record, &img.id).map_err(|source| Error::Io {
+            op: "write",
+            path: record.clone(),
+            source,
+        })?;
         let mounts = self
             .snapshotter
             .prepare(&container_key(container_id), top.as_deref())?;
         Ok((img.config, mounts))
+    }
+
+    /// Where the id of the image a container was prepared from is kept.
+    fn container_image_path(&self, container_id: &str) -> PathBuf {
+        self.root
+            .join("image")
+            .join("containers")
+            .join(container_id)
+    }
+
+    /// The id of the image container `container_id` was prepared from (`None` for a
+    /// container prepared before berth kept it).
+    pub(crate) fn container_image(&self, container_id: &str) -> Option<String> {
+        std::fs::read_to_string(self.container_image_path(container_id)).ok()
+    }
+
+    fn forget_container_image(&self, container_id: &str) {
+        let _ = std::fs::remove_file(self.container_image_path(container_id));
     }
 
     /// The mounts of an existing container snapshot.
@@ -314,6 +347,7 @@ impl Images {
 
     /// Removes the container's writable snapshot (absent is not an error).
     pub fn remove_container(&self, container_id: &str) -> Result<()> {
+        self.forget_container_image(container_id);
         match self.snapshotter.remove(&container_key(container_id)) {
             Ok(()) | Err(berth_snapshot::Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
@@ -323,6 +357,7 @@ impl Images {
     /// [`Images::remove_container`], with the files left for
     /// [`Images::empty_snapshot_trash`] (see `Snapshotter::remove_deferred`).
     pub fn remove_container_deferred(&self, container_id: &str) -> Result<()> {
+        self.forget_container_image(container_id);
         match self
             .snapshotter
             .remove_deferred(&container_key(container_id))

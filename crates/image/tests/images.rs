@@ -186,6 +186,58 @@ fn check_container_rootfs(overlay: bool) {
 }
 
 #[test]
+fn images_sharing_their_layers_count_only_their_own_containers() {
+    let dir = root_dir();
+    let images = open(dir.path(), true);
+    // the same layer under two configs: two images, one top snapshot
+    let a = images
+        .import(
+            &busybox_rootfs()[..],
+            Some("berth-test/a:1"),
+            &["CMD [\"a\"]".into()],
+            "",
+        )
+        .expect("import a");
+    let b = images
+        .import(
+            &busybox_rootfs()[..],
+            Some("berth-test/b:1"),
+            &["CMD [\"b\"]".into()],
+            "",
+        )
+        .expect("import b");
+    assert_ne!(a, b);
+    images
+        .prepare_container("berth-test/b:1", "cb")
+        .expect("container of b");
+    let count = |id: &str| {
+        images
+            .list()
+            .expect("list")
+            .into_iter()
+            .find(|s| s.id == id)
+            .map(|s| s.containers)
+    };
+    assert_eq!(count(&b), Some(1));
+    assert_eq!(count(&a), Some(0), "a's layers, b's container");
+    // a goes (unused), b stays (used); its container's rootfs is intact
+    let e = images
+        .remove("berth-test/b:1", false)
+        .expect_err("b in use");
+    assert!(e.to_string().contains("being used by container cb"), "{e}");
+    images.remove("berth-test/a:1", false).expect("a is unused");
+    let (pruned, _) = images.prune(true).expect("prune");
+    assert!(pruned.is_empty(), "b is used: {pruned:?}");
+    images
+        .container_mounts("cb")
+        .expect("the container's snapshot is still there");
+    images.remove_container("cb").expect("remove cb");
+    assert_eq!(count(&b), Some(0));
+    let (pruned, _) = images.prune(true).expect("prune");
+    assert_eq!(pruned, vec![b]);
+}
+
+#[test]
 fn container_rootfs_on_overlay() {
     check_container_rootfs(true);
 }
