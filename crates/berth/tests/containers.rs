@@ -521,6 +521,14 @@ fn inspect_finds_containers_images_networks_and_volumes() {
     let out = b.run(&["inspect", "--type", "plugin", "ic"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("not a valid value for --type"));
+    // docker's Image is the image's id; Config.Image the name as given
+    let image_id = b.ok(&["image", "inspect", "-f", "{{.Id}}", "someapp:1.0"]);
+    assert!(image_id.starts_with("sha256:"), "{image_id}");
+    assert_eq!(
+        b.ok(&["inspect", "-f", "{{.Image}} {{.Config.Image}}", "ic"])
+            .trim(),
+        format!("{} someapp:1.0", image_id.trim())
+    );
     // -s: the sizes docker adds for containers
     let out = b.ok(&[
         "container",

@@ -96,6 +96,13 @@ fn compose_up_ps_logs_exec_down() {
         up.contains("Creating bt_web_1") && up.contains("Creating bt_worker_1"),
         "{up}"
     );
+    // compose compares the containers' image id with the image's: nothing changed,
+    // nothing is recreated
+    let again = p.ok(&["up", "-d"]);
+    assert!(
+        again.contains("bt_web_1 is up-to-date") && !again.contains("Recreating"),
+        "{again}"
+    );
     let ps = p.ok(&["ps"]);
     let rows: Vec<&str> = ps.lines().filter(|l| l.starts_with("bt_")).collect();
     assert_eq!(rows.len(), 2, "one row per service:\n{ps}");

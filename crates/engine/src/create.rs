@@ -153,6 +153,7 @@ impl Engine {
             pid: None,
             started_at: None,
             volumes,
+            image_id: images.container_image(&id),
         };
         dir.save(&record)?;
         undo.armed = false;

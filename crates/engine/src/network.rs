@@ -788,6 +788,7 @@ impl Engine {
                 pid: None,
                 started_at: None,
                 volumes: Vec::new(),
+                image_id: None,
             },
             "",
         )?;

@@ -471,6 +471,9 @@ pub struct Record {
     /// volumes the container uses (named and anonymous)
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// the id (`sha256:…`) of the image it was created from (docker's `Image`)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 /// How a container ended (`exit.json`).

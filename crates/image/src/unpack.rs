@@ -332,7 +332,7 @@ impl Images {
 
     /// The id of the image container `container_id` was prepared from (`None` for a
     /// container prepared before berth kept it).
-    pub(crate) fn container_image(&self, container_id: &str) -> Option<String> {
+    pub fn container_image(&self, container_id: &str) -> Option<String> {
         std::fs::read_to_string(self.container_image_path(container_id)).ok()
     }
 

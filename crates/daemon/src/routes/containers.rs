@@ -408,7 +408,7 @@ fn summary_json(s: &Summary) -> Value {
         .collect::<Vec<_>>()
         .join(" ");
     json!({
-        "Id": r.id, "Names": [format!("/{}", r.name)], "Image": r.options.image, "ImageID": "",
+        "Id": r.id, "Names": [format!("/{}", r.name)], "Image": r.options.image, "ImageID": r.image_id.clone().unwrap_or_default(),
         "Command": cmd, "Created": unix(&r.created), "State": state_name(s), "Status": status_text(s),
         "Ports": [], "Labels": r.options.labels, "Mounts": mounts_json(&r.options),
         "HostConfig": {"NetworkMode": network_mode(&r.options)},
@@ -451,7 +451,8 @@ pub fn inspect_json(ctx: &Ctx, s: &Summary) -> Value {
             "StartedAt": r.started_at.as_deref().unwrap_or(zero),
             "FinishedAt": s.exit.as_ref().map(|x| x.finished_at.as_str()).unwrap_or(zero),
         },
-        "Image": o.image,
+        // docker's: the image's id; Config.Image keeps the name as given
+        "Image": r.image_id.as_deref().unwrap_or(&o.image),
         "ResolvConfPath": dir.join("resolv.conf"), "HostnamePath": dir.join("hostname"),
         "HostsPath": dir.join("hosts"), "LogPath": ctx.engine.log_path(&r.id),
         "Name": format!("/{}", r.name), "RestartCount": 0, "Driver": "overlay2", "Platform": "linux",
