@@ -5,7 +5,7 @@
 //! volume create --opt, the network create/connect flags, and the flags berth refuses
 //! clearly. Needs root (mounts, namespaces, cgroups) and Debian's busybox-static.
 
-use berth_testkit::{eventually, stderr, stdout};
+use berth_testkit::{cgroup_value, eventually, stderr, stdout};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -18,22 +18,6 @@ fn berth() -> Berth {
         "berth-test-commands-",
         "someapp:1.0",
     )
-}
-
-/// A resource file of the container's cgroup: the v1 controller's, else the unified one.
-fn cgroup_value(id: &str, v1: &str, v2: &str) -> String {
-    let (ctrl, file) = v1.split_once('/').expect("controller/file");
-    let p1 = Path::new("/sys/fs/cgroup")
-        .join(ctrl)
-        .join("berth")
-        .join(id)
-        .join(file);
-    let p2 = Path::new("/sys/fs/cgroup/berth").join(id).join(v2);
-    std::fs::read_to_string(&p1)
-        .or_else(|_| std::fs::read_to_string(&p2))
-        .unwrap_or_else(|_| panic!("neither {} nor {}", p1.display(), p2.display()))
-        .trim()
-        .to_string()
 }
 
 fn inspect(b: &Berth, name: &str, format: &str) -> String {

@@ -3,7 +3,7 @@
 //! logs, exec, stop, rm, exit codes. Needs root (mounts, namespaces, cgroups) and
 //! Debian's busybox-static; the -ti test needs `script` (bsdutils).
 
-use berth_testkit::{cgroups_of, eventually, processes_with, stderr, stdout};
+use berth_testkit::{cgroup_value, cgroups_of, eventually, processes_with, stderr, stdout};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -338,40 +338,12 @@ fn limits_land_in_the_cgroup() {
         ])
         .trim()
         .to_string();
-    let read = |v1: &str, v2: &str| {
-        let p1 = Path::new("/sys/fs/cgroup").join(v1);
-        let p2 = Path::new("/sys/fs/cgroup/berth").join(&id).join(v2);
-        std::fs::read_to_string(&p1)
-            .or_else(|_| std::fs::read_to_string(&p2))
-            .unwrap_or_else(|_| panic!("neither {} nor {}", p1.display(), p2.display()))
-            .trim()
-            .to_string()
-    };
-    let mem = read(
-        &format!("memory/berth/{id}/memory.limit_in_bytes"),
-        "memory.max",
-    );
+    let mem = cgroup_value(&id, "memory/memory.limit_in_bytes", "memory.max");
     assert_eq!(mem, (64u64 << 20).to_string());
-    let pids = read(&format!("pids/berth/{id}/pids.max"), "pids.max");
+    let pids = cgroup_value(&id, "pids/pids.max", "pids.max");
     assert_eq!(pids, "50");
     b.ok(&["rm", "-f", &id]);
     assert_eq!(cgroups_of(&id), Vec::<PathBuf>::new());
-}
-
-/// A resource file of the container's cgroup: the v1 controller's, else the unified one.
-fn cgroup_value(id: &str, v1: &str, v2: &str) -> String {
-    let (ctrl, file) = v1.split_once('/').expect("controller/file");
-    let p1 = Path::new("/sys/fs/cgroup")
-        .join(ctrl)
-        .join("berth")
-        .join(id)
-        .join(file);
-    let p2 = Path::new("/sys/fs/cgroup/berth").join(id).join(v2);
-    std::fs::read_to_string(&p1)
-        .or_else(|_| std::fs::read_to_string(&p2))
-        .unwrap_or_else(|_| panic!("neither {} nor {}", p1.display(), p2.display()))
-        .trim()
-        .to_string()
 }
 
 #[test]

@@ -112,6 +112,24 @@ pub fn process_gone(pid: i64) -> bool {
         .unwrap_or(true)
 }
 
+/// A resource file of container `id`'s cgroup under berth's parent: `v1` as
+/// `controller/file` of the v1 hierarchy, else `v2` of the unified one (panics when
+/// neither exists).
+pub fn cgroup_value(id: &str, v1: &str, v2: &str) -> String {
+    let (ctrl, file) = v1.split_once('/').expect("controller/file");
+    let p1 = Path::new("/sys/fs/cgroup")
+        .join(ctrl)
+        .join("berth")
+        .join(id)
+        .join(file);
+    let p2 = Path::new("/sys/fs/cgroup/berth").join(id).join(v2);
+    std::fs::read_to_string(&p1)
+        .or_else(|_| std::fs::read_to_string(&p2))
+        .unwrap_or_else(|_| panic!("neither {} nor {}", p1.display(), p2.display()))
+        .trim()
+        .to_string()
+}
+
 /// Cgroup directories named after container `id` (v1 hierarchies and the unified one).
 pub fn cgroups_of(id: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
