@@ -280,6 +280,19 @@ pub(crate) fn with_auth<B>(
     }
 }
 
+/// The body of a reply that is a small document (a manifest, a tag list): at most
+/// 8 MiB.
+pub(crate) fn small_body(url: &str, resp: &mut Response<Body>) -> Result<Vec<u8>> {
+    resp.body_mut()
+        .with_config()
+        .limit(8 << 20)
+        .read_to_vec()
+        .map_err(|e| Error::Http {
+            url: url.to_string(),
+            source: e,
+        })
+}
+
 /// Turns a non-success response into an error carrying the registry's message.
 pub(crate) fn status_error(url: &str, resp: &mut Response<Body>) -> Error {
     let status = resp.status().as_u16();

@@ -1,7 +1,7 @@
 //! `pull`: manifest (following an index to linux/amd64), then missing blobs in
 //! parallel, each verified by the content store, then unpack.
 
-use crate::client::{status_error, with_auth, Client};
+use crate::client::{small_body, status_error, with_auth, Client};
 use crate::{Error, Result};
 use berth_content::{Digest, Lease, Progress, ProgressReader};
 use berth_image::manifest::{self, Parsed};
@@ -135,15 +135,7 @@ impl Client {
                 .and_then(|l| l.split_once('<'))
                 .and_then(|(_, rest)| rest.split_once('>'))
                 .map(|(path, _)| path.to_string());
-            let bytes = resp
-                .body_mut()
-                .with_config()
-                .limit(8 << 20)
-                .read_to_vec()
-                .map_err(|e| Error::Http {
-                    url: url.clone(),
-                    source: e,
-                })?;
+            let bytes = small_body(&url, &mut resp)?;
             let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
                 Error::Invalid(format!("tag list of {} is not JSON: {e}", r.repository()))
             })?;
@@ -217,15 +209,7 @@ impl Client {
         if !resp.status().is_success() {
             return Err(status_error(&url, &mut resp));
         }
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(8 << 20)
-            .read_to_vec()
-            .map_err(|e| Error::Http {
-                url: url.clone(),
-                source: e,
-            })?;
+        let bytes = small_body(&url, &mut resp)?;
         let d = Digest::of(&bytes);
         if target.starts_with("sha256:") && d.to_string() != target {
             return Err(Error::Invalid(format!(
