@@ -160,7 +160,11 @@ impl Engine {
             self.volumes_release(&rec);
         }
         rootfs::unmount_rootfs(&dir.rootfs())?;
-        rootfs::unmount_rootfs(&dir.dir.join(crate::hostconfig::SHM_DIR))?;
+        // (only a --ipc shareable container has one: spare the others a mount table read)
+        let shm = dir.dir.join(crate::hostconfig::SHM_DIR);
+        if shm.exists() {
+            rootfs::unmount_rootfs(&shm)?;
+        }
         if defer_dir {
             self.images()?.remove_container_deferred(id)?;
         } else {
