@@ -48,18 +48,9 @@ pub struct PushArgs {
     name: String,
 }
 
-/// Whether `name` gives a tag or digest (a registry's `host:port/` is not a tag).
-fn names_tag(name: &str) -> bool {
-    name.contains('@')
-        || name
-            .rsplit('/')
-            .next()
-            .is_some_and(|last| last.contains(':'))
-}
-
 /// `-a` with a tag is docker's usage error.
 fn check_all_tags(name: &str, all: bool) -> Result<()> {
-    if all && names_tag(name) {
+    if all && berth_image::reference::names_tag(name) {
         bail!(
             "tag can't be used with --all-tags/-a: give the repository only ({})",
             name.split('@')

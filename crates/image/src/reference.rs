@@ -35,6 +35,17 @@ pub struct Reference {
     pub digest: Option<String>,
 }
 
+/// Whether `name` as typed gives a tag or a digest (`repo:tag`, `repo@sha256:…`)
+/// rather than a bare repository (a registry's `host:port/` is not a tag): docker's
+/// test for "every tag" in pull and push.
+pub fn names_tag(name: &str) -> bool {
+    name.contains('@')
+        || name
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'))
+}
+
 fn invalid(input: &str, why: &'static str) -> Error {
     Error::Invalid {
         input: input.to_string(),
@@ -187,6 +198,19 @@ impl std::str::FromStr for Reference {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_tag_tells_a_tag_or_digest_from_a_bare_repository() {
+        for (name, tagged) in [
+            ("busybox", false),
+            ("busybox:1", true),
+            ("127.0.0.1:5000/x", false),
+            ("127.0.0.1:5000/x:1", true),
+            ("x@sha256:0123", true),
+        ] {
+            assert_eq!(names_tag(name), tagged, "{name}");
+        }
+    }
 
     #[test]
     fn docker_normalization() {

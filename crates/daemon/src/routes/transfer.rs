@@ -245,7 +245,7 @@ pub fn create(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
         Err(e) => return Some(Reply::error(500, e)),
     };
     // docker's API: no tag and no digest pulls every tag of the repository
-    let names = if names_tag(&name) {
+    let names = if berth_image::reference::names_tag(&name) {
         vec![(name.clone(), r.clone())]
     } else {
         match client.tags(&r) {
@@ -281,7 +281,7 @@ pub fn create(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
     } else {
         "Image is up to date"
     };
-    let shown = if names.len() == 1 && names_tag(&name) {
+    let shown = if names.len() == 1 && berth_image::reference::names_tag(&name) {
         r.familiar()
     } else {
         r.familiar_repository()
@@ -289,16 +289,6 @@ pub fn create(ctx: &Ctx, req: &Request, conn: &mut Conn) -> Option<Reply> {
     out.status(&format!("Status: {what} for {shown}"));
     out.end();
     None
-}
-
-/// Whether `name` says which tag or digest (`repo:tag`, `repo@sha256:…`) rather
-/// than a bare repository (a registry's `host:port/` is not a tag).
-fn names_tag(name: &str) -> bool {
-    name.contains('@')
-        || name
-            .rsplit('/')
-            .next()
-            .is_some_and(|last| last.contains(':'))
 }
 
 fn import(ctx: &Ctx, req: &Request, src: &str, conn: &mut Conn) -> Option<Reply> {
@@ -358,7 +348,7 @@ pub fn push(ctx: &Ctx, req: &Request, name: &str, conn: &mut Conn) -> Option<Rep
         Ok(i) => i,
         Err(r) => return Some(r),
     };
-    let names: Vec<(String, berth_image::Reference)> = if names_tag(&name) {
+    let names: Vec<(String, berth_image::Reference)> = if berth_image::reference::names_tag(&name) {
         if let Err(e) = images.resolve(&name) {
             return Some(image_error(e));
         }
