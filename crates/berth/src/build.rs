@@ -181,14 +181,16 @@ fn memory_swap(v: &str) -> std::result::Result<i64, String> {
 }
 
 /// `--ulimit name=soft[:hard]` as docker's `{"Name","Soft","Hard"}`.
+/// (checked against the builder's limits up front)
 fn ulimit(v: &str) -> std::result::Result<serde_json::Value, String> {
-    let bad = || format!("{v:?}: use name=soft[:hard], e.g. nofile=1024:2048");
-    let (name, lim) = v.split_once('=').ok_or_else(bad)?;
-    let (soft, hard) = lim.split_once(':').unwrap_or((lim, lim));
-    let n = |x: &str| x.parse::<i64>().map_err(|_| bad());
-    let (soft, hard) = (n(soft)?, n(hard)?);
+    let u = crate::container::ulimit_entry(v)?;
+    let (name, soft, hard) = (
+        u["Name"].as_str().unwrap_or_default(),
+        u["Soft"].as_i64().unwrap_or_default(),
+        u["Hard"].as_i64().unwrap_or_default(),
+    );
     berth_build::exec::runopts::RunOptions::ulimit(name, soft, hard).map_err(|e| e.to_string())?;
-    Ok(serde_json::json!({"Name": name, "Hard": hard, "Soft": soft}))
+    Ok(u)
 }
 
 /// `--security-opt`: a seccomp profile file goes as its JSON (as docker's client

@@ -1008,7 +1008,13 @@ fn restart_policy(v: &str) -> anyhow::Result<Value> {
 
 /// `--ulimit name=soft[:hard]` as docker's Ulimits entry.
 fn ulimit(v: &str) -> anyhow::Result<Value> {
-    let bad = || anyhow!("--ulimit {v:?}: use name=soft[:hard], e.g. nofile=1024:2048");
+    ulimit_entry(v).map_err(|e| anyhow!("--ulimit {e}"))
+}
+
+/// `name=soft[:hard]` (run's and build's `--ulimit`) as docker's
+/// `{"Name","Soft","Hard"}`; the error says what the value should be.
+pub(crate) fn ulimit_entry(v: &str) -> std::result::Result<Value, String> {
+    let bad = || format!("{v:?}: use name=soft[:hard], e.g. nofile=1024:2048");
     let (name, lim) = v.split_once('=').ok_or_else(bad)?;
     let (soft, hard) = lim.split_once(':').unwrap_or((lim, lim));
     let n = |x: &str| x.parse::<i64>().map_err(|_| bad());
